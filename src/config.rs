@@ -1,0 +1,308 @@
+//! The TOML configuration: typed, validated, with errors that name the key
+//! and the line (`callguard config check`).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::proxy::Transport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: line {line}: `{key}`: {message}")]
+    Invalid { path: PathBuf, line: usize, key: String, message: String },
+}
+
+/// `transport:ip:port`, e.g. `udp:0.0.0.0:5060` or `tcp:[::1]:5060`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SipAddr {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for SipAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (transport, rest) = match s.split_once(':') {
+            Some((t, rest)) if t.eq_ignore_ascii_case("udp") => (Transport::Udp, rest),
+            Some((t, rest)) if t.eq_ignore_ascii_case("tcp") => (Transport::Tcp, rest),
+            _ => (Transport::Udp, s),
+        };
+        let addr = rest
+            .parse()
+            .map_err(|_| format!("`{s}` is not `udp:IP:PORT` or `tcp:IP:PORT` (IPv6 in brackets)"))?;
+        Ok(SipAddr { transport, addr })
+    }
+}
+
+impl TryFrom<String> for SipAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::fmt::Display for SipAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.transport, self.addr)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: Sip,
+    #[serde(default, rename = "carrier")]
+    pub carriers: Vec<CarrierConfig>,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub state: State,
+    #[serde(default, rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sip {
+    pub listen: Vec<SipAddr>,
+    /// Host written in Via and Record-Route; defaults to the listen
+    /// address, or the local address that routes to the first carrier when
+    /// listening on a wildcard.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Extra names under which dialers and carriers may address us in Route.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Worker threads; 0 = one per core.
+    #[serde(default)]
+    pub workers: usize,
+    #[serde(default = "d_t1")]
+    pub t1_ms: u64,
+    #[serde(default = "d_t2")]
+    pub t2_ms: u64,
+    #[serde(default = "d_t4")]
+    pub t4_ms: u64,
+    #[serde(default = "d_carrier_timeout")]
+    pub carrier_timeout_ms: u64,
+    #[serde(default = "d_timer_c")]
+    pub timer_c_s: u64,
+    #[serde(default = "d_max_message")]
+    pub max_message_bytes: usize,
+    #[serde(default = "d_tcp_idle")]
+    pub tcp_idle_timeout_s: u64,
+}
+
+fn d_t1() -> u64 {
+    500
+}
+fn d_t2() -> u64 {
+    4000
+}
+fn d_t4() -> u64 {
+    5000
+}
+fn d_carrier_timeout() -> u64 {
+    5000
+}
+fn d_timer_c() -> u64 {
+    180
+}
+fn d_max_message() -> usize {
+    65535
+}
+fn d_tcp_idle() -> u64 {
+    600
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierConfig {
+    pub name: String,
+    pub address: SipAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "d_admin")]
+    pub listen: SocketAddr,
+    /// Name of the environment variable holding the bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+fn d_admin() -> SocketAddr {
+    ([127, 0, 0, 1], 9090).into()
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin { listen: d_admin(), token_env: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    #[serde(default = "d_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn d_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State { data_dir: d_data_dir() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub id: toml::Spanned<String>,
+    /// Dialer source networks (CIDR).
+    pub sources: Vec<ipnet::IpNet>,
+}
+
+impl Sip {
+    pub fn t1(&self) -> Duration {
+        Duration::from_millis(self.t1_ms)
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+        cfg.validate(text, path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| {
+            let line = line_of_key(text, key);
+            ConfigError::Invalid { path: path.to_owned(), line, key: key.to_owned(), message }
+        };
+        if self.sip.listen.is_empty() {
+            return Err(invalid("sip.listen", "at least one listener is required".into()));
+        }
+        if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
+            return Err(invalid("sip.t2_ms", "timers need 0 < t1_ms <= t2_ms".into()));
+        }
+        if self.sip.carrier_timeout_ms == 0 {
+            return Err(invalid("sip.carrier_timeout_ms", "must be positive".into()));
+        }
+        if !(1024..=1 << 20).contains(&self.sip.max_message_bytes) {
+            return Err(invalid("sip.max_message_bytes", "must be between 1024 and 1048576".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for c in &self.carriers {
+            if !names.insert(c.name.as_str()) {
+                return Err(invalid("carrier.name", format!("carrier `{}` is defined twice", c.name)));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for t in &self.tenants {
+            let id = t.id.get_ref();
+            let line = text[..t.id.span().start].lines().count().max(1);
+            let err = |message: String| ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                key: "tenant.id".into(),
+                message,
+            };
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(err(format!("`{id}`: use letters, digits, `-` and `_`")));
+            }
+            if !ids.insert(id.clone()) {
+                return Err(err(format!("tenant `{id}` is defined twice")));
+            }
+            if t.sources.is_empty() {
+                return Err(err(format!("tenant `{id}` has no `sources`: no dialer could use it")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Best-effort line number of `a.b` (the last key part) for errors found
+/// after parsing; serde spans cover only the values we wrapped.
+fn line_of_key(text: &str, key: &str) -> usize {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with(last) && l[last.len()..].trim_start().starts_with('=')
+        })
+        .map(|i| i + 1)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+[sip]
+listen = ["udp:127.0.0.1:5060", "tcp:[::1]:5060"]
+
+[[carrier]]
+name = "a"
+address = "udp:127.0.0.1:5080"
+
+[[tenant]]
+id = "demo"
+sources = ["127.0.0.0/8"]
+"#;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn parses_a_valid_config() {
+        let c = parse(OK).unwrap();
+        assert_eq!(c.sip.listen[1].transport, Transport::Tcp);
+        assert_eq!(c.sip.t1_ms, 500);
+        assert_eq!(c.tenants[0].id.get_ref(), "demo");
+        assert_eq!(c.admin.listen.port(), 9090);
+    }
+
+    #[test]
+    fn errors_name_key_and_line() {
+        let bad = OK.replace("127.0.0.0/8", "127.0.0.0/33");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("line 11") && e.contains("sources"), "{e}");
+
+        let bad = OK.replace("udp:127.0.0.1:5080", "carrier.example");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("line 7") && e.contains("address"), "{e}");
+
+        let bad = OK.replace("[[tenant]]", "[[tenant]]\ncolour = 1");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+
+        let bad = format!("{OK}\n[[tenant]]\nid = \"demo\"\nsources = [\"10.0.0.0/8\"]\n");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("line 14") && e.contains("twice"), "{e}");
+
+        let bad = OK.replace("[\"udp:127.0.0.1:5060\", \"tcp:[::1]:5060\"]", "[]");
+        let e = parse(&bad).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("sip.listen"), "{e}");
+    }
+}

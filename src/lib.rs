@@ -1,0 +1,22 @@
+//! callguard: a SIP gatekeeper proxy between outbound dialers and their
+//! carrier. Every initial INVITE is checked before it is forwarded; every
+//! rejection says why.
+//!
+//! # Layout
+//! - [`sip`]: zero-copy SIP message parser and URI reader.
+//! - [`proxy`]: the sans-IO transaction-stateful proxy core (RFC 3261 §16–17).
+//! - [`transport`]: the tokio UDP/TCP driver around the core.
+//! - [`tenant`]: which tenant an INVITE's source address belongs to.
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`metrics`]: Prometheus counters with the contract's names.
+//! - [`admin`]: the admin HTTP API (`/metrics`, `/healthz`, `/readyz`).
+//! - [`service`]: wiring config, core, transports and admin into one process.
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod service;
+pub mod sip;
+pub mod tenant;
+pub mod transport;

@@ -1,0 +1,154 @@
+//! Prometheus metrics with the contract's names. Labels are bounded: SIP
+//! methods outside a known set become `other`, and no number or Call-ID is
+//! ever a label.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::proxy::Observer;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Direction {
+    r#in,
+    out,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MessageLabels {
+    pub direction: Direction,
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    pub direction: Direction,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InviteLabels {
+    pub tenant: String,
+    pub decision: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CarrierLabels {
+    pub carrier: String,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CarrierName {
+    pub carrier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub sip_messages: Family<MessageLabels, Counter>,
+    pub sip_responses: Family<ResponseLabels, Counter>,
+    pub transactions_active: Gauge,
+    pub invites: Family<InviteLabels, Counter>,
+    pub decision_duration: Histogram,
+    pub carrier_responses: Family<CarrierLabels, Counter>,
+    pub carrier_failovers: Family<CarrierName, Counter>,
+    pub malformed: Counter,
+    pub config_reloads: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("callguard");
+        let sip_messages = Family::<MessageLabels, Counter>::default();
+        let sip_responses = Family::<ResponseLabels, Counter>::default();
+        let transactions_active = Gauge::default();
+        let invites = Family::<InviteLabels, Counter>::default();
+        // 1 µs .. ~16 ms: decisions are expected in the low microseconds.
+        let decision_duration = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1e-6, 2.0, 15));
+        let carrier_responses = Family::<CarrierLabels, Counter>::default();
+        let carrier_failovers = Family::<CarrierName, Counter>::default();
+        let malformed = Counter::default();
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("sip_messages", "SIP requests received and sent, by method", sip_messages.clone());
+        registry.register("sip_responses", "SIP responses received and sent, by status code", sip_responses.clone());
+        registry.register("transactions_active", "SIP transactions in memory", transactions_active.clone());
+        registry.register("invites", "Initial INVITEs by tenant, decision and rule code", invites.clone());
+        registry.register("decision_duration_seconds", "Time to decide on an initial INVITE", decision_duration.clone());
+        registry.register("carrier_responses", "Responses received from each carrier, by code", carrier_responses.clone());
+        registry.register("carrier_failovers", "Calls moved to the next carrier after this one failed", carrier_failovers.clone());
+        registry.register("sip_malformed", "SIP messages dropped or answered 400 as malformed", malformed.clone());
+        registry.register("config_reloads", "Configuration reloads by result", config_reloads.clone());
+        Metrics {
+            registry,
+            sip_messages,
+            sip_responses,
+            transactions_active,
+            invites,
+            decision_duration,
+            carrier_responses,
+            carrier_failovers,
+            malformed,
+            config_reloads,
+        }
+    }
+
+    /// The text exposition format served on `/metrics`.
+    pub fn encode(&self) -> String {
+        let mut s = String::with_capacity(8192);
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}
+
+fn method_label(m: &[u8]) -> &'static str {
+    const KNOWN: &[&str] = &["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "PRACK", "REFER", "NOTIFY", "REGISTER", "SUBSCRIBE", "MESSAGE"];
+    KNOWN.iter().find(|k| k.as_bytes() == m).copied().unwrap_or("other")
+}
+
+impl Observer for Metrics {
+    fn message_in(&self, method: &[u8]) {
+        self.sip_messages.get_or_create(&MessageLabels { direction: Direction::r#in, method: method_label(method) }).inc();
+    }
+    fn message_out(&self, method: &[u8]) {
+        self.sip_messages.get_or_create(&MessageLabels { direction: Direction::out, method: method_label(method) }).inc();
+    }
+    fn response_in(&self, code: u16) {
+        self.sip_responses.get_or_create(&ResponseLabels { direction: Direction::r#in, code }).inc();
+    }
+    fn response_out(&self, code: u16) {
+        self.sip_responses.get_or_create(&ResponseLabels { direction: Direction::out, code }).inc();
+    }
+    fn malformed(&self) {
+        self.malformed.inc();
+    }
+    fn transactions(&self, delta: i64) {
+        self.transactions_active.inc_by(delta);
+    }
+    fn decision(&self, tenant: Option<&str>, decision: &'static str, reason: &'static str, seconds: f64) {
+        let tenant = tenant.unwrap_or("").to_owned();
+        self.invites.get_or_create(&InviteLabels { tenant, decision, reason }).inc();
+        self.decision_duration.observe(seconds);
+    }
+    fn carrier_response(&self, carrier: &str, code: u16) {
+        self.carrier_responses.get_or_create(&CarrierLabels { carrier: carrier.to_owned(), code }).inc();
+    }
+    fn failover(&self, carrier: &str) {
+        self.carrier_failovers.get_or_create(&CarrierName { carrier: carrier.to_owned() }).inc();
+    }
+}

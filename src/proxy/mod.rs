@@ -1,0 +1,169 @@
+//! The transaction-stateful proxy (RFC 3261 §16, §17) as a deterministic
+//! state machine: messages and instants go in, datagrams to send and the
+//! next timer deadline come out. No sockets, no clock, no threads here, so
+//! every path is tested with simulated time (see `tests` in `core.rs`).
+
+mod build;
+mod core;
+mod timer;
+
+pub use self::core::Core;
+pub use build::escape_quoted;
+
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sip::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn is_reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+    pub fn as_via(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+    pub fn from_bytes(b: &[u8]) -> Option<Transport> {
+        if b.eq_ignore_ascii_case(b"udp") {
+            Some(Transport::Udp)
+        } else if b.eq_ignore_ascii_case(b"tcp") {
+            Some(Transport::Tcp)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
+/// The far end of a message: for TCP, the connection's remote address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.transport, self.addr)
+    }
+}
+
+/// A message the driver must send.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub to: Peer,
+    pub payload: Bytes,
+}
+
+/// How this proxy names itself in Via and Record-Route for one transport
+/// and address family.
+#[derive(Debug, Clone)]
+pub struct LocalEndpoint {
+    pub transport: Transport,
+    pub ipv6: bool,
+    /// Host as written in URIs (IPv6 in brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+/// A carrier target (static address; DNS targets are resolved by the driver).
+#[derive(Debug, Clone)]
+pub struct Carrier {
+    pub name: String,
+    pub peer: Peer,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+    /// No response at all from a carrier within this bound: try the next
+    /// carrier, or answer 408 (a Timer B shortened for dialers, which give
+    /// up on a call long before RFC 3261's 32 s).
+    pub carrier_timeout: Duration,
+    /// RFC 3261 §16.6 Timer C: bound on ringing after a provisional.
+    pub timer_c: Duration,
+    pub local: Vec<LocalEndpoint>,
+    /// Extra host names that designate this proxy in Route headers.
+    pub aliases: Vec<String>,
+    /// Carriers in priority order, for serial failover.
+    pub carriers: Vec<Carrier>,
+    /// Key for the Record-Route token that stops anyone from using forged
+    /// Route headers to relay through this proxy.
+    pub route_key: [u8; 16],
+    /// Random per-process prefix so branches never repeat across restarts.
+    pub instance: u32,
+}
+
+impl Settings {
+    pub fn timer_64t1(&self) -> Duration {
+        self.t1 * 64
+    }
+}
+
+/// What the policy layer decided for an initial INVITE.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Forward {
+        tenant: Arc<str>,
+        /// Headers added to the forwarded INVITE (e.g. a `warn` tag).
+        headers: Vec<(String, String)>,
+    },
+    Reject(Rejection),
+}
+
+/// A rejection with everything the response must explain (product
+/// contract: reason phrase, `Reason`, `Warning`, `X-Callguard-Reason`,
+/// `Retry-After`).
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub tenant: Option<Arc<str>>,
+    pub status: u16,
+    pub phrase: String,
+    /// Rule code, e.g. `source_not_authorized`.
+    pub code: &'static str,
+    pub explanation: String,
+    pub retry_after: Option<u64>,
+}
+
+/// The decision hook for initial INVITEs. Implementations must not block:
+/// the core calls it inline.
+pub trait Gatekeeper: Send + Sync {
+    fn check(&self, invite: &Message, source: &Peer) -> Verdict;
+}
+
+/// Counters the core reports; implemented by the metrics registry, and by
+/// a no-op in tests.
+pub trait Observer: Send + Sync {
+    fn message_in(&self, _method: &[u8]) {}
+    fn message_out(&self, _method: &[u8]) {}
+    fn response_in(&self, _code: u16) {}
+    fn response_out(&self, _code: u16) {}
+    fn malformed(&self) {}
+    fn transactions(&self, _delta: i64) {}
+    fn decision(&self, _tenant: Option<&str>, _decision: &'static str, _reason: &'static str, _seconds: f64) {}
+    fn carrier_response(&self, _carrier: &str, _code: u16) {}
+    fn failover(&self, _carrier: &str) {}
+}
+
+pub struct NoObserver;
+impl Observer for NoObserver {}

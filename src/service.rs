@@ -1,0 +1,244 @@
+//! Builds a running proxy from a [`Config`]: binds sockets, derives the
+//! addresses we advertise, creates the core shards and starts the tasks.
+
+use anyhow::{bail, Context};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::{Config, SipAddr};
+use crate::metrics::Metrics;
+use crate::proxy::{Carrier, Core, LocalEndpoint, Peer, Settings, Transport};
+use crate::tenant::Tenants;
+use crate::transport::Dispatcher;
+
+/// Socket receive buffer asked for (the kernel caps it at rmem_max): bursts
+/// of a few thousand datagrams must not be dropped while a worker is busy.
+const UDP_BUFFER: usize = 4 << 20;
+
+/// A started proxy. Dropping it does not stop the tasks; the process ends
+/// them.
+pub struct Running {
+    /// Bound SIP addresses (ports resolved when 0 was asked for).
+    pub sip: Vec<SipAddr>,
+    pub admin: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub dispatcher: Arc<Dispatcher>,
+}
+
+/// Command-line overrides of the config (`serve` flags).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub sip_listen: Vec<SipAddr>,
+    pub carriers: Vec<SipAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl Overrides {
+    pub fn apply(&self, cfg: &mut Config) {
+        if !self.sip_listen.is_empty() {
+            cfg.sip.listen = self.sip_listen.clone();
+        }
+        if !self.carriers.is_empty() {
+            cfg.carriers = self
+                .carriers
+                .iter()
+                .enumerate()
+                .map(|(i, a)| crate::config::CarrierConfig { name: format!("cli-{}", i + 1), address: *a })
+                .collect();
+        }
+        if let Some(a) = self.admin_listen {
+            cfg.admin.listen = a;
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.state.data_dir = d.clone();
+        }
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Separate v4 and v6 sockets, so `0.0.0.0` and `[::]` can both bind.
+        s.set_only_v6(true)?;
+    }
+    let _ = s.set_recv_buffer_size(UDP_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// The key of the Record-Route token. It is kept in the data directory so
+/// that calls established before a restart can still be hung up through us.
+fn route_key(data_dir: &Path) -> anyhow::Result<[u8; 16]> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let path = data_dir.join("route-secret");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let bytes = (0..text.trim().len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(text.trim().get(i..i + 2)?, 16).ok())
+            .collect::<Vec<u8>>();
+        if let Ok(key) = <[u8; 16]>::try_from(bytes) {
+            return Ok(key);
+        }
+        tracing::warn!(path = %path.display(), "route secret is unreadable; writing a new one");
+    }
+    let key: [u8; 16] = rand::random();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, hex).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
+/// The address to advertise for a listener bound to a wildcard: the local
+/// address the kernel would use toward the first carrier of that family.
+/// `connect` on a UDP socket sends nothing.
+fn local_ip_toward(carriers: &[Carrier], v6: bool) -> IpAddr {
+    let fallback: IpAddr = if v6 { "::1".parse().unwrap() } else { [127, 0, 0, 1].into() };
+    let Some(c) = carriers.iter().find(|c| c.peer.addr.is_ipv6() == v6) else { return fallback };
+    let bind: SocketAddr = if v6 { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+    std::net::UdpSocket::bind(bind)
+        .and_then(|s| s.connect(c.peer.addr).and_then(|_| s.local_addr()))
+        .map(|a| a.ip())
+        .unwrap_or(fallback)
+}
+
+fn uri_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+pub fn settings_from(cfg: &Config, bound: &[SipAddr], route_key: [u8; 16], instance: u32) -> Settings {
+    let carriers: Vec<Carrier> = cfg
+        .carriers
+        .iter()
+        .map(|c| Carrier { name: c.name.clone(), peer: Peer { transport: c.address.transport, addr: c.address.addr } })
+        .collect();
+    let local = bound
+        .iter()
+        .map(|b| {
+            let v6 = b.addr.is_ipv6();
+            let host = match &cfg.sip.advertise {
+                Some(h) => h.clone(),
+                None if b.addr.ip().is_unspecified() => uri_host(local_ip_toward(&carriers, v6)),
+                None => uri_host(b.addr.ip()),
+            };
+            LocalEndpoint { transport: b.transport, ipv6: v6, host, port: b.addr.port() }
+        })
+        .collect();
+    Settings {
+        t1: Duration::from_millis(cfg.sip.t1_ms),
+        t2: Duration::from_millis(cfg.sip.t2_ms),
+        t4: Duration::from_millis(cfg.sip.t4_ms),
+        carrier_timeout: Duration::from_millis(cfg.sip.carrier_timeout_ms),
+        timer_c: Duration::from_secs(cfg.sip.timer_c_s),
+        local,
+        aliases: cfg.sip.aliases.clone(),
+        carriers,
+        route_key,
+        instance,
+    }
+}
+
+/// Number of core shards: several per worker keeps lock contention low.
+pub fn shard_count(workers: usize) -> usize {
+    (workers * 4).clamp(4, 64)
+}
+
+/// Binds everything and starts the tasks on the current tokio runtime.
+pub async fn start(cfg: Config, workers: usize) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let key = route_key(&cfg.state.data_dir)?;
+
+    let mut bound = Vec::new();
+    let mut udp_v4 = None;
+    let mut udp_v6 = None;
+    let mut tcp = Vec::new();
+    for l in &cfg.sip.listen {
+        match l.transport {
+            Transport::Udp => {
+                let slot = if l.addr.is_ipv6() { &mut udp_v6 } else { &mut udp_v4 };
+                if slot.is_some() {
+                    bail!("only one UDP listener per address family is supported ({l})");
+                }
+                let s = udp_socket(l.addr).with_context(|| format!("binding SIP listener {l}"))?;
+                let s = Arc::new(UdpSocket::from_std(s)?);
+                bound.push(SipAddr { transport: Transport::Udp, addr: s.local_addr()? });
+                *slot = Some(s);
+            }
+            Transport::Tcp => {
+                let s = tcp_listener(l.addr).with_context(|| format!("binding SIP listener {l}"))?;
+                let s = TcpListener::from_std(s)?;
+                bound.push(SipAddr { transport: Transport::Tcp, addr: s.local_addr()? });
+                tcp.push(s);
+            }
+        }
+    }
+    let settings = Arc::new(settings_from(&cfg, &bound, key, rand::random()));
+    let gatekeeper = Arc::new(Tenants::from_config(&cfg));
+    if gatekeeper.is_empty() {
+        tracing::warn!("no tenant is configured: every INVITE will be rejected 403");
+    }
+    let cores = (0..shard_count(workers))
+        .map(|i| Core::new(settings.clone(), gatekeeper.clone(), metrics.clone(), i as u16))
+        .collect();
+    let dispatcher = Dispatcher::new(
+        cores,
+        udp_v4.clone(),
+        udp_v6.clone(),
+        cfg.sip.max_message_bytes,
+        Duration::from_secs(cfg.sip.tcp_idle_timeout_s),
+    );
+    dispatcher.spawn_timers();
+    for sock in [udp_v4, udp_v6].into_iter().flatten() {
+        for _ in 0..workers.max(1) {
+            tokio::spawn(dispatcher.clone().udp_loop(sock.clone()));
+        }
+    }
+    for l in tcp {
+        tokio::spawn(dispatcher.clone().accept_loop(l));
+    }
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let token = match &cfg.admin.token_env {
+        Some(var) => Some(std::env::var(var).with_context(|| format!("admin.token_env names {var}, which is not set"))?),
+        None => None,
+    };
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+        .await
+        .with_context(|| format!("binding admin listener {}", cfg.admin.listen))?;
+    let admin = admin_listener.local_addr()?;
+    let state = crate::admin::AdminState { metrics: metrics.clone(), ready: ready.clone(), token };
+    tokio::spawn(crate::admin::serve(admin_listener, state));
+
+    for b in &bound {
+        tracing::info!(listen = %b, "SIP listener ready");
+    }
+    for c in &settings.carriers {
+        tracing::info!(carrier = %c.name, address = %c.peer, "carrier");
+    }
+    tracing::info!(admin = %admin, shards = shard_count(workers), workers, "callguard running");
+    ready.store(true, Ordering::Release);
+    Ok(Running { sip: bound, admin, metrics, dispatcher })
+}

@@ -1,0 +1,349 @@
+//! The thin tokio driver around [`crate::proxy::Core`]: sockets in, sockets
+//! out, and one timer task per shard.
+//!
+//! Proxy state is split into shards by Call-ID, so every message of a call
+//! (requests, responses, CANCEL, ACK) lands in the same shard while worker
+//! threads process different calls in parallel. A shard is locked only
+//! while the core handles one message; sending happens after unlocking.
+
+pub mod stream;
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, Notify};
+
+use crate::proxy::{Core, Peer, Transmit, Transport};
+use stream::{next_frame, Frame};
+
+/// Messages queued per TCP connection before new ones are dropped; a peer
+/// that stops reading must not grow our memory without bound.
+const TCP_QUEUE: usize = 4096;
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Shard {
+    core: Mutex<Core>,
+    notify: Notify,
+    /// Deadline (ns since `Dispatcher::base`) the timer task sleeps until.
+    armed: AtomicU64,
+}
+
+pub struct Dispatcher {
+    shards: Box<[Shard]>,
+    udp_v4: Option<Arc<UdpSocket>>,
+    udp_v6: Option<Arc<UdpSocket>>,
+    tcp: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    max_message: usize,
+    tcp_idle: Duration,
+    base: Instant,
+    me: Weak<Dispatcher>,
+}
+
+type Batch = SmallVec<[Transmit; 4]>;
+
+impl Dispatcher {
+    pub fn new(
+        cores: Vec<Core>,
+        udp_v4: Option<Arc<UdpSocket>>,
+        udp_v6: Option<Arc<UdpSocket>>,
+        max_message: usize,
+        tcp_idle: Duration,
+    ) -> Arc<Dispatcher> {
+        Arc::new_cyclic(|me| Dispatcher {
+            shards: cores
+                .into_iter()
+                .map(|c| Shard { core: Mutex::new(c), notify: Notify::new(), armed: AtomicU64::new(u64::MAX) })
+                .collect(),
+            udp_v4,
+            udp_v6,
+            tcp: DashMap::new(),
+            max_message,
+            tcp_idle,
+            base: Instant::now(),
+            me: me.clone(),
+        })
+    }
+
+    /// Runs `f` on every shard's core (reconfiguration, statistics).
+    pub fn for_each_core(&self, mut f: impl FnMut(&mut Core)) {
+        for s in self.shards.iter() {
+            f(&mut s.core.lock());
+        }
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.base).as_nanos() as u64
+    }
+
+    /// One received message (a datagram, or a framed TCP message).
+    pub fn deliver(&self, from: Peer, data: Bytes) {
+        let shard = &self.shards[(call_id_hash(&data) % self.shards.len() as u64) as usize];
+        let mut batch = Batch::new();
+        let wake = {
+            let mut core = shard.core.lock();
+            core.handle_message(Instant::now(), from, data);
+            while let Some(t) = core.poll_transmit() {
+                batch.push(t);
+            }
+            core.poll_timeout().is_some_and(|d| self.nanos(d) < shard.armed.load(Ordering::Acquire))
+        };
+        if wake {
+            shard.notify.notify_one();
+        }
+        for t in batch {
+            self.transmit(t);
+        }
+    }
+
+    fn unreachable(&self, peer: Peer) {
+        for shard in self.shards.iter() {
+            let mut batch = Batch::new();
+            {
+                let mut core = shard.core.lock();
+                core.handle_unreachable(Instant::now(), peer);
+                while let Some(t) = core.poll_transmit() {
+                    batch.push(t);
+                }
+            }
+            shard.notify.notify_one();
+            for t in batch {
+                self.transmit(t);
+            }
+        }
+    }
+
+    /// Spawns one timer task per shard.
+    pub fn spawn_timers(self: &Arc<Self>) {
+        for i in 0..self.shards.len() {
+            let d = self.clone();
+            tokio::spawn(async move { d.timer_loop(i).await });
+        }
+    }
+
+    async fn timer_loop(&self, i: usize) {
+        let shard = &self.shards[i];
+        loop {
+            let deadline = shard.core.lock().poll_timeout();
+            match deadline {
+                Some(d) => {
+                    shard.armed.store(self.nanos(d), Ordering::Release);
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(d.into()) => {}
+                        _ = shard.notify.notified() => continue,
+                    }
+                }
+                None => {
+                    shard.armed.store(u64::MAX, Ordering::Release);
+                    shard.notify.notified().await;
+                    continue;
+                }
+            }
+            let mut batch: Vec<Transmit> = Vec::new();
+            {
+                let mut core = shard.core.lock();
+                core.handle_timeout(Instant::now());
+                while let Some(t) = core.poll_transmit() {
+                    batch.push(t);
+                }
+            }
+            for t in batch {
+                self.transmit(t);
+            }
+        }
+    }
+
+    fn transmit(&self, t: Transmit) {
+        match t.to.transport {
+            Transport::Udp => self.send_udp(t.to.addr, t.payload),
+            Transport::Tcp => self.send_tcp(t.to.addr, t.payload),
+        }
+    }
+
+    fn send_udp(&self, to: SocketAddr, payload: Bytes) {
+        let sock = if to.is_ipv6() { self.udp_v6.as_ref() } else { self.udp_v4.as_ref() };
+        let Some(sock) = sock else {
+            tracing::warn!(%to, "no UDP listener of this address family to send from");
+            return;
+        };
+        match sock.try_send_to(&payload, to) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Socket buffer full: wait for room off the hot path.
+                let sock = sock.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = sock.send_to(&payload, to).await {
+                        tracing::debug!(%to, error = %e, "UDP send failed");
+                    }
+                });
+            }
+            Err(e) => tracing::debug!(%to, error = %e, "UDP send failed"),
+        }
+    }
+
+    fn send_tcp(&self, to: SocketAddr, payload: Bytes) {
+        if let Some(tx) = self.tcp.get(&to).map(|t| t.clone()) {
+            match tx.try_send(payload) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(%to, "TCP peer is not reading; message dropped");
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(p)) => {
+                    self.tcp.remove_if(&to, |_, v| v.same_channel(&tx));
+                    return self.connect_tcp(to, p);
+                }
+            }
+        }
+        self.connect_tcp(to, payload);
+    }
+
+    /// Opens a connection to `to`; messages queue in its channel meanwhile.
+    fn connect_tcp(&self, to: SocketAddr, first: Bytes) {
+        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        let _ = tx.try_send(first);
+        self.tcp.insert(to, tx.clone());
+        let Some(me) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(to)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    me.run_connection(stream, to, tx, rx).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%to, error = %e, "TCP connect failed");
+                    me.tcp.remove_if(&to, |_, v| v.same_channel(&tx));
+                    me.unreachable(Peer { transport: Transport::Tcp, addr: to });
+                }
+                Err(_) => {
+                    tracing::warn!(%to, "TCP connect timed out");
+                    me.tcp.remove_if(&to, |_, v| v.same_channel(&tx));
+                    me.unreachable(Peer { transport: Transport::Tcp, addr: to });
+                }
+            }
+        });
+    }
+
+    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (tx, rx) = mpsc::channel(TCP_QUEUE);
+                    self.tcp.insert(remote, tx.clone());
+                    let me = self.clone();
+                    tokio::spawn(async move { me.run_connection(stream, remote, tx, rx).await });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn run_connection(&self, stream: TcpStream, remote: SocketAddr, tx: mpsc::Sender<Bytes>, mut rx: mpsc::Receiver<Bytes>) {
+        let (mut r, mut w) = stream.into_split();
+        let writer = tokio::spawn(async move {
+            while let Some(b) = rx.recv().await {
+                if w.write_all(&b).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let peer = Peer { transport: Transport::Tcp, addr: remote };
+        let mut buf = BytesMut::with_capacity(8192);
+        'read: loop {
+            match tokio::time::timeout(self.tcp_idle, r.read_buf(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::debug!(%remote, "closing idle TCP connection");
+                    break;
+                }
+                Ok(Ok(_)) => {}
+            }
+            loop {
+                match next_frame(&mut buf, self.max_message) {
+                    Ok(Some(Frame::Message(m))) => self.deliver(peer, m),
+                    Ok(Some(Frame::Ping)) => {
+                        let _ = tx.try_send(Bytes::from_static(b"\r\n"));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // Framing is lost: nothing after this point can be
+                        // trusted, so the connection is closed.
+                        tracing::warn!(%remote, error = %e, "closing TCP connection");
+                        let _ = tx.try_send(Bytes::from_static(b"SIP/2.0 513 Message Too Large\r\nContent-Length: 0\r\n\r\n"));
+                        break 'read;
+                    }
+                }
+            }
+        }
+        self.tcp.remove_if(&remote, |_, v| v.same_channel(&tx));
+        drop(tx);
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    }
+
+    pub async fn udp_loop(self: Arc<Self>, sock: Arc<UdpSocket>) {
+        // 64 KiB: the largest UDP payload, so no datagram is ever truncated.
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match sock.recv_from(&mut buf).await {
+                Ok((n, from)) => {
+                    if n > self.max_message {
+                        tracing::debug!(%from, n, "dropping oversized datagram");
+                        continue;
+                    }
+                    self.deliver(Peer { transport: Transport::Udp, addr: from }, Bytes::copy_from_slice(&buf[..n]))
+                }
+                // ICMP errors surface here on some systems; they are not fatal.
+                Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+            }
+        }
+    }
+}
+
+/// FNV-1a of the Call-ID value, found by a line scan that is far cheaper
+/// than a full parse (the core parses the message once, under the lock).
+fn call_id_hash(data: &[u8]) -> u64 {
+    let mut pos = 0;
+    while let Some(nl) = memchr::memchr(b'\n', &data[pos..]) {
+        let line = &data[pos + nl + 1..];
+        pos += nl + 1;
+        if line.first().is_some_and(|&c| c == b'\r' || c == b'\n') {
+            break;
+        }
+        let end = memchr::memchr(b'\n', line).unwrap_or(line.len());
+        let line = &line[..end];
+        let Some(colon) = memchr::memchr(b':', line) else { continue };
+        let name = line[..colon].trim_ascii();
+        if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
+            let mut h: u64 = 0xcbf29ce484222325;
+            for &b in line[colon + 1..].trim_ascii() {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x100000001b3);
+            }
+            return h;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn call_id_hash_reads_long_and_compact_forms() {
+        let a = super::call_id_hash(b"INVITE sip:a@b SIP/2.0\r\nVia: x\r\nCall-ID:  abc \r\n\r\n");
+        let b = super::call_id_hash(b"SIP/2.0 200 OK\r\ni: abc\r\n\r\n");
+        let c = super::call_id_hash(b"SIP/2.0 200 OK\r\ni: abd\r\n\r\n");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}
