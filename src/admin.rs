@@ -24,7 +24,10 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 async fn metrics(State(s): State<AdminState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
         .into_response()
@@ -38,7 +41,10 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     if s.ready.load(Ordering::Acquire) {
         "ready\n".into_response()
     } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "not ready: loading configuration and state")
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: loading configuration and state",
+        )
     }
 }
 

@@ -11,11 +11,19 @@ use crate::proxy::Transport;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: line {line}: `{key}`: {message}")]
-    Invalid { path: PathBuf, line: usize, key: String, message: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        message: String,
+    },
 }
 
 /// `transport:ip:port`, e.g. `udp:0.0.0.0:5060` or `tcp:[::1]:5060`.
@@ -34,9 +42,9 @@ impl std::str::FromStr for SipAddr {
             Some((t, rest)) if t.eq_ignore_ascii_case("tcp") => (Transport::Tcp, rest),
             _ => (Transport::Udp, s),
         };
-        let addr = rest
-            .parse()
-            .map_err(|_| format!("`{s}` is not `udp:IP:PORT` or `tcp:IP:PORT` (IPv6 in brackets)"))?;
+        let addr = rest.parse().map_err(|_| {
+            format!("`{s}` is not `udp:IP:PORT` or `tcp:IP:PORT` (IPv6 in brackets)")
+        })?;
         Ok(SipAddr { transport, addr })
     }
 }
@@ -144,7 +152,10 @@ fn d_admin() -> SocketAddr {
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin { listen: d_admin(), token_env: None }
+        Admin {
+            listen: d_admin(),
+            token_env: None,
+        }
     }
 }
 
@@ -161,7 +172,9 @@ fn d_data_dir() -> PathBuf {
 
 impl Default for State {
     fn default() -> Self {
-        State { data_dir: d_data_dir() }
+        State {
+            data_dir: d_data_dir(),
+        }
     }
 }
 
@@ -181,14 +194,18 @@ impl Sip {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::parse(&text, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
         cfg.validate(text, path)?;
         Ok(cfg)
     }
@@ -196,24 +213,41 @@ impl Config {
     fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| {
             let line = line_of_key(text, key);
-            ConfigError::Invalid { path: path.to_owned(), line, key: key.to_owned(), message }
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                key: key.to_owned(),
+                message,
+            }
         };
         if self.sip.listen.is_empty() {
-            return Err(invalid("sip.listen", "at least one listener is required".into()));
+            return Err(invalid(
+                "sip.listen",
+                "at least one listener is required".into(),
+            ));
         }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
-            return Err(invalid("sip.t2_ms", "timers need 0 < t1_ms <= t2_ms".into()));
+            return Err(invalid(
+                "sip.t2_ms",
+                "timers need 0 < t1_ms <= t2_ms".into(),
+            ));
         }
         if self.sip.carrier_timeout_ms == 0 {
             return Err(invalid("sip.carrier_timeout_ms", "must be positive".into()));
         }
         if !(1024..=1 << 20).contains(&self.sip.max_message_bytes) {
-            return Err(invalid("sip.max_message_bytes", "must be between 1024 and 1048576".into()));
+            return Err(invalid(
+                "sip.max_message_bytes",
+                "must be between 1024 and 1048576".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for c in &self.carriers {
             if !names.insert(c.name.as_str()) {
-                return Err(invalid("carrier.name", format!("carrier `{}` is defined twice", c.name)));
+                return Err(invalid(
+                    "carrier.name",
+                    format!("carrier `{}` is defined twice", c.name),
+                ));
             }
         }
         let mut ids = std::collections::HashSet::new();
@@ -226,14 +260,20 @@ impl Config {
                 key: "tenant.id".into(),
                 message,
             };
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if id.is_empty()
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(err(format!("`{id}`: use letters, digits, `-` and `_`")));
             }
             if !ids.insert(id.clone()) {
                 return Err(err(format!("tenant `{id}` is defined twice")));
             }
             if t.sources.is_empty() {
-                return Err(err(format!("tenant `{id}` has no `sources`: no dialer could use it")));
+                return Err(err(format!(
+                    "tenant `{id}` has no `sources`: no dialer could use it"
+                )));
             }
         }
         Ok(())

@@ -8,7 +8,11 @@ use callguard::config::{Config, SipAddr};
 use callguard::service::{self, Overrides};
 
 #[derive(Parser)]
-#[command(name = "callguard", version, about = "SIP gatekeeper proxy for outbound dialers")]
+#[command(
+    name = "callguard",
+    version,
+    about = "SIP gatekeeper proxy for outbound dialers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,7 +57,9 @@ enum ConfigCommand {
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
@@ -67,9 +73,17 @@ fn parse_listen(v: &[String]) -> anyhow::Result<Vec<SipAddr>> {
         if s.starts_with("udp:") || s.starts_with("tcp:") {
             out.push(s.parse().map_err(anyhow::Error::msg)?);
         } else {
-            let addr: SocketAddr = s.parse().with_context(|| format!("--sip-listen {s}: expected IP:PORT"))?;
-            out.push(SipAddr { transport: callguard::proxy::Transport::Udp, addr });
-            out.push(SipAddr { transport: callguard::proxy::Transport::Tcp, addr });
+            let addr: SocketAddr = s
+                .parse()
+                .with_context(|| format!("--sip-listen {s}: expected IP:PORT"))?;
+            out.push(SipAddr {
+                transport: callguard::proxy::Transport::Udp,
+                addr,
+            });
+            out.push(SipAddr {
+                transport: callguard::proxy::Transport::Tcp,
+                addr,
+            });
         }
     }
     Ok(out)
@@ -79,7 +93,9 @@ fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
     let mut cfg = Config::load(&config)?;
     overrides.apply(&mut cfg);
     let workers = match cfg.sip.workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
         n => n,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -108,11 +124,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_format);
     let result = match cli.command {
-        Command::Serve { config, sip_listen, carrier, admin_listen, data_dir } => parse_listen(&sip_listen)
-            .and_then(|sip_listen| {
-                serve(config, Overrides { sip_listen, carriers: carrier, admin_listen, data_dir })
-            }),
-        Command::Config { command: ConfigCommand::Check { config } } => Config::load(&config)
+        Command::Serve {
+            config,
+            sip_listen,
+            carrier,
+            admin_listen,
+            data_dir,
+        } => parse_listen(&sip_listen).and_then(|sip_listen| {
+            serve(
+                config,
+                Overrides {
+                    sip_listen,
+                    carriers: carrier,
+                    admin_listen,
+                    data_dir,
+                },
+            )
+        }),
+        Command::Config {
+            command: ConfigCommand::Check { config },
+        } => Config::load(&config)
             .map(|c| {
                 println!(
                     "{}: OK ({} listeners, {} carriers, {} tenants)",

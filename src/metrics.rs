@@ -11,11 +11,20 @@ use prometheus_client::registry::Registry;
 
 use crate::proxy::Observer;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
-    r#in,
-    out,
+    In,
+    Out,
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, e: &mut prometheus_client::encoding::LabelValueEncoder) -> std::fmt::Result {
+        use std::fmt::Write;
+        e.write_str(match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,20 +89,58 @@ impl Metrics {
         let transactions_active = Gauge::default();
         let invites = Family::<InviteLabels, Counter>::default();
         // 1 µs .. ~16 ms: decisions are expected in the low microseconds.
-        let decision_duration = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1e-6, 2.0, 15));
+        let decision_duration = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(1e-6, 2.0, 15),
+        );
         let carrier_responses = Family::<CarrierLabels, Counter>::default();
         let carrier_failovers = Family::<CarrierName, Counter>::default();
         let malformed = Counter::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register("sip_messages", "SIP requests received and sent, by method", sip_messages.clone());
-        registry.register("sip_responses", "SIP responses received and sent, by status code", sip_responses.clone());
-        registry.register("transactions_active", "SIP transactions in memory", transactions_active.clone());
-        registry.register("invites", "Initial INVITEs by tenant, decision and rule code", invites.clone());
-        registry.register("decision_duration_seconds", "Time to decide on an initial INVITE", decision_duration.clone());
-        registry.register("carrier_responses", "Responses received from each carrier, by code", carrier_responses.clone());
-        registry.register("carrier_failovers", "Calls moved to the next carrier after this one failed", carrier_failovers.clone());
-        registry.register("sip_malformed", "SIP messages dropped or answered 400 as malformed", malformed.clone());
-        registry.register("config_reloads", "Configuration reloads by result", config_reloads.clone());
+        registry.register(
+            "sip_messages",
+            "SIP requests received and sent, by method",
+            sip_messages.clone(),
+        );
+        registry.register(
+            "sip_responses",
+            "SIP responses received and sent, by status code",
+            sip_responses.clone(),
+        );
+        registry.register(
+            "transactions_active",
+            "SIP transactions in memory",
+            transactions_active.clone(),
+        );
+        registry.register(
+            "invites",
+            "Initial INVITEs by tenant, decision and rule code",
+            invites.clone(),
+        );
+        registry.register(
+            "decision_duration_seconds",
+            "Time to decide on an initial INVITE",
+            decision_duration.clone(),
+        );
+        registry.register(
+            "carrier_responses",
+            "Responses received from each carrier, by code",
+            carrier_responses.clone(),
+        );
+        registry.register(
+            "carrier_failovers",
+            "Calls moved to the next carrier after this one failed",
+            carrier_failovers.clone(),
+        );
+        registry.register(
+            "sip_malformed",
+            "SIP messages dropped or answered 400 as malformed",
+            malformed.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            config_reloads.clone(),
+        );
         Metrics {
             registry,
             sip_messages,
@@ -117,22 +164,60 @@ impl Metrics {
 }
 
 fn method_label(m: &[u8]) -> &'static str {
-    const KNOWN: &[&str] = &["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "PRACK", "REFER", "NOTIFY", "REGISTER", "SUBSCRIBE", "MESSAGE"];
-    KNOWN.iter().find(|k| k.as_bytes() == m).copied().unwrap_or("other")
+    const KNOWN: &[&str] = &[
+        "INVITE",
+        "ACK",
+        "BYE",
+        "CANCEL",
+        "OPTIONS",
+        "UPDATE",
+        "INFO",
+        "PRACK",
+        "REFER",
+        "NOTIFY",
+        "REGISTER",
+        "SUBSCRIBE",
+        "MESSAGE",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| k.as_bytes() == m)
+        .copied()
+        .unwrap_or("other")
 }
 
 impl Observer for Metrics {
     fn message_in(&self, method: &[u8]) {
-        self.sip_messages.get_or_create(&MessageLabels { direction: Direction::r#in, method: method_label(method) }).inc();
+        self.sip_messages
+            .get_or_create(&MessageLabels {
+                direction: Direction::In,
+                method: method_label(method),
+            })
+            .inc();
     }
     fn message_out(&self, method: &[u8]) {
-        self.sip_messages.get_or_create(&MessageLabels { direction: Direction::out, method: method_label(method) }).inc();
+        self.sip_messages
+            .get_or_create(&MessageLabels {
+                direction: Direction::Out,
+                method: method_label(method),
+            })
+            .inc();
     }
     fn response_in(&self, code: u16) {
-        self.sip_responses.get_or_create(&ResponseLabels { direction: Direction::r#in, code }).inc();
+        self.sip_responses
+            .get_or_create(&ResponseLabels {
+                direction: Direction::In,
+                code,
+            })
+            .inc();
     }
     fn response_out(&self, code: u16) {
-        self.sip_responses.get_or_create(&ResponseLabels { direction: Direction::out, code }).inc();
+        self.sip_responses
+            .get_or_create(&ResponseLabels {
+                direction: Direction::Out,
+                code,
+            })
+            .inc();
     }
     fn malformed(&self) {
         self.malformed.inc();
@@ -140,15 +225,36 @@ impl Observer for Metrics {
     fn transactions(&self, delta: i64) {
         self.transactions_active.inc_by(delta);
     }
-    fn decision(&self, tenant: Option<&str>, decision: &'static str, reason: &'static str, seconds: f64) {
+    fn decision(
+        &self,
+        tenant: Option<&str>,
+        decision: &'static str,
+        reason: &'static str,
+        seconds: f64,
+    ) {
         let tenant = tenant.unwrap_or("").to_owned();
-        self.invites.get_or_create(&InviteLabels { tenant, decision, reason }).inc();
+        self.invites
+            .get_or_create(&InviteLabels {
+                tenant,
+                decision,
+                reason,
+            })
+            .inc();
         self.decision_duration.observe(seconds);
     }
     fn carrier_response(&self, carrier: &str, code: u16) {
-        self.carrier_responses.get_or_create(&CarrierLabels { carrier: carrier.to_owned(), code }).inc();
+        self.carrier_responses
+            .get_or_create(&CarrierLabels {
+                carrier: carrier.to_owned(),
+                code,
+            })
+            .inc();
     }
     fn failover(&self, carrier: &str) {
-        self.carrier_failovers.get_or_create(&CarrierName { carrier: carrier.to_owned() }).inc();
+        self.carrier_failovers
+            .get_or_create(&CarrierName {
+                carrier: carrier.to_owned(),
+            })
+            .inc();
     }
 }

@@ -49,7 +49,10 @@ impl Overrides {
                 .carriers
                 .iter()
                 .enumerate()
-                .map(|(i, a)| crate::config::CarrierConfig { name: format!("cli-{}", i + 1), address: *a })
+                .map(|(i, a)| crate::config::CarrierConfig {
+                    name: format!("cli-{}", i + 1),
+                    address: *a,
+                })
                 .collect();
         }
         if let Some(a) = self.admin_listen {
@@ -89,7 +92,8 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// The key of the Record-Route token. It is kept in the data directory so
 /// that calls established before a restart can still be hung up through us.
 fn route_key(data_dir: &Path) -> anyhow::Result<[u8; 16]> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let path = data_dir.join("route-secret");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let bytes = (0..text.trim().len())
@@ -113,9 +117,19 @@ fn route_key(data_dir: &Path) -> anyhow::Result<[u8; 16]> {
 /// address the kernel would use toward the first carrier of that family.
 /// `connect` on a UDP socket sends nothing.
 fn local_ip_toward(carriers: &[Carrier], v6: bool) -> IpAddr {
-    let fallback: IpAddr = if v6 { "::1".parse().unwrap() } else { [127, 0, 0, 1].into() };
-    let Some(c) = carriers.iter().find(|c| c.peer.addr.is_ipv6() == v6) else { return fallback };
-    let bind: SocketAddr = if v6 { "[::]:0".parse().unwrap() } else { "0.0.0.0:0".parse().unwrap() };
+    let fallback: IpAddr = if v6 {
+        "::1".parse().unwrap()
+    } else {
+        [127, 0, 0, 1].into()
+    };
+    let Some(c) = carriers.iter().find(|c| c.peer.addr.is_ipv6() == v6) else {
+        return fallback;
+    };
+    let bind: SocketAddr = if v6 {
+        "[::]:0".parse().unwrap()
+    } else {
+        "0.0.0.0:0".parse().unwrap()
+    };
     std::net::UdpSocket::bind(bind)
         .and_then(|s| s.connect(c.peer.addr).and_then(|_| s.local_addr()))
         .map(|a| a.ip())
@@ -129,11 +143,22 @@ fn uri_host(ip: IpAddr) -> String {
     }
 }
 
-pub fn settings_from(cfg: &Config, bound: &[SipAddr], route_key: [u8; 16], instance: u32) -> Settings {
+pub fn settings_from(
+    cfg: &Config,
+    bound: &[SipAddr],
+    route_key: [u8; 16],
+    instance: u32,
+) -> Settings {
     let carriers: Vec<Carrier> = cfg
         .carriers
         .iter()
-        .map(|c| Carrier { name: c.name.clone(), peer: Peer { transport: c.address.transport, addr: c.address.addr } })
+        .map(|c| Carrier {
+            name: c.name.clone(),
+            peer: Peer {
+                transport: c.address.transport,
+                addr: c.address.addr,
+            },
+        })
         .collect();
     let local = bound
         .iter()
@@ -144,7 +169,12 @@ pub fn settings_from(cfg: &Config, bound: &[SipAddr], route_key: [u8; 16], insta
                 None if b.addr.ip().is_unspecified() => uri_host(local_ip_toward(&carriers, v6)),
                 None => uri_host(b.addr.ip()),
             };
-            LocalEndpoint { transport: b.transport, ipv6: v6, host, port: b.addr.port() }
+            LocalEndpoint {
+                transport: b.transport,
+                ipv6: v6,
+                host,
+                port: b.addr.port(),
+            }
         })
         .collect();
     Settings {
@@ -178,19 +208,30 @@ pub async fn start(cfg: Config, workers: usize) -> anyhow::Result<Running> {
     for l in &cfg.sip.listen {
         match l.transport {
             Transport::Udp => {
-                let slot = if l.addr.is_ipv6() { &mut udp_v6 } else { &mut udp_v4 };
+                let slot = if l.addr.is_ipv6() {
+                    &mut udp_v6
+                } else {
+                    &mut udp_v4
+                };
                 if slot.is_some() {
                     bail!("only one UDP listener per address family is supported ({l})");
                 }
                 let s = udp_socket(l.addr).with_context(|| format!("binding SIP listener {l}"))?;
                 let s = Arc::new(UdpSocket::from_std(s)?);
-                bound.push(SipAddr { transport: Transport::Udp, addr: s.local_addr()? });
+                bound.push(SipAddr {
+                    transport: Transport::Udp,
+                    addr: s.local_addr()?,
+                });
                 *slot = Some(s);
             }
             Transport::Tcp => {
-                let s = tcp_listener(l.addr).with_context(|| format!("binding SIP listener {l}"))?;
+                let s =
+                    tcp_listener(l.addr).with_context(|| format!("binding SIP listener {l}"))?;
                 let s = TcpListener::from_std(s)?;
-                bound.push(SipAddr { transport: Transport::Tcp, addr: s.local_addr()? });
+                bound.push(SipAddr {
+                    transport: Transport::Tcp,
+                    addr: s.local_addr()?,
+                });
                 tcp.push(s);
             }
         }
@@ -201,7 +242,14 @@ pub async fn start(cfg: Config, workers: usize) -> anyhow::Result<Running> {
         tracing::warn!("no tenant is configured: every INVITE will be rejected 403");
     }
     let cores = (0..shard_count(workers))
-        .map(|i| Core::new(settings.clone(), gatekeeper.clone(), metrics.clone(), i as u16))
+        .map(|i| {
+            Core::new(
+                settings.clone(),
+                gatekeeper.clone(),
+                metrics.clone(),
+                i as u16,
+            )
+        })
         .collect();
     let dispatcher = Dispatcher::new(
         cores,
@@ -222,14 +270,21 @@ pub async fn start(cfg: Config, workers: usize) -> anyhow::Result<Running> {
 
     let ready = Arc::new(AtomicBool::new(false));
     let token = match &cfg.admin.token_env {
-        Some(var) => Some(std::env::var(var).with_context(|| format!("admin.token_env names {var}, which is not set"))?),
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("admin.token_env names {var}, which is not set"))?,
+        ),
         None => None,
     };
     let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
         .await
         .with_context(|| format!("binding admin listener {}", cfg.admin.listen))?;
     let admin = admin_listener.local_addr()?;
-    let state = crate::admin::AdminState { metrics: metrics.clone(), ready: ready.clone(), token };
+    let state = crate::admin::AdminState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        token,
+    };
     tokio::spawn(crate::admin::serve(admin_listener, state));
 
     for b in &bound {
@@ -240,5 +295,10 @@ pub async fn start(cfg: Config, workers: usize) -> anyhow::Result<Running> {
     }
     tracing::info!(admin = %admin, shards = shard_count(workers), workers, "callguard running");
     ready.store(true, Ordering::Release);
-    Ok(Running { sip: bound, admin, metrics, dispatcher })
+    Ok(Running {
+        sip: bound,
+        admin,
+        metrics,
+        dispatcher,
+    })
 }

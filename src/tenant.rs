@@ -26,12 +26,15 @@ impl Tenants {
     pub fn from_config(cfg: &Config) -> Tenants {
         let mut t = Tenants::default();
         for (i, tc) in cfg.tenants.iter().enumerate() {
-            t.tenants.push(Tenant { id: tc.id.get_ref().as_str().into() });
+            t.tenants.push(Tenant {
+                id: tc.id.get_ref().as_str().into(),
+            });
             for net in &tc.sources {
                 t.nets.push((net.trunc(), i));
             }
         }
-        t.nets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        t.nets
+            .sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
         t
     }
 
@@ -41,7 +44,10 @@ impl Tenants {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
             v4 => v4,
         };
-        self.nets.iter().find(|(n, _)| n.contains(&ip)).map(|(_, i)| &self.tenants[*i])
+        self.nets
+            .iter()
+            .find(|(n, _)| n.contains(&ip))
+            .map(|(_, i)| &self.tenants[*i])
     }
 
     pub fn len(&self) -> usize {
@@ -60,7 +66,10 @@ pub fn source_not_authorized(source: &Peer) -> Rejection {
         status: 403,
         phrase: "Source Not Authorized".into(),
         code: "source_not_authorized",
-        explanation: format!("source {} is not in any tenant's dialer networks", source.addr.ip()),
+        explanation: format!(
+            "source {} is not in any tenant's dialer networks",
+            source.addr.ip()
+        ),
         retry_after: None,
     }
 }
@@ -68,7 +77,10 @@ pub fn source_not_authorized(source: &Peer) -> Rejection {
 impl Gatekeeper for Tenants {
     fn check(&self, _invite: &Message, source: &Peer) -> Verdict {
         match self.find(source.addr.ip()) {
-            Some(t) => Verdict::Forward { tenant: t.id.clone(), headers: Vec::new() },
+            Some(t) => Verdict::Forward {
+                tenant: t.id.clone(),
+                headers: Vec::new(),
+            },
             None => Verdict::Reject(source_not_authorized(source)),
         }
     }
@@ -97,8 +109,14 @@ sources = ["10.1.0.0/16", "2001:db8::/32"]
         let t = Tenants::from_config(&cfg);
         assert_eq!(&*t.find("10.1.2.3".parse().unwrap()).unwrap().id, "narrow");
         assert_eq!(&*t.find("10.2.2.3".parse().unwrap()).unwrap().id, "wide");
-        assert_eq!(&*t.find("::ffff:10.9.9.9".parse().unwrap()).unwrap().id, "wide");
-        assert_eq!(&*t.find("2001:db8::5".parse().unwrap()).unwrap().id, "narrow");
+        assert_eq!(
+            &*t.find("::ffff:10.9.9.9".parse().unwrap()).unwrap().id,
+            "wide"
+        );
+        assert_eq!(
+            &*t.find("2001:db8::5".parse().unwrap()).unwrap().id,
+            "narrow"
+        );
         assert!(t.find("192.0.2.1".parse().unwrap()).is_none());
     }
 }

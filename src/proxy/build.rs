@@ -111,7 +111,11 @@ pub fn response(
 ) -> Bytes {
     let mut out = BytesMut::with_capacity(512 + req.headers.len() * 16);
     out.put_slice(format!("SIP/2.0 {code} {phrase}\r\n").as_bytes());
-    put_vias(&mut out, req, top_via.map(TopVia::Replace).unwrap_or(TopVia::Keep));
+    put_vias(
+        &mut out,
+        req,
+        top_via.map(TopVia::Replace).unwrap_or(TopVia::Keep),
+    );
     for h in &req.headers {
         match h.name {
             HeaderName::From | HeaderName::CallId | HeaderName::CSeq => raw_line(&mut out, req, h),
@@ -128,7 +132,12 @@ pub fn response(
     out.freeze()
 }
 
-fn raw_line_to(out: &mut BytesMut, req: &Message, h: &crate::sip::message::HeaderLine, tag: Option<&str>) {
+fn raw_line_to(
+    out: &mut BytesMut,
+    req: &Message,
+    h: &crate::sip::message::HeaderLine,
+    tag: Option<&str>,
+) {
     out.put_slice(req.slice(h.line));
     if let Some(tag) = tag {
         if crate::sip::message::header_param(req.slice(h.value), b"tag").is_none() {
@@ -162,11 +171,19 @@ pub fn forward_request(msg: &Message, f: &Forward<'_>) -> Bytes {
     out.put_slice(f.uri.unwrap_or_else(|| msg.request_uri().unwrap_or(b"")));
     out.put_slice(b" SIP/2.0\r\n");
     line(&mut out, "Via", f.via);
-    put_vias(&mut out, msg, f.top_via.map(TopVia::Replace).unwrap_or(TopVia::Keep));
+    put_vias(
+        &mut out,
+        msg,
+        f.top_via.map(TopVia::Replace).unwrap_or(TopVia::Keep),
+    );
     for rr in f.record_route {
         line(&mut out, "Record-Route", rr.as_bytes());
     }
-    line(&mut out, "Max-Forwards", f.max_forwards.to_string().as_bytes());
+    line(
+        &mut out,
+        "Max-Forwards",
+        f.max_forwards.to_string().as_bytes(),
+    );
     let mut to_pop = f.pop_routes;
     for h in &msg.headers {
         match h.name {
@@ -192,7 +209,16 @@ pub fn forward_request(msg: &Message, f: &Forward<'_>) -> Bytes {
 
 /// A response relayed upstream: our Via removed, optionally a new status
 /// line (503 → 500, RFC 3261 §16.7 step 6).
-pub fn forward_response(msg: &Message, status: Option<(u16, &str)>) -> Bytes {
+///
+/// `upstream`: the request this answers and its fixed top Via, when the
+/// transaction still holds it. Its Via set is used instead of the
+/// response's: they are equal for a compliant UAS, and a UAS that answers
+/// with the wrong Vias (e.g. a 487 built from the CANCEL) is still routed.
+pub fn forward_response(
+    msg: &Message,
+    status: Option<(u16, &str)>,
+    upstream: Option<(&Message, Option<&[u8]>)>,
+) -> Bytes {
     let body = msg.body().unwrap_or(&[]);
     let mut out = BytesMut::with_capacity(msg.buf().len());
     match status {
@@ -206,7 +232,14 @@ pub fn forward_response(msg: &Message, status: Option<(u16, &str)>) -> Bytes {
             out.put_slice(b"\r\n");
         }
     }
-    put_vias(&mut out, msg, TopVia::Drop);
+    match upstream {
+        Some((req, top)) => put_vias(
+            &mut out,
+            req,
+            top.map(TopVia::Replace).unwrap_or(TopVia::Keep),
+        ),
+        None => put_vias(&mut out, msg, TopVia::Drop),
+    }
     for h in &msg.headers {
         match h.name {
             HeaderName::Via | HeaderName::ContentLength => {}
@@ -232,7 +265,9 @@ pub fn ack_or_cancel(sent: &Message, method: &str, response_to: Option<&[u8]>) -
     }
     for h in &sent.headers {
         match h.name {
-            HeaderName::Route | HeaderName::From | HeaderName::CallId => raw_line(&mut out, sent, h),
+            HeaderName::Route | HeaderName::From | HeaderName::CallId => {
+                raw_line(&mut out, sent, h)
+            }
             HeaderName::To => match response_to {
                 Some(to) => line(&mut out, "To", to),
                 None => raw_line(&mut out, sent, h),
@@ -241,7 +276,10 @@ pub fn ack_or_cancel(sent: &Message, method: &str, response_to: Option<&[u8]>) -
         }
     }
     let cseq = sent.cseq().map(|(n, _)| n).unwrap_or(1);
-    out.put_slice(format!("CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").as_bytes());
+    out.put_slice(
+        format!("CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+            .as_bytes(),
+    );
     out.freeze()
 }
 
@@ -262,7 +300,9 @@ mod tests {
             String::from_utf8(fixed).unwrap(),
             "SIP/2.0/UDP host.example:5062;rport=4000;branch=z9hG4bK1;received=10.1.1.1"
         );
-        let m = msg("OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.1.1:5062;branch=z9hG4bK1\r\n\r\n");
+        let m = msg(
+            "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.1.1.1:5062;branch=z9hG4bK1\r\n\r\n",
+        );
         assert!(fixed_top_via(&m.top_via().unwrap(), "10.1.1.1:5062".parse().unwrap()).is_none());
     }
 
@@ -297,10 +337,10 @@ Max-Forwards: 5\r\nCall-ID: x\r\nl: 3\r\n\r\nabcdef");
     #[test]
     fn forwarded_response_drops_top_via_value() {
         let m = msg("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP me;branch=z9hG4bKme, SIP/2.0/UDP a;branch=z9hG4bK1\r\nCall-ID: x\r\n\r\n");
-        let out = forward_response(&m, None);
+        let out = forward_response(&m, None, None);
         let s = std::str::from_utf8(&out).unwrap();
         assert_eq!(s, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nCall-ID: x\r\nContent-Length: 0\r\n\r\n");
-        let out = forward_response(&m, Some((500, "Server Internal Error")));
+        let out = forward_response(&m, Some((500, "Server Internal Error")), None);
         assert!(out.starts_with(b"SIP/2.0 500 Server Internal Error\r\n"));
     }
 

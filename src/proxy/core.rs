@@ -86,6 +86,12 @@ struct ClientTxn {
     ack: Option<Bytes>,
 }
 
+impl ServerTxn {
+    fn upstream(&self) -> Option<(&Message, Option<&[u8]>)> {
+        self.request.as_ref().map(|r| (r, self.top_via.as_deref()))
+    }
+}
+
 enum RouteOutcome {
     Next { dest: Peer, pops: usize },
     NotOurs,
@@ -249,7 +255,14 @@ impl Core {
             }
             _ => {
                 let extra = [("Allow", ALLOW)];
-                self.reply_stateless(&msg, top_via.as_deref(), reply_to, 405, "Method Not Allowed", &extra);
+                self.reply_stateless(
+                    &msg,
+                    top_via.as_deref(),
+                    reply_to,
+                    405,
+                    "Method Not Allowed",
+                    &extra,
+                );
             }
         }
     }
@@ -265,11 +278,23 @@ impl Core {
     ) {
         match msg.max_forwards() {
             Some(Ok(0)) => {
-                let r = local_rejection(483, "Too Many Hops", "too_many_hops", "Max-Forwards reached zero");
+                let r = local_rejection(
+                    483,
+                    "Too Many Hops",
+                    "too_many_hops",
+                    "Max-Forwards reached zero",
+                );
                 return self.reject_invite(now, from, msg, key, top_via, reply_to, r, false);
             }
             Some(Err(())) => {
-                return self.reply_stateless(&msg, top_via.as_deref(), reply_to, 400, "Bad Max-Forwards", &[]);
+                return self.reply_stateless(
+                    &msg,
+                    top_via.as_deref(),
+                    reply_to,
+                    400,
+                    "Bad Max-Forwards",
+                    &[],
+                );
             }
             _ => {}
         }
@@ -277,14 +302,22 @@ impl Core {
         if let Some(pr) = msg.header(HeaderName::ProxyRequire) {
             let unsupported = String::from_utf8_lossy(pr).into_owned();
             let extra = [("Unsupported", unsupported.as_str())];
-            return self.reply_stateless(&msg, top_via.as_deref(), reply_to, 420, "Bad Extension", &extra);
+            return self.reply_stateless(
+                &msg,
+                top_via.as_deref(),
+                reply_to,
+                420,
+                "Bad Extension",
+                &extra,
+            );
         }
         let started = Instant::now();
         let verdict = self.gatekeeper.check(&msg, &from);
         let took = started.elapsed().as_secs_f64();
         match verdict {
             Verdict::Reject(r) => {
-                self.observer.decision(r.tenant.as_deref(), "reject", r.code, took);
+                self.observer
+                    .decision(r.tenant.as_deref(), "reject", r.code, took);
                 tracing::info!(
                     call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
                     %from, status = r.status, reason = r.code, "call rejected: {}", r.explanation
@@ -295,7 +328,12 @@ impl Core {
                 self.observer.decision(Some(&tenant), "allow", "", took);
                 let targets: VecDeque<usize> = (0..self.settings.carriers.len()).collect();
                 if targets.is_empty() {
-                    let r = local_rejection(503, "Service Unavailable", "no_carrier", "no carrier is configured");
+                    let r = local_rejection(
+                        503,
+                        "Service Unavailable",
+                        "no_carrier",
+                        "no carrier is configured",
+                    );
                     return self.reject_invite(now, from, msg, key, top_via, reply_to, r, false);
                 }
                 let trying = build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]);
@@ -312,7 +350,7 @@ impl Core {
                     retransmit: self.settings.t1,
                     client: None,
                     targets,
-        cancelled: false,
+                    cancelled: false,
                     extra: headers,
                 });
                 self.send(reply_to, trying);
@@ -324,18 +362,31 @@ impl Core {
     /// Forwards the INVITE of server transaction `sidx` to its next carrier.
     fn try_next_carrier(&mut self, now: Instant, sidx: usize) {
         let settings = self.settings.clone();
-        let Some(ci) = self.servers[sidx].targets.pop_front() else { return };
-        let Some(carrier) = settings.carriers.get(ci) else { return };
+        let Some(ci) = self.servers[sidx].targets.pop_front() else {
+            return;
+        };
+        let Some(carrier) = settings.carriers.get(ci) else {
+            return;
+        };
         let dest = carrier.peer;
         let s = &self.servers[sidx];
-        let Some(req) = s.request.as_ref() else { return };
+        let Some(req) = s.request.as_ref() else {
+            return;
+        };
         let uri = rewrite_uri_host(req.request_uri().unwrap_or_default(), &dest);
         let rr = self.record_route(s.source, dest, req.call_id().unwrap_or_default());
         let branch = self.new_branch();
         let s = &self.servers[sidx];
-        let Some(req) = s.request.as_ref() else { return };
+        let Some(req) = s.request.as_ref() else {
+            return;
+        };
         let via = self.via_value(dest, &branch);
-        let mf = req.max_forwards().and_then(|r| r.ok()).unwrap_or(70).saturating_sub(1).min(69);
+        let mf = req
+            .max_forwards()
+            .and_then(|r| r.ok())
+            .unwrap_or(70)
+            .saturating_sub(1)
+            .min(69);
         let bytes = build::forward_request(
             req,
             &Forward {
@@ -392,14 +443,22 @@ impl Core {
         self.send(dest, bytes);
         let gen = self.clients[idx].gen;
         if !dest.transport.is_reliable() {
-            self.timers.arm(now + t1, idx, gen, if invite { Kind::A } else { Kind::E });
+            self.timers
+                .arm(now + t1, idx, gen, if invite { Kind::A } else { Kind::E });
         }
         let timeout = if invite && carrier.is_some() {
-            self.settings.carrier_timeout.min(self.settings.timer_64t1())
+            self.settings
+                .carrier_timeout
+                .min(self.settings.timer_64t1())
         } else {
             self.settings.timer_64t1()
         };
-        self.timers.arm(now + timeout, idx, gen, if invite { Kind::B } else { Kind::F });
+        self.timers.arm(
+            now + timeout,
+            idx,
+            gen,
+            if invite { Kind::B } else { Kind::F },
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -418,7 +477,14 @@ impl Core {
         let bytes = if explain {
             self.explained_response(&msg, top_via.as_deref(), &tag, &r)
         } else {
-            build::response(&msg, top_via.as_deref(), r.status, &r.phrase, Some(&tag), &[])
+            build::response(
+                &msg,
+                top_via.as_deref(),
+                r.status,
+                &r.phrase,
+                Some(&tag),
+                &[],
+            )
         };
         let idx = self.insert_server(ServerTxn {
             gen: 0,
@@ -441,10 +507,21 @@ impl Core {
     }
 
     /// A rejection response carrying the contract's explanation headers.
-    fn explained_response(&self, msg: &Message, top_via: Option<&[u8]>, tag: &str, r: &Rejection) -> Bytes {
+    fn explained_response(
+        &self,
+        msg: &Message,
+        top_via: Option<&[u8]>,
+        tag: &str,
+        r: &Rejection,
+    ) -> Bytes {
         let text = build::escape_quoted(&r.explanation);
         let reason = format!("SIP ;cause={} ;text=\"{}\"", r.status, text);
-        let host = self.settings.local.first().map(|l| l.host.as_str()).unwrap_or("callguard");
+        let host = self
+            .settings
+            .local
+            .first()
+            .map(|l| l.host.as_str())
+            .unwrap_or("callguard");
         let warning = format!("399 {host} \"{text}\"");
         let retry = r.retry_after.map(|s| s.to_string());
         let mut extra: SmallVec<[(&str, &str); 4]> = SmallVec::new();
@@ -457,7 +534,14 @@ impl Core {
         build::response(msg, top_via, r.status, &r.phrase, Some(tag), &extra)
     }
 
-    fn on_ack(&mut self, now: Instant, from: Peer, msg: Message, key: Key, top_via: Option<Vec<u8>>) {
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        msg: Message,
+        key: Key,
+        top_via: Option<Vec<u8>>,
+    ) {
         if let Some(&idx) = self.server_index.get(&key) {
             let s = &mut self.servers[idx];
             match s.state {
@@ -465,7 +549,11 @@ impl Core {
                     // ACK for a non-2xx final: hop by hop, absorbed (§17.2.1).
                     s.state = SState::Confirmed;
                     let gen = s.gen;
-                    let wait = if s.reply_to.transport.is_reliable() { Duration::ZERO } else { self.settings.t4 };
+                    let wait = if s.reply_to.transport.is_reliable() {
+                        Duration::ZERO
+                    } else {
+                        self.settings.t4
+                    };
                     self.timers.arm(now + wait, idx, gen, Kind::I);
                     return;
                 }
@@ -503,12 +591,26 @@ impl Core {
         }
     }
 
-    fn on_cancel(&mut self, now: Instant, msg: Message, key: Key, top_via: Option<Vec<u8>>, reply_to: Peer) {
+    fn on_cancel(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        key: Key,
+        top_via: Option<Vec<u8>>,
+        reply_to: Peer,
+    ) {
         // A CANCEL carries the branch of the INVITE it cancels (§9.1).
         let mut invite_key = key.to_vec();
         invite_key[0] = b'I';
         let Some(&sidx) = self.server_index.get(&invite_key[..]) else {
-            return self.reply_stateless(&msg, top_via.as_deref(), reply_to, 481, "Call/Transaction Does Not Exist", &[]);
+            return self.reply_stateless(
+                &msg,
+                top_via.as_deref(),
+                reply_to,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+            );
         };
         self.reply_stateless(&msg, top_via.as_deref(), reply_to, 200, "OK", &[]);
         let s = &mut self.servers[sidx];
@@ -539,7 +641,11 @@ impl Core {
         let Some(sent) = c.sent.as_ref() else { return };
         let bytes = build::ack_or_cancel(sent, "CANCEL", None);
         let dest = c.dest;
-        let branch = sent.top_via().and_then(|v| v.branch).unwrap_or_default().to_vec();
+        let branch = sent
+            .top_via()
+            .and_then(|v| v.branch)
+            .unwrap_or_default()
+            .to_vec();
         let branch = String::from_utf8_lossy(&branch).into_owned();
         // CANCEL is its own non-INVITE client transaction with the INVITE's branch.
         let mut key = vec![b'C'];
@@ -566,7 +672,8 @@ impl Core {
         if !dest.transport.is_reliable() {
             self.timers.arm(now + t1, idx, gen, Kind::E);
         }
-        self.timers.arm(now + self.settings.timer_64t1(), idx, gen, Kind::F);
+        self.timers
+            .arm(now + self.settings.timer_64t1(), idx, gen, Kind::F);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -582,10 +689,24 @@ impl Core {
     ) {
         let mf = match msg.max_forwards() {
             Some(Ok(0)) => {
-                return self.reply_stateless(&msg, top_via.as_deref(), reply_to, 483, "Too Many Hops", &[]);
+                return self.reply_stateless(
+                    &msg,
+                    top_via.as_deref(),
+                    reply_to,
+                    483,
+                    "Too Many Hops",
+                    &[],
+                );
             }
             Some(Err(())) => {
-                return self.reply_stateless(&msg, top_via.as_deref(), reply_to, 400, "Bad Max-Forwards", &[]);
+                return self.reply_stateless(
+                    &msg,
+                    top_via.as_deref(),
+                    reply_to,
+                    400,
+                    "Bad Max-Forwards",
+                    &[],
+                );
             }
             Some(Ok(n)) => n.min(70) - 1,
             None => 69,
@@ -595,13 +716,34 @@ impl Core {
             RouteOutcome::NotOurs => {
                 // No Route naming us: not a dialog we record-routed. Relaying
                 // it would make us an open relay.
-                return self.reply_stateless(&msg, top_via.as_deref(), reply_to, 404, "Not Here", &[]);
+                return self.reply_stateless(
+                    &msg,
+                    top_via.as_deref(),
+                    reply_to,
+                    404,
+                    "Not Here",
+                    &[],
+                );
             }
             RouteOutcome::BadToken => {
-                return self.reply_stateless(&msg, top_via.as_deref(), reply_to, 403, "Forbidden Route", &[]);
+                return self.reply_stateless(
+                    &msg,
+                    top_via.as_deref(),
+                    reply_to,
+                    403,
+                    "Forbidden Route",
+                    &[],
+                );
             }
             RouteOutcome::Unresolvable => {
-                return self.reply_stateless(&msg, top_via.as_deref(), reply_to, 478, "Unresolvable Destination", &[]);
+                return self.reply_stateless(
+                    &msg,
+                    top_via.as_deref(),
+                    reply_to,
+                    478,
+                    "Unresolvable Destination",
+                    &[],
+                );
             }
         };
         let invite = method == b"INVITE";
@@ -619,7 +761,8 @@ impl Core {
                 extra: &[],
             },
         );
-        let trying = invite.then(|| build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]));
+        let trying =
+            invite.then(|| build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]));
         let idx = self.insert_server(ServerTxn {
             gen: 0,
             key,
@@ -742,7 +885,8 @@ impl Core {
                     self.send_cancel(now, cidx);
                 }
                 if let Some(sidx) = self.live_server(server) {
-                    let bytes = build::forward_response(&msg, None);
+                    let s = &self.servers[sidx];
+                    let bytes = build::forward_response(&msg, None, s.upstream());
                     let s = &mut self.servers[sidx];
                     if s.state == SState::Proceeding {
                         s.last = Some(bytes.clone());
@@ -755,7 +899,8 @@ impl Core {
                 c.state = CState::Accepted;
                 c.sent = None;
                 let gen = c.gen;
-                self.timers.arm(now + settings.timer_64t1(), cidx, gen, Kind::M);
+                self.timers
+                    .arm(now + settings.timer_64t1(), cidx, gen, Kind::M);
                 self.forward_final(now, server, &msg, code, true);
             }
             (CState::Accepted, 200..=299) => {
@@ -764,7 +909,10 @@ impl Core {
                 self.forward_final(now, server, &msg, code, true);
             }
             (CState::Calling | CState::Proceeding, _) if code >= 300 => {
-                let ack = c.sent.as_ref().map(|sent| build::ack_or_cancel(sent, "ACK", msg.header(HeaderName::To)));
+                let ack = c
+                    .sent
+                    .as_ref()
+                    .map(|sent| build::ack_or_cancel(sent, "ACK", msg.header(HeaderName::To)));
                 c.state = CState::Completed;
                 c.sent = None;
                 c.ack = ack.clone();
@@ -772,12 +920,20 @@ impl Core {
                 if let Some(ack) = ack {
                     self.send(dest, ack);
                 }
-                let wait = if dest.transport.is_reliable() { Duration::ZERO } else { settings.timer_64t1().max(Duration::from_secs(32)) };
+                let wait = if dest.transport.is_reliable() {
+                    Duration::ZERO
+                } else {
+                    settings.timer_64t1().max(Duration::from_secs(32))
+                };
                 self.timers.arm(now + wait, cidx, gen, Kind::D);
                 if let Some(sidx) = self.live_server(server) {
                     let s = &self.servers[sidx];
                     let retryable = matches!(code, 503 | 408);
-                    if s.state == SState::Proceeding && retryable && !s.cancelled && !s.targets.is_empty() {
+                    if s.state == SState::Proceeding
+                        && retryable
+                        && !s.cancelled
+                        && !s.targets.is_empty()
+                    {
                         if let Some(c) = carrier.and_then(|ci| settings.carriers.get(ci)) {
                             self.observer.failover(&c.name);
                             tracing::info!(carrier = %c.name, code, "carrier refused the call, trying the next one");
@@ -808,8 +964,9 @@ impl Core {
                 c.state = CState::Proceeding;
                 if code > 100 {
                     if let Some(sidx) = self.live_server(server) {
-                        let bytes = build::forward_response(&msg, None);
-                        let to = self.servers[sidx].reply_to;
+                        let s = &self.servers[sidx];
+                        let bytes = build::forward_response(&msg, None, s.upstream());
+                        let to = s.reply_to;
                         self.send(to, bytes);
                     }
                 }
@@ -818,7 +975,11 @@ impl Core {
                 c.state = CState::Completed;
                 c.sent = None;
                 let (gen, reliable) = (c.gen, c.dest.transport.is_reliable());
-                let wait = if reliable { Duration::ZERO } else { settings.t4 };
+                let wait = if reliable {
+                    Duration::ZERO
+                } else {
+                    settings.t4
+                };
                 self.timers.arm(now + wait, cidx, gen, Kind::K);
                 self.forward_final(now, server, &msg, code, false);
             }
@@ -827,7 +988,14 @@ impl Core {
     }
 
     /// Relays a final response to the server transaction it answers.
-    fn forward_final(&mut self, now: Instant, server: Option<(usize, u64)>, msg: &Message, code: u16, success: bool) {
+    fn forward_final(
+        &mut self,
+        now: Instant,
+        server: Option<(usize, u64)>,
+        msg: &Message,
+        code: u16,
+        success: bool,
+    ) {
         let Some(sidx) = self.live_server(server) else {
             if success {
                 self.forward_stateless_response(msg);
@@ -842,7 +1010,7 @@ impl Core {
         // §16.7 step 6: a 503 from downstream must not make upstream think
         // *this* proxy is overloaded.
         let status = (code == 503).then_some((500, "Server Internal Error"));
-        let bytes = build::forward_response(msg, status);
+        let bytes = build::forward_response(msg, status, s.upstream());
         let to = s.reply_to;
         self.send(to, bytes.clone());
         if accepted_again {
@@ -857,7 +1025,8 @@ impl Core {
             // RFC 6026 Accepted: absorb INVITE retransmissions, relay 2xx.
             s.state = SState::Accepted;
             s.last = None;
-            self.timers.arm(now + self.settings.timer_64t1(), sidx, gen, Kind::L);
+            self.timers
+                .arm(now + self.settings.timer_64t1(), sidx, gen, Kind::L);
         } else if s.invite {
             s.last = Some(bytes);
             s.state = SState::Completed;
@@ -866,7 +1035,11 @@ impl Core {
             // Non-INVITE Completed: answer retransmissions for Timer J.
             s.last = Some(bytes);
             s.state = SState::Completed;
-            let wait = if s.reply_to.transport.is_reliable() { Duration::ZERO } else { self.settings.timer_64t1() };
+            let wait = if s.reply_to.transport.is_reliable() {
+                Duration::ZERO
+            } else {
+                self.settings.timer_64t1()
+            };
             self.timers.arm(now + wait, sidx, gen, Kind::J);
         }
     }
@@ -875,7 +1048,9 @@ impl Core {
         let Some(next) = msg.values(HeaderName::Via).nth(1).and_then(Via::parse) else {
             return;
         };
-        let Some(transport) = Transport::from_bytes(next.transport) else { return };
+        let Some(transport) = Transport::from_bytes(next.transport) else {
+            return;
+        };
         let ip = next
             .received
             .and_then(crate::sip::uri::parse_ip_host)
@@ -887,8 +1062,14 @@ impl Core {
         }
         .or(next.port)
         .unwrap_or(5060);
-        let bytes = build::forward_response(msg, None);
-        self.send(Peer { transport, addr: (ip, port).into() }, bytes);
+        let bytes = build::forward_response(msg, None, None);
+        self.send(
+            Peer {
+                transport,
+                addr: (ip, port).into(),
+            },
+            bytes,
+        );
     }
 
     // ----------------------------------------------------------------- timers
@@ -904,9 +1085,9 @@ impl Core {
                     self.timers.arm(now + next, idx, gen, Kind::G);
                 }
             }
-            (Kind::H, SState::Completed) | (Kind::I, SState::Confirmed) | (Kind::L, SState::Accepted) => {
-                self.remove_server(idx)
-            }
+            (Kind::H, SState::Completed)
+            | (Kind::I, SState::Confirmed)
+            | (Kind::L, SState::Accepted) => self.remove_server(idx),
             (Kind::J, SState::Completed) => self.remove_server(idx),
             _ => {}
         }
@@ -927,7 +1108,11 @@ impl Core {
             }
             (Kind::E, CState::Calling | CState::Proceeding) => {
                 let bytes = c.sent.as_ref().map(|m| m.buf().clone());
-                c.retransmit = if c.state == CState::Proceeding { settings.t2 } else { (c.retransmit * 2).min(settings.t2) };
+                c.retransmit = if c.state == CState::Proceeding {
+                    settings.t2
+                } else {
+                    (c.retransmit * 2).min(settings.t2)
+                };
                 let (dest, gen, next) = (c.dest, c.gen, c.retransmit);
                 if let Some(b) = bytes {
                     self.send(dest, b);
@@ -951,7 +1136,8 @@ impl Core {
                 // §16.8: Timer C fired with a provisional: CANCEL and 408.
                 let server = c.server;
                 self.send_cancel(now, idx);
-                self.timers.arm(now + settings.timer_64t1(), idx, gen, Kind::B);
+                self.timers
+                    .arm(now + settings.timer_64t1(), idx, gen, Kind::B);
                 if let Some(sidx) = self.live_server(server) {
                     self.local_final(now, sidx, 408, "Request Timeout");
                 }
@@ -964,11 +1150,17 @@ impl Core {
     fn client_failed(&mut self, now: Instant, cidx: usize, why: Failure) {
         let c = &self.clients[cidx];
         let server = c.server;
-        if let Some(name) = c.carrier.and_then(|ci| self.settings.carriers.get(ci)).map(|c| c.name.clone()) {
+        if let Some(name) = c
+            .carrier
+            .and_then(|ci| self.settings.carriers.get(ci))
+            .map(|c| c.name.clone())
+        {
             tracing::warn!(carrier = %name, reason = ?why, "carrier did not answer");
         }
         self.remove_client(cidx);
-        let Some(sidx) = self.live_server(server) else { return };
+        let Some(sidx) = self.live_server(server) else {
+            return;
+        };
         let s = &self.servers[sidx];
         if s.state != SState::Proceeding {
             return;
@@ -984,7 +1176,9 @@ impl Core {
         match (s.cancelled, why) {
             (true, _) => self.local_final(now, sidx, 487, "Request Terminated"),
             (false, Failure::Timeout) => self.local_final(now, sidx, 408, "Request Timeout"),
-            (false, Failure::Unreachable) => self.local_final(now, sidx, 503, "Service Unavailable"),
+            (false, Failure::Unreachable) => {
+                self.local_final(now, sidx, 503, "Service Unavailable")
+            }
         }
     }
 
@@ -1006,7 +1200,11 @@ impl Core {
             self.arm_completed(now, sidx);
         } else {
             let s = &self.servers[sidx];
-            let wait = if s.reply_to.transport.is_reliable() { Duration::ZERO } else { self.settings.timer_64t1() };
+            let wait = if s.reply_to.transport.is_reliable() {
+                Duration::ZERO
+            } else {
+                self.settings.timer_64t1()
+            };
             let gen = s.gen;
             self.timers.arm(now + wait, sidx, gen, Kind::J);
         }
@@ -1020,7 +1218,8 @@ impl Core {
         if !s.reply_to.transport.is_reliable() {
             self.timers.arm(now + self.settings.t1, sidx, gen, Kind::G);
         }
-        self.timers.arm(now + self.settings.timer_64t1(), sidx, gen, Kind::H);
+        self.timers
+            .arm(now + self.settings.timer_64t1(), sidx, gen, Kind::H);
     }
 
     // ---------------------------------------------------------------- helpers
@@ -1066,7 +1265,10 @@ impl Core {
 
     fn send(&mut self, to: Peer, payload: Bytes) {
         if payload.starts_with(b"SIP/2.0 ") {
-            let code = std::str::from_utf8(&payload[8..11]).ok().and_then(|c| c.parse().ok()).unwrap_or(0);
+            let code = std::str::from_utf8(&payload[8..11])
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
             self.observer.response_out(code);
         } else {
             let sp = memchr::memchr(b' ', &payload).unwrap_or(0);
@@ -1122,7 +1324,13 @@ impl Core {
 
     fn via_value(&self, dest: Peer, branch: &str) -> String {
         let (host, port) = self.endpoint_for(dest);
-        format!("SIP/2.0/{} {}:{};branch={};rport", dest.transport.as_via(), host, port, branch)
+        format!(
+            "SIP/2.0/{} {}:{};branch={};rport",
+            dest.transport.as_via(),
+            host,
+            port,
+            branch
+        )
     }
 
     /// Record-Route values, topmost first. Two entries when the two sides
@@ -1133,7 +1341,11 @@ impl Core {
         let token = self.route_token(call_id);
         let entry = |p: Peer| {
             let (host, port) = self.endpoint_for(p);
-            let t = if p.transport == Transport::Tcp { ";transport=tcp" } else { "" };
+            let t = if p.transport == Transport::Tcp {
+                ";transport=tcp"
+            } else {
+                ""
+            };
             format!("<sip:{host}:{port}{t};lr;cgr={token}>")
         };
         let out = entry(outbound);
@@ -1153,8 +1365,15 @@ impl Core {
 
     fn is_ours(&self, uri: &Uri<'_>) -> bool {
         let port = uri.port.unwrap_or(if uri.is_sips() { 5061 } else { 5060 });
-        self.settings.local.iter().any(|e| e.port == port && e.host.as_bytes().eq_ignore_ascii_case(uri.host))
-            || self.settings.aliases.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(uri.host))
+        self.settings
+            .local
+            .iter()
+            .any(|e| e.port == port && e.host.as_bytes().eq_ignore_ascii_case(uri.host))
+            || self
+                .settings
+                .aliases
+                .iter()
+                .any(|a| a.as_bytes().eq_ignore_ascii_case(uri.host))
     }
 }
 
@@ -1165,7 +1384,14 @@ enum Failure {
 }
 
 fn local_rejection(status: u16, phrase: &str, code: &'static str, why: &str) -> Rejection {
-    Rejection { tenant: None, status, phrase: phrase.into(), code, explanation: why.into(), retry_after: None }
+    Rejection {
+        tenant: None,
+        status,
+        phrase: phrase.into(),
+        code,
+        explanation: why.into(),
+        retry_after: None,
+    }
 }
 
 /// §17.2.3 matching key: branch, sent-by and method (ACK and CANCEL map to
@@ -1200,7 +1426,10 @@ fn response_destination(via: &Via<'_>, from: Peer) -> Peer {
     if from.transport.is_reliable() || via.rport.is_some() {
         return from;
     }
-    Peer { transport: from.transport, addr: (from.addr.ip(), via.port.unwrap_or(5060)).into() }
+    Peer {
+        transport: from.transport,
+        addr: (from.addr.ip(), via.port.unwrap_or(5060)).into(),
+    }
 }
 
 fn validate_request(msg: &Message, method: &[u8]) -> Option<&'static str> {
@@ -1254,15 +1483,29 @@ fn rewrite_uri_host(uri: &[u8], dest: &Peer) -> String {
         std::net::SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
         std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     };
-    let transport = if dest.transport == Transport::Tcp { ";transport=tcp" } else { "" };
+    let transport = if dest.transport == Transport::Tcp {
+        ";transport=tcp"
+    } else {
+        ""
+    };
     match Uri::parse(uri) {
         Some(u) => {
             let scheme = if u.is_sips() { "sips" } else { "sip" };
-            let user = u.user.map(|u| format!("{}@", String::from_utf8_lossy(u))).unwrap_or_default();
+            let user = u
+                .user
+                .map(|u| format!("{}@", String::from_utf8_lossy(u)))
+                .unwrap_or_default();
             let params: String = crate::sip::message::params(u.params)
-                .filter(|(n, _)| !n.eq_ignore_ascii_case(b"transport") && !n.eq_ignore_ascii_case(b"phone-context"))
+                .filter(|(n, _)| {
+                    !n.eq_ignore_ascii_case(b"transport")
+                        && !n.eq_ignore_ascii_case(b"phone-context")
+                })
                 .map(|(n, v)| match v {
-                    Some(v) => format!(";{}={}", String::from_utf8_lossy(n), String::from_utf8_lossy(v)),
+                    Some(v) => format!(
+                        ";{}={}",
+                        String::from_utf8_lossy(n),
+                        String::from_utf8_lossy(v)
+                    ),
                     None => format!(";{}", String::from_utf8_lossy(n)),
                 })
                 .collect();
@@ -1281,7 +1524,10 @@ fn uri_destination(u: &Uri<'_>) -> Option<Peer> {
         None => Transport::Udp,
     };
     let port = u.port.unwrap_or(5060);
-    Some(Peer { transport, addr: (ip, port).into() })
+    Some(Peer {
+        transport,
+        addr: (ip, port).into(),
+    })
 }
 
 #[cfg(test)]

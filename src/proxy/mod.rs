@@ -160,7 +160,14 @@ pub trait Observer: Send + Sync {
     fn response_out(&self, _code: u16) {}
     fn malformed(&self) {}
     fn transactions(&self, _delta: i64) {}
-    fn decision(&self, _tenant: Option<&str>, _decision: &'static str, _reason: &'static str, _seconds: f64) {}
+    fn decision(
+        &self,
+        _tenant: Option<&str>,
+        _decision: &'static str,
+        _reason: &'static str,
+        _seconds: f64,
+    ) {
+    }
     fn carrier_response(&self, _carrier: &str, _code: u16) {}
     fn failover(&self, _carrier: &str) {}
 }

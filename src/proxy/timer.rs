@@ -59,7 +59,11 @@ pub struct Timers {
 impl Timers {
     pub fn arm(&mut self, at: Instant, slot: usize, gen: u64, kind: Kind) {
         self.seq += 1;
-        self.heap.push(Reverse(Entry { at, seq: self.seq, fired: Fired { slot, gen, kind } }));
+        self.heap.push(Reverse(Entry {
+            at,
+            seq: self.seq,
+            fired: Fired { slot, gen, kind },
+        }));
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {

@@ -35,7 +35,10 @@ pub struct Span {
 
 impl Span {
     fn new(r: Range<usize>) -> Self {
-        Span { start: r.start as u32, end: r.end as u32 }
+        Span {
+            start: r.start as u32,
+            end: r.end as u32,
+        }
     }
     pub fn range(self) -> Range<usize> {
         self.start as usize..self.end as usize
@@ -149,7 +152,11 @@ pub(crate) fn trim(buf: &[u8], mut r: Range<usize>) -> Range<usize> {
 /// asks receivers to be lenient.
 fn line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     let nl = memchr::memchr(b'\n', &buf[from..])? + from;
-    let end = if nl > from && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let end = if nl > from && buf[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
     Some((end, nl + 1))
 }
 
@@ -203,7 +210,12 @@ impl Message {
             next = cursor;
         }
         let body = Span::new(next..b.len());
-        Ok(Message { buf, start, headers, body })
+        Ok(Message {
+            buf,
+            start,
+            headers,
+            body,
+        })
     }
 
     pub fn buf(&self) -> &Bytes {
@@ -241,7 +253,10 @@ impl Message {
 
     /// First header of that name.
     pub fn header(&self, name: HeaderName) -> Option<&[u8]> {
-        self.headers.iter().find(|h| h.name == name).map(|h| self.slice(h.value))
+        self.headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| self.slice(h.value))
     }
 
     /// First header whose name matches case-insensitively (for extension headers).
@@ -283,22 +298,30 @@ impl Message {
 
     pub fn max_forwards(&self) -> Option<Result<u32, ()>> {
         self.header(HeaderName::MaxForwards).map(|v| {
-            std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok()).ok_or(())
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or(())
         })
     }
 
     pub fn from_tag(&self) -> Option<&[u8]> {
-        self.header(HeaderName::From).and_then(|v| header_param(v, b"tag"))
+        self.header(HeaderName::From)
+            .and_then(|v| header_param(v, b"tag"))
     }
 
     pub fn to_tag(&self) -> Option<&[u8]> {
-        self.header(HeaderName::To).and_then(|v| header_param(v, b"tag"))
+        self.header(HeaderName::To)
+            .and_then(|v| header_param(v, b"tag"))
     }
 
     /// Content-Length: `None` when absent, `Some(Err)` when unreadable.
     pub fn content_length(&self) -> Option<Result<usize, ()>> {
         self.header(HeaderName::ContentLength).map(|v| {
-            std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok()).ok_or(())
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or(())
         })
     }
 
@@ -327,12 +350,18 @@ fn parse_start_line(b: &[u8], r: Range<usize>) -> Result<StartLine, ParseError> 
         if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
             return Err(ParseError::BadStartLine);
         }
-        let code: u16 = std::str::from_utf8(code).unwrap_or("0").parse().unwrap_or(0);
+        let code: u16 = std::str::from_utf8(code)
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
         if !(100..700).contains(&code) {
             return Err(ParseError::BadStartLine);
         }
         let reason_start = r.start + 12.min(line.len());
-        return Ok(StartLine::Response { code, reason: Span::new(reason_start..r.end) });
+        return Ok(StartLine::Response {
+            code,
+            reason: Span::new(reason_start..r.end),
+        });
     }
     let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
     let sp2 = memchr::memrchr(b' ', line).ok_or(ParseError::BadStartLine)?;
@@ -424,7 +453,9 @@ pub fn params(s: &[u8]) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
 /// the URI is bracketed, else after the addr-spec (RFC 3261 §20.10).
 pub fn header_param<'a>(v: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let tail = header_params_part(v);
-    params(tail).find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, val)| val)
+    params(tail)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .and_then(|(_, val)| val)
 }
 
 fn header_params_part(v: &[u8]) -> &[u8] {
@@ -602,7 +633,8 @@ l: 0\r\n\r\n",
 
     #[test]
     fn parses_response_and_bare_lf() {
-        let m = parse("SIP/2.0 180 Ringing\nVia: SIP/2.0/UDP x;branch=z9hG4bKa\nContent-Length: 0\n\n");
+        let m =
+            parse("SIP/2.0 180 Ringing\nVia: SIP/2.0/UDP x;branch=z9hG4bKa\nContent-Length: 0\n\n");
         assert_eq!(m.status(), Some(180));
         assert_eq!(m.top_via().unwrap().host, b"x");
     }
@@ -645,6 +677,9 @@ l: 0\r\n\r\n",
             s.push_str(&format!("X-{i}: y\r\n"));
         }
         s.push_str("\r\n");
-        assert_eq!(Message::parse(Bytes::from(s)).unwrap_err(), ParseError::TooManyHeaders);
+        assert_eq!(
+            Message::parse(Bytes::from(s)).unwrap_err(),
+            ParseError::TooManyHeaders
+        );
     }
 }

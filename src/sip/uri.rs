@@ -29,7 +29,13 @@ impl<'a> Uri<'a> {
             if semi == 0 {
                 return None;
             }
-            return Some(Uri { scheme, user: Some(&rest[..semi]), host: b"", port: None, params: &rest[semi..] });
+            return Some(Uri {
+                scheme,
+                user: Some(&rest[..semi]),
+                host: b"",
+                port: None,
+                params: &rest[semi..],
+            });
         }
         if !(scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")) {
             return None;
@@ -53,11 +59,19 @@ impl<'a> Uri<'a> {
         if host.is_empty() {
             return None;
         }
-        Some(Uri { scheme, user, host, port, params: &hostpart[semi..] })
+        Some(Uri {
+            scheme,
+            user,
+            host,
+            port,
+            params: &hostpart[semi..],
+        })
     }
 
     pub fn param(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
-        params(self.params).find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        params(self.params)
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     pub fn has_param(&self, name: &[u8]) -> bool {
@@ -81,7 +95,9 @@ fn find_params_start(hostpart: &[u8]) -> usize {
     } else {
         0
     };
-    memchr::memchr(b';', &hostpart[from..]).map(|i| i + from).unwrap_or(hostpart.len())
+    memchr::memchr(b';', &hostpart[from..])
+        .map(|i| i + from)
+        .unwrap_or(hostpart.len())
 }
 
 /// `host[:port]`, with IPv6 references in brackets.
@@ -114,7 +130,10 @@ fn parse_port(p: &[u8]) -> Option<u16> {
 /// Parses an IPv4 literal or a bracketed (or bare) IPv6 literal.
 pub fn parse_ip_host(host: &[u8]) -> Option<std::net::IpAddr> {
     let h = std::str::from_utf8(host).ok()?;
-    let h = h.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(h);
+    let h = h
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h);
     h.parse().ok()
 }
 
@@ -124,7 +143,8 @@ mod tests {
 
     #[test]
     fn parses_sip_uris() {
-        let u = Uri::parse(b"sip:+33162000000@127.0.0.1:5080;user=phone;transport=TCP?x=y").unwrap();
+        let u =
+            Uri::parse(b"sip:+33162000000@127.0.0.1:5080;user=phone;transport=TCP?x=y").unwrap();
         assert_eq!(u.user, Some(&b"+33162000000"[..]));
         assert_eq!(u.host, b"127.0.0.1");
         assert_eq!(u.port, Some(5080));
@@ -148,8 +168,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_uris() {
-        for bad in [&b"http://x"[..], b"sip:", b"sip:a@", b"sip:h:99999", b"sip:[::1", b"sip:h:p"] {
-            assert!(Uri::parse(bad).is_none(), "{}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"http://x"[..],
+            b"sip:",
+            b"sip:a@",
+            b"sip:h:99999",
+            b"sip:[::1",
+            b"sip:h:p",
+        ] {
+            assert!(
+                Uri::parse(bad).is_none(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -59,7 +59,11 @@ impl Dispatcher {
         Arc::new_cyclic(|me| Dispatcher {
             shards: cores
                 .into_iter()
-                .map(|c| Shard { core: Mutex::new(c), notify: Notify::new(), armed: AtomicU64::new(u64::MAX) })
+                .map(|c| Shard {
+                    core: Mutex::new(c),
+                    notify: Notify::new(),
+                    armed: AtomicU64::new(u64::MAX),
+                })
                 .collect(),
             udp_v4,
             udp_v6,
@@ -92,7 +96,8 @@ impl Dispatcher {
             while let Some(t) = core.poll_transmit() {
                 batch.push(t);
             }
-            core.poll_timeout().is_some_and(|d| self.nanos(d) < shard.armed.load(Ordering::Acquire))
+            core.poll_timeout()
+                .is_some_and(|d| self.nanos(d) < shard.armed.load(Ordering::Acquire))
         };
         if wake {
             shard.notify.notify_one();
@@ -167,7 +172,11 @@ impl Dispatcher {
     }
 
     fn send_udp(&self, to: SocketAddr, payload: Bytes) {
-        let sock = if to.is_ipv6() { self.udp_v6.as_ref() } else { self.udp_v4.as_ref() };
+        let sock = if to.is_ipv6() {
+            self.udp_v6.as_ref()
+        } else {
+            self.udp_v4.as_ref()
+        };
         let Some(sock) = sock else {
             tracing::warn!(%to, "no UDP listener of this address family to send from");
             return;
@@ -219,12 +228,18 @@ impl Dispatcher {
                 Ok(Err(e)) => {
                     tracing::warn!(%to, error = %e, "TCP connect failed");
                     me.tcp.remove_if(&to, |_, v| v.same_channel(&tx));
-                    me.unreachable(Peer { transport: Transport::Tcp, addr: to });
+                    me.unreachable(Peer {
+                        transport: Transport::Tcp,
+                        addr: to,
+                    });
                 }
                 Err(_) => {
                     tracing::warn!(%to, "TCP connect timed out");
                     me.tcp.remove_if(&to, |_, v| v.same_channel(&tx));
-                    me.unreachable(Peer { transport: Transport::Tcp, addr: to });
+                    me.unreachable(Peer {
+                        transport: Transport::Tcp,
+                        addr: to,
+                    });
                 }
             }
         });
@@ -249,7 +264,13 @@ impl Dispatcher {
         }
     }
 
-    async fn run_connection(&self, stream: TcpStream, remote: SocketAddr, tx: mpsc::Sender<Bytes>, mut rx: mpsc::Receiver<Bytes>) {
+    async fn run_connection(
+        &self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        tx: mpsc::Sender<Bytes>,
+        mut rx: mpsc::Receiver<Bytes>,
+    ) {
         let (mut r, mut w) = stream.into_split();
         let writer = tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
@@ -258,7 +279,10 @@ impl Dispatcher {
                 }
             }
         });
-        let peer = Peer { transport: Transport::Tcp, addr: remote };
+        let peer = Peer {
+            transport: Transport::Tcp,
+            addr: remote,
+        };
         let mut buf = BytesMut::with_capacity(8192);
         'read: loop {
             match tokio::time::timeout(self.tcp_idle, r.read_buf(&mut buf)).await {
@@ -280,7 +304,9 @@ impl Dispatcher {
                         // Framing is lost: nothing after this point can be
                         // trusted, so the connection is closed.
                         tracing::warn!(%remote, error = %e, "closing TCP connection");
-                        let _ = tx.try_send(Bytes::from_static(b"SIP/2.0 513 Message Too Large\r\nContent-Length: 0\r\n\r\n"));
+                        let _ = tx.try_send(Bytes::from_static(
+                            b"SIP/2.0 513 Message Too Large\r\nContent-Length: 0\r\n\r\n",
+                        ));
                         break 'read;
                     }
                 }
@@ -301,7 +327,13 @@ impl Dispatcher {
                         tracing::debug!(%from, n, "dropping oversized datagram");
                         continue;
                     }
-                    self.deliver(Peer { transport: Transport::Udp, addr: from }, Bytes::copy_from_slice(&buf[..n]))
+                    self.deliver(
+                        Peer {
+                            transport: Transport::Udp,
+                            addr: from,
+                        },
+                        Bytes::copy_from_slice(&buf[..n]),
+                    )
                 }
                 // ICMP errors surface here on some systems; they are not fatal.
                 Err(e) => tracing::debug!(error = %e, "UDP receive error"),
@@ -322,7 +354,9 @@ fn call_id_hash(data: &[u8]) -> u64 {
         }
         let end = memchr::memchr(b'\n', line).unwrap_or(line.len());
         let line = &line[..end];
-        let Some(colon) = memchr::memchr(b':', line) else { continue };
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
         let name = line[..colon].trim_ascii();
         if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
             let mut h: u64 = 0xcbf29ce484222325;

@@ -25,7 +25,10 @@ pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, Frame
         return Ok(Some(Frame::Ping));
     }
     // Lone CRLFs between messages are ignored (§7.5).
-    let skip = buf.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
+    let skip = buf
+        .iter()
+        .take_while(|&&c| c == b'\r' || c == b'\n')
+        .count();
     if skip > 0 && skip < buf.len() {
         let _ = buf.split_to(skip);
     } else if skip == buf.len() {
@@ -41,7 +44,9 @@ pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, Frame
         return Ok(None);
     };
     let length = content_length(&buf[..head_end])?.unwrap_or(0);
-    let total = head_end.checked_add(length).ok_or(FrameError::TooLarge(max))?;
+    let total = head_end
+        .checked_add(length)
+        .ok_or(FrameError::TooLarge(max))?;
     if total > max {
         return Err(FrameError::TooLarge(max));
     }
@@ -53,7 +58,9 @@ pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, Frame
 
 fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
     for line in head.split(|&c| c == b'\n').skip(1) {
-        let Some(colon) = memchr::memchr(b':', line) else { continue };
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
         let name = line[..colon].trim_ascii();
         if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
             let v = line[colon + 1..].trim_ascii();
@@ -80,18 +87,28 @@ mod tests {
         buf.extend_from_slice(&msg[10..]);
         buf.extend_from_slice(b"\r\n\r\n");
         buf.extend_from_slice(msg);
-        assert_eq!(next_frame(&mut buf, 4096), Ok(Some(Frame::Message(Bytes::from_static(msg)))));
+        assert_eq!(
+            next_frame(&mut buf, 4096),
+            Ok(Some(Frame::Message(Bytes::from_static(msg))))
+        );
         assert_eq!(next_frame(&mut buf, 4096), Ok(Some(Frame::Ping)));
-        assert_eq!(next_frame(&mut buf, 4096), Ok(Some(Frame::Message(Bytes::from_static(msg)))));
+        assert_eq!(
+            next_frame(&mut buf, 4096),
+            Ok(Some(Frame::Message(Bytes::from_static(msg))))
+        );
         assert!(buf.is_empty());
     }
 
     #[test]
     fn rejects_oversized_and_bad_length() {
-        let mut buf = BytesMut::from(&b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 999999\r\n\r\n"[..]);
+        let mut buf =
+            BytesMut::from(&b"INVITE sip:a@b SIP/2.0\r\nContent-Length: 999999\r\n\r\n"[..]);
         assert_eq!(next_frame(&mut buf, 4096), Err(FrameError::TooLarge(4096)));
         let mut buf = BytesMut::from(&b"INVITE sip:a@b SIP/2.0\r\nContent-Length: x\r\n\r\n"[..]);
-        assert_eq!(next_frame(&mut buf, 4096), Err(FrameError::BadContentLength));
+        assert_eq!(
+            next_frame(&mut buf, 4096),
+            Err(FrameError::BadContentLength)
+        );
         let mut buf = BytesMut::from(&vec![b'a'; 5000][..]);
         assert_eq!(next_frame(&mut buf, 4096), Err(FrameError::TooLarge(4096)));
     }

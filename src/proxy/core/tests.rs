@@ -13,7 +13,10 @@ struct OnlyTenNet;
 impl Gatekeeper for OnlyTenNet {
     fn check(&self, _m: &Message, source: &Peer) -> Verdict {
         if source.addr.ip().to_string().starts_with("10.") {
-            Verdict::Forward { tenant: "t1".into(), headers: vec![] }
+            Verdict::Forward {
+                tenant: "t1".into(),
+                headers: vec![],
+            }
         } else {
             Verdict::Reject(crate::tenant::source_not_authorized(source))
         }
@@ -21,7 +24,10 @@ impl Gatekeeper for OnlyTenNet {
 }
 
 fn udp(a: &str) -> Peer {
-    Peer { transport: Transport::Udp, addr: a.parse().unwrap() }
+    Peer {
+        transport: Transport::Udp,
+        addr: a.parse().unwrap(),
+    }
 }
 
 struct Net {
@@ -36,12 +42,20 @@ fn settings(carriers: &[&str]) -> Settings {
         t4: Duration::from_secs(5),
         carrier_timeout: Duration::from_secs(5),
         timer_c: Duration::from_secs(180),
-        local: vec![LocalEndpoint { transport: Transport::Udp, ipv6: false, host: "192.0.2.10".into(), port: 5060 }],
+        local: vec![LocalEndpoint {
+            transport: Transport::Udp,
+            ipv6: false,
+            host: "192.0.2.10".into(),
+            port: 5060,
+        }],
         aliases: vec![],
         carriers: carriers
             .iter()
             .enumerate()
-            .map(|(i, c)| Carrier { name: format!("c{}", i + 1), peer: udp(c) })
+            .map(|(i, c)| Carrier {
+                name: format!("c{}", i + 1),
+                peer: udp(c),
+            })
             .collect(),
         route_key: [7; 16],
         instance: 1,
@@ -51,12 +65,18 @@ fn settings(carriers: &[&str]) -> Settings {
 impl Net {
     fn new(carriers: &[&str]) -> Net {
         Net {
-            core: Core::new(Arc::new(settings(carriers)), Arc::new(OnlyTenNet), Arc::new(NoObserver), 0),
+            core: Core::new(
+                Arc::new(settings(carriers)),
+                Arc::new(OnlyTenNet),
+                Arc::new(NoObserver),
+                0,
+            ),
             now: Instant::now(),
         }
     }
     fn input(&mut self, from: &str, text: &str) -> Vec<(SocketAddr, Message)> {
-        self.core.handle_message(self.now, udp(from), Bytes::copy_from_slice(text.as_bytes()));
+        self.core
+            .handle_message(self.now, udp(from), Bytes::copy_from_slice(text.as_bytes()));
         self.drain()
     }
     fn input_bytes(&mut self, from: &str, b: Bytes) -> Vec<(SocketAddr, Message)> {
@@ -78,7 +98,10 @@ impl Net {
     fn drain(&mut self) -> Vec<(SocketAddr, Message)> {
         let mut v = Vec::new();
         while let Some(t) = self.core.poll_transmit() {
-            v.push((t.to.addr, Message::parse(t.payload).expect("we only send parsable messages")));
+            v.push((
+                t.to.addr,
+                Message::parse(t.payload).expect("we only send parsable messages"),
+            ));
         }
         v
     }
@@ -107,11 +130,15 @@ fn reply(req: &Message, code: u16, phrase: &str, to_tag: Option<&str>) -> String
         let name = std::str::from_utf8(req.slice(h.raw_name)).unwrap();
         let value = std::str::from_utf8(req.slice(h.value)).unwrap();
         match h.name {
-            HeaderName::Via | HeaderName::RecordRoute | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                s.push_str(&format!("{name}: {value}\r\n"))
-            }
+            HeaderName::Via
+            | HeaderName::RecordRoute
+            | HeaderName::From
+            | HeaderName::CallId
+            | HeaderName::CSeq => s.push_str(&format!("{name}: {value}\r\n")),
             HeaderName::To => match to_tag {
-                Some(t) if req.to_tag().is_none() => s.push_str(&format!("{name}: {value};tag={t}\r\n")),
+                Some(t) if req.to_tag().is_none() => {
+                    s.push_str(&format!("{name}: {value};tag={t}\r\n"))
+                }
                 _ => s.push_str(&format!("{name}: {value}\r\n")),
             },
             _ => {}
@@ -125,7 +152,14 @@ fn reply(req: &Message, code: u16, phrase: &str, to_tag: Option<&str>) -> String
 }
 
 fn only(out: Vec<(SocketAddr, Message)>, to: &str) -> Message {
-    assert_eq!(out.len(), 1, "expected exactly one message, got {:?}", out.iter().map(|o| (o.0, first_line(&o.1))).collect::<Vec<_>>());
+    assert_eq!(
+        out.len(),
+        1,
+        "expected exactly one message, got {:?}",
+        out.iter()
+            .map(|o| (o.0, first_line(&o.1)))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(out[0].0, to.parse::<SocketAddr>().unwrap());
     out.into_iter().next().unwrap().1
 }
@@ -150,7 +184,10 @@ fn start_call(net: &mut Net, call_id: &str) -> Message {
 fn basic_call_with_record_route_and_bye() {
     let mut net = Net::new(&[C1]);
     let fwd = start_call(&mut net, "call-1");
-    assert_eq!(fwd.request_uri(), Some(&b"sip:+33162000000@192.0.2.20:5060"[..]));
+    assert_eq!(
+        fwd.request_uri(),
+        Some(&b"sip:+33162000000@192.0.2.20:5060"[..])
+    );
     let vias: Vec<_> = fwd.values(HeaderName::Via).filter_map(Via::parse).collect();
     assert_eq!(vias.len(), 2);
     assert!(vias[0].branch.unwrap().starts_with(b"z9hG4bKcg"));
@@ -159,12 +196,23 @@ fn basic_call_with_record_route_and_bye() {
     assert_eq!(vias[1].rport, Some(Some(&b"5062"[..])));
     assert_eq!(fwd.max_forwards(), Some(Ok(69)));
     let rr = fwd.header(HeaderName::RecordRoute).unwrap();
-    assert!(rr.starts_with(b"<sip:192.0.2.10:5060;lr;cgr="), "{}", String::from_utf8_lossy(rr));
+    assert!(
+        rr.starts_with(b"<sip:192.0.2.10:5060;lr;cgr="),
+        "{}",
+        String::from_utf8_lossy(rr)
+    );
     assert_eq!(fwd.body(), Ok(&b"v=0\n"[..]));
 
-    let ringing = only(net.input(C1, &reply(&fwd, 180, "Ringing", Some("cr1"))), UAC);
+    let ringing = only(
+        net.input(C1, &reply(&fwd, 180, "Ringing", Some("cr1"))),
+        UAC,
+    );
     assert_eq!(ringing.status(), Some(180));
-    assert_eq!(ringing.values(HeaderName::Via).count(), 1, "our Via is removed");
+    assert_eq!(
+        ringing.values(HeaderName::Via).count(),
+        1,
+        "our Via is removed"
+    );
     let ok = only(net.input(C1, &reply(&fwd, 200, "OK", Some("cr1"))), UAC);
     assert_eq!(ok.status(), Some(200));
     let rr = String::from_utf8(ok.header(HeaderName::RecordRoute).unwrap().to_vec()).unwrap();
@@ -179,7 +227,10 @@ To: <sip:+33162000000@{PROXY}>;tag=cr1\r\nCall-ID: call-1\r\nCSeq: {cseq} {metho
     };
     let ack = only(net.input(UAC, &dialog("ACK", 1, "z9hG4bKack")), C1);
     assert_eq!(ack.method(), Some(&b"ACK"[..]));
-    assert!(ack.header(HeaderName::Route).is_none(), "our Route is popped");
+    assert!(
+        ack.header(HeaderName::Route).is_none(),
+        "our Route is popped"
+    );
     let bye = only(net.input(UAC, &dialog("BYE", 2, "z9hG4bKbye")), C1);
     let bye_ok = only(net.input(C1, &reply(&bye, 200, "OK", None)), UAC);
     assert_eq!(bye_ok.cseq(), Some((2, &b"BYE"[..])));
@@ -189,7 +240,11 @@ To: <sip:+33162000000@{PROXY}>;tag=cr1\r\nCall-ID: call-1\r\nCSeq: {cseq} {metho
 
     assert!(net.core.active_transactions() > 0);
     net.advance(Duration::from_secs(40));
-    assert_eq!(net.core.active_transactions(), 0, "all state released after the timers");
+    assert_eq!(
+        net.core.active_transactions(),
+        0,
+        "all state released after the timers"
+    );
 }
 
 #[test]
@@ -202,7 +257,10 @@ fn retransmissions_are_absorbed_both_ways() {
     // No answer from the carrier: Timer A doubles from T1.
     let out = net.advance(Duration::from_millis(1600));
     assert_eq!(out.len(), 2, "retransmitted at 0.5 s and 1.5 s");
-    assert!(out.iter().all(|(to, m)| *to == C1.parse::<SocketAddr>().unwrap() && m.method() == Some(&b"INVITE"[..])));
+    assert!(out
+        .iter()
+        .all(|(to, m)| *to == C1.parse::<SocketAddr>().unwrap()
+            && m.method() == Some(&b"INVITE"[..])));
     // A provisional stops Timer A.
     net.input(C1, &reply(&fwd, 100, "Trying", None));
     assert!(net.advance(Duration::from_secs(3)).is_empty());
@@ -218,10 +276,20 @@ fn silent_carriers_fail_over_then_408() {
     let mut net = Net::new(&[C1, C2]);
     start_call(&mut net, "call-3");
     let out = net.advance(Duration::from_secs(5));
-    let to_c2: Vec<_> = out.iter().filter(|(to, _)| *to == C2.parse::<SocketAddr>().unwrap()).collect();
-    assert_eq!(to_c2.len(), 1, "the INVITE moves to the second carrier after 5 s");
+    let to_c2: Vec<_> = out
+        .iter()
+        .filter(|(to, _)| *to == C2.parse::<SocketAddr>().unwrap())
+        .collect();
+    assert_eq!(
+        to_c2.len(),
+        1,
+        "the INVITE moves to the second carrier after 5 s"
+    );
     let out = net.advance(Duration::from_secs(5));
-    let finals: Vec<_> = out.iter().filter(|(to, _)| *to == UAC.parse::<SocketAddr>().unwrap()).collect();
+    let finals: Vec<_> = out
+        .iter()
+        .filter(|(to, _)| *to == UAC.parse::<SocketAddr>().unwrap())
+        .collect();
     assert_eq!(finals.len(), 1);
     assert_eq!(finals[0].1.status(), Some(408));
     assert!(finals[0].1.to_tag().is_some());
@@ -237,8 +305,14 @@ fn carrier_503_fails_over_and_last_503_becomes_500() {
     assert_eq!(out[0].0, C1.parse::<SocketAddr>().unwrap());
     assert_eq!(out[1].0, C2.parse::<SocketAddr>().unwrap());
     let fwd2 = out.into_iter().nth(1).unwrap().1;
-    assert_eq!(fwd2.request_uri(), Some(&b"sip:+33162000000@192.0.2.21:5060"[..]));
-    assert_ne!(fwd.top_via().unwrap().branch, fwd2.top_via().unwrap().branch);
+    assert_eq!(
+        fwd2.request_uri(),
+        Some(&b"sip:+33162000000@192.0.2.21:5060"[..])
+    );
+    assert_ne!(
+        fwd.top_via().unwrap().branch,
+        fwd2.top_via().unwrap().branch
+    );
     let out = net.input(C2, &reply(&fwd2, 503, "Service Unavailable", Some("c2")));
     assert_eq!(out.len(), 2);
     assert_eq!(out[1].0, UAC.parse::<SocketAddr>().unwrap());
@@ -250,7 +324,11 @@ fn busy_is_relayed_and_ack_absorbed_hop_by_hop() {
     let mut net = Net::new(&[C1, C2]);
     let fwd = start_call(&mut net, "call-5");
     let out = net.input(C1, &reply(&fwd, 486, "Busy Here", Some("c1")));
-    assert_eq!(out.len(), 2, "ACK to the carrier, 486 to the dialer; no failover on 486");
+    assert_eq!(
+        out.len(),
+        2,
+        "ACK to the carrier, 486 to the dialer; no failover on 486"
+    );
     let busy = &out[1].1;
     assert_eq!(busy.status(), Some(486));
     // The carrier repeats its 486: we repeat our ACK, the dialer sees nothing new.
@@ -263,8 +341,14 @@ fn busy_is_relayed_and_ack_absorbed_hop_by_hop() {
         "ACK sip:+33162000000@{PROXY} SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bKa1\r\nMax-Forwards: 70\r\n\
 From: <sip:+33162000001@10.0.0.5>;tag=uac1\r\nTo: <sip:+33162000000@{PROXY}>;tag=c1\r\nCall-ID: call-5\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
     );
-    assert!(net.input(UAC, &ack).is_empty(), "ACK absorbed, not forwarded");
-    assert!(net.advance(Duration::from_secs(10)).is_empty(), "no more 486 after the ACK");
+    assert!(
+        net.input(UAC, &ack).is_empty(),
+        "ACK absorbed, not forwarded"
+    );
+    assert!(
+        net.advance(Duration::from_secs(10)).is_empty(),
+        "no more 486 after the ACK"
+    );
 }
 
 fn cancel(call_id: &str) -> String {
@@ -285,8 +369,16 @@ fn cancel_after_ringing_is_forwarded() {
     assert_eq!(out[0].1.cseq(), Some((1, &b"CANCEL"[..])));
     let fcancel = &out[1].1;
     assert_eq!(fcancel.method(), Some(&b"CANCEL"[..]));
-    assert_eq!(fcancel.top_via().unwrap().branch, fwd.top_via().unwrap().branch, "same branch as the INVITE");
-    assert!(net.input(C1, &reply(fcancel, 200, "OK", Some("c1"))).is_empty(), "200 to our CANCEL absorbed");
+    assert_eq!(
+        fcancel.top_via().unwrap().branch,
+        fwd.top_via().unwrap().branch,
+        "same branch as the INVITE"
+    );
+    assert!(
+        net.input(C1, &reply(fcancel, 200, "OK", Some("c1")))
+            .is_empty(),
+        "200 to our CANCEL absorbed"
+    );
     let out = net.input(C1, &reply(&fwd, 487, "Request Terminated", Some("c1")));
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].1.method(), Some(&b"ACK"[..]));
@@ -303,11 +395,20 @@ fn cancel_before_any_provisional_waits_for_one() {
     let out = net.input(UAC, &cancel("call-7"));
     assert_eq!(only(out, UAC).status(), Some(200));
     let out = net.input(C1, &reply(&fwd, 180, "Ringing", Some("c1")));
-    assert_eq!(out.len(), 2, "180 relayed, and the held CANCEL goes out now");
-    assert!(out.iter().any(|(to, m)| *to == C1.parse::<SocketAddr>().unwrap() && m.method() == Some(&b"CANCEL"[..])));
+    assert_eq!(
+        out.len(),
+        2,
+        "180 relayed, and the held CANCEL goes out now"
+    );
+    assert!(out
+        .iter()
+        .any(|(to, m)| *to == C1.parse::<SocketAddr>().unwrap()
+            && m.method() == Some(&b"CANCEL"[..])));
     // No failover after a CANCEL, even on 503.
     let out = net.input(C1, &reply(&fwd, 503, "Service Unavailable", Some("c1")));
-    assert!(out.iter().all(|(to, _)| *to != C2.parse::<SocketAddr>().unwrap()));
+    assert!(out
+        .iter()
+        .all(|(to, _)| *to != C2.parse::<SocketAddr>().unwrap()));
 }
 
 #[test]
@@ -317,7 +418,9 @@ fn timer_c_cancels_a_call_that_rings_forever() {
     only(net.input(C1, &reply(&fwd, 180, "Ringing", Some("c1"))), UAC);
     let out = net.advance(Duration::from_secs(180));
     assert!(out.iter().any(|(_, m)| m.method() == Some(&b"CANCEL"[..])));
-    assert!(out.iter().any(|(to, m)| *to == UAC.parse::<SocketAddr>().unwrap() && m.status() == Some(408)));
+    assert!(out
+        .iter()
+        .any(|(to, m)| *to == UAC.parse::<SocketAddr>().unwrap() && m.status() == Some(408)));
     net.advance(Duration::from_secs(100));
     assert_eq!(net.core.active_transactions(), 0);
 }
@@ -325,7 +428,10 @@ fn timer_c_cancels_a_call_that_rings_forever() {
 #[test]
 fn max_forwards_zero_gets_483() {
     let mut net = Net::new(&[C1]);
-    let out = net.input(UAC, &invite("z9hG4bKmf", "call-9").replace("Max-Forwards: 70", "Max-Forwards: 0"));
+    let out = net.input(
+        UAC,
+        &invite("z9hG4bKmf", "call-9").replace("Max-Forwards: 70", "Max-Forwards: 0"),
+    );
     assert_eq!(only(out, UAC).status(), Some(483));
 }
 
@@ -337,10 +443,19 @@ fn unknown_source_gets_403() {
     let r = only(out, "198.51.100.7:5060");
     assert_eq!(r.status(), Some(403));
     assert_eq!(first_line(&r), "SIP/2.0 403 Source Not Authorized");
-    assert_eq!(r.header_by_name("X-Callguard-Reason"), Some(&b"source_not_authorized"[..]));
+    assert_eq!(
+        r.header_by_name("X-Callguard-Reason"),
+        Some(&b"source_not_authorized"[..])
+    );
     let reason = String::from_utf8_lossy(r.header_by_name("Reason").unwrap()).into_owned();
-    assert!(reason.starts_with("SIP ;cause=403 ;text=\"source 198.51.100.7"), "{reason}");
-    assert!(r.header_by_name("Warning").unwrap().starts_with(b"399 192.0.2.10 \""));
+    assert!(
+        reason.starts_with("SIP ;cause=403 ;text=\"source 198.51.100.7"),
+        "{reason}"
+    );
+    assert!(r
+        .header_by_name("Warning")
+        .unwrap()
+        .starts_with(b"399 192.0.2.10 \""));
     assert!(r.to_tag().is_some());
 }
 
@@ -357,7 +472,10 @@ To: <sip:{PROXY}>\r\nCall-ID: o-{m}\r\nCSeq: 1 {m}\r\nContent-Length: 0\r\n\r\n"
     assert_eq!(r.status(), Some(200));
     let r = only(net.input(UAC, &req("REGISTER")), UAC);
     assert_eq!(r.status(), Some(405));
-    assert!(r.header_by_name("Allow").unwrap().starts_with(b"INVITE, ACK"));
+    assert!(r
+        .header_by_name("Allow")
+        .unwrap()
+        .starts_with(b"INVITE, ACK"));
 }
 
 #[test]
@@ -378,10 +496,21 @@ To: <sip:c@d>;tag=2\r\nCall-ID: relay-try\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\
 fn malformed_input_is_dropped_or_answered_400() {
     let mut net = Net::new(&[C1]);
     assert!(net.input(UAC, "garbage\r\n\r\n").is_empty());
-    assert!(net.input_bytes(UAC, Bytes::from(vec![0xffu8; 2000])).is_empty());
-    assert!(net.input(UAC, &invite("z9hG4bKt", "t")[..60]).is_empty(), "truncated head");
-    let no_via = invite("z9hG4bKv", "v").replace(&format!("Via: SIP/2.0/UDP {UAC};branch=z9hG4bKv;rport\r\n"), "");
-    assert!(net.input(UAC, &no_via).is_empty(), "no Via: nowhere to answer");
+    assert!(net
+        .input_bytes(UAC, Bytes::from(vec![0xffu8; 2000]))
+        .is_empty());
+    assert!(
+        net.input(UAC, &invite("z9hG4bKt", "t")[..60]).is_empty(),
+        "truncated head"
+    );
+    let no_via = invite("z9hG4bKv", "v").replace(
+        &format!("Via: SIP/2.0/UDP {UAC};branch=z9hG4bKv;rport\r\n"),
+        "",
+    );
+    assert!(
+        net.input(UAC, &no_via).is_empty(),
+        "no Via: nowhere to answer"
+    );
     let no_callid = invite("z9hG4bKc", "c").replace("Call-ID: c\r\n", "");
     assert_eq!(only(net.input(UAC, &no_callid), UAC).status(), Some(400));
     let bad_len = invite("z9hG4bKl", "l").replace("Content-Length: 4", "Content-Length: 400");
@@ -389,7 +518,30 @@ fn malformed_input_is_dropped_or_answered_400() {
     let bad_cseq = invite("z9hG4bKq", "q").replace("CSeq: 1 INVITE", "CSeq: 1 BYE");
     assert_eq!(only(net.input(UAC, &bad_cseq), UAC).status(), Some(400));
     // Garbage responses are dropped too.
-    assert!(net.input(C1, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKcgnope\r\n\r\n").is_empty());
+    assert!(net
+        .input(
+            C1,
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP x;branch=z9hG4bKcgnope\r\n\r\n"
+        )
+        .is_empty());
     // And the next call still works.
     start_call(&mut net, "after-garbage");
+}
+
+#[test]
+fn final_built_from_the_cancel_still_reaches_the_dialer() {
+    // Some UAS (SIPp's `[last_Via:]`) answer 487 with the CANCEL's Via,
+    // which holds only ours: the stored INVITE's Vias route it upstream.
+    let mut net = Net::new(&[C1]);
+    let fwd = start_call(&mut net, "call-11");
+    only(net.input(C1, &reply(&fwd, 180, "Ringing", Some("c1"))), UAC);
+    let out = net.input(UAC, &cancel("call-11"));
+    let fcancel = out.into_iter().nth(1).unwrap().1;
+    let r487 = reply(&fcancel, 487, "Request Terminated", Some("c1"))
+        .replace("CSeq: 1 CANCEL", "CSeq: 1 INVITE");
+    let out = net.input(C1, &r487);
+    let (to, resp) = &out[1];
+    assert_eq!(*to, UAC.parse::<SocketAddr>().unwrap());
+    assert_eq!(resp.status(), Some(487));
+    assert_eq!(resp.top_via().unwrap().branch, Some(&b"z9hG4bKa1"[..]));
 }

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Functional SIPp checks through a real callguard process, on loopback.
+# Every check asserts SIPp's exit status (0 = every call went as the
+# scenario expects). Bounded: each SIPp run has a timeout, the whole script
+# stops itself after $HARD_LIMIT_S seconds.
+#
+#   sipp-scenarios/run.sh            # uses target/release/callguard
+#   CALLGUARD_BIN=path sipp-scenarios/run.sh
+set -u
+HARD_LIMIT_S=${HARD_LIMIT_S:-300}
+if [ -z "${CG_SIPP_INNER:-}" ]; then
+	export CG_SIPP_INNER=1
+	exec timeout --kill-after=10 "$HARD_LIMIT_S" bash "$0" "$@"
+fi
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+BIN=${CALLGUARD_BIN:-$ROOT/target/release/callguard}
+if [ ! -x "$BIN" ]; then
+	(cd "$ROOT" && cargo build --release --quiet) || { echo "build failed"; exit 2; }
+fi
+command -v sipp >/dev/null || { echo "sipp not found: apt-get install -y sip-tester"; exit 2; }
+command -v curl >/dev/null || { echo "curl not found"; exit 2; }
+
+BASE=${SIPP_BASE_PORT:-15060}
+SIP=$BASE SIP2=$((BASE + 2)) CARRIER=$((BASE + 20)) CARRIER2=$((BASE + 21)) DEAD=$((BASE + 29))
+UAC_PORT=$((BASE + 40))
+ADMIN=$((BASE + 4000)) ADMIN2=$((BASE + 4001))
+WORK=$(mktemp -d /tmp/callguard-sipp.XXXXXX)
+PIDS=""
+cleanup() {
+	for p in $PIDS; do kill "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	if [ "${KEEP:-0}" = 1 ]; then echo "logs kept in $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+cat > "$WORK/cg.toml" <<TOML
+[sip]
+listen = ["udp:127.0.0.1:$SIP", "tcp:127.0.0.1:$SIP", "udp:[::1]:$SIP", "tcp:[::1]:$SIP"]
+carrier_timeout_ms = 1000
+[[carrier]]
+name = "primary"
+address = "udp:127.0.0.1:$CARRIER"
+[admin]
+listen = "127.0.0.1:$ADMIN"
+[state]
+data_dir = "$WORK/data"
+[[tenant]]
+id = "sipp"
+sources = ["127.0.0.1/32", "::1/128"]
+TOML
+printf 'SEQUENTIAL\n33162000000;33162000001\n33162000002;33162000001\n33162000003;33162000001\n' > "$WORK/calls.csv"
+
+# start_cg NAME ADMIN_PORT ARGS...: runs callguard, waits until ready
+start_cg() {
+	local name=$1 admin=$2; shift 2
+	"$BIN" serve --config "$WORK/cg.toml" --admin-listen "127.0.0.1:$admin" "$@" > "$WORK/$name.log" 2>&1 &
+	PIDS="$PIDS $!"
+	for _ in $(seq 1 100); do
+		curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	echo "callguard ($name) did not start:"; tail -5 "$WORK/$name.log"; exit 2
+}
+
+metric() { # metric ADMIN_PORT NAME_WITH_LABELS -> value (0 when absent)
+	curl -sf "http://127.0.0.1:$1/metrics" | awk -v k="$2" '$1==k {print $2; f=1} END {if (!f) print 0}'
+}
+
+PASS=0 FAIL=0
+verdict() { # verdict NAME OK(0/1)
+	if [ "$2" = 0 ]; then PASS=$((PASS + 1)); echo "PASS $1"; else FAIL=$((FAIL + 1)); echo "FAIL $1 (logs: $WORK)"; KEEP=1; fi
+}
+
+# uas NAME SCENARIO PORT CALLS: background carrier, sets UAS_PID
+uas() {
+	(cd "$WORK" && exec timeout 60 sipp -sf "$2" -i 127.0.0.1 -p "$3" -m "$4" -nostdin \
+		-trace_err -error_file "$WORK/$1-uas-err.log" -timeout 50s > "$WORK/$1-uas.out" 2>&1) &
+	UAS_PID=$!
+	sleep 0.3
+}
+# uac NAME SCENARIO CALLS REMOTE ARGS...: runs a dialer to completion, returns SIPp's status
+uac() {
+	local name=$1 sf=$2 m=$3 remote=$4; shift 4
+	(cd "$WORK" && timeout 60 sipp -sf "$sf" -inf "$WORK/calls.csv" -p "$UAC_PORT" "$remote" \
+		-m "$m" -r 10 -l 10 -nostdin -recv_timeout 8000 -timeout 50s \
+		-trace_err -error_file "$WORK/$name-uac-err.log" "$@" > "$WORK/$name-uac.out" 2>&1)
+}
+reject_scenario() { # STATUS REASON-REGEX|- MAXFWD -> path
+	local f="$WORK/reject-$1-$3.xml" check=true re="^ *$2 *\$"
+	[ "$2" = - ] && { check=false; re='.*'; }
+	sed -e "s/@STATUS@/$1/g; s/@REASON@/$re/; s/@CHECK@/$check/; s/@MAXFWD@/$3/" "$HERE/uac_reject.xml.in" > "$f"
+	echo "$f"
+}
+final_scenario() { # STATUS PHRASE -> path
+	local f="$WORK/uas-$1.xml"
+	sed -e "s/@STATUS@/$1/g; s/@PHRASE@/$2/" "$HERE/uas_final.xml.in" > "$f"
+	echo "$f"
+}
+
+start_cg main "$ADMIN" --sip-listen "udp:127.0.0.1:$SIP" --sip-listen "tcp:127.0.0.1:$SIP" \
+	--sip-listen "udp:[::1]:$SIP" --sip-listen "tcp:[::1]:$SIP"
+
+uas accept "$HERE/uas.xml" "$CARRIER" 20
+uac accept "$HERE/uac.xml" 20 "127.0.0.1:$SIP" -i 127.0.0.1; a=$?
+wait "$UAS_PID"; b=$?
+verdict "UDP call: INVITE/100/180/200/ACK/BYE through Record-Route (20 calls)" $((a | b))
+
+uas tcp "$HERE/uas.xml" "$CARRIER" 10
+uac tcp "$HERE/uac.xml" 10 "127.0.0.1:$SIP" -i 127.0.0.1 -t t1; a=$?
+wait "$UAS_PID"; b=$?
+verdict "TCP dialer to UDP carrier (double Record-Route, 10 calls)" $((a | b))
+
+uas v6 "$HERE/uas.xml" "$CARRIER" 10
+uac v6 "$HERE/uac.xml" 10 "[::1]:$SIP" -i ::1; a=$?
+wait "$UAS_PID"; b=$?
+verdict "IPv6 dialer to IPv4 carrier (10 calls)" $((a | b))
+
+uas cancel "$HERE/uas_cancel.xml" "$CARRIER" 5
+uac cancel "$HERE/uac_cancel.xml" 5 "127.0.0.1:$SIP" -i 127.0.0.1; a=$?
+wait "$UAS_PID"; b=$?
+verdict "CANCEL while ringing: relayed, 487 back, ACK hop by hop (5 calls)" $((a | b))
+
+uas busy "$(final_scenario 486 'Busy Here')" "$CARRIER" 5
+uac busy "$(reject_scenario 486 - 70)" 5 "127.0.0.1:$SIP" -i 127.0.0.1; a=$?
+wait "$UAS_PID"; b=$?
+verdict "carrier 486 relayed, ACK absorbed and re-generated hop by hop (5 calls)" $((a | b))
+
+uac maxfwd "$(reject_scenario 483 - 0)" 3 "127.0.0.1:$SIP" -i 127.0.0.1
+verdict "Max-Forwards 0 -> 483 (3 calls)" $?
+
+before=$(metric "$ADMIN" 'callguard_sip_messages_total{direction="out",method="INVITE"}')
+uac unknown "$(reject_scenario 403 source_not_authorized 70)" 3 "127.0.0.1:$SIP" -i 127.0.0.2; a=$?
+after=$(metric "$ADMIN" 'callguard_sip_messages_total{direction="out",method="INVITE"}')
+[ "$before" = "$after" ] || { echo "  an INVITE from an unknown source was forwarded ($before -> $after)"; a=1; }
+verdict "unknown source 127.0.0.2 -> 403 source_not_authorized, nothing forwarded (3 calls)" "$a"
+
+# A second instance whose first carrier answers 503 and whose other is silent.
+start_cg failover "$ADMIN2" --sip-listen "udp:127.0.0.1:$SIP2" \
+	--carrier "udp:127.0.0.1:$CARRIER2" --carrier "udp:127.0.0.1:$CARRIER"
+uas f503 "$(final_scenario 503 'Service Unavailable')" "$CARRIER2" 5
+U503=$UAS_PID
+uas f200 "$HERE/uas.xml" "$CARRIER" 5
+uac failover "$HERE/uac.xml" 5 "127.0.0.1:$SIP2" -i 127.0.0.1; a=$?
+wait "$UAS_PID"; b=$?
+wait "$U503"; c=$?
+verdict "carrier 503 -> same call completes on the next carrier (5 calls)" $((a | b | c))
+
+uac silent "$(reject_scenario 408 - 70)" 2 "127.0.0.1:$SIP2" -i 127.0.0.1; a=$?
+verdict "no carrier answers -> 408 after failover (2 calls)" "$a"
+
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" = 0 ]
