@@ -224,7 +224,6 @@ impl Core {
         let top_via = build::fixed_top_via(&via, from.addr);
         let reply_to = response_destination(&via, from);
         let key = server_key(&msg, &via, &method);
-        drop(via);
 
         if let Some(problem) = validate_request(&msg, &method) {
             self.observer.malformed();
@@ -233,7 +232,7 @@ impl Core {
         }
         match &method[..] {
             b"ACK" => return self.on_ack(now, from, msg, key, top_via),
-            b"CANCEL" => return self.on_cancel(now, msg, key, top_via, reply_to),
+            b"CANCEL" => return self.on_cancel(now, msg, &key, top_via, reply_to),
             _ => {}
         }
         if let Some(&idx) = self.server_index.get(&key) {
@@ -428,7 +427,7 @@ impl Core {
             sent,
             state: CState::Calling,
             retransmit: t1,
-            server: server,
+            server,
             carrier,
             got_provisional: false,
             cancel_pending: false,
@@ -595,7 +594,7 @@ impl Core {
         &mut self,
         now: Instant,
         msg: Message,
-        key: Key,
+        key: &[u8],
         top_via: Option<Vec<u8>>,
         reply_to: Peer,
     ) {

@@ -25,6 +25,11 @@ pub enum ParseError {
     Incomplete,
 }
 
+/// Content-Length unreadable, or larger than the bytes received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Content-Length does not match the message")]
+pub struct BadContentLength;
+
 /// Byte range inside the message buffer. `u32` keeps the header index small;
 /// messages are bounded far below 4 GiB by the transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -327,13 +332,12 @@ impl Message {
 
     /// The body as declared by Content-Length. Errors when the buffer holds
     /// fewer bytes than declared (RFC 3261 §18.3); extra bytes are dropped.
-    pub fn body(&self) -> Result<&[u8], ()> {
+    pub fn body(&self) -> Result<&[u8], BadContentLength> {
         let all = self.slice(self.body);
         match self.content_length() {
             None => Ok(all),
-            Some(Err(())) => Err(()),
             Some(Ok(n)) if n <= all.len() => Ok(&all[..n]),
-            Some(Ok(_)) => Err(()),
+            Some(_) => Err(BadContentLength),
         }
     }
 }

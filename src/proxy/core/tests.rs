@@ -144,7 +144,7 @@ fn reply(req: &Message, code: u16, phrase: &str, to_tag: Option<&str>) -> String
             _ => {}
         }
     }
-    if code >= 200 && code < 300 {
+    if (200..300).contains(&code) {
         s.push_str("Contact: <sip:carrier@192.0.2.20:5060>\r\n");
     }
     s.push_str("Content-Length: 0\r\n\r\n");

@@ -1,0 +1,333 @@
+//! Test harness: a real `callguard` process on loopback, and minimal SIP
+//! user agents (UDP and TCP) that speak to it.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use callguard::sip::message::HeaderName;
+use callguard::sip::Message;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Proxy {
+    child: Child,
+    pub sip: u16,
+    pub admin: u16,
+    pub dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u.local_addr().unwrap().port();
+        let ok = TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && UdpSocket::bind(("::1", p)).is_ok()
+            && TcpListener::bind(("::1", p)).is_ok();
+        if ok {
+            return p;
+        }
+    }
+}
+
+impl Proxy {
+    /// Starts callguard with the given carriers (`udp:127.0.0.1:P` ...) and
+    /// the tenant `test` owning 127.0.0.1 and ::1.
+    pub fn start(carriers: &[String]) -> Proxy {
+        for _ in 0..5 {
+            if let Some(p) = Self::try_start(carriers) {
+                return p;
+            }
+        }
+        panic!("callguard did not start");
+    }
+
+    fn try_start(carriers: &[String]) -> Option<Proxy> {
+        let dir = tempfile::tempdir().unwrap();
+        let (sip, admin) = (free_port(), free_port());
+        let mut cfg = format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:{sip}\", \"tcp:127.0.0.1:{sip}\", \"udp:[::1]:{sip}\", \"tcp:[::1]:{sip}\"]\n\
+             carrier_timeout_ms = 1000\nmax_message_bytes = 65535\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[state]\ndata_dir = \"{}\"\n\
+             [[tenant]]\nid = \"test\"\nsources = [\"127.0.0.1/32\", \"::1/128\"]\n",
+            dir.path().join("data").display()
+        );
+        for (i, c) in carriers.iter().enumerate() {
+            cfg.push_str(&format!(
+                "[[carrier]]\nname = \"c{}\"\naddress = \"{c}\"\n",
+                i + 1
+            ));
+        }
+        let path = dir.path().join("cg.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let log = std::fs::File::create(dir.path().join("cg.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_callguard"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut p = Proxy {
+            child,
+            sip,
+            admin,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if p.http_get("/readyz")
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            {
+                return Some(p);
+            }
+            if p.child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.sip).into()
+    }
+
+    pub fn addr6(&self) -> SocketAddr {
+        format!("[::1]:{}", self.sip).parse().unwrap()
+    }
+
+    pub fn http_get(&self, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    /// Value of one metric sample (0 when absent).
+    pub fn metric(&self, sample: &str) -> f64 {
+        let body = self.http_get("/metrics").unwrap_or_default();
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cg.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SIP endpoint on a UDP socket.
+pub struct Ua {
+    pub sock: UdpSocket,
+}
+
+impl Ua {
+    pub fn bind(addr: &str) -> Ua {
+        let sock = UdpSocket::bind(addr).unwrap();
+        Ua { sock }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    /// `host:port` as written in SIP (IPv6 in brackets).
+    pub fn hostport(&self) -> String {
+        self.addr().to_string()
+    }
+
+    pub fn send(&self, to: SocketAddr, text: &str) {
+        self.sock.send_to(text.as_bytes(), to).unwrap();
+    }
+
+    pub fn recv(&self, within: Duration) -> Option<(Message, SocketAddr)> {
+        let mut buf = vec![0u8; 65536];
+        self.sock.set_read_timeout(Some(within)).unwrap();
+        match self.sock.recv_from(&mut buf) {
+            Ok((n, from)) => Some((
+                Message::parse(Bytes::copy_from_slice(&buf[..n])).expect("proxy sent valid SIP"),
+                from,
+            )),
+            Err(_) => None,
+        }
+    }
+
+    /// The next message that is not a `100 Trying`.
+    pub fn recv_final_or_request(&self, within: Duration) -> Message {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (m, _) = self
+                .recv(left.max(Duration::from_millis(1)))
+                .expect("expected a SIP message");
+            if m.status() != Some(100) {
+                return m;
+            }
+        }
+    }
+
+    pub fn expect_silence(&self, d: Duration) {
+        if let Some((m, _)) = self.recv(d) {
+            panic!("expected nothing, got {}", first_line(&m));
+        }
+    }
+}
+
+pub fn first_line(m: &Message) -> String {
+    let b = m.buf();
+    let end = memchr_cr(b);
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+fn memchr_cr(b: &[u8]) -> usize {
+    b.iter().position(|&c| c == b'\r').unwrap_or(b.len())
+}
+
+pub fn invite(
+    uac: &str,
+    transport: &str,
+    proxy: SocketAddr,
+    callee: &str,
+    call_id: &str,
+    branch: &str,
+) -> String {
+    let body = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+    format!(
+        "INVITE sip:{callee}@{proxy} SIP/2.0\r\n\
+Via: SIP/2.0/{transport} {uac};branch={branch};rport\r\n\
+Max-Forwards: 70\r\n\
+From: \"Dialer\" <sip:+33162000001@{uac}>;tag=uac-{call_id}\r\n\
+To: <sip:{callee}@{proxy}>\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 1 INVITE\r\n\
+Contact: <sip:dialer@{uac};transport={}>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        transport.to_ascii_lowercase(),
+        body.len()
+    )
+}
+
+/// A UAS response to `req`: Via, Record-Route, From, To (+tag), Call-ID,
+/// CSeq copied; a Contact for 2xx.
+pub fn reply(req: &Message, code: u16, phrase: &str, to_tag: &str, contact: &str) -> String {
+    let mut s = format!("SIP/2.0 {code} {phrase}\r\n");
+    for h in &req.headers {
+        let name = String::from_utf8_lossy(req.slice(h.raw_name));
+        let value = String::from_utf8_lossy(req.slice(h.value));
+        match h.name {
+            HeaderName::Via
+            | HeaderName::RecordRoute
+            | HeaderName::From
+            | HeaderName::CallId
+            | HeaderName::CSeq => s.push_str(&format!("{name}: {value}\r\n")),
+            HeaderName::To if req.to_tag().is_none() && code > 100 => {
+                s.push_str(&format!("{name}: {value};tag={to_tag}\r\n"))
+            }
+            HeaderName::To => s.push_str(&format!("{name}: {value}\r\n")),
+            _ => {}
+        }
+    }
+    if (200..300).contains(&code) {
+        s.push_str(&format!("Contact: <sip:carrier@{contact}>\r\n"));
+    }
+    s.push_str("Content-Length: 0\r\n\r\n");
+    s
+}
+
+/// An in-dialog request from the caller: Route set = the 2xx's
+/// Record-Route reversed (RFC 3261 §12.1.2), target = the callee's Contact.
+pub fn caller_dialog_request(
+    ok: &Message,
+    method: &str,
+    cseq: u32,
+    uac: &str,
+    transport: &str,
+    branch: &str,
+) -> String {
+    let mut routes: Vec<String> = ok
+        .values(HeaderName::RecordRoute)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    routes.reverse();
+    let contact = callguard::sip::message::name_addr_uri(ok.header(HeaderName::Contact).unwrap());
+    let contact = String::from_utf8_lossy(contact);
+    let to = String::from_utf8_lossy(ok.header(HeaderName::To).unwrap());
+    let from = String::from_utf8_lossy(ok.header(HeaderName::From).unwrap());
+    let call_id = String::from_utf8_lossy(ok.call_id().unwrap());
+    format!(
+        "{method} {contact} SIP/2.0\r\nVia: SIP/2.0/{transport} {uac};branch={branch}\r\nRoute: {}\r\nMax-Forwards: 70\r\n\
+From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+        routes.join(", ")
+    )
+}
+
+/// A SIP endpoint on one TCP connection.
+pub struct TcpUa {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl TcpUa {
+    pub fn new(stream: TcpStream) -> TcpUa {
+        TcpUa {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.stream.write_all(text.as_bytes()).unwrap();
+    }
+
+    pub fn recv(&mut self, within: Duration) -> Option<Message> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut b = bytes::BytesMut::from(&self.buf[..]);
+            if let Ok(Some(callguard::transport::stream::Frame::Message(m))) =
+                callguard::transport::stream::next_frame(&mut b, 1 << 20)
+            {
+                self.buf = b.to_vec();
+                return Some(Message::parse(m).unwrap());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    pub fn recv_skip_100(&mut self, within: Duration) -> Message {
+        loop {
+            let m = self.recv(within).expect("expected a SIP message over TCP");
+            if m.status() != Some(100) {
+                return m;
+            }
+        }
+    }
+}

@@ -1,0 +1,449 @@
+//! End-to-end tests of the proxy core through a real `callguard` process.
+
+mod common;
+
+use callguard::sip::message::HeaderName;
+use common::*;
+use std::io::Write;
+use std::net::TcpListener;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(3);
+
+fn carrier() -> (Ua, String) {
+    let uas = Ua::bind("127.0.0.1:0");
+    let spec = format!("udp:{}", uas.addr());
+    (uas, spec)
+}
+
+/// INVITE → 100 at the dialer, INVITE at the carrier; returns the latter.
+fn send_invite(p: &Proxy, uac: &Ua, uas: &Ua, call_id: &str) -> callguard::sip::Message {
+    uac.send(
+        p.addr(),
+        &invite(
+            &uac.hostport(),
+            "UDP",
+            p.addr(),
+            "+33162000000",
+            call_id,
+            &format!("z9hG4bK{call_id}"),
+        ),
+    );
+    let (trying, _) = uac.recv(T).expect("100 Trying");
+    assert_eq!(trying.status(), Some(100));
+    let (fwd, _) = uas.recv(T).expect("INVITE at the carrier");
+    assert_eq!(fwd.method(), Some(&b"INVITE"[..]));
+    fwd
+}
+
+#[test]
+fn basic_call_with_bye_through_record_route_both_directions() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let fwd = send_invite(&p, &uac, &uas, "basic-1");
+    assert_eq!(fwd.max_forwards(), Some(Ok(69)));
+    assert_eq!(fwd.values(HeaderName::Via).count(), 2);
+    let rr = String::from_utf8_lossy(fwd.header(HeaderName::RecordRoute).unwrap()).into_owned();
+    assert!(rr.contains(";lr"), "{rr}");
+
+    uas.send(
+        p.addr(),
+        &reply(&fwd, 180, "Ringing", "uas1", &uas.hostport()),
+    );
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(180));
+    uas.send(p.addr(), &reply(&fwd, 200, "OK", "uas1", &uas.hostport()));
+    let ok = uac.recv_final_or_request(T);
+    assert_eq!(ok.status(), Some(200));
+
+    uac.send(
+        p.addr(),
+        &caller_dialog_request(&ok, "ACK", 1, &uac.hostport(), "UDP", "z9hG4bKack1"),
+    );
+    let (ack, _) = uas.recv(T).expect("ACK relayed");
+    assert_eq!(ack.method(), Some(&b"ACK"[..]));
+    assert!(ack.header(HeaderName::Route).is_none());
+
+    uac.send(
+        p.addr(),
+        &caller_dialog_request(&ok, "BYE", 2, &uac.hostport(), "UDP", "z9hG4bKbye1"),
+    );
+    let (bye, _) = uas.recv(T).expect("BYE relayed");
+    assert_eq!(bye.method(), Some(&b"BYE"[..]));
+    uas.send(p.addr(), &reply(&bye, 200, "OK", "", ""));
+    let bye_ok = uac.recv_final_or_request(T);
+    assert_eq!(bye_ok.cseq(), Some((2, &b"BYE"[..])));
+
+    // Second call hung up by the carrier: its BYE follows the Record-Route
+    // to the dialer's Contact.
+    let fwd = send_invite(&p, &uac, &uas, "basic-2");
+    uas.send(p.addr(), &reply(&fwd, 200, "OK", "uas2", &uas.hostport()));
+    let _ok = uac.recv_final_or_request(T);
+    let rr = String::from_utf8_lossy(fwd.header(HeaderName::RecordRoute).unwrap()).into_owned();
+    let bye = format!(
+        "BYE sip:dialer@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKcbye\r\nRoute: {rr}\r\nMax-Forwards: 70\r\n\
+From: <sip:+33162000000@x>;tag=uas2\r\nTo: \"Dialer\" <sip:+33162000001@x>;tag=uac-basic-2\r\nCall-ID: basic-2\r\nCSeq: 9 BYE\r\nContent-Length: 0\r\n\r\n",
+        uac.hostport(),
+        uas.hostport()
+    );
+    uas.send(p.addr(), &bye);
+    let (bye, _) = uac.recv(T).expect("callee's BYE reaches the dialer");
+    assert_eq!(bye.method(), Some(&b"BYE"[..]));
+    uac.send(p.addr(), &reply(&bye, 200, "OK", "", ""));
+    let (ok, _) = uas.recv(T).expect("200 for BYE reaches the carrier");
+    assert_eq!(ok.status(), Some(200));
+    assert!(p.metric("callguard_transactions_active") > 0.0);
+}
+
+#[test]
+fn cancel_before_answer() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let fwd = send_invite(&p, &uac, &uas, "cancel-1");
+    uas.send(p.addr(), &reply(&fwd, 180, "Ringing", "uas1", ""));
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(180));
+    let cancel = format!(
+        "CANCEL sip:+33162000000@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKcancel-1;rport\r\nMax-Forwards: 70\r\n\
+From: \"Dialer\" <sip:+33162000001@x>;tag=uac-cancel-1\r\nTo: <sip:+33162000000@x>\r\nCall-ID: cancel-1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+        p.addr(),
+        uac.hostport()
+    );
+    uac.send(p.addr(), &cancel);
+    let ok = uac.recv_final_or_request(T);
+    assert_eq!(
+        (ok.status(), ok.cseq().unwrap().1),
+        (Some(200), &b"CANCEL"[..])
+    );
+    let (fcancel, _) = uas.recv(T).expect("CANCEL relayed");
+    assert_eq!(fcancel.method(), Some(&b"CANCEL"[..]));
+    assert_eq!(
+        fcancel.top_via().unwrap().branch,
+        fwd.top_via().unwrap().branch
+    );
+    uas.send(p.addr(), &reply(&fcancel, 200, "OK", "uas1", ""));
+    uas.send(
+        p.addr(),
+        &reply(&fwd, 487, "Request Terminated", "uas1", ""),
+    );
+    let (ack, _) = uas.recv(T).expect("hop-by-hop ACK for the 487");
+    assert_eq!(ack.method(), Some(&b"ACK"[..]));
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(487));
+    uas.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn non_2xx_final_is_relayed_and_ack_absorbed() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let fwd = send_invite(&p, &uac, &uas, "busy-1");
+    uas.send(p.addr(), &reply(&fwd, 486, "Busy Here", "uas1", ""));
+    let (ack, _) = uas.recv(T).expect("proxy ACKs the 486 itself");
+    assert_eq!(ack.method(), Some(&b"ACK"[..]));
+    assert_eq!(ack.cseq(), Some((1, &b"ACK"[..])));
+    let busy = uac.recv_final_or_request(T);
+    assert_eq!(busy.status(), Some(486));
+    let ack = format!(
+        "ACK sip:+33162000000@{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKbusy-1;rport\r\nMax-Forwards: 70\r\n\
+From: \"Dialer\" <sip:+33162000001@x>;tag=uac-busy-1\r\nTo: {}\r\nCall-ID: busy-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        p.addr(),
+        uac.hostport(),
+        String::from_utf8_lossy(busy.header(HeaderName::To).unwrap())
+    );
+    uac.send(p.addr(), &ack);
+    uas.expect_silence(Duration::from_millis(700));
+    uac.expect_silence(Duration::from_millis(700));
+}
+
+#[test]
+fn udp_retransmissions_are_absorbed() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let fwd = send_invite(&p, &uac, &uas, "rtx-1");
+    uas.send(p.addr(), &reply(&fwd, 100, "Trying", "", ""));
+    // The dialer repeats its INVITE: answered with 100 again, not forwarded.
+    uac.send(
+        p.addr(),
+        &invite(
+            &uac.hostport(),
+            "UDP",
+            p.addr(),
+            "+33162000000",
+            "rtx-1",
+            "z9hG4bKrtx-1",
+        ),
+    );
+    assert_eq!(uac.recv(T).unwrap().0.status(), Some(100));
+    uas.expect_silence(Duration::from_millis(800));
+    uas.send(p.addr(), &reply(&fwd, 200, "OK", "uas1", &uas.hostport()));
+    let ok = uac.recv_final_or_request(T);
+    assert_eq!(ok.status(), Some(200));
+    // A retransmitted 200 for the INVITE is relayed (the UAS repeats it until
+    // the ACK arrives, §13.3.1.4); an INVITE retransmission now is absorbed.
+    uas.send(p.addr(), &reply(&fwd, 200, "OK", "uas1", &uas.hostport()));
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(200));
+    uac.send(
+        p.addr(),
+        &invite(
+            &uac.hostport(),
+            "UDP",
+            p.addr(),
+            "+33162000000",
+            "rtx-1",
+            "z9hG4bKrtx-1",
+        ),
+    );
+    uas.expect_silence(Duration::from_millis(300));
+    // BYE: a retransmitted 200 for it is absorbed by the client transaction.
+    uac.send(
+        p.addr(),
+        &caller_dialog_request(&ok, "BYE", 2, &uac.hostport(), "UDP", "z9hG4bKrtxbye"),
+    );
+    let (bye, _) = uas.recv(T).unwrap();
+    uas.send(p.addr(), &reply(&bye, 200, "OK", "", ""));
+    uas.send(p.addr(), &reply(&bye, 200, "OK", "", ""));
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(200));
+    uac.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn silent_carrier_gets_retransmissions_then_408() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    send_invite(&p, &uac, &uas, "silent-1");
+    // Timer A: the INVITE is repeated to the carrier after T1 (500 ms).
+    let (again, _) = uas
+        .recv(Duration::from_millis(800))
+        .expect("INVITE retransmission");
+    assert_eq!(again.method(), Some(&b"INVITE"[..]));
+    let r = uac.recv_final_or_request(Duration::from_secs(3));
+    assert_eq!(r.status(), Some(408));
+}
+
+#[test]
+fn max_forwards_zero_gets_483() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let inv = invite(
+        &uac.hostport(),
+        "UDP",
+        p.addr(),
+        "+33162000000",
+        "mf-1",
+        "z9hG4bKmf",
+    )
+    .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    uac.send(p.addr(), &inv);
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(483));
+    uas.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn unknown_source_gets_403_and_nothing_is_forwarded() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let stranger = Ua::bind("127.0.0.2:0");
+    stranger.send(
+        p.addr(),
+        &invite(
+            &stranger.hostport(),
+            "UDP",
+            p.addr(),
+            "+33162000000",
+            "relay-1",
+            "z9hG4bKrelay",
+        ),
+    );
+    let r = stranger.recv_final_or_request(T);
+    assert_eq!(first_line(&r), "SIP/2.0 403 Source Not Authorized");
+    assert_eq!(
+        r.header_by_name("X-Callguard-Reason"),
+        Some(&b"source_not_authorized"[..])
+    );
+    let reason = String::from_utf8_lossy(r.header_by_name("Reason").unwrap()).into_owned();
+    assert!(
+        reason.starts_with("SIP ;cause=403 ;text=\"source 127.0.0.2 "),
+        "{reason}"
+    );
+    assert!(r.header_by_name("Warning").unwrap().starts_with(b"399 "));
+    uas.expect_silence(Duration::from_millis(500));
+    assert_eq!(p.metric("callguard_invites_total{tenant=\"\",decision=\"reject\",reason=\"source_not_authorized\"}"), 1.0);
+}
+
+#[test]
+fn tcp_call_with_tcp_carrier_and_connection_reuse() {
+    let carrier = TcpListener::bind("127.0.0.1:0").unwrap();
+    let p = Proxy::start(&[format!("tcp:{}", carrier.local_addr().unwrap())]);
+    let mut uac = TcpUa::new(std::net::TcpStream::connect(p.addr()).unwrap());
+    let me = uac.stream.local_addr().unwrap().to_string();
+    uac.send(&invite(
+        &me,
+        "TCP",
+        p.addr(),
+        "+33162000000",
+        "tcp-1",
+        "z9hG4bKtcp1",
+    ));
+    let (conn, _) = carrier.accept().unwrap();
+    let mut uas = TcpUa::new(conn);
+    let fwd = uas.recv(T).expect("INVITE over TCP");
+    assert!(fwd
+        .top_via()
+        .unwrap()
+        .transport
+        .eq_ignore_ascii_case(b"TCP"));
+    let rr = String::from_utf8_lossy(fwd.header(HeaderName::RecordRoute).unwrap()).into_owned();
+    assert!(rr.contains("transport=tcp"), "{rr}");
+    let contact = uas.stream.local_addr().unwrap().to_string();
+    uas.send(&reply(
+        &fwd,
+        200,
+        "OK",
+        "uas1",
+        &format!("{contact};transport=tcp"),
+    ));
+    let ok = uac.recv_skip_100(T);
+    assert_eq!(ok.status(), Some(200));
+    uac.send(&caller_dialog_request(
+        &ok,
+        "BYE",
+        2,
+        &me,
+        "TCP",
+        "z9hG4bKtcpbye",
+    ));
+    // The BYE goes to the carrier's Contact, which is this same connection.
+    let bye = uas.recv(T).expect("BYE over the same TCP connection");
+    assert_eq!(bye.method(), Some(&b"BYE"[..]));
+    uas.send(&reply(&bye, 200, "OK", "", ""));
+    assert_eq!(uac.recv_skip_100(T).cseq(), Some((2, &b"BYE"[..])));
+    // A second call reuses the connection to the carrier.
+    uac.send(&invite(
+        &me,
+        "TCP",
+        p.addr(),
+        "+33162000000",
+        "tcp-2",
+        "z9hG4bKtcp2",
+    ));
+    let fwd2 = uas
+        .recv(T)
+        .expect("second INVITE on the existing connection");
+    assert_eq!(fwd2.call_id(), Some(&b"tcp-2"[..]));
+}
+
+#[test]
+fn ipv6_dialer_to_ipv4_carrier() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("[::1]:0");
+    uac.send(
+        p.addr6(),
+        &invite(
+            &uac.hostport(),
+            "UDP",
+            p.addr6(),
+            "+33162000000",
+            "v6-1",
+            "z9hG4bKv6",
+        ),
+    );
+    assert_eq!(uac.recv(T).unwrap().0.status(), Some(100));
+    let (fwd, _) = uas.recv(T).unwrap();
+    let rrs: Vec<_> = fwd
+        .values(HeaderName::RecordRoute)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert_eq!(rrs.len(), 2, "one Record-Route per address family: {rrs:?}");
+    assert!(
+        rrs[0].contains("127.0.0.1") && rrs[1].contains("[::1]"),
+        "{rrs:?}"
+    );
+    uas.send(p.addr(), &reply(&fwd, 200, "OK", "uas1", &uas.hostport()));
+    let ok = uac.recv_final_or_request(T);
+    assert_eq!(ok.status(), Some(200));
+    uac.send(
+        p.addr6(),
+        &caller_dialog_request(&ok, "BYE", 2, &uac.hostport(), "UDP", "z9hG4bKv6bye"),
+    );
+    let (bye, _) = uas.recv(T).expect("BYE crosses from IPv6 to IPv4");
+    uas.send(p.addr(), &reply(&bye, 200, "OK", "", ""));
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(200));
+}
+
+#[test]
+fn malformed_input_never_stops_the_proxy() {
+    let (uas, spec) = carrier();
+    let mut p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let good = invite(
+        &uac.hostport(),
+        "UDP",
+        p.addr(),
+        "+33162000000",
+        "bad-0",
+        "z9hG4bKbad0",
+    );
+    uac.send(p.addr(), "\u{1}\u{2}garbage\r\n\r\n");
+    uac.sock.send_to(&vec![0xffu8; 60_000], p.addr()).unwrap();
+    uac.send(p.addr(), &good[..good.len() / 3]);
+    uac.send(
+        p.addr(),
+        &good.replace("Content-Length: ", "Content-Length: 9"),
+    );
+    let no_via: String = good
+        .lines()
+        .filter(|l| !l.starts_with("Via:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    uac.send(p.addr(), &no_via);
+    // Only the bad Content-Length could be answered (400); the rest is dropped.
+    let r = uac.recv_final_or_request(T);
+    assert_eq!(r.status(), Some(400));
+    uac.expect_silence(Duration::from_millis(300));
+    uas.expect_silence(Duration::from_millis(10));
+
+    // 1 MB over TCP: the connection is closed, the process lives on.
+    let mut s = std::net::TcpStream::connect(p.addr()).unwrap();
+    let mut big = b"INVITE sip:x@y SIP/2.0\r\nX-Pad: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 1 << 20));
+    let _ = s.write_all(&big);
+    drop(s);
+    // A message declaring an absurd Content-Length over TCP.
+    let mut s = std::net::TcpStream::connect(p.addr()).unwrap();
+    let _ = s.write_all(b"OPTIONS sip:x@y SIP/2.0\r\nContent-Length: 99999999\r\n\r\n");
+    drop(s);
+
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(p.alive(), "callguard died:\n{}", p.log());
+    let fwd = send_invite(&p, &uac, &uas, "bad-after");
+    assert_eq!(fwd.call_id(), Some(&b"bad-after"[..]));
+    assert!(p.metric("callguard_sip_malformed_total") >= 3.0);
+}
+
+#[test]
+fn options_to_the_proxy_and_405_for_other_methods() {
+    let (_uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    for (method, code) in [("OPTIONS", 200), ("REGISTER", 405), ("MESSAGE", 405)] {
+        uac.send(
+            p.addr(),
+            &format!(
+                "{method} sip:{} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{method}\r\nMax-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\n\
+To: <sip:x@y>\r\nCall-ID: m-{method}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n",
+                p.addr(),
+                uac.hostport()
+            ),
+        );
+        let r = uac.recv_final_or_request(T);
+        assert_eq!(r.status(), Some(code), "{method}");
+        if code == 405 {
+            assert!(r.header_by_name("Allow").is_some());
+        }
+    }
+}
