@@ -56,7 +56,7 @@ struct ServerTxn {
     source: Peer,
     /// The received request, kept until a final response is sent: needed to
     /// build local responses and to forward it again on failover.
-    request: Option<Message>,
+    request: Option<Box<Message>>,
     top_via: Option<Vec<u8>>,
     state: SState,
     last: Option<Bytes>,
@@ -74,7 +74,7 @@ struct ClientTxn {
     invite: bool,
     dest: Peer,
     /// The request as sent, for retransmission and to derive ACK/CANCEL.
-    sent: Option<Message>,
+    sent: Option<Box<Message>>,
     state: CState,
     retransmit: Duration,
     server: Option<(usize, u64)>,
@@ -88,7 +88,9 @@ struct ClientTxn {
 
 impl ServerTxn {
     fn upstream(&self) -> Option<(&Message, Option<&[u8]>)> {
-        self.request.as_ref().map(|r| (r, self.top_via.as_deref()))
+        self.request
+            .as_deref()
+            .map(|r| (r, self.top_via.as_deref()))
     }
 }
 
@@ -342,7 +344,7 @@ impl Core {
                     invite: true,
                     reply_to,
                     source: from,
-                    request: Some(msg),
+                    request: Some(Box::new(msg)),
                     top_via,
                     state: SState::Proceeding,
                     last: Some(trying.clone()),
@@ -413,7 +415,7 @@ impl Core {
         server: Option<(usize, u64)>,
         carrier: Option<usize>,
     ) {
-        let sent = Message::parse(bytes.clone()).ok();
+        let sent = Message::parse(bytes.clone()).ok().map(Box::new);
         let class = if invite { b'I' } else { b'N' };
         let mut key = Vec::with_capacity(branch.len() + 1);
         key.push(class);
@@ -655,7 +657,7 @@ impl Core {
             key: key.into(),
             invite: false,
             dest,
-            sent: Message::parse(bytes.clone()).ok(),
+            sent: Message::parse(bytes.clone()).ok().map(Box::new),
             state: CState::Calling,
             retransmit: t1,
             server: None,
@@ -768,7 +770,7 @@ impl Core {
             invite,
             reply_to,
             source: from,
-            request: Some(msg),
+            request: Some(Box::new(msg)),
             top_via,
             state: SState::Proceeding,
             last: trying.clone(),

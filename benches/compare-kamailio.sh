@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# callguard vs Kamailio on this machine, in one run, same SIPp load.
+#
+#   benches/compare-kamailio.sh
+#   env: RATES ("1000 2000 3000 4000 5000 6000 8000"), STEP_S (20), WORKERS (4),
+#        CALLGUARD_BIN (target/release/callguard)
+#
+# Both proxies run with WORKERS worker processes/threads (Kamailio: UDP
+# children; callguard: tokio workers). Kamailio does its gatekeeper check
+# (caller-ID prefix rule + DNC htable of 1,000,000 numbers). The carrier is
+# SIPp's UAS on 127.0.0.1:5080; everything stays on loopback. Installs
+# Kamailio and SIPp from Debian when missing. Stops itself after 30 minutes.
+set -u
+if [ -z "${CG_CMP_INNER:-}" ]; then export CG_CMP_INNER=1; exec timeout --kill-after=15 1800 bash "$0" "$@"; fi
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+. "$HERE/lib-load.sh"
+RATES=${RATES:-"1000 2000 3000 4000 5000 6000 8000"}
+WORKERS=${WORKERS:-4}
+WORK=/tmp/callguard-kam
+OUT=${OUT:-$WORK/results-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$WORK/db" "$OUT"
+BIN=${CALLGUARD_BIN:-$ROOT/target/release/callguard}
+
+need=()
+command -v sipp >/dev/null || need+=(sip-tester)
+command -v kamailio >/dev/null || need+=(kamailio)
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; fi
+[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --quiet)
+
+PIDS=""
+cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; nap 1; for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; }
+trap cleanup EXIT
+
+CALLEES=$WORK/callees.csv
+gen_callees "$CALLEES"
+if [ ! -s "$WORK/db/dnc" ]; then
+	echo "generating 1,000,000 DNC numbers (not among the callees) ..."
+	{
+		echo "key_name(string) key_type(int) value_type(int) key_value(string) expires(int)"
+		awk 'BEGIN{srand(20261122); while(n<1000000){k=sprintf("3361%07d", int(rand()*10000000)); if(!(k in s)){s[k]=1; n++; printf "%s:0:1:1:0\n", k}}}'
+	} > "$WORK/db/dnc"
+	echo "version(str) table_name(str) table_version(int)" > "$WORK/db/version"
+fi
+
+{
+	echo "date: $(date -u +%FT%TZ)"
+	echo "host: $(nproc) cpus, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+	echo "kamailio: $(kamailio -v 2>/dev/null | head -1)"
+	echo "sipp: $(sipp -v 2>&1 | grep -o 'SIPp v[^ ]*' | head -1)"
+	echo "callguard: $("$BIN" --version) ($BIN)"
+	echo "workers: $WORKERS, step: ${STEP_S}s, rates: $RATES"
+} | tee "$OUT/summary.txt"
+echo "$HEADER" > "$OUT/results.tsv"
+
+# --- Kamailio
+rm -f "$WORK/ctl"
+(cd "$WORK" && exec kamailio -f "$HERE/kamailio/kamailio.cfg" -DD -E -x fm -m 2048 -M 1024 -A CHILDREN="$WORKERS" \
+	-A "DB_URL=\"text://$WORK/db\"" -A "CTL_SOCK=\"unix:$WORK/ctl\"" > "$OUT/kamailio.log" 2>&1) &
+KAM=$!
+PIDS="$PIDS $KAM"
+for _ in $(seq 1 240); do kamcmd -s "unix:$WORK/ctl" core.uptime >/dev/null 2>&1 && break; nap 0.5; done
+KAM_PIDS="$(pgrep -f "kamailio -f $HERE/kamailio/kamailio.cfg" | tr '\n' ' ')"
+echo "kamailio up: $(echo $KAM_PIDS | wc -w) processes" | tee -a "$OUT/summary.txt"
+sweep kamailio 127.0.0.1:5070 "$RATES" "$OUT" $KAM_PIDS
+KAM_MAX=$MAX
+kill $KAM_PIDS 2>/dev/null; nap 3
+
+# --- callguard
+cat > "$WORK/callguard.toml" <<TOML
+[sip]
+listen = ["udp:127.0.0.1:5070"]
+workers = $WORKERS
+[[carrier]]
+name = "sipp-uas"
+address = "udp:127.0.0.1:5080"
+[admin]
+listen = "127.0.0.1:19090"
+[state]
+data_dir = "$WORK/cg-data"
+[[tenant]]
+id = "bench"
+sources = ["127.0.0.1/32"]
+TOML
+"$BIN" serve --config "$WORK/callguard.toml" > "$OUT/callguard.log" 2>&1 &
+CG=$!
+PIDS="$PIDS $CG"
+nap 1
+sweep callguard 127.0.0.1:5070 "$RATES" "$OUT" $CG
+CG_MAX=$MAX
+RSS=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$CG/status)
+
+{
+	echo
+	column -t -s $'\t' "$OUT/results.tsv"
+	echo
+	echo "highest clean rate: kamailio $KAM_MAX calls/s, callguard $CG_MAX calls/s, ratio $(echo "scale=2; $CG_MAX / ($KAM_MAX + 0.0001)" | bc)"
+	awk -F'\t' '$14=="PASS" && $9+0<=50 {if($2+0>m[$1]) m[$1]=$2+0} END{printf "highest rate with p99 <= 50 ms: kamailio %d, callguard %d\n", m["kamailio"], m["callguard"]}' "$OUT/results.tsv"
+	echo "callguard peak RSS: $RSS"
+	echo "raw files: $OUT"
+} | tee -a "$OUT/summary.txt"
