@@ -53,6 +53,8 @@ fi
 } | tee "$OUT/summary.txt"
 echo "$HEADER" > "$OUT/results.tsv"
 
+KAM_MAX=${KAM_MAX:-?}
+if [ "${ONLY:-both}" != callguard ]; then
 # --- Kamailio
 rm -f "$WORK/ctl"
 (cd "$WORK" && exec kamailio -f "$HERE/kamailio/kamailio.cfg" -DD -E -x fm -m 2048 -M 1024 -A CHILDREN="$WORKERS" \
@@ -64,7 +66,15 @@ KAM_PIDS="$(pgrep -f "kamailio -f $HERE/kamailio/kamailio.cfg" | tr '\n' ' ')"
 echo "kamailio up: $(echo $KAM_PIDS | wc -w) processes" | tee -a "$OUT/summary.txt"
 sweep kamailio 127.0.0.1:5070 "$RATES" "$OUT" $KAM_PIDS
 KAM_MAX=$MAX
-kill $KAM_PIDS 2>/dev/null; nap 3
+kill $KAM_PIDS 2>/dev/null
+# Wait until every Kamailio process has gone and released the port.
+for _ in $(seq 1 60); do
+	pgrep -f "kamailio -f $HERE/kamailio/kamailio.cfg" >/dev/null || break
+	nap 0.5
+done
+pkill -9 -f "kamailio -f $HERE/kamailio/kamailio.cfg" 2>/dev/null
+nap 2
+fi
 
 # --- callguard
 cat > "$WORK/callguard.toml" <<TOML
@@ -85,7 +95,8 @@ TOML
 "$BIN" serve --config "$WORK/callguard.toml" > "$OUT/callguard.log" 2>&1 &
 CG=$!
 PIDS="$PIDS $CG"
-nap 1
+for _ in $(seq 1 50); do curl -sf http://127.0.0.1:19090/readyz >/dev/null 2>&1 && break; nap 0.2; done
+kill -0 "$CG" 2>/dev/null || { echo "callguard did not start:"; cat "$OUT/callguard.log"; exit 1; }
 sweep callguard 127.0.0.1:5070 "$RATES" "$OUT" $CG
 CG_MAX=$MAX
 RSS=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$CG/status)

@@ -46,11 +46,29 @@ address = "udp:127.0.0.1:$CARRIER"
 listen = "127.0.0.1:$ADMIN"
 [state]
 data_dir = "$WORK/data"
+[[dnc_list]]
+name = "sipp"
+file = "dnc.txt"
 [[tenant]]
 id = "sipp"
 sources = ["127.0.0.1/32", "::1/128"]
+rule_set = "fr"
+dnc_lists = ["sipp"]
+[[tenant]]
+id = "prospecting"
+sources = ["127.0.0.3/32"]
+campaign = "prospecting"
 TOML
-printf 'SEQUENTIAL\n33162000000;33162000001\n33162000002;33162000001\n33162000003;33162000001\n' > "$WORK/calls.csv"
+printf '+33612345678\n' > "$WORK/dnc.txt"
+# callee;caller — NPV caller IDs, geographic callees
+printf 'SEQUENTIAL\n33142000000;33162000001\n33142000002;33162000001\n33142000003;33162000001\n' > "$WORK/calls.csv"
+csv() { # csv NAME CALLEE CALLER -> path
+	printf 'SEQUENTIAL\n%s;%s\n' "$2" "$3" > "$WORK/$1.csv"
+	echo "$WORK/$1.csv"
+}
+# Policy clocks: a Tuesday 11:00 in Paris (open), a public holiday, a
+# Saturday and a Tuesday evening.
+OPEN_AT=2026-11-17T11:00:00+01:00
 
 # start_cg NAME ADMIN_PORT ARGS...: runs callguard, waits until ready
 start_cg() {
@@ -83,14 +101,14 @@ uas() {
 # uac NAME SCENARIO CALLS REMOTE ARGS...: runs a dialer to completion, returns SIPp's status
 uac() {
 	local name=$1 sf=$2 m=$3 remote=$4; shift 4
-	(cd "$WORK" && timeout 60 sipp -sf "$sf" -inf "$WORK/calls.csv" -p "$UAC_PORT" "$remote" \
+	(cd "$WORK" && timeout 60 sipp -sf "$sf" -inf "${CSV:-$WORK/calls.csv}" -p "$UAC_PORT" "$remote" \
 		-m "$m" -r 10 -l 10 -nostdin -recv_timeout 8000 -timeout 50s \
 		-trace_err -error_file "$WORK/$name-uac-err.log" "$@" > "$WORK/$name-uac.out" 2>&1)
 }
-reject_scenario() { # STATUS REASON-REGEX|- MAXFWD -> path
-	local f="$WORK/reject-$1-$3.xml" check=true re="^ *$2 *\$"
-	[ "$2" = - ] && { check=false; re='.*'; }
-	sed -e "s/@STATUS@/$1/g; s/@REASON@/$re/; s/@CHECK@/$check/; s/@MAXFWD@/$3/" "$HERE/uac_reject.xml.in" > "$f"
+reject_scenario() { # STATUS REASON-REGEX|- MAXFWD [RETRY=true|false] -> path
+	local f="$WORK/reject-$1-$2-$3.xml" check=true re="^ *$2 *\$" retry=${4:-false}
+	[ "$2" = - ] && { check=false; re='.*'; f="$WORK/reject-$1-any-$3.xml"; }
+	sed -e "s/@STATUS@/$1/g; s/@REASON@/$re/; s/@CHECK@/$check/; s/@MAXFWD@/$3/; s/@RETRY@/$retry/" "$HERE/uac_reject.xml.in" > "$f"
 	echo "$f"
 }
 final_scenario() { # STATUS PHRASE -> path
@@ -99,7 +117,7 @@ final_scenario() { # STATUS PHRASE -> path
 	echo "$f"
 }
 
-start_cg main "$ADMIN" --sip-listen "udp:127.0.0.1:$SIP" --sip-listen "tcp:127.0.0.1:$SIP" \
+start_cg main "$ADMIN" --at "$OPEN_AT" --sip-listen "udp:127.0.0.1:$SIP" --sip-listen "tcp:127.0.0.1:$SIP" \
 	--sip-listen "udp:[::1]:$SIP" --sip-listen "tcp:[::1]:$SIP"
 
 uas accept "$HERE/uas.xml" "$CARRIER" 20
@@ -136,8 +154,32 @@ after=$(metric "$ADMIN" 'callguard_sip_messages_total{direction="out",method="IN
 [ "$before" = "$after" ] || { echo "  an INVITE from an unknown source was forwarded ($before -> $after)"; a=1; }
 verdict "unknown source 127.0.0.2 -> 403 source_not_authorized, nothing forwarded (3 calls)" "$a"
 
+# Policy: one rejection per rule, with status and X-Callguard-Reason checked.
+CSV=$(csv bad-callee 12 33162000001) uac invalid "$(reject_scenario 484 invalid_callee 70)" 1 "127.0.0.1:$SIP" -i 127.0.0.1
+verdict "callee 12 -> 484 invalid_callee" $?
+CSV=$(csv anon 33142000000 anonymous) uac anon "$(reject_scenario 433 anonymous_caller_id 70)" 1 "127.0.0.1:$SIP" -i 127.0.0.1
+verdict "anonymous caller ID -> 433 anonymous_caller_id" $?
+CSV=$(csv mobile 33142000000 33612345670) uac mobile "$(reject_scenario 403 caller_id_category 70)" 1 "127.0.0.1:$SIP" -i 127.0.0.1
+verdict "mobile caller ID -> 403 caller_id_category" $?
+CSV=$(csv geo 33142000000 33142000001) uac geo "$(reject_scenario 403 caller_id_category 70)" 1 "127.0.0.1:$SIP" -i 127.0.0.1
+verdict "geographic caller ID on an automated call -> 403 caller_id_category" $?
+CSV=$(csv dnc 33612345678 33162000001) uac dnc "$(reject_scenario 603 dnc 70)" 1 "127.0.0.1:$SIP" -i 127.0.0.1
+verdict "callee on the DNC list -> 603 dnc" $?
+CSV=$(csv consent 33142000000 33162000001) uac consent "$(reject_scenario 608 no_consent 70)" 1 "127.0.0.1:$SIP" -i 127.0.0.3
+verdict "prospecting call without consent -> 608 no_consent" $?
+i=0
+for clock in "holiday 2026-11-11T11:00:00+01:00 public_holiday" "weekend 2026-11-21T11:00:00+01:00 weekend" \
+	"evening 2026-11-17T21:00:00+01:00 outside_hours"; do
+	set -- $clock
+	i=$((i + 1))
+	port=$((SIP + 10 + i)) admin=$((ADMIN + 10 + i))
+	start_cg "$1" "$admin" --at "$2" --sip-listen "udp:127.0.0.1:$port"
+	uac "$1" "$(reject_scenario 480 "$3" 70 true)" 1 "127.0.0.1:$port" -i 127.0.0.1
+	verdict "$1 ($2) -> 480 $3 with Retry-After" $?
+done
+
 # A second instance whose first carrier answers 503 and whose other is silent.
-start_cg failover "$ADMIN2" --sip-listen "udp:127.0.0.1:$SIP2" \
+start_cg failover "$ADMIN2" --at "$OPEN_AT" --sip-listen "udp:127.0.0.1:$SIP2" \
 	--carrier "udp:127.0.0.1:$CARRIER2" --carrier "udp:127.0.0.1:$CARRIER"
 uas f503 "$(final_scenario 503 'Service Unavailable')" "$CARRIER2" 5
 U503=$UAS_PID

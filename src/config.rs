@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::numbering::Country;
+use crate::policy::{Campaign, Enforce, Mode};
 use crate::proxy::Transport;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,79 @@ pub struct Config {
     pub state: State,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
+    #[serde(default, rename = "dnc_list")]
+    pub dnc_lists: Vec<ListConfig>,
+    #[serde(default, rename = "consent_list")]
+    pub consent_lists: Vec<ListConfig>,
+    /// Custom rule sets, by name (`fr` and `us` are built in).
+    #[serde(default, rename = "rule_set")]
+    pub rule_sets: std::collections::BTreeMap<String, RuleSetConfig>,
+    /// Status and reason phrase per rule code.
+    #[serde(default)]
+    pub responses: std::collections::BTreeMap<String, ResponseConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListConfig {
+    pub name: String,
+    /// Relative paths are read from the config file's directory.
+    pub file: PathBuf,
+    /// Country for numbers written in national format (default FR).
+    #[serde(default)]
+    pub country: Option<Country>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeekConfig {
+    pub mon: Option<Vec<String>>,
+    pub tue: Option<Vec<String>>,
+    pub wed: Option<Vec<String>>,
+    pub thu: Option<Vec<String>>,
+    pub fri: Option<Vec<String>>,
+    pub sat: Option<Vec<String>>,
+    pub sun: Option<Vec<String>>,
+    /// `closed` (default) or `open`: days not listed.
+    pub unlisted_days: Option<String>,
+    /// A daily blocked window (`21:00-08:00`), instead of day blocks.
+    pub quiet_hours: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSetConfig {
+    /// Built-in set this one starts from (`fr` or `us`).
+    pub base: String,
+    /// Legal contact hours replacing the base set's.
+    #[serde(default)]
+    pub hours: Option<WeekConfig>,
+    /// `fr` or `none`.
+    #[serde(default)]
+    pub holidays: Option<String>,
+    /// `fr` or `none`.
+    #[serde(default)]
+    pub caller_id: Option<String>,
+    /// Prospecting calls need consent from this date; `none` to drop it.
+    #[serde(default)]
+    pub consent_required_since: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseConfig {
+    pub status: u16,
+    #[serde(default)]
+    pub phrase: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnforcementConfig {
+    #[serde(default)]
+    pub automated: std::collections::BTreeMap<String, Enforce>,
+    #[serde(default)]
+    pub manual: std::collections::BTreeMap<String, Enforce>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,6 +259,50 @@ pub struct TenantConfig {
     pub id: toml::Spanned<String>,
     /// Dialer source networks (CIDR).
     pub sources: Vec<ipnet::IpNet>,
+    #[serde(default = "d_country")]
+    pub country: Country,
+    #[serde(default = "d_rule_set")]
+    pub rule_set: String,
+    #[serde(default = "d_mode")]
+    pub default_mode: Mode,
+    /// Header that may state the dialing mode per call.
+    #[serde(default = "d_mode_header")]
+    pub mode_header: String,
+    /// `contract` (calls linked to a contract in progress) or `prospecting`.
+    #[serde(default = "d_campaign")]
+    pub campaign: Campaign,
+    #[serde(default)]
+    pub dnc_lists: Vec<String>,
+    #[serde(default)]
+    pub consent_lists: Vec<String>,
+    /// Caller IDs the tenant may present (numbers, or prefixes ending `*`);
+    /// empty = any.
+    #[serde(default)]
+    pub caller_ids: Vec<String>,
+    /// Add the Alsace-Moselle holidays (26 Dec, Good Friday).
+    #[serde(default)]
+    pub alsace_moselle: bool,
+    /// The tenant's own contact schedule, intersected with the legal one.
+    #[serde(default)]
+    pub schedule: Option<WeekConfig>,
+    #[serde(default)]
+    pub enforcement: EnforcementConfig,
+}
+
+fn d_country() -> Country {
+    Country::FR
+}
+fn d_rule_set() -> String {
+    "fr".into()
+}
+fn d_mode() -> Mode {
+    Mode::Automated
+}
+fn d_mode_header() -> String {
+    "X-Dial-Mode".into()
+}
+fn d_campaign() -> Campaign {
+    Campaign::Contract
 }
 
 impl Sip {
@@ -274,6 +393,96 @@ impl Config {
                 return Err(err(format!(
                     "tenant `{id}` has no `sources`: no dialer could use it"
                 )));
+            }
+            if crate::policy::builtin_rule_set(&t.rule_set).is_none()
+                && !self.rule_sets.contains_key(&t.rule_set)
+            {
+                return Err(invalid(
+                    "rule_set",
+                    format!(
+                        "tenant `{id}`: unknown rule set `{}` (fr, us, or a [rule_set.NAME])",
+                        t.rule_set
+                    ),
+                ));
+            }
+            for l in &t.dnc_lists {
+                if !self.dnc_lists.iter().any(|d| &d.name == l) {
+                    return Err(invalid(
+                        "dnc_lists",
+                        format!("tenant `{id}`: no [[dnc_list]] named `{l}`"),
+                    ));
+                }
+            }
+            for l in &t.consent_lists {
+                if !self.consent_lists.iter().any(|d| &d.name == l) {
+                    return Err(invalid(
+                        "consent_lists",
+                        format!("tenant `{id}`: no [[consent_list]] named `{l}`"),
+                    ));
+                }
+            }
+            for c in &t.caller_ids {
+                if crate::policy::caller_prefix(c, t.country).is_none() {
+                    return Err(invalid(
+                        "caller_ids",
+                        format!("tenant `{id}`: `{c}` is not a number or a prefix ending in *"),
+                    ));
+                }
+            }
+            for (mode, table) in [
+                ("automated", &t.enforcement.automated),
+                ("manual", &t.enforcement.manual),
+            ] {
+                for rule in table.keys() {
+                    if crate::policy::Rule::from_code(rule).is_none() {
+                        return Err(invalid(
+                            rule,
+                            format!(
+                                "tenant `{id}`: enforcement.{mode}: unknown rule code `{rule}`"
+                            ),
+                        ));
+                    }
+                }
+            }
+            if let Some(w) = &t.schedule {
+                crate::tenant::compile_week(w)
+                    .map_err(|m| invalid("schedule", format!("tenant `{id}`: {m}")))?;
+            }
+        }
+        for (name, rs) in &self.rule_sets {
+            if crate::policy::builtin_rule_set(&rs.base).is_none() {
+                return Err(invalid(
+                    "base",
+                    format!("rule_set.{name}: base must be `fr` or `us`"),
+                ));
+            }
+            crate::tenant::compile_rule_set(name, rs)
+                .map_err(|m| invalid(name, format!("rule_set.{name}: {m}")))?;
+        }
+        for (code, r) in &self.responses {
+            if crate::policy::Rule::from_code(code).is_none() {
+                return Err(invalid(
+                    code,
+                    format!("responses: unknown rule code `{code}`"),
+                ));
+            }
+            if !(400..700).contains(&r.status) {
+                return Err(invalid(
+                    code,
+                    format!(
+                        "responses.{code}: status {} is not a 4xx-6xx rejection",
+                        r.status
+                    ),
+                ));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for l in self.dnc_lists.iter().chain(&self.consent_lists) {
+            if !names.insert(l.name.as_str()) {
+                return Err(invalid(
+                    "name",
+                    format!("list `{}` is defined twice", l.name),
+                ));
             }
         }
         Ok(())

@@ -6,7 +6,11 @@
 //! - [`sip`]: zero-copy SIP message parser and URI reader.
 //! - [`proxy`]: the sans-IO transaction-stateful proxy core (RFC 3261 §16–17).
 //! - [`transport`]: the tokio UDP/TCP driver around the core.
-//! - [`tenant`]: which tenant an INVITE's source address belongs to.
+//! - [`numbering`]: numbers to E.164, French number categories, callee time zones.
+//! - [`schedule`]: contact hours, holidays, the next allowed instant.
+//! - [`dnc`]: do-not-call and consent lists loaded from files.
+//! - [`policy`]: the pure decision engine (facts + clock → decision).
+//! - [`tenant`]: tenants by source address, their compiled policy, the gate.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`metrics`]: Prometheus counters with the contract's names.
 //! - [`admin`]: the admin HTTP API (`/metrics`, `/healthz`, `/readyz`).
@@ -14,8 +18,12 @@
 
 pub mod admin;
 pub mod config;
+pub mod dnc;
 pub mod metrics;
+pub mod numbering;
+pub mod policy;
 pub mod proxy;
+pub mod schedule;
 pub mod service;
 pub mod sip;
 pub mod tenant;

@@ -37,6 +37,33 @@ enum Command {
         admin_listen: Option<SocketAddr>,
         #[arg(long = "data-dir")]
         data_dir: Option<PathBuf>,
+        /// Start the policy clock at this instant (RFC 3339) and let it run
+        /// on. For testers exercising the hour rules; never in production.
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::FixedOffset>>,
+    },
+    /// The decision the proxy would take for one call, with its explanation.
+    /// Exit status: 0 forwarded, 2 rejected, 1 error.
+    Check {
+        #[arg(long, default_value = "config/callguard.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// Caller ID (E.164, national, or a sip:/tel: URI).
+        #[arg(long)]
+        from: String,
+        /// Callee.
+        #[arg(long)]
+        to: String,
+        /// Instant to decide at (RFC 3339); default now.
+        #[arg(long)]
+        at: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// automated or manual; default the tenant's.
+        #[arg(long)]
+        mode: Option<String>,
+        /// Print the decision as JSON (the `POST /v1/check` object).
+        #[arg(long)]
+        json: bool,
     },
     /// Configuration commands.
     Config {
@@ -89,7 +116,102 @@ fn parse_listen(v: &[String]) -> anyhow::Result<Vec<SipAddr>> {
     Ok(out)
 }
 
-fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
+fn base_dir(config: &std::path::Path) -> PathBuf {
+    config
+        .parent()
+        .map(|p| p.to_path_buf())
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn check(
+    config: PathBuf,
+    tenant: String,
+    from: String,
+    to: String,
+    at: Option<chrono::DateTime<chrono::FixedOffset>>,
+    mode: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&config)?;
+    let (tenants, _) = callguard::tenant::Tenants::build(&cfg, &base_dir(&config))?;
+    let t = tenants
+        .by_id(&tenant)
+        .with_context(|| format!("no tenant `{tenant}` in {}", config.display()))?;
+    if let Some(m) = &mode {
+        anyhow::ensure!(
+            matches!(m.as_str(), "automated" | "manual"),
+            "--mode must be automated or manual"
+        );
+    }
+    let mode_value = mode.map(|m| {
+        if m == "automated" {
+            "predictive".to_owned()
+        } else {
+            m
+        }
+    });
+    let facts = callguard::policy::Facts {
+        caller: Some(from.as_str()),
+        callee: &to,
+        mode: mode_value.as_deref(),
+    };
+    let now = at
+        .map(|a| a.with_timezone(&chrono::Utc))
+        .unwrap_or_else(chrono::Utc::now);
+    let d = t.decide(&facts, now);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        let verdict = match d.decision {
+            callguard::policy::Outcome::Reject => format!(
+                "reject: {} {} [{}]",
+                d.status,
+                d.phrase,
+                d.reason.unwrap_or("")
+            ),
+            callguard::policy::Outcome::Warn => {
+                format!("forward with warning [{}]", d.reason.unwrap_or(""))
+            }
+            callguard::policy::Outcome::Allow => "forward".to_owned(),
+        };
+        println!("decision: {verdict}");
+        println!("why: {}", d.explanation);
+        if let Some(r) = d.retry_after {
+            println!("retry after: {r} s");
+        }
+        println!("mode: {:?}", d.mode);
+        println!(
+            "caller: {}",
+            d.caller
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+        println!(
+            "callee: {}",
+            d.callee
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+        for (z, t) in d.zones.iter().zip(d.callee_local_time()) {
+            println!("callee local time: {t} ({})", z.name());
+        }
+        for f in &d.failed_rules {
+            println!("failed: {} ({}): {}", f.rule, f.enforcement, f.explanation);
+        }
+    }
+    Ok(if d.decision == callguard::policy::Outcome::Reject {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn serve(
+    config: PathBuf,
+    overrides: Overrides,
+    at: Option<chrono::DateTime<chrono::FixedOffset>>,
+) -> anyhow::Result<()> {
     let mut cfg = Config::load(&config)?;
     overrides.apply(&mut cfg);
     let workers = match cfg.sip.workers {
@@ -104,7 +226,11 @@ fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
         .thread_name("callguard")
         .build()?;
     rt.block_on(async move {
-        let _running = service::start(cfg, workers).await?;
+        let clock = match at {
+            Some(a) => callguard::tenant::Clock::starting_at(a.with_timezone(&chrono::Utc)),
+            None => callguard::tenant::Clock::System,
+        };
+        let _running = service::start(cfg, &base_dir(&config), clock, workers).await?;
         shutdown_signal().await;
         tracing::info!("shutting down");
         Ok(())
@@ -120,6 +246,22 @@ async fn shutdown_signal() {
     }
 }
 
+fn config_check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let c = Config::load(config)?;
+    let (_, lists) = callguard::tenant::Tenants::build(&c, &base_dir(config))?;
+    println!(
+        "{}: OK ({} listeners, {} carriers, {} tenants)",
+        config.display(),
+        c.sip.listen.len(),
+        c.carriers.len(),
+        c.tenants.len()
+    );
+    for l in lists {
+        println!("  {} list `{}`: {}", l.kind, l.name, l.report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_format);
@@ -130,36 +272,39 @@ fn main() -> ExitCode {
             carrier,
             admin_listen,
             data_dir,
-        } => parse_listen(&sip_listen).and_then(|sip_listen| {
-            serve(
-                config,
-                Overrides {
-                    sip_listen,
-                    carriers: carrier,
-                    admin_listen,
-                    data_dir,
-                },
-            )
-        }),
+            at,
+        } => parse_listen(&sip_listen)
+            .and_then(|sip_listen| {
+                serve(
+                    config,
+                    Overrides {
+                        sip_listen,
+                        carriers: carrier,
+                        admin_listen,
+                        data_dir,
+                    },
+                    at,
+                )
+            })
+            .map(|()| ExitCode::SUCCESS),
+        Command::Check {
+            config,
+            tenant,
+            from,
+            to,
+            at,
+            mode,
+            json,
+        } => check(config, tenant, from, to, at, mode, json),
         Command::Config {
             command: ConfigCommand::Check { config },
-        } => Config::load(&config)
-            .map(|c| {
-                println!(
-                    "{}: OK ({} listeners, {} carriers, {} tenants)",
-                    config.display(),
-                    c.sip.listen.len(),
-                    c.carriers.len(),
-                    c.tenants.len()
-                );
-            })
-            .map_err(Into::into),
+        } => config_check(&config),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(1)
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::config::{Config, SipAddr};
 use crate::metrics::Metrics;
 use crate::proxy::{Carrier, Core, LocalEndpoint, Peer, Settings, Transport};
-use crate::tenant::Tenants;
+use crate::tenant::{Clock, Gate, Tenants};
 use crate::transport::Dispatcher;
 
 /// Socket receive buffer asked for (the kernel caps it at rmem_max): bursts
@@ -197,8 +197,26 @@ pub fn shard_count(workers: usize) -> usize {
 }
 
 /// Binds everything and starts the tasks on the current tokio runtime.
-pub async fn start(cfg: Config, workers: usize) -> anyhow::Result<Running> {
+/// `base_dir` is where relative list paths are read from (the config
+/// file's directory).
+pub async fn start(
+    cfg: Config,
+    base_dir: &Path,
+    clock: Clock,
+    workers: usize,
+) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
+    let (tenants, lists) = Tenants::build(&cfg, base_dir)?;
+    for l in &lists {
+        if l.report.invalid > 0 {
+            tracing::warn!(kind = l.kind, list = %l.name, "{}", l.report);
+        } else {
+            tracing::info!(kind = l.kind, list = %l.name, "{}", l.report);
+        }
+    }
+    if let Clock::Shifted(_) = clock {
+        tracing::warn!(now = %clock.now(), "POLICY CLOCK SHIFTED (--at): decisions use this time, not the real one. Testing only.");
+    }
     let key = route_key(&cfg.state.data_dir)?;
 
     let mut bound = Vec::new();
@@ -237,8 +255,8 @@ pub async fn start(cfg: Config, workers: usize) -> anyhow::Result<Running> {
         }
     }
     let settings = Arc::new(settings_from(&cfg, &bound, key, rand::random()));
-    let gatekeeper = Arc::new(Tenants::from_config(&cfg));
-    if gatekeeper.is_empty() {
+    let gatekeeper = Arc::new(Gate { tenants, clock });
+    if gatekeeper.tenants.is_empty() {
         tracing::warn!("no tenant is configured: every INVITE will be rejected 403");
     }
     let cores = (0..shard_count(workers))

@@ -1,44 +1,251 @@
 //! Tenants: the companies whose dialers use the trunk, recognised by the
-//! source address of their INVITEs. An INVITE from anywhere else is never
-//! forwarded (no open relay).
+//! source address of their INVITEs, each with its compiled policy. An
+//! INVITE from anywhere else is never forwarded (no open relay).
 
+use chrono::{DateTime, Utc, Weekday};
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, RuleSetConfig, WeekConfig};
+use crate::dnc::{self, ConsentList, LoadReport, NumberSet};
+use crate::numbering::Country;
+use crate::policy::{
+    self, CallerIdRule, Enforce, Facts, Outcome, Responses, Rule, RuleSet, TenantPolicy,
+};
 use crate::proxy::{Gatekeeper, Peer, Rejection, Verdict};
-use crate::sip::Message;
-
-#[derive(Debug)]
-pub struct Tenant {
-    pub id: Arc<str>,
-}
+use crate::schedule::{self, Calendar, Weekly};
+use crate::sip::message::{name_addr_uri, HeaderName};
+use crate::sip::{Message, Uri};
 
 /// Source networks to tenants, most specific prefix first.
 #[derive(Debug, Default)]
 pub struct Tenants {
     nets: Vec<(IpNet, usize)>,
-    tenants: Vec<Tenant>,
+    tenants: Vec<Arc<TenantPolicy>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    List(#[from] dnc::ListError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One list loaded, for the startup log and `config check`.
+#[derive(Debug, Clone)]
+pub struct ListLoaded {
+    pub kind: &'static str,
+    pub name: String,
+    pub report: LoadReport,
+}
+
+pub fn compile_week(w: &WeekConfig) -> Result<Weekly, String> {
+    if let Some(q) = &w.quiet_hours {
+        let has_days = [&w.mon, &w.tue, &w.wed, &w.thu, &w.fri, &w.sat, &w.sun]
+            .iter()
+            .any(|d| d.is_some());
+        if has_days {
+            return Err("use either day blocks or quiet_hours, not both".into());
+        }
+        return schedule::parse_span(q)
+            .map(Weekly::from_quiet_hours)
+            .map_err(|e| e.to_string());
+    }
+    let open = match w.unlisted_days.as_deref() {
+        None | Some("closed") => false,
+        Some("open") => true,
+        Some(o) => {
+            return Err(format!(
+                "unlisted_days must be `closed` or `open`, not `{o}`"
+            ))
+        }
+    };
+    let mut days = Vec::new();
+    for (d, blocks) in [
+        (Weekday::Mon, &w.mon),
+        (Weekday::Tue, &w.tue),
+        (Weekday::Wed, &w.wed),
+        (Weekday::Thu, &w.thu),
+        (Weekday::Fri, &w.fri),
+        (Weekday::Sat, &w.sat),
+        (Weekday::Sun, &w.sun),
+    ] {
+        if let Some(blocks) = blocks {
+            let mut b = Vec::new();
+            for s in blocks {
+                let (start, end) = schedule::parse_span(s).map_err(|e| e.to_string())?;
+                if end <= start {
+                    return Err(format!("`{s}`: a day block must end after it starts (use quiet_hours across midnight)"));
+                }
+                b.push((start, end));
+            }
+            days.push((d, b));
+        }
+    }
+    Ok(Weekly::from_days(&days, open))
+}
+
+pub fn compile_rule_set(name: &str, c: &RuleSetConfig) -> Result<RuleSet, String> {
+    let mut rs =
+        policy::builtin_rule_set(&c.base).ok_or_else(|| format!("unknown base `{}`", c.base))?;
+    rs.name = name.to_owned();
+    if let Some(h) = &c.hours {
+        rs.window.legal = compile_week(h)?;
+    }
+    match c.holidays.as_deref() {
+        None => {}
+        Some("fr") => {
+            rs.window.calendar = Calendar::France {
+                alsace_moselle: false,
+            }
+        }
+        Some("none") => rs.window.calendar = Calendar::None,
+        Some(o) => return Err(format!("holidays must be `fr` or `none`, not `{o}`")),
+    }
+    match c.caller_id.as_deref() {
+        None => {}
+        Some("fr") => rs.caller_id = CallerIdRule::France,
+        Some("none") => rs.caller_id = CallerIdRule::None,
+        Some(o) => return Err(format!("caller_id must be `fr` or `none`, not `{o}`")),
+    }
+    match c.consent_required_since.as_deref() {
+        None => {}
+        Some("none") => rs.consent_since = None,
+        Some(d) => {
+            rs.consent_since = Some(
+                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                    .map_err(|_| format!("consent_required_since `{d}` is not YYYY-MM-DD"))?,
+            )
+        }
+    }
+    Ok(rs)
+}
+
+fn enforcement(table: &std::collections::BTreeMap<String, Enforce>) -> [Enforce; 8] {
+    Rule::ALL.map(|r| table.get(r.code()).copied().unwrap_or(Enforce::Block))
 }
 
 impl Tenants {
-    pub fn from_config(cfg: &Config) -> Tenants {
+    /// Compiles every tenant and loads the lists. Relative list paths are
+    /// read from `base_dir` (the config file's directory).
+    pub fn build(cfg: &Config, base_dir: &Path) -> Result<(Tenants, Vec<ListLoaded>), BuildError> {
+        let mut loaded = Vec::new();
+        let mut dnc: HashMap<&str, Arc<NumberSet>> = HashMap::new();
+        for l in &cfg.dnc_lists {
+            let (set, report) =
+                dnc::load_numbers(&base_dir.join(&l.file), l.country.unwrap_or(Country::FR))?;
+            loaded.push(ListLoaded {
+                kind: "dnc",
+                name: l.name.clone(),
+                report,
+            });
+            dnc.insert(&l.name, Arc::new(set));
+        }
+        let mut consent: HashMap<&str, Arc<ConsentList>> = HashMap::new();
+        for l in &cfg.consent_lists {
+            let (list, report) =
+                dnc::load_consent(&base_dir.join(&l.file), l.country.unwrap_or(Country::FR))?;
+            loaded.push(ListLoaded {
+                kind: "consent",
+                name: l.name.clone(),
+                report,
+            });
+            consent.insert(&l.name, Arc::new(list));
+        }
+        let mut responses = Responses::default();
+        for (code, r) in &cfg.responses {
+            if let Some(rule) = Rule::from_code(code) {
+                let phrase = r
+                    .phrase
+                    .clone()
+                    .unwrap_or_else(|| rule.default_response().1.to_owned());
+                responses.by_rule[Rule::ALL.iter().position(|x| *x == rule).unwrap_or(0)] =
+                    (r.status, phrase);
+            }
+        }
+        let responses = Arc::new(responses);
+
         let mut t = Tenants::default();
         for (i, tc) in cfg.tenants.iter().enumerate() {
-            t.tenants.push(Tenant {
-                id: tc.id.get_ref().as_str().into(),
-            });
+            let id = tc.id.get_ref().as_str();
+            let mut rules = match cfg.rule_sets.get(&tc.rule_set) {
+                Some(custom) => {
+                    compile_rule_set(&tc.rule_set, custom).map_err(BuildError::Invalid)?
+                }
+                None => policy::builtin_rule_set(&tc.rule_set).ok_or_else(|| {
+                    BuildError::Invalid(format!(
+                        "tenant `{id}`: unknown rule set `{}`",
+                        tc.rule_set
+                    ))
+                })?,
+            };
+            if tc.alsace_moselle {
+                if let Calendar::France { .. } = rules.window.calendar {
+                    rules.window.calendar = Calendar::France {
+                        alsace_moselle: true,
+                    };
+                }
+            }
+            if let Some(w) = &tc.schedule {
+                rules.window.tenant = Some(
+                    compile_week(w)
+                        .map_err(|e| BuildError::Invalid(format!("tenant `{id}`: {e}")))?,
+                );
+            }
+            let caller_ids = tc
+                .caller_ids
+                .iter()
+                .map(|c| {
+                    policy::caller_prefix(c, tc.country).ok_or_else(|| {
+                        BuildError::Invalid(format!("tenant `{id}`: bad caller ID `{c}`"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let policy = TenantPolicy {
+                id: id.into(),
+                country: tc.country,
+                rules,
+                default_mode: tc.default_mode,
+                mode_header: tc.mode_header.clone(),
+                campaign: tc.campaign,
+                caller_ids,
+                dnc: tc
+                    .dnc_lists
+                    .iter()
+                    .filter_map(|n| {
+                        dnc.get(n.as_str())
+                            .map(|l| (Arc::from(n.as_str()), l.clone()))
+                    })
+                    .collect(),
+                consent: tc
+                    .consent_lists
+                    .iter()
+                    .filter_map(|n| consent.get(n.as_str()).cloned())
+                    .collect(),
+                enforce_automated: enforcement(&tc.enforcement.automated),
+                enforce_manual: {
+                    // Manual mode inherits the automated settings it does not override.
+                    let mut m = tc.enforcement.automated.clone();
+                    m.extend(tc.enforcement.manual.clone());
+                    enforcement(&m)
+                },
+                responses: responses.clone(),
+            };
+            t.tenants.push(Arc::new(policy));
             for net in &tc.sources {
                 t.nets.push((net.trunc(), i));
             }
         }
         t.nets
             .sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
-        t
+        Ok((t, loaded))
     }
 
-    pub fn find(&self, ip: IpAddr) -> Option<&Tenant> {
+    pub fn find(&self, ip: IpAddr) -> Option<&Arc<TenantPolicy>> {
         // IPv4-mapped IPv6 sources (dual-stack sockets) match IPv4 ranges.
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
@@ -50,12 +257,37 @@ impl Tenants {
             .map(|(_, i)| &self.tenants[*i])
     }
 
+    pub fn by_id(&self, id: &str) -> Option<&Arc<TenantPolicy>> {
+        self.tenants.iter().find(|t| &*t.id == id)
+    }
+
     pub fn len(&self) -> usize {
         self.tenants.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.tenants.is_empty()
+    }
+}
+
+/// The policy clock. `Shifted` serves `serve --at`: testers exercise the
+/// hour rules at any time of day; never for production.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    System,
+    Shifted(chrono::Duration),
+}
+
+impl Clock {
+    /// A clock that reads `at` now and runs on from there.
+    pub fn starting_at(at: DateTime<Utc>) -> Clock {
+        Clock::Shifted(at - Utc::now())
+    }
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Shifted(d) => Utc::now() + *d,
+        }
     }
 }
 
@@ -74,49 +306,71 @@ pub fn source_not_authorized(source: &Peer) -> Rejection {
     }
 }
 
-impl Gatekeeper for Tenants {
-    fn check(&self, _invite: &Message, source: &Peer) -> Verdict {
-        match self.find(source.addr.ip()) {
-            Some(t) => Verdict::Forward {
+fn uri_user(v: &[u8]) -> Option<&str> {
+    let uri = Uri::parse(name_addr_uri(v))?;
+    if uri.host.eq_ignore_ascii_case(b"anonymous.invalid") {
+        return Some("anonymous");
+    }
+    std::str::from_utf8(uri.user.unwrap_or_default()).ok()
+}
+
+/// The call's facts as the INVITE states them: callee from the
+/// Request-URI, caller from P-Asserted-Identity, else From.
+pub fn facts<'a>(invite: &'a Message, mode_header: &str) -> Facts<'a> {
+    let callee = invite.request_uri().and_then(uri_user).unwrap_or("");
+    let caller = invite
+        .header_by_name("P-Asserted-Identity")
+        .and_then(|v| crate::sip::message::split_commas(v).next())
+        .and_then(uri_user)
+        .or_else(|| invite.header(HeaderName::From).and_then(uri_user))
+        .filter(|u| !u.is_empty());
+    let mode = invite
+        .header_by_name(mode_header)
+        .and_then(|v| std::str::from_utf8(v).ok());
+    Facts {
+        caller,
+        callee,
+        mode,
+    }
+}
+
+/// The gatekeeper the proxy core calls for each initial INVITE.
+pub struct Gate {
+    pub tenants: Tenants,
+    pub clock: Clock,
+}
+
+impl Gatekeeper for Gate {
+    fn check(&self, invite: &Message, source: &Peer) -> Verdict {
+        let Some(t) = self.tenants.find(source.addr.ip()) else {
+            return Verdict::Reject(source_not_authorized(source));
+        };
+        let d = t.decide(&facts(invite, &t.mode_header), self.clock.now());
+        match d.decision {
+            Outcome::Allow => Verdict::Forward {
                 tenant: t.id.clone(),
                 headers: Vec::new(),
+                warn: None,
             },
-            None => Verdict::Reject(source_not_authorized(source)),
+            Outcome::Warn => Verdict::Forward {
+                tenant: t.id.clone(),
+                headers: vec![(
+                    "X-Callguard-Warning".into(),
+                    format!("{}; {}", d.reason.unwrap_or(""), d.explanation),
+                )],
+                warn: d.reason,
+            },
+            Outcome::Reject => Verdict::Reject(Rejection {
+                tenant: Some(t.id.clone()),
+                status: d.status,
+                phrase: d.phrase.into_owned(),
+                code: d.reason.unwrap_or("policy"),
+                explanation: d.explanation.into_owned(),
+                retry_after: d.retry_after,
+            }),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn longest_prefix_wins_and_mapped_v4_matches() {
-        let cfg = Config::parse(
-            r#"
-[sip]
-listen = ["udp:127.0.0.1:5060"]
-[[tenant]]
-id = "wide"
-sources = ["10.0.0.0/8"]
-[[tenant]]
-id = "narrow"
-sources = ["10.1.0.0/16", "2001:db8::/32"]
-"#,
-            std::path::Path::new("t.toml"),
-        )
-        .unwrap();
-        let t = Tenants::from_config(&cfg);
-        assert_eq!(&*t.find("10.1.2.3".parse().unwrap()).unwrap().id, "narrow");
-        assert_eq!(&*t.find("10.2.2.3".parse().unwrap()).unwrap().id, "wide");
-        assert_eq!(
-            &*t.find("::ffff:10.9.9.9".parse().unwrap()).unwrap().id,
-            "wide"
-        );
-        assert_eq!(
-            &*t.find("2001:db8::5".parse().unwrap()).unwrap().id,
-            "narrow"
-        );
-        assert!(t.find("192.0.2.1".parse().unwrap()).is_none());
-    }
-}
+mod tests;

@@ -325,8 +325,15 @@ impl Core {
                 );
                 self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
             }
-            Verdict::Forward { tenant, headers } => {
-                self.observer.decision(Some(&tenant), "allow", "", took);
+            Verdict::Forward {
+                tenant,
+                headers,
+                warn,
+            } => {
+                match warn {
+                    Some(code) => self.observer.decision(Some(&tenant), "warn", code, took),
+                    None => self.observer.decision(Some(&tenant), "allow", "", took),
+                }
                 let targets: VecDeque<usize> = (0..self.settings.carriers.len()).collect();
                 if targets.is_empty() {
                     let r = local_rejection(

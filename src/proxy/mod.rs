@@ -127,6 +127,8 @@ pub enum Verdict {
         tenant: Arc<str>,
         /// Headers added to the forwarded INVITE (e.g. a `warn` tag).
         headers: Vec<(String, String)>,
+        /// Rule code when a failed rule is enforced as `warn`.
+        warn: Option<&'static str>,
     },
     Reject(Rejection),
 }

@@ -64,6 +64,8 @@ impl Proxy {
         let child = Command::new(env!("CARGO_BIN_EXE_callguard"))
             .args(["serve", "--config"])
             .arg(&path)
+            // A Tuesday 11:00 in Paris: the legal hours are open.
+            .args(["--at", "2026-11-17T11:00:00+01:00"])
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log)

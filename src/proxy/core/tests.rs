@@ -16,6 +16,7 @@ impl Gatekeeper for OnlyTenNet {
             Verdict::Forward {
                 tenant: "t1".into(),
                 headers: vec![],
+                warn: None,
             }
         } else {
             Verdict::Reject(crate::tenant::source_not_authorized(source))

@@ -1,0 +1,458 @@
+//! Telephone numbers: parsing to E.164, the French numbering categories
+//! that decide which caller IDs an automated dialer may present (ARCEP
+//! 2022-1583), and the callee's time zone(s) (libphonenumber data).
+//!
+//! Numbers are kept as their E.164 digits in a `u64` (at most 15 digits,
+//! never a leading zero), which makes list lookups a hash of one integer.
+
+mod zones;
+
+pub use zones::{callee_zones, Zones};
+
+use std::fmt;
+
+/// Country whose national format is used to read numbers without `+`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+pub enum Country {
+    FR,
+    US,
+}
+
+impl Country {
+    pub fn calling_code(self) -> u64 {
+        match self {
+            Country::FR => 33,
+            Country::US => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    #[error("no number")]
+    Empty,
+    #[error("characters other than digits, `+` and separators")]
+    BadCharacters,
+    #[error("too few digits")]
+    TooShort,
+    #[error("too many digits")]
+    TooLong,
+    #[error("not a valid number for its country")]
+    Invalid,
+}
+
+/// An E.164 number (digits only, country code first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct E164(u64);
+
+impl E164 {
+    pub fn digits(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_digits(d: u64) -> E164 {
+        E164(d)
+    }
+
+    fn len(self) -> u32 {
+        self.0.checked_ilog10().unwrap_or(0) + 1
+    }
+
+    /// True when the number starts with the decimal `prefix` (digits).
+    pub fn starts_with(self, prefix: u64, prefix_len: u32) -> bool {
+        let len = self.len();
+        len >= prefix_len && self.0 / 10u64.pow(len - prefix_len) == prefix
+    }
+
+    /// The leading `n` digits.
+    pub fn leading(self, n: u32) -> Option<u64> {
+        let len = self.len();
+        (len >= n).then(|| self.0 / 10u64.pow(len - n))
+    }
+}
+
+impl fmt::Display for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{}", self.0)
+    }
+}
+
+/// A caller ID: an E.164 number, or a French short number (30xx/31xx)
+/// that has no E.164 form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerNumber {
+    E164(E164),
+    FrShort(u16),
+}
+
+impl fmt::Display for CallerNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallerNumber::E164(e) => e.fmt(f),
+            CallerNumber::FrShort(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+/// The user part of a `sip:`/`sips:`/`tel:` URI, or the text itself.
+fn user_part(input: &str) -> &str {
+    let s = input.trim();
+    let s = s
+        .strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(s);
+    for scheme in ["sip:", "sips:", "tel:", "SIP:", "SIPS:", "TEL:"] {
+        if let Some(rest) = s.strip_prefix(scheme) {
+            let end = rest.find(['@', ';', '?']).unwrap_or(rest.len());
+            return &rest[..end];
+        }
+    }
+    s
+}
+
+/// Digits of a dial string, with visual separators removed (RFC 3966:
+/// space, `.`, `-`, `(`, `)`). Returns whether it started with `+`.
+fn clean(s: &str) -> Result<(bool, String), NumberError> {
+    let s = s.trim();
+    let (plus, body) = match s.strip_prefix('+') {
+        Some(b) => (true, b),
+        None => (false, s),
+    };
+    let mut digits = String::with_capacity(body.len());
+    for c in body.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '.' | '-' | '(' | ')' | '\t' => {}
+            _ => return Err(NumberError::BadCharacters),
+        }
+    }
+    if digits.is_empty() {
+        return Err(NumberError::Empty);
+    }
+    Ok((plus, digits))
+}
+
+/// French national format (`0` + 9 digits) to E.164, including the
+/// overseas departments whose national numbers belong to other country
+/// codes (rules.md, "Overseas numbers").
+fn fr_national(nsn: &str) -> Result<u64, NumberError> {
+    // nsn: the 9 digits after the trunk prefix 0
+    if nsn.len() != 9 {
+        return Err(if nsn.len() < 9 {
+            NumberError::TooShort
+        } else {
+            NumberError::TooLong
+        });
+    }
+    const OVERSEAS: &[(&str, u64)] = &[
+        ("262", 262),
+        ("263", 262),
+        ("692", 262),
+        ("693", 262),
+        ("269", 262),
+        ("639", 262),
+        ("590", 590),
+        ("690", 590),
+        ("691", 590),
+        ("594", 594),
+        ("694", 594),
+        ("596", 596),
+        ("696", 596),
+        ("697", 596),
+        ("7090", 590),
+        ("7091", 596),
+        ("70920", 262),
+        ("70921", 262),
+        ("70922", 262),
+        ("70923", 262),
+        ("70930", 594),
+        ("70931", 594),
+        ("70932", 594),
+        ("70933", 594),
+        ("70935", 262),
+        ("70936", 262),
+        ("70937", 262),
+    ];
+    let cc = OVERSEAS
+        .iter()
+        .find(|(p, _)| nsn.starts_with(p))
+        .map(|(_, cc)| *cc)
+        .unwrap_or(33);
+    let n: u64 = nsn.parse().map_err(|_| NumberError::Invalid)?;
+    Ok(cc * 1_000_000_000 + n)
+}
+
+fn check_e164(d: &str) -> Result<E164, NumberError> {
+    if d.starts_with('0') {
+        return Err(NumberError::Invalid);
+    }
+    if d.len() > 15 {
+        return Err(NumberError::TooLong);
+    }
+    if d.len() < 8 {
+        return Err(NumberError::TooShort);
+    }
+    let n: u64 = d.parse().map_err(|_| NumberError::Invalid)?;
+    let e = E164(n);
+    // Country-specific lengths where we know them: France and its
+    // overseas codes have 9 national digits, NANP has 10.
+    let expected = if d.starts_with('1') {
+        Some(11)
+    } else if ["33", "262", "590", "594", "596"]
+        .iter()
+        .any(|cc| d.starts_with(cc))
+    {
+        Some(if d.starts_with("33") { 11 } else { 12 })
+    } else {
+        None
+    };
+    match expected {
+        Some(l) if d.len() < l => Err(NumberError::TooShort),
+        Some(l) if d.len() > l => Err(NumberError::TooLong),
+        _ => Ok(e),
+    }
+}
+
+/// Parses a number written as E.164 (`+33162000000`), digits with a
+/// country code (`33162000000`), an international prefix (`0033…`,
+/// `011…`) or national format read with `country` (`01 62 00 00 00`),
+/// or a URI whose user part is one of those.
+pub fn parse(input: &str, country: Country) -> Result<E164, NumberError> {
+    let (plus, d) = clean(user_part(input))?;
+    if plus {
+        return check_e164(&d);
+    }
+    match country {
+        Country::FR => {
+            if let Some(intl) = d.strip_prefix("00") {
+                check_e164(intl)
+            } else if let Some(nsn) = d.strip_prefix('0') {
+                Ok(E164(fr_national(nsn)?))
+            } else {
+                check_e164(&d)
+            }
+        }
+        Country::US => {
+            if let Some(intl) = d.strip_prefix("011") {
+                check_e164(intl)
+            } else if d.len() == 10 && !d.starts_with(['0', '1']) {
+                check_e164(&format!("1{d}"))
+            } else {
+                check_e164(&d)
+            }
+        }
+    }
+}
+
+/// Parses a caller ID: like [`parse`], plus French short numbers.
+pub fn parse_caller(input: &str, country: Country) -> Result<CallerNumber, NumberError> {
+    let (plus, d) = clean(user_part(input))?;
+    if !plus
+        && country == Country::FR
+        && d.len() == 4
+        && (d.starts_with("30") || d.starts_with("31"))
+    {
+        return Ok(CallerNumber::FrShort(
+            d.parse().map_err(|_| NumberError::Invalid)?,
+        ));
+    }
+    parse(input, country).map(CallerNumber::E164)
+}
+
+/// Categories of the French plan that matter for caller-ID rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrCategory {
+    /// "Numéros polyvalents vérifiés": the ranges reserved for automated calls.
+    Npv,
+    /// 08 numbers other than 089.
+    Special,
+    /// 089 premium-rate numbers.
+    Premium,
+    /// Short numbers 30xx / 31xx.
+    Short,
+    /// 01–05 and overseas geographic numbers.
+    Geographic,
+    /// 09 numbers outside the NPV ranges.
+    NonGeographic,
+    /// 06 / 07 and overseas mobile ranges: one natural person's terminal.
+    Mobile,
+    /// Not a French number.
+    Foreign,
+    /// A French code but no range we know.
+    Unassigned,
+}
+
+/// NPV ranges (ARCEP 2022-1583), as national significant number prefixes.
+const NPV: &[u64] = &[
+    162, 163, 270, 271, 377, 378, 424, 425, 568, 569, 948, 949, 9475, 9476, 9477, 9478, 9479,
+];
+
+pub fn fr_category(n: CallerNumber) -> FrCategory {
+    let e = match n {
+        CallerNumber::FrShort(_) => return FrCategory::Short,
+        CallerNumber::E164(e) => e,
+    };
+    let d = e.digits();
+    if e.starts_with(33, 2) {
+        let nsn = d - 33 * 1_000_000_000; // 9 digits
+        let first = nsn / 100_000_000;
+        let p3 = nsn / 1_000_000;
+        let p4 = nsn / 100_000;
+        if NPV.contains(&p3) || NPV.contains(&p4) {
+            return FrCategory::Npv;
+        }
+        return match first {
+            1..=5 => FrCategory::Geographic,
+            6 | 7 => FrCategory::Mobile,
+            8 if nsn / 10_000_000 == 89 => FrCategory::Premium,
+            8 => FrCategory::Special,
+            9 => FrCategory::NonGeographic,
+            _ => FrCategory::Unassigned,
+        };
+    }
+    for cc in [262u64, 590, 594, 596] {
+        if e.starts_with(cc, 3) {
+            let nsn = d - cc * 1_000_000_000;
+            let p3 = nsn / 1_000_000;
+            return match p3 {
+                692 | 693 | 639 | 690 | 691 | 694 | 696 | 697 => FrCategory::Mobile,
+                700..=799 => FrCategory::Mobile,
+                262 | 263 | 269 | 590 | 594 | 596 => FrCategory::Geographic,
+                _ => FrCategory::Unassigned,
+            };
+        }
+    }
+    FrCategory::Foreign
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<String, NumberError> {
+        parse(s, Country::FR).map(|e| e.to_string())
+    }
+
+    #[test]
+    fn parses_the_accepted_forms() {
+        for s in [
+            "+33162000000",
+            "33162000000",
+            "0162000000",
+            "01 62 00 00 00",
+            "01.62.00.00.00",
+            "01-62-00-00-00",
+            "0033162000000",
+            "sip:+33162000000@carrier;user=phone",
+            "sips:0162000000@x",
+            "tel:+33-1-62-00-00-00;phone-context=x",
+            "<sip:+33162000000@h>",
+        ] {
+            assert_eq!(p(s).as_deref(), Ok("+33162000000"), "{s}");
+        }
+        assert_eq!(
+            parse("2015550123", Country::US).unwrap().to_string(),
+            "+12015550123"
+        );
+        assert_eq!(
+            parse("(201) 555-0123", Country::US).unwrap().to_string(),
+            "+12015550123"
+        );
+        assert_eq!(
+            parse("+1 201 555 0123", Country::FR).unwrap().to_string(),
+            "+12015550123"
+        );
+        assert_eq!(
+            parse("01133162000000", Country::US).unwrap().to_string(),
+            "+33162000000"
+        );
+    }
+
+    #[test]
+    fn overseas_national_numbers_get_their_country_code() {
+        for (nat, e164) in [
+            ("0262123456", "+262262123456"),
+            ("0692123456", "+262692123456"),
+            ("0269123456", "+262269123456"),
+            ("0639123456", "+262639123456"),
+            ("0590123456", "+590590123456"),
+            ("0691123456", "+590691123456"),
+            ("0594123456", "+594594123456"),
+            ("0694123456", "+594694123456"),
+            ("0596123456", "+596596123456"),
+            ("0697123456", "+596697123456"),
+            ("0709012345", "+590709012345"),
+            ("0709112345", "+596709112345"),
+            ("0709212345", "+262709212345"),
+            ("0709312345", "+594709312345"),
+            ("0709352345", "+262709352345"),
+            ("0612345678", "+33612345678"),
+        ] {
+            assert_eq!(p(nat).as_deref(), Ok(e164), "{nat}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_numbers() {
+        assert_eq!(p(""), Err(NumberError::Empty));
+        assert_eq!(p("sip:@host"), Err(NumberError::Empty));
+        assert_eq!(p("anonymous"), Err(NumberError::BadCharacters));
+        assert_eq!(p("01620000"), Err(NumberError::TooShort));
+        assert_eq!(p("016200000000"), Err(NumberError::TooLong));
+        assert_eq!(p("+3316200000"), Err(NumberError::TooShort));
+        assert_eq!(p("+1234567890123456"), Err(NumberError::TooLong));
+        assert_eq!(p("+0162000000"), Err(NumberError::Invalid));
+        assert_eq!(p("12345"), Err(NumberError::TooShort));
+        assert_eq!(p("+33 1 62 00 00 0x"), Err(NumberError::BadCharacters));
+    }
+
+    fn cat(s: &str) -> FrCategory {
+        fr_category(parse_caller(s, Country::FR).unwrap())
+    }
+
+    #[test]
+    fn every_npv_range_is_npv() {
+        for prefix in [
+            "0162", "0163", "0270", "0271", "0377", "0378", "0424", "0425", "0568", "0569", "0948",
+            "0949",
+        ] {
+            assert_eq!(cat(&format!("{prefix}000000")), FrCategory::Npv, "{prefix}");
+            assert_eq!(cat(&format!("{prefix}999999")), FrCategory::Npv, "{prefix}");
+        }
+        for prefix in ["09475", "09476", "09477", "09478", "09479"] {
+            assert_eq!(cat(&format!("{prefix}00000")), FrCategory::Npv, "{prefix}");
+        }
+        // Neighbours of the NPV ranges are ordinary numbers.
+        assert_eq!(cat("0161999999"), FrCategory::Geographic);
+        assert_eq!(cat("0164000000"), FrCategory::Geographic);
+        assert_eq!(cat("0947499999"), FrCategory::NonGeographic);
+        assert_eq!(cat("0950000000"), FrCategory::NonGeographic);
+    }
+
+    #[test]
+    fn categories_of_the_french_plan() {
+        assert_eq!(cat("0142000099"), FrCategory::Geographic);
+        assert_eq!(cat("0512345678"), FrCategory::Geographic);
+        assert_eq!(cat("0612345678"), FrCategory::Mobile);
+        assert_eq!(cat("0712345678"), FrCategory::Mobile);
+        assert_eq!(cat("0692123456"), FrCategory::Mobile);
+        assert_eq!(cat("0639123456"), FrCategory::Mobile);
+        assert_eq!(cat("0690123456"), FrCategory::Mobile);
+        assert_eq!(cat("0694123456"), FrCategory::Mobile);
+        assert_eq!(cat("0696123456"), FrCategory::Mobile);
+        assert_eq!(cat("0709012345"), FrCategory::Mobile);
+        assert_eq!(cat("0262123456"), FrCategory::Geographic);
+        assert_eq!(cat("0800123456"), FrCategory::Special);
+        assert_eq!(cat("0899123456"), FrCategory::Premium);
+        assert_eq!(cat("0890123456"), FrCategory::Premium);
+        assert_eq!(cat("0912345678"), FrCategory::NonGeographic);
+        assert_eq!(cat("3010"), FrCategory::Short);
+        assert_eq!(cat("3199"), FrCategory::Short);
+        assert_eq!(cat("+12015550123"), FrCategory::Foreign);
+        assert_eq!(
+            parse_caller("3210", Country::FR),
+            Err(NumberError::TooShort)
+        );
+    }
+}

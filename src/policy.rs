@@ -1,0 +1,548 @@
+//! The decision on an initial INVITE: pure, no I/O. Given a tenant's
+//! compiled rules, the call's facts and an instant, [`TenantPolicy::decide`]
+//! returns whether to forward or reject and why, with every rule that
+//! failed (for the audit trail) and when to retry.
+//!
+//! Rules are checked in the contract's order; the response reports the
+//! first failure whose enforcement is `block`. A failure enforced as
+//! `warn` lets the call through, tagged.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use smallvec::SmallVec;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::dnc::{ConsentList, NumberSet};
+use crate::numbering::{self, CallerNumber, Country, FrCategory, E164};
+use crate::schedule::{Closed, Window};
+
+/// Rule codes, in decision order (contract: `X-Callguard-Reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    InvalidCallee,
+    AnonymousCallerId,
+    CallerIdCategory,
+    Dnc,
+    NoConsent,
+    PublicHoliday,
+    Weekend,
+    OutsideHours,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 8] = [
+        Rule::InvalidCallee,
+        Rule::AnonymousCallerId,
+        Rule::CallerIdCategory,
+        Rule::Dnc,
+        Rule::NoConsent,
+        Rule::PublicHoliday,
+        Rule::Weekend,
+        Rule::OutsideHours,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Rule::InvalidCallee => "invalid_callee",
+            Rule::AnonymousCallerId => "anonymous_caller_id",
+            Rule::CallerIdCategory => "caller_id_category",
+            Rule::Dnc => "dnc",
+            Rule::NoConsent => "no_consent",
+            Rule::PublicHoliday => "public_holiday",
+            Rule::Weekend => "weekend",
+            Rule::OutsideHours => "outside_hours",
+        }
+    }
+
+    pub fn from_code(s: &str) -> Option<Rule> {
+        Rule::ALL.into_iter().find(|r| r.code() == s)
+    }
+
+    /// Default status and reason phrase (contract's decision table).
+    pub fn default_response(self) -> (u16, &'static str) {
+        match self {
+            Rule::InvalidCallee => (484, "Address Incomplete"),
+            Rule::AnonymousCallerId => (433, "Anonymity Disallowed"),
+            Rule::CallerIdCategory => (403, "Caller ID Not Allowed"),
+            Rule::Dnc => (603, "Do Not Call"),
+            Rule::NoConsent => (608, "No Consent On Record"),
+            Rule::PublicHoliday => (480, "Public Holiday"),
+            Rule::Weekend => (480, "Weekend"),
+            Rule::OutsideHours => (480, "Outside Contact Hours"),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Enforce {
+    Block,
+    Warn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Automated,
+    Manual,
+}
+
+impl Mode {
+    /// Dialing mode from the mode header (`X-Dial-Mode`): predictive and
+    /// progressive dialers are automated systems (ARCEP's definition).
+    /// An unknown value counts as automated, the stricter reading.
+    pub fn from_header(v: &str) -> Mode {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "preview" | "manual" => Mode::Manual,
+            _ => Mode::Automated,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Campaign {
+    Contract,
+    Prospecting,
+}
+
+/// Caller-ID rules of a rule set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallerIdRule {
+    /// ARCEP 2022-1583: automated calls only from NPV, 08 (not 089) and
+    /// 30/31 short numbers; mobile numbers never, whatever the mode.
+    France,
+    None,
+}
+
+/// A rule set: `fr`, `us`, or a custom one from the config.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    pub name: String,
+    pub window: Window,
+    pub caller_id: CallerIdRule,
+    /// Consent required for prospecting calls from this date (fr: loi
+    /// 2025-594, 11 August 2026).
+    pub consent_since: Option<NaiveDate>,
+}
+
+/// A tenant's compiled policy.
+#[derive(Debug)]
+pub struct TenantPolicy {
+    pub id: Arc<str>,
+    pub country: Country,
+    pub rules: RuleSet,
+    pub default_mode: Mode,
+    pub mode_header: String,
+    pub campaign: Campaign,
+    /// Entitled caller IDs as (digits, length) prefixes; empty = any.
+    pub caller_ids: Vec<(u64, u32)>,
+    pub dnc: Vec<(Arc<str>, Arc<NumberSet>)>,
+    pub consent: Vec<Arc<ConsentList>>,
+    pub enforce_automated: [Enforce; 8],
+    pub enforce_manual: [Enforce; 8],
+    pub responses: Arc<Responses>,
+}
+
+/// Status and phrase per rule (configurable).
+#[derive(Debug, Clone)]
+pub struct Responses {
+    pub by_rule: [(u16, String); 8],
+}
+
+impl Default for Responses {
+    fn default() -> Self {
+        Responses {
+            by_rule: Rule::ALL.map(|r| (r.default_response().0, r.default_response().1.to_owned())),
+        }
+    }
+}
+
+/// The facts of one call, as received.
+#[derive(Debug, Clone, Default)]
+pub struct Facts<'a> {
+    /// Caller ID user part or number (P-Asserted-Identity before From).
+    pub caller: Option<&'a str>,
+    pub callee: &'a str,
+    /// Mode header value, when present.
+    pub mode: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Failure {
+    pub rule: &'static str,
+    pub explanation: String,
+    pub enforcement: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Allow,
+    Reject,
+    Warn,
+}
+
+/// The decision and its explanation (`callguard check --json`,
+/// `POST /v1/check`, the audit log). Numbers, zones and the instant are
+/// kept as values and formatted only when serialised: the call path must
+/// not pay for text it does not send.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub decision: Outcome,
+    /// SIP status: 200 when forwarded (the carrier's answer is not known yet).
+    pub status: u16,
+    pub phrase: Cow<'static, str>,
+    pub reason: Option<&'static str>,
+    pub explanation: Cow<'static, str>,
+    pub retry_after: Option<u64>,
+    pub tenant: Arc<str>,
+    pub mode: Mode,
+    pub caller: Option<CallerNumber>,
+    pub callee: Option<E164>,
+    pub zones: &'static [Tz],
+    pub at: DateTime<Utc>,
+    pub failed_rules: SmallVec<[Failure; 2]>,
+}
+
+impl Decision {
+    pub fn callee_local_time(&self) -> Vec<String> {
+        self.zones
+            .iter()
+            .map(|z| {
+                self.at
+                    .with_timezone(z)
+                    .format("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string()
+            })
+            .collect()
+    }
+}
+
+impl serde::Serialize for Decision {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("decision", &self.decision)?;
+        m.serialize_entry("status", &self.status)?;
+        if let Some(r) = self.reason {
+            m.serialize_entry("reason", r)?;
+        }
+        m.serialize_entry("explanation", &self.explanation)?;
+        if let Some(r) = self.retry_after {
+            m.serialize_entry("retry_after", &r)?;
+        }
+        m.serialize_entry("tenant", &*self.tenant)?;
+        m.serialize_entry("mode", &self.mode)?;
+        m.serialize_entry("caller", &self.caller.map(|c| c.to_string()))?;
+        m.serialize_entry("callee", &self.callee.map(|c| c.to_string()))?;
+        m.serialize_entry(
+            "callee_time_zones",
+            &self.zones.iter().map(|z| z.name()).collect::<Vec<_>>(),
+        )?;
+        m.serialize_entry("callee_local_time", &self.callee_local_time())?;
+        m.serialize_entry("failed_rules", &self.failed_rules[..])?;
+        m.end()
+    }
+}
+
+fn caller_is_anonymous(c: &str) -> bool {
+    let c = c.trim();
+    c.is_empty()
+        || c.eq_ignore_ascii_case("anonymous")
+        || c.eq_ignore_ascii_case("unknown")
+        || c.eq_ignore_ascii_case("restricted")
+}
+
+fn category_text(c: FrCategory) -> &'static str {
+    match c {
+        FrCategory::Npv => "an NPV number",
+        FrCategory::Special => "an 08 special number",
+        FrCategory::Premium => "an 089 premium-rate number",
+        FrCategory::Short => "a short number",
+        FrCategory::Geographic => "a geographic number",
+        FrCategory::NonGeographic => "a 09 number outside the NPV ranges",
+        FrCategory::Mobile => "a mobile number",
+        FrCategory::Foreign => "not a French number",
+        FrCategory::Unassigned => "in no assigned French range",
+    }
+}
+
+impl TenantPolicy {
+    pub fn mode_of(&self, header: Option<&str>) -> Mode {
+        header.map(Mode::from_header).unwrap_or(self.default_mode)
+    }
+
+    fn enforcement(&self, mode: Mode, rule: Rule) -> Enforce {
+        match mode {
+            Mode::Automated => self.enforce_automated[rule.index()],
+            Mode::Manual => self.enforce_manual[rule.index()],
+        }
+    }
+
+    fn caller_entitled(&self, c: CallerNumber) -> bool {
+        if self.caller_ids.is_empty() {
+            return true;
+        }
+        match c {
+            CallerNumber::E164(e) => self.caller_ids.iter().any(|&(p, l)| e.starts_with(p, l)),
+            CallerNumber::FrShort(s) => self.caller_ids.iter().any(|&(p, _)| p == s as u64),
+        }
+    }
+
+    pub fn decide(&self, facts: &Facts<'_>, now: DateTime<Utc>) -> Decision {
+        let mode = self.mode_of(facts.mode);
+        let mut failures: SmallVec<[(Rule, String); 4]> = SmallVec::new();
+        let mut retry_after: Option<u64> = None;
+
+        // 2: callee
+        let callee = numbering::parse(facts.callee, self.country);
+        if let Err(e) = &callee {
+            failures.push((
+                Rule::InvalidCallee,
+                format!("callee `{}` is not a valid number: {e}", facts.callee),
+            ));
+        }
+        // 3 and 4: caller ID
+        let mut caller_number = None;
+        match facts.caller {
+            None => failures.push((
+                Rule::AnonymousCallerId,
+                "the call presents no caller ID".into(),
+            )),
+            Some(c) if caller_is_anonymous(c) => {
+                failures.push((Rule::AnonymousCallerId, "the caller ID is anonymous".into()))
+            }
+            Some(c) => match numbering::parse_caller(c, self.country) {
+                Err(e) => failures.push((
+                    Rule::CallerIdCategory,
+                    format!("caller ID `{c}` is not a valid number: {e}"),
+                )),
+                Ok(n) => {
+                    caller_number = Some(n);
+                    if !self.caller_entitled(n) {
+                        failures.push((
+                            Rule::CallerIdCategory,
+                            format!("caller ID {n} is not one of tenant {}'s numbers", self.id),
+                        ));
+                    } else if self.rules.caller_id == CallerIdRule::France {
+                        let cat = numbering::fr_category(n);
+                        if cat == FrCategory::Mobile {
+                            failures.push((Rule::CallerIdCategory, format!("caller ID {n} is a mobile number, which a call centre may never present (ARCEP)")));
+                        } else if mode == Mode::Automated
+                            && !matches!(
+                                cat,
+                                FrCategory::Npv | FrCategory::Special | FrCategory::Short
+                            )
+                        {
+                            failures.push((
+                                Rule::CallerIdCategory,
+                                format!("automated calls must present an NPV, 08 or 30/31 number; caller ID {n} is {}", category_text(cat)),
+                            ));
+                        }
+                    }
+                }
+            },
+        }
+
+        let mut zones: &'static [Tz] = &[];
+        if let Ok(callee) = callee {
+            // 5: do-not-call
+            if let Some((name, _)) = self.dnc.iter().find(|(_, l)| l.contains(callee)) {
+                failures.push((
+                    Rule::Dnc,
+                    format!("callee {callee} is on the do-not-call list `{name}`"),
+                ));
+            }
+            // 7: consent
+            let consent = self
+                .consent
+                .iter()
+                .find_map(|l| l.get(callee))
+                .filter(|c| c.date <= now.date_naive());
+            let consent_needed = self.campaign == Campaign::Prospecting
+                && self
+                    .rules
+                    .consent_since
+                    .is_some_and(|d| now.date_naive() >= d);
+            if consent_needed && consent.is_none() {
+                failures.push((
+                    Rule::NoConsent,
+                    format!(
+                        "prospecting call to {callee}, who is on no consent list of tenant {}",
+                        self.id
+                    ),
+                ));
+            }
+            // 8: time of day in the callee's zones
+            zones = numbering::callee_zones(callee);
+            match self.rules.window.check(now, zones) {
+                Ok(()) => {}
+                Err(Closed::OutsideHours) if consent.is_some_and(|c| c.hours) => {}
+                Err(closed) => {
+                    let rule = match closed {
+                        Closed::PublicHoliday(_) => Rule::PublicHoliday,
+                        Closed::Weekend => Rule::Weekend,
+                        Closed::OutsideHours => Rule::OutsideHours,
+                    };
+                    let local: Vec<String> = zones
+                        .iter()
+                        .map(|z| now.with_timezone(z).format("%a %H:%M").to_string())
+                        .collect();
+                    let what = match closed {
+                        Closed::PublicHoliday(name) => format!("it is a public holiday ({name})"),
+                        Closed::Weekend => "no calls on weekends".to_owned(),
+                        Closed::OutsideHours => "outside the allowed contact hours".to_owned(),
+                    };
+                    let next = self.rules.window.next_allowed(now, zones);
+                    if let Some(next) = next {
+                        retry_after = Some((next - now).num_seconds().max(1) as u64);
+                    }
+                    let next_text = next
+                        .map(|n| {
+                            format!(
+                                "; next allowed {}",
+                                n.with_timezone(&zones[0]).format("%a %Y-%m-%d %H:%M %Z")
+                            )
+                        })
+                        .unwrap_or_default();
+                    failures.push((
+                        rule,
+                        format!("{what}: callee local time {}{next_text}", local.join(" / ")),
+                    ));
+                }
+            }
+        }
+
+        let blocking = failures
+            .iter()
+            .position(|(r, _)| self.enforcement(mode, *r) == Enforce::Block);
+        let failed_rules: SmallVec<[Failure; 2]> = failures
+            .iter()
+            .map(|(r, why)| Failure {
+                rule: r.code(),
+                explanation: why.clone(),
+                enforcement: match self.enforcement(mode, *r) {
+                    Enforce::Block => "block",
+                    Enforce::Warn => "warn",
+                },
+            })
+            .collect();
+        let (decision, status, phrase, reason, explanation): (
+            _,
+            _,
+            Cow<'static, str>,
+            _,
+            Cow<'static, str>,
+        ) = match blocking {
+            Some(i) => {
+                let (rule, why) = failures.swap_remove(i);
+                let (status, phrase) = &self.responses.by_rule[rule.index()];
+                (
+                    Outcome::Reject,
+                    *status,
+                    Cow::Owned(phrase.clone()),
+                    Some(rule.code()),
+                    Cow::Owned(why),
+                )
+            }
+            None => match failures.into_iter().next() {
+                Some((rule, why)) => (
+                    Outcome::Warn,
+                    200,
+                    Cow::Borrowed("OK"),
+                    Some(rule.code()),
+                    Cow::Owned(why),
+                ),
+                None => (
+                    Outcome::Allow,
+                    200,
+                    Cow::Borrowed("OK"),
+                    None,
+                    Cow::Borrowed("every rule passed"),
+                ),
+            },
+        };
+        let retry_after = match reason {
+            Some("public_holiday" | "weekend" | "outside_hours") if decision == Outcome::Reject => {
+                retry_after
+            }
+            _ => None,
+        };
+        Decision {
+            decision,
+            status,
+            phrase,
+            reason,
+            explanation,
+            retry_after,
+            tenant: self.id.clone(),
+            mode,
+            caller: caller_number,
+            callee: callee.ok(),
+            zones,
+            at: now,
+            failed_rules,
+        }
+    }
+}
+
+/// The built-in rule sets (rules.md).
+pub fn builtin_rule_set(name: &str) -> Option<RuleSet> {
+    use crate::schedule::{fr_legal, us_legal, Calendar};
+    match name {
+        "fr" => Some(RuleSet {
+            name: "fr".into(),
+            window: Window {
+                legal: fr_legal(),
+                calendar: Calendar::France {
+                    alsace_moselle: false,
+                },
+                tenant: None,
+            },
+            caller_id: CallerIdRule::France,
+            consent_since: NaiveDate::from_ymd_opt(2026, 8, 11),
+        }),
+        "us" => Some(RuleSet {
+            name: "us".into(),
+            window: Window {
+                legal: us_legal(),
+                calendar: Calendar::None,
+                tenant: None,
+            },
+            caller_id: CallerIdRule::None,
+            consent_since: None,
+        }),
+        _ => None,
+    }
+}
+
+/// Parses an entitled caller-ID entry: a number, or a prefix ending in `*`.
+pub fn caller_prefix(s: &str, country: Country) -> Option<(u64, u32)> {
+    match s.strip_suffix('*') {
+        Some(p) => {
+            let digits: String = p
+                .trim()
+                .trim_start_matches('+')
+                .chars()
+                .filter(|c| c.is_ascii_digit())
+                .collect();
+            let d = match country {
+                Country::FR if digits.starts_with('0') => format!("33{}", &digits[1..]),
+                _ => digits,
+            };
+            (!d.is_empty() && d.len() <= 15)
+                .then(|| (d.parse().ok(), d.len() as u32))
+                .and_then(|(p, l)| Some((p?, l)))
+        }
+        None => match numbering::parse_caller(s, country).ok()? {
+            CallerNumber::E164(e) => Some((e.digits(), e.digits().ilog10() + 1)),
+            CallerNumber::FrShort(n) => Some((n as u64, 4)),
+        },
+    }
+}

@@ -1,0 +1,623 @@
+//! When a callee may be called: weekly time blocks in the callee's local
+//! time, public holidays, and the next allowed instant (for `Retry-After`).
+//!
+//! A call is allowed at an instant when, in *every* zone the callee number
+//! may be in, the local date is not a holiday and the local time lies in
+//! the intersection of the legal blocks and the tenant's own blocks.
+
+use chrono::{
+    DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Timelike, Utc, Weekday,
+};
+use chrono_tz::Tz;
+use smallvec::SmallVec;
+
+/// Minutes since local midnight, half-open `[start, end)`.
+pub type Block = (u16, u16);
+pub type Blocks = SmallVec<[Block; 4]>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}`: expected HH:MM-HH:MM with HH:MM from 00:00 to 24:00")]
+pub struct BlockError(pub String);
+
+fn minutes(s: &str) -> Option<u16> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (h <= 24 && m < 60 && h * 60 + m <= 1440).then_some(h * 60 + m)
+}
+
+/// `HH:MM-HH:MM`. `end <= start` means across midnight (quiet hours only).
+pub fn parse_span(s: &str) -> Result<(u16, u16), BlockError> {
+    let (a, b) = s.split_once('-').ok_or_else(|| BlockError(s.into()))?;
+    match (minutes(a), minutes(b)) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(BlockError(s.into())),
+    }
+}
+
+/// Allowed blocks for each weekday (Monday first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Weekly {
+    days: [Blocks; 7],
+}
+
+impl Weekly {
+    pub fn always() -> Weekly {
+        Weekly {
+            days: std::array::from_fn(|_| Blocks::from_slice(&[(0, 1440)])),
+        }
+    }
+
+    /// From explicit day blocks; days absent from `days` are closed, or
+    /// open all day when `unlisted_open`.
+    pub fn from_days(days: &[(Weekday, Vec<Block>)], unlisted_open: bool) -> Weekly {
+        let mut w: [Blocks; 7] = std::array::from_fn(|_| {
+            if unlisted_open {
+                Blocks::from_slice(&[(0, 1440)])
+            } else {
+                Blocks::new()
+            }
+        });
+        for (d, blocks) in days {
+            let mut b: Blocks = blocks.iter().copied().filter(|(s, e)| s < e).collect();
+            b.sort_unstable();
+            w[d.num_days_from_monday() as usize] = normalize(b);
+        }
+        Weekly { days: w }
+    }
+
+    /// Everything but a daily quiet window, which may cross midnight.
+    pub fn from_quiet_hours((start, end): (u16, u16)) -> Weekly {
+        let b: Blocks = if start < end {
+            [(0, start), (end, 1440)]
+                .into_iter()
+                .filter(|(s, e)| s < e)
+                .collect()
+        } else {
+            Blocks::from_slice(&[(end, start)])
+        };
+        Weekly {
+            days: std::array::from_fn(|_| b.clone()),
+        }
+    }
+
+    pub fn day(&self, d: Weekday) -> &[Block] {
+        &self.days[d.num_days_from_monday() as usize]
+    }
+}
+
+fn normalize(mut b: Blocks) -> Blocks {
+    let mut out = Blocks::new();
+    b.sort_unstable();
+    for (s, e) in b {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+pub fn intersect(a: &[Block], b: &[Block]) -> Blocks {
+    let mut out = Blocks::new();
+    for &(s1, e1) in a {
+        for &(s2, e2) in b {
+            let (s, e) = (s1.max(s2), e1.min(e2));
+            if s < e {
+                out.push((s, e));
+            }
+        }
+    }
+    normalize(out)
+}
+
+/// Public holiday calendars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calendar {
+    None,
+    /// Code du travail L.3133-1, with the overseas abolition days by zone.
+    France {
+        alsace_moselle: bool,
+    },
+}
+
+/// Easter Sunday (Gregorian), by the anonymous Meeus/Jones/Butcher
+/// computus: a dozen integer operations, not worth a dependency.
+pub fn easter(year: i32) -> NaiveDate {
+    let a = year % 19;
+    let b = year / 100;
+    let c = year % 100;
+    let d = b / 4;
+    let e = b % 4;
+    let f = (b + 8) / 25;
+    let g = (b - f + 1) / 3;
+    let h = (19 * a + b - d - g + 15) % 30;
+    let i = c / 4;
+    let k = c % 4;
+    let l = (32 + 2 * e + 2 * i - h - k) % 7;
+    let m = (a + 11 * h + 22 * l) / 451;
+    let month = (h + l - 7 * m + 114) / 31;
+    let day = (h + l - 7 * m + 114) % 31 + 1;
+    NaiveDate::from_ymd_opt(year, month as u32, day as u32).expect("computus yields a valid date")
+}
+
+impl Calendar {
+    /// The holiday's name when `date` (local to `zone`) is one.
+    pub fn holiday(self, date: NaiveDate, zone: Tz) -> Option<&'static str> {
+        let Calendar::France { alsace_moselle } = self else {
+            return None;
+        };
+        let (m, d) = (date.month(), date.day());
+        let fixed = match (m, d) {
+            (1, 1) => Some("New Year's Day"),
+            (5, 1) => Some("Labour Day"),
+            (5, 8) => Some("Victory in Europe Day"),
+            (7, 14) => Some("Bastille Day"),
+            (8, 15) => Some("Assumption"),
+            (11, 1) => Some("All Saints' Day"),
+            (11, 11) => Some("Armistice Day"),
+            (12, 25) => Some("Christmas Day"),
+            (12, 26) if alsace_moselle => Some("St Stephen's Day (Alsace-Moselle)"),
+            _ => None,
+        };
+        if fixed.is_some() {
+            return fixed;
+        }
+        let e = easter(date.year());
+        let offset = (date - e).num_days();
+        let movable = match offset {
+            1 => Some("Easter Monday"),
+            39 => Some("Ascension Day"),
+            50 => Some("Whit Monday"),
+            -2 if alsace_moselle => Some("Good Friday (Alsace-Moselle)"),
+            _ => None,
+        };
+        if movable.is_some() {
+            return movable;
+        }
+        // Abolition of slavery, by overseas territory. +590 numbers cannot
+        // tell Guadeloupe from Saint-Martin or Saint-Barthélemy, so all
+        // three days apply to them (the conservative reading).
+        match (zone, m, d) {
+            (Tz::Indian__Mayotte, 4, 27) => Some("Abolition of slavery (Mayotte)"),
+            (Tz::America__Martinique, 5, 22) => Some("Abolition of slavery (Martinique)"),
+            (Tz::America__Guadeloupe, 5, 27) => Some("Abolition of slavery (Guadeloupe)"),
+            (Tz::America__Guadeloupe, 5, 28) => Some("Abolition of slavery (Saint-Martin)"),
+            (Tz::America__Guadeloupe, 10, 9) => Some("Abolition of slavery (Saint-Barthélemy)"),
+            (Tz::America__Cayenne, 6, 10) => Some("Abolition of slavery (Guyane)"),
+            (Tz::Indian__Reunion, 12, 20) => Some("Abolition of slavery (Réunion)"),
+            _ => None,
+        }
+    }
+}
+
+/// Why a time check failed, in the contract's rule codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    PublicHoliday(&'static str),
+    Weekend,
+    OutsideHours,
+}
+
+impl Closed {
+    pub fn code(self) -> &'static str {
+        match self {
+            Closed::PublicHoliday(_) => "public_holiday",
+            Closed::Weekend => "weekend",
+            Closed::OutsideHours => "outside_hours",
+        }
+    }
+}
+
+/// The legal window and the tenant's own, evaluated together.
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub legal: Weekly,
+    /// Days with no legal block are reported as `weekend`.
+    pub calendar: Calendar,
+    pub tenant: Option<Weekly>,
+}
+
+/// How far ahead `next_allowed` looks (two weeks covers any holiday run).
+const HORIZON_DAYS: i64 = 16;
+
+impl Window {
+    fn day_blocks(&self, date: NaiveDate, zone: Tz) -> Result<Blocks, Closed> {
+        if let Some(name) = self.calendar.holiday(date, zone) {
+            return Err(Closed::PublicHoliday(name));
+        }
+        let legal = self.legal.day(date.weekday());
+        if legal.is_empty() {
+            return Err(if matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
+                Closed::Weekend
+            } else {
+                Closed::OutsideHours
+            });
+        }
+        let b = match &self.tenant {
+            Some(t) => intersect(legal, t.day(date.weekday())),
+            None => Blocks::from_slice(legal),
+        };
+        if b.is_empty() {
+            return Err(Closed::OutsideHours);
+        }
+        Ok(b)
+    }
+
+    /// Whether `at` is allowed in `zone`; the reason when it is not.
+    pub fn check_zone(&self, at: DateTime<Utc>, zone: Tz) -> Result<(), Closed> {
+        let local = at.with_timezone(&zone);
+        let blocks = self.day_blocks(local.date_naive(), zone)?;
+        let minute = (local.hour() * 60 + local.minute()) as u16;
+        if blocks.iter().any(|&(s, e)| s <= minute && minute < e) {
+            Ok(())
+        } else {
+            Err(Closed::OutsideHours)
+        }
+    }
+
+    pub fn check(&self, at: DateTime<Utc>, zones: &[Tz]) -> Result<(), Closed> {
+        zones.iter().try_for_each(|z| self.check_zone(at, *z))
+    }
+
+    /// The first instant after `at` allowed in every zone: the start of
+    /// some zone's block, so only those are tried.
+    pub fn next_allowed(&self, at: DateTime<Utc>, zones: &[Tz]) -> Option<DateTime<Utc>> {
+        let mut candidates: SmallVec<[DateTime<Utc>; 64]> = SmallVec::new();
+        for &zone in zones {
+            let today = at.with_timezone(&zone).date_naive();
+            for d in 0..HORIZON_DAYS {
+                let date = today + Duration::days(d);
+                let Ok(blocks) = self.day_blocks(date, zone) else {
+                    continue;
+                };
+                for (s, _) in blocks {
+                    let t = NaiveTime::from_hms_opt((s / 60).min(23) as u32, (s % 60) as u32, 0)
+                        .unwrap_or_default();
+                    if let Some(utc) = local_to_utc(zone, date.and_time(t)) {
+                        if utc > at {
+                            candidates.push(utc);
+                        }
+                    }
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates
+            .into_iter()
+            .find(|c| self.check(*c, zones).is_ok())
+    }
+}
+
+/// Local wall time to UTC: the earlier instant when ambiguous (DST end),
+/// the end of the gap when it does not exist (DST start).
+fn local_to_utc(zone: Tz, local: chrono::NaiveDateTime) -> Option<DateTime<Utc>> {
+    match zone.from_local_datetime(&local) {
+        chrono::LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
+        chrono::LocalResult::Ambiguous(a, _) => Some(a.with_timezone(&Utc)),
+        chrono::LocalResult::None => (1..=4)
+            .map(|h| local + Duration::minutes(30 * h))
+            .find_map(|l| zone.from_local_datetime(&l).earliest())
+            .map(|t| t.with_timezone(&Utc)),
+    }
+}
+
+/// The French legal window (D.223-9): Monday–Friday 10:00–13:00 and
+/// 14:00–20:00, in the consumer's time zone.
+pub fn fr_legal() -> Weekly {
+    let b = vec![(600, 780), (840, 1200)];
+    let days: Vec<(Weekday, Vec<Block>)> = [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+    ]
+    .iter()
+    .map(|d| (*d, b.clone()))
+    .collect();
+    Weekly::from_days(&days, false)
+}
+
+/// The US federal window (47 CFR 64.1200(c)(1)): 08:00–21:00 every day.
+pub fn us_legal() -> Weekly {
+    Weekly::from_days(&[], true).restrict(&[(480, 1260)])
+}
+
+impl Weekly {
+    fn restrict(&self, b: &[Block]) -> Weekly {
+        Weekly {
+            days: std::array::from_fn(|i| intersect(&self.days[i], b)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fr() -> Window {
+        Window {
+            legal: fr_legal(),
+            calendar: Calendar::France {
+                alsace_moselle: false,
+            },
+            tenant: None,
+        }
+    }
+
+    fn at(zone: Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        zone.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .single()
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn boundaries_in_every_french_zone() {
+        // Tuesday 17 November 2026, a working day everywhere.
+        for zone in [
+            Tz::Europe__Paris,
+            Tz::Indian__Reunion,
+            Tz::America__Martinique,
+            Tz::America__Cayenne,
+            Tz::Pacific__Noumea,
+        ] {
+            for (h, m, ok) in [
+                (9, 59, false),
+                (10, 0, true),
+                (12, 59, true),
+                (13, 0, false),
+                (13, 59, false),
+                (14, 0, true),
+                (19, 59, true),
+                (20, 0, false),
+            ] {
+                let r = fr().check(at(zone, 2026, 11, 17, h, m), &[zone]);
+                assert_eq!(r.is_ok(), ok, "{zone} {h:02}:{m:02}");
+                if !ok {
+                    assert_eq!(r, Err(Closed::OutsideHours));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn friday_evening_retries_monday_ten() {
+        let paris = Tz::Europe__Paris;
+        let fri = at(paris, 2026, 11, 20, 19, 59);
+        assert!(fr().check(fri, &[paris]).is_ok());
+        let late = at(paris, 2026, 11, 20, 20, 0);
+        assert_eq!(fr().check(late, &[paris]), Err(Closed::OutsideHours));
+        assert_eq!(
+            fr().next_allowed(late, &[paris]),
+            Some(at(paris, 2026, 11, 23, 10, 0))
+        );
+        let sat = at(paris, 2026, 11, 21, 11, 0);
+        assert_eq!(fr().check(sat, &[paris]), Err(Closed::Weekend));
+        assert_eq!(
+            fr().next_allowed(sat, &[paris]),
+            Some(at(paris, 2026, 11, 23, 10, 0))
+        );
+        // Lunch break: retry at 14:00 the same day.
+        let lunch = at(paris, 2026, 11, 17, 13, 30);
+        assert_eq!(
+            fr().next_allowed(lunch, &[paris]),
+            Some(at(paris, 2026, 11, 17, 14, 0))
+        );
+    }
+
+    #[test]
+    fn dst_changes_2026_and_2027() {
+        let paris = Tz::Europe__Paris;
+        // Europe: clocks go forward on 29 Mar 2026 and 28 Mar 2027 (Sundays),
+        // back on 25 Oct 2026 and 31 Oct 2027. The Monday after each: 10:00
+        // local is 08:00 UTC in summer and 09:00 UTC in winter.
+        for (y, m, d, utc_hour) in [
+            (2026, 3, 30, 8),
+            (2026, 10, 26, 9),
+            (2027, 3, 29, 8),
+            (2027, 11, 1, 9),
+        ] {
+            let monday = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            let sunday =
+                Utc.from_utc_datetime(&monday.pred_opt().unwrap().and_hms_opt(12, 0, 0).unwrap());
+            let next = fr().next_allowed(sunday, &[paris]).unwrap();
+            // 29 Mar 2027 is Easter Monday and 1 Nov 2027 All Saints' Day:
+            // the next allowed day is the day after.
+            let day = if matches!((y, m, d), (2027, 11, 1) | (2027, 3, 29)) {
+                monday.succ_opt().unwrap()
+            } else {
+                monday
+            };
+            assert_eq!(
+                next,
+                Utc.from_utc_datetime(&day.and_hms_opt(utc_hour, 0, 0).unwrap()),
+                "{y}-{m}-{d}"
+            );
+        }
+        // US: spring forward 8 Mar 2026 / 14 Mar 2027, fall back 1 Nov 2026 / 7 Nov 2027.
+        let us = Window {
+            legal: us_legal(),
+            calendar: Calendar::None,
+            tenant: None,
+        };
+        let ny = Tz::America__New_York;
+        for (y, m, d, utc_hour) in [
+            (2026, 3, 8, 12),
+            (2026, 11, 1, 13),
+            (2027, 3, 14, 12),
+            (2027, 11, 7, 13),
+        ] {
+            let before = at(ny, y, m, d, 7, 59);
+            assert!(us.check(before, &[ny]).is_err());
+            assert_eq!(
+                us.next_allowed(before, &[ny]),
+                Some(Utc.with_ymd_and_hms(y, m, d, utc_hour, 0, 0).unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn french_holidays_2026_to_2028() {
+        let paris = Tz::Europe__Paris;
+        let cal = Calendar::France {
+            alsace_moselle: false,
+        };
+        let expected = [
+            // 2026: Easter 5 April
+            (2026, 1, 1),
+            (2026, 4, 6),
+            (2026, 5, 1),
+            (2026, 5, 8),
+            (2026, 5, 14),
+            (2026, 5, 25),
+            (2026, 7, 14),
+            (2026, 8, 15),
+            (2026, 11, 1),
+            (2026, 11, 11),
+            (2026, 12, 25),
+            // 2027: Easter 28 March
+            (2027, 1, 1),
+            (2027, 3, 29),
+            (2027, 5, 1),
+            (2027, 5, 6),
+            (2027, 5, 8),
+            (2027, 5, 17),
+            (2027, 7, 14),
+            (2027, 8, 15),
+            (2027, 11, 1),
+            (2027, 11, 11),
+            (2027, 12, 25),
+            // 2028: Easter 16 April
+            (2028, 1, 1),
+            (2028, 4, 17),
+            (2028, 5, 1),
+            (2028, 5, 8),
+            (2028, 5, 25),
+            (2028, 6, 5),
+            (2028, 7, 14),
+            (2028, 8, 15),
+            (2028, 11, 1),
+            (2028, 11, 11),
+            (2028, 12, 25),
+        ];
+        let mut found = Vec::new();
+        for y in 2026..=2028 {
+            let mut d = NaiveDate::from_ymd_opt(y, 1, 1).unwrap();
+            while d.year() == y {
+                if cal.holiday(d, paris).is_some() {
+                    found.push((d.year(), d.month(), d.day()));
+                }
+                d = d.succ_opt().unwrap();
+            }
+        }
+        assert_eq!(found, expected);
+        assert_eq!(easter(2026), NaiveDate::from_ymd_opt(2026, 4, 5).unwrap());
+        // A holiday on a weekday blocks the whole day, with its own code.
+        let ascension = at(paris, 2026, 5, 14, 11, 0);
+        assert_eq!(
+            fr().check(ascension, &[paris]),
+            Err(Closed::PublicHoliday("Ascension Day"))
+        );
+        assert_eq!(
+            fr().next_allowed(ascension, &[paris]),
+            Some(at(paris, 2026, 5, 15, 10, 0))
+        );
+    }
+
+    #[test]
+    fn overseas_and_alsace_days() {
+        let cal = Calendar::France {
+            alsace_moselle: false,
+        };
+        let day = |m, d| NaiveDate::from_ymd_opt(2026, m, d).unwrap();
+        assert!(cal.holiday(day(12, 20), Tz::Indian__Reunion).is_some());
+        assert!(cal.holiday(day(12, 20), Tz::Europe__Paris).is_none());
+        assert!(cal.holiday(day(4, 27), Tz::Indian__Mayotte).is_some());
+        assert!(cal.holiday(day(5, 22), Tz::America__Martinique).is_some());
+        assert!(cal.holiday(day(5, 27), Tz::America__Guadeloupe).is_some());
+        assert!(cal.holiday(day(5, 28), Tz::America__Guadeloupe).is_some());
+        assert!(cal.holiday(day(10, 9), Tz::America__Guadeloupe).is_some());
+        assert!(cal.holiday(day(6, 10), Tz::America__Cayenne).is_some());
+        assert!(cal.holiday(day(12, 26), Tz::Europe__Paris).is_none());
+        let am = Calendar::France {
+            alsace_moselle: true,
+        };
+        assert!(am.holiday(day(12, 26), Tz::Europe__Paris).is_some());
+        assert!(
+            am.holiday(day(4, 3), Tz::Europe__Paris).is_some(),
+            "Good Friday 2026"
+        );
+    }
+
+    #[test]
+    fn several_zones_must_all_allow() {
+        // +1 208 spans Boise (UTC-7) and Los Angeles (UTC-8) in winter.
+        let us = Window {
+            legal: us_legal(),
+            calendar: Calendar::None,
+            tenant: None,
+        };
+        let zones = [Tz::America__Boise, Tz::America__Los_Angeles];
+        let t = at(Tz::America__Boise, 2026, 11, 17, 8, 30); // 07:30 in LA
+        assert!(us.check(t, &zones[..1]).is_ok());
+        assert_eq!(us.check(t, &zones), Err(Closed::OutsideHours));
+        assert_eq!(
+            us.next_allowed(t, &zones),
+            Some(at(Tz::America__Los_Angeles, 2026, 11, 17, 8, 0))
+        );
+        let late = at(Tz::America__Boise, 2026, 11, 17, 21, 0); // 20:00 in LA, 21:00 in Boise
+        assert_eq!(us.check(late, &zones), Err(Closed::OutsideHours));
+        assert_eq!(
+            us.next_allowed(late, &zones),
+            Some(at(Tz::America__Los_Angeles, 2026, 11, 18, 8, 0))
+        );
+        // Polynesia: three zones, the call must fit all of them.
+        let fr = fr();
+        let pf = [
+            Tz::Pacific__Gambier,
+            Tz::Pacific__Marquesas,
+            Tz::Pacific__Tahiti,
+        ];
+        let t = at(Tz::Pacific__Tahiti, 2026, 11, 17, 10, 0); // 10:30 Marquesas, 11:00 Gambier
+        assert!(fr.check(t, &pf).is_ok());
+        let t = at(Tz::Pacific__Gambier, 2026, 11, 17, 10, 0); // 09:00 Tahiti
+        assert!(fr.check(t, &pf).is_err());
+    }
+
+    #[test]
+    fn tenant_schedule_intersects_and_quiet_hours_cross_midnight() {
+        let paris = Tz::Europe__Paris;
+        let tenant = Weekly::from_days(
+            &[(Weekday::Tue, vec![parse_span("11:00-12:00").unwrap()])],
+            false,
+        );
+        let w = Window {
+            legal: fr_legal(),
+            calendar: Calendar::France {
+                alsace_moselle: false,
+            },
+            tenant: Some(tenant),
+        };
+        assert!(w.check(at(paris, 2026, 11, 17, 10, 30), &[paris]).is_err());
+        assert!(w.check(at(paris, 2026, 11, 17, 11, 30), &[paris]).is_ok());
+        assert_eq!(
+            w.check(at(paris, 2026, 11, 18, 11, 30), &[paris]),
+            Err(Closed::OutsideHours),
+            "Wednesday closed by the tenant"
+        );
+        assert_eq!(
+            w.next_allowed(at(paris, 2026, 11, 17, 12, 0), &[paris]),
+            Some(at(paris, 2026, 11, 24, 11, 0))
+        );
+
+        let open = Weekly::from_days(&[], true);
+        assert_eq!(open.day(Weekday::Wed), &[(0, 1440)]);
+        let quiet = Weekly::from_quiet_hours(parse_span("21:00-08:00").unwrap());
+        assert_eq!(quiet.day(Weekday::Sun), &[(480, 1260)]);
+        let quiet = Weekly::from_quiet_hours(parse_span("12:00-14:00").unwrap());
+        assert_eq!(quiet.day(Weekday::Sun), &[(0, 720), (840, 1440)]);
+        assert!(parse_span("25:00-26:00").is_err());
+        assert!(parse_span("10h-12h").is_err());
+    }
+}

@@ -1,0 +1,380 @@
+//! Decisions through a compiled config: rule order, codes, explanations.
+
+use super::*;
+use crate::policy::{Decision, Mode};
+use chrono::TimeZone;
+use chrono_tz::Tz;
+use std::io::Write;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    tenants: Tenants,
+}
+
+fn fixture(extra_tenant: &str, extra: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::File::create(dir.path().join("dnc.txt"))
+        .unwrap()
+        .write_all(b"+33612345678\n0142000099\n")
+        .unwrap();
+    std::fs::File::create(dir.path().join("consent.csv"))
+        .unwrap()
+        .write_all(b"number,date,proof,hours\n+33142000001,2026-09-01,form-1,no\n+33142000002,2026-09-01,form-2,yes\n")
+        .unwrap();
+    let text = format!(
+        r#"
+[sip]
+listen = ["udp:127.0.0.1:5060"]
+[[dnc_list]]
+name = "demo"
+file = "dnc.txt"
+[[consent_list]]
+name = "optin"
+file = "consent.csv"
+[[tenant]]
+id = "acme"
+sources = ["10.0.0.0/8"]
+dnc_lists = ["demo"]
+consent_lists = ["optin"]
+{extra_tenant}
+{extra}
+"#
+    );
+    let cfg = Config::parse(&text, &dir.path().join("c.toml")).unwrap();
+    let (tenants, lists) = Tenants::build(&cfg, dir.path()).unwrap();
+    assert_eq!(lists.len(), 2);
+    Fixture { _dir: dir, tenants }
+}
+
+/// Tuesday 17 November 2026, 11:00 in Paris.
+fn tuesday_11() -> DateTime<Utc> {
+    Tz::Europe__Paris
+        .with_ymd_and_hms(2026, 11, 17, 11, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn decide(
+    f: &Fixture,
+    caller: Option<&str>,
+    callee: &str,
+    mode: Option<&str>,
+    at: DateTime<Utc>,
+) -> Decision {
+    f.tenants.by_id("acme").unwrap().decide(
+        &Facts {
+            caller,
+            callee,
+            mode,
+        },
+        at,
+    )
+}
+
+#[test]
+fn allowed_call() {
+    let f = fixture("", "");
+    let d = decide(&f, Some("+33162000000"), "0142000000", None, tuesday_11());
+    assert_eq!(d.decision, Outcome::Allow, "{d:?}");
+    assert_eq!(
+        d.callee.map(|c| c.to_string()).as_deref(),
+        Some("+33142000000")
+    );
+    let json = serde_json::to_value(&d).unwrap();
+    assert_eq!(json["callee"], "+33142000000");
+    assert_eq!(json["caller"], "+33162000000");
+    assert_eq!(json["decision"], "allow");
+    assert_eq!(
+        json["callee_time_zones"],
+        serde_json::json!(["Europe/Paris"])
+    );
+    assert_eq!(
+        json["callee_local_time"],
+        serde_json::json!(["2026-11-17T11:00:00+01:00"])
+    );
+    assert!(json.get("reason").is_none());
+    assert!(d.failed_rules.is_empty());
+}
+
+#[test]
+fn each_rule_in_order_with_its_response() {
+    let f = fixture("", "");
+    let t = tuesday_11();
+    let cases: &[(Option<&str>, &str, u16, &str)] = &[
+        (Some("+33162000000"), "12", 484, "invalid_callee"),
+        (Some("+33162000000"), "sip:@x", 484, "invalid_callee"),
+        (None, "0142000000", 433, "anonymous_caller_id"),
+        (Some("anonymous"), "0142000000", 433, "anonymous_caller_id"),
+        (Some("0612345678"), "0142000000", 403, "caller_id_category"),
+        (Some("0142000000"), "0142000001", 403, "caller_id_category"),
+        (Some("0899123456"), "0142000001", 403, "caller_id_category"),
+        (
+            Some("not a number"),
+            "0142000001",
+            403,
+            "caller_id_category",
+        ),
+        (Some("+33162000000"), "+33612345678", 603, "dnc"),
+        (Some("+33162000000"), "01 42 00 00 99", 603, "dnc"),
+    ];
+    for (caller, callee, status, code) in cases {
+        let d = decide(&f, *caller, callee, None, t);
+        assert_eq!(
+            (d.decision, d.status, d.reason),
+            (Outcome::Reject, *status, Some(*code)),
+            "{caller:?} → {callee}: {d:?}"
+        );
+        assert!(!d.explanation.is_empty());
+        assert_eq!(d.retry_after, None);
+    }
+    // Allowed categories for automated calls.
+    for caller in [
+        "0162000000",
+        "0949000000",
+        "0947700000",
+        "0800123456",
+        "3010",
+        "3199",
+    ] {
+        assert_eq!(
+            decide(&f, Some(caller), "0142000000", None, t).decision,
+            Outcome::Allow,
+            "{caller}"
+        );
+    }
+    // Manual calls may present a geographic number, never a mobile.
+    assert_eq!(
+        decide(&f, Some("0142000000"), "0142000001", Some("preview"), t).decision,
+        Outcome::Allow
+    );
+    assert_eq!(
+        decide(&f, Some("0612345678"), "0142000001", Some("manual"), t).reason,
+        Some("caller_id_category")
+    );
+    assert_eq!(
+        decide(&f, Some("0142000000"), "0142000001", Some("predictive"), t).reason,
+        Some("caller_id_category")
+    );
+    assert_eq!(
+        decide(&f, Some("0142000000"), "0142000001", Some("progressive"), t).mode,
+        Mode::Automated
+    );
+}
+
+#[test]
+fn every_failed_rule_is_listed_and_the_first_reported() {
+    let f = fixture("", "");
+    let sunday = Tz::Europe__Paris
+        .with_ymd_and_hms(2026, 11, 22, 11, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let d = decide(&f, Some("0612345678"), "0612345678", None, sunday);
+    assert_eq!(d.reason, Some("caller_id_category"));
+    let rules: Vec<_> = d.failed_rules.iter().map(|r| r.rule).collect();
+    assert_eq!(rules, ["caller_id_category", "dnc", "weekend"]);
+}
+
+#[test]
+fn hours_weekend_holiday_with_retry_after() {
+    let f = fixture("", "");
+    let paris = Tz::Europe__Paris;
+    let at = |y, m, d, h, mi| {
+        paris
+            .with_ymd_and_hms(y, m, d, h, mi, 0)
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let d = decide(
+        &f,
+        Some("0162000000"),
+        "0142000000",
+        None,
+        at(2026, 11, 20, 20, 0),
+    );
+    assert_eq!(
+        (d.status, &*d.phrase, d.reason),
+        (480, "Outside Contact Hours", Some("outside_hours"))
+    );
+    assert_eq!(
+        d.retry_after,
+        Some((at(2026, 11, 23, 10, 0) - at(2026, 11, 20, 20, 0)).num_seconds() as u64)
+    );
+    let d = decide(
+        &f,
+        Some("0162000000"),
+        "0142000000",
+        None,
+        at(2026, 11, 21, 12, 0),
+    );
+    assert_eq!((&*d.phrase, d.reason), ("Weekend", Some("weekend")));
+    let d = decide(
+        &f,
+        Some("0162000000"),
+        "0142000000",
+        None,
+        at(2026, 11, 11, 12, 0),
+    );
+    assert_eq!(
+        (&*d.phrase, d.reason),
+        ("Public Holiday", Some("public_holiday"))
+    );
+    assert!(d.explanation.contains("Armistice"), "{}", d.explanation);
+    assert_eq!(d.retry_after, Some(22 * 3600));
+    // Réunion is UTC+4: 11:00 in Paris is 14:00 there, allowed; 09:30 in
+    // Paris is 12:30 there, allowed; 06:30 Paris is 09:30 there, not.
+    assert_eq!(
+        decide(
+            &f,
+            Some("0162000000"),
+            "0262123456",
+            None,
+            at(2026, 11, 17, 6, 30)
+        )
+        .reason,
+        Some("outside_hours")
+    );
+    assert_eq!(
+        decide(
+            &f,
+            Some("0162000000"),
+            "0262123456",
+            None,
+            at(2026, 11, 17, 9, 30)
+        )
+        .decision,
+        Outcome::Allow
+    );
+}
+
+#[test]
+fn consent_for_prospecting_since_august_2026_and_hours_consent() {
+    let f = fixture("campaign = \"prospecting\"", "");
+    let t = tuesday_11();
+    let d = decide(&f, Some("0162000000"), "0142000000", None, t);
+    assert_eq!((d.status, d.reason), (608, Some("no_consent")));
+    assert_eq!(
+        decide(&f, Some("0162000000"), "0142000001", None, t).decision,
+        Outcome::Allow
+    );
+    // Before 11 August 2026 no consent was required.
+    let july = Tz::Europe__Paris
+        .with_ymd_and_hms(2026, 7, 15, 11, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    assert_eq!(
+        decide(&f, Some("0162000000"), "0142000000", None, july).decision,
+        Outcome::Allow
+    );
+    // An hours consent lifts the hours rule, not weekends.
+    let evening = Tz::Europe__Paris
+        .with_ymd_and_hms(2026, 11, 17, 21, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    assert_eq!(
+        decide(&f, Some("0162000000"), "0142000002", None, evening).decision,
+        Outcome::Allow
+    );
+    assert_eq!(
+        decide(&f, Some("0162000000"), "0142000001", None, evening).reason,
+        Some("outside_hours")
+    );
+    let saturday = Tz::Europe__Paris
+        .with_ymd_and_hms(2026, 11, 21, 11, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    assert_eq!(
+        decide(&f, Some("0162000000"), "0142000002", None, saturday).reason,
+        Some("weekend")
+    );
+}
+
+#[test]
+fn entitlement_warn_enforcement_schedule_and_custom_codes() {
+    let f = fixture(
+        "caller_ids = [\"+3316200*\", \"3010\"]\nschedule = { tue = [\"10:00-12:00\"] }\n[tenant.enforcement.automated]\ndnc = \"warn\"",
+        "[responses.outside_hours]\nstatus = 486\nphrase = \"Not Now\"",
+    );
+    let t = tuesday_11();
+    assert_eq!(
+        decide(&f, Some("+33162000123"), "0142000000", None, t).decision,
+        Outcome::Allow
+    );
+    assert_eq!(
+        decide(&f, Some("3010"), "0142000000", None, t).decision,
+        Outcome::Allow
+    );
+    let d = decide(&f, Some("+33163000000"), "0142000000", None, t);
+    assert_eq!(d.reason, Some("caller_id_category"));
+    assert!(
+        d.explanation.contains("not one of tenant acme's numbers"),
+        "{}",
+        d.explanation
+    );
+    let d = decide(&f, Some("+33162000123"), "0612345678", None, t);
+    assert_eq!((d.decision, d.reason), (Outcome::Warn, Some("dnc")));
+    let noon = Tz::Europe__Paris
+        .with_ymd_and_hms(2026, 11, 17, 12, 30, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let d = decide(&f, Some("+33162000123"), "0142000000", None, noon);
+    assert_eq!((d.status, &*d.phrase), (486, "Not Now"));
+    assert_eq!(
+        d.retry_after,
+        Some(7 * 24 * 3600 - 2 * 3600 - 1800),
+        "next Tuesday 10:00"
+    );
+}
+
+#[test]
+fn bad_config_references_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[[tenant]]\nid = \"a\"\nsources = [\"10.0.0.0/8\"]\n";
+    for (extra, needle) in [
+        ("dnc_lists = [\"nope\"]", "no [[dnc_list]] named `nope`"),
+        ("rule_set = \"de\"", "unknown rule set `de`"),
+        ("caller_ids = [\"abc\"]", "`abc` is not a number"),
+        (
+            "schedule = { mon = [\"12:00-10:00\"] }",
+            "must end after it starts",
+        ),
+        (
+            "[tenant.enforcement.automated]\nweekends = \"warn\"",
+            "unknown rule code `weekends`",
+        ),
+    ] {
+        let e = Config::parse(&format!("{base}{extra}\n"), &dir.path().join("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{extra}: {e}");
+    }
+    let missing =
+        format!("[[dnc_list]]\nname = \"x\"\nfile = \"missing.txt\"\n{base}dnc_lists = [\"x\"]\n");
+    let cfg = Config::parse(&missing, &dir.path().join("c.toml")).unwrap();
+    let e = Tenants::build(&cfg, dir.path()).unwrap_err().to_string();
+    assert!(e.contains("missing.txt"), "{e}");
+}
+
+#[test]
+fn facts_from_the_invite() {
+    let m = Message::parse(bytes::Bytes::from_static(
+        b"INVITE sip:0142000000@proxy;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: \"Agent\" <sip:+33142999999@dialer>;tag=1\r\nP-Asserted-Identity: <sip:+33162000000@dialer>\r\n\
+To: <sip:0142000000@proxy>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nX-Dial-Mode: preview\r\n\r\n",
+    ))
+    .unwrap();
+    let f = facts(&m, "X-Dial-Mode");
+    assert_eq!(
+        (f.caller, f.callee, f.mode),
+        (Some("+33162000000"), "0142000000", Some("preview"))
+    );
+    let m = Message::parse(bytes::Bytes::from_static(
+        b"INVITE tel:+33142000000 SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+    ))
+    .unwrap();
+    let f = facts(&m, "X-Dial-Mode");
+    assert_eq!(
+        (f.caller, f.callee, f.mode),
+        (Some("anonymous"), "+33142000000", None)
+    );
+}
