@@ -7,7 +7,7 @@
 //! first failure whose enforcement is `block`. A failure enforced as
 //! `warn` lets the call through, tagged.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use chrono_tz::Tz;
 use smallvec::SmallVec;
 use std::borrow::Cow;
@@ -390,31 +390,44 @@ impl TenantPolicy {
                         Closed::Weekend => Rule::Weekend,
                         Closed::OutsideHours => Rule::OutsideHours,
                     };
-                    let local: Vec<String> = zones
-                        .iter()
-                        .map(|z| now.with_timezone(z).format("%a %H:%M").to_string())
-                        .collect();
-                    let what = match closed {
-                        Closed::PublicHoliday(name) => format!("it is a public holiday ({name})"),
-                        Closed::Weekend => "no calls on weekends".to_owned(),
-                        Closed::OutsideHours => "outside the allowed contact hours".to_owned(),
+                    // Formatted by hand: chrono's strftime-style parser costs
+                    // more than the rest of the decision.
+                    use std::fmt::Write;
+                    let mut why = String::with_capacity(128);
+                    let _ = match closed {
+                        Closed::PublicHoliday(name) => {
+                            write!(why, "it is a public holiday ({name})")
+                        }
+                        Closed::Weekend => write!(why, "no calls on weekends"),
+                        Closed::OutsideHours => write!(why, "outside the allowed contact hours"),
                     };
+                    why.push_str(": callee local time");
+                    for (i, z) in zones.iter().enumerate() {
+                        let l = now.with_timezone(z);
+                        let sep = if i == 0 { " " } else { " / " };
+                        let _ = write!(
+                            why,
+                            "{sep}{} {:02}:{:02}",
+                            l.weekday(),
+                            l.hour(),
+                            l.minute()
+                        );
+                    }
                     let next = self.rules.window.next_allowed(now, zones);
                     if let Some(next) = next {
                         retry_after = Some((next - now).num_seconds().max(1) as u64);
+                        let l = next.with_timezone(&zones[0]);
+                        let _ = write!(
+                            why,
+                            "; next allowed {} {} {:02}:{:02} {}",
+                            l.weekday(),
+                            l.date_naive(),
+                            l.hour(),
+                            l.minute(),
+                            l.offset()
+                        );
                     }
-                    let next_text = next
-                        .map(|n| {
-                            format!(
-                                "; next allowed {}",
-                                n.with_timezone(&zones[0]).format("%a %Y-%m-%d %H:%M %Z")
-                            )
-                        })
-                        .unwrap_or_default();
-                    failures.push((
-                        rule,
-                        format!("{what}: callee local time {}{next_text}", local.join(" / ")),
-                    ));
+                    failures.push((rule, why));
                 }
             }
         }

@@ -273,11 +273,18 @@ impl Window {
                 for (s, _) in blocks {
                     let t = NaiveTime::from_hms_opt((s / 60).min(23) as u32, (s % 60) as u32, 0)
                         .unwrap_or_default();
-                    if let Some(utc) = local_to_utc(zone, date.and_time(t)) {
-                        if utc > at {
-                            candidates.push(utc);
-                        }
+                    let Some(utc) = local_to_utc(zone, date.and_time(t)) else {
+                        continue;
+                    };
+                    if utc <= at {
+                        continue;
                     }
+                    // One zone: block starts come in time order and each is
+                    // allowed by construction, so the first one is the answer.
+                    if zones.len() == 1 {
+                        return Some(utc);
+                    }
+                    candidates.push(utc);
                 }
             }
         }
