@@ -2,12 +2,14 @@
 # callguard vs Kamailio on this machine, in one run, same SIPp load.
 #
 #   benches/compare-kamailio.sh
-#   env: RATES ("1000 2000 3000 4000 5000 6000 8000"), STEP_S (20), WORKERS (4),
+#   env: RATES ("1000 2000 4000 5000 6000 8000 10000 12000"), STEP_S (20), WORKERS (4),
 #        CALLGUARD_BIN (target/release/callguard)
 #
 # Both proxies run with WORKERS worker processes/threads (Kamailio: UDP
 # children; callguard: tokio workers). Kamailio does its gatekeeper check
-# (caller-ID prefix rule + DNC htable of 1,000,000 numbers). The carrier is
+# (caller-ID prefix rule + DNC htable of 1,000,000 numbers); callguard runs
+# its full fr policy (caller-ID category, DNC of the same 1,000,000 numbers,
+# contact hours in the callee's zone, holidays). The carrier is
 # SIPp's UAS on 127.0.0.1:5080; everything stays on loopback. Installs
 # Kamailio and SIPp from Debian when missing. Stops itself after 30 minutes.
 set -u
@@ -15,7 +17,7 @@ if [ -z "${CG_CMP_INNER:-}" ]; then export CG_CMP_INNER=1; exec timeout --kill-a
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 . "$HERE/lib-load.sh"
-RATES=${RATES:-"1000 2000 3000 4000 5000 6000 8000"}
+RATES=${RATES:-"1000 2000 4000 5000 6000 8000 10000 12000"}
 WORKERS=${WORKERS:-4}
 WORK=/tmp/callguard-kam
 OUT=${OUT:-$WORK/results-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -76,7 +78,9 @@ pkill -9 -f "kamailio -f $HERE/kamailio/kamailio.cfg" 2>/dev/null
 nap 2
 fi
 
-# --- callguard
+# --- callguard: the full fr policy, with the same 1,000,000 DNC numbers,
+# its clock set inside the legal hours so calls are allowed.
+[ -s "$WORK/dnc.txt" ] || awk -F: 'NR>1{print "+" $1}' "$WORK/db/dnc" > "$WORK/dnc.txt"
 cat > "$WORK/callguard.toml" <<TOML
 [sip]
 listen = ["udp:127.0.0.1:5070"]
@@ -88,14 +92,19 @@ address = "udp:127.0.0.1:5080"
 listen = "127.0.0.1:19090"
 [state]
 data_dir = "$WORK/cg-data"
+[[dnc_list]]
+name = "bench"
+file = "dnc.txt"
 [[tenant]]
 id = "bench"
 sources = ["127.0.0.1/32"]
+rule_set = "fr"
+dnc_lists = ["bench"]
 TOML
-"$BIN" serve --config "$WORK/callguard.toml" > "$OUT/callguard.log" 2>&1 &
+"$BIN" serve --config "$WORK/callguard.toml" --at 2026-11-17T11:00:00+01:00 > "$OUT/callguard.log" 2>&1 &
 CG=$!
 PIDS="$PIDS $CG"
-for _ in $(seq 1 50); do curl -sf http://127.0.0.1:19090/readyz >/dev/null 2>&1 && break; nap 0.2; done
+for _ in $(seq 1 150); do curl -sf http://127.0.0.1:19090/readyz >/dev/null 2>&1 && break; nap 0.2; done
 kill -0 "$CG" 2>/dev/null || { echo "callguard did not start:"; cat "$OUT/callguard.log"; exit 1; }
 sweep callguard 127.0.0.1:5070 "$RATES" "$OUT" $CG
 CG_MAX=$MAX
