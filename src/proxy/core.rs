@@ -277,27 +277,11 @@ impl Core {
         top_via: Option<Vec<u8>>,
         reply_to: Peer,
     ) {
-        match msg.max_forwards() {
-            Some(Ok(0)) => {
-                let r = local_rejection(
-                    483,
-                    "Too Many Hops",
-                    "too_many_hops",
-                    "Max-Forwards reached zero",
-                );
-                return self.reject_invite(now, from, msg, key, top_via, reply_to, r, false);
-            }
-            Some(Err(())) => {
-                return self.reply_stateless(
-                    &msg,
-                    top_via.as_deref(),
-                    reply_to,
-                    400,
-                    "Bad Max-Forwards",
-                    &[],
-                );
-            }
-            _ => {}
+        if self
+            .max_forwards(&msg, top_via.as_deref(), reply_to)
+            .is_none()
+        {
+            return;
         }
         // §16.3 step 5: we support no extensions that a proxy must understand.
         if let Some(pr) = msg.header(HeaderName::ProxyRequire) {
@@ -695,29 +679,8 @@ impl Core {
         reply_to: Peer,
         method: &[u8],
     ) {
-        let mf = match msg.max_forwards() {
-            Some(Ok(0)) => {
-                return self.reply_stateless(
-                    &msg,
-                    top_via.as_deref(),
-                    reply_to,
-                    483,
-                    "Too Many Hops",
-                    &[],
-                );
-            }
-            Some(Err(())) => {
-                return self.reply_stateless(
-                    &msg,
-                    top_via.as_deref(),
-                    reply_to,
-                    400,
-                    "Bad Max-Forwards",
-                    &[],
-                );
-            }
-            Some(Ok(n)) => n.min(70) - 1,
-            None => 69,
+        let Some(mf) = self.max_forwards(&msg, top_via.as_deref(), reply_to) else {
+            return;
         };
         let (dest, pops) = match self.route_in_dialog(&msg) {
             RouteOutcome::Next { dest, pops } => (dest, pops),
@@ -1231,6 +1194,28 @@ impl Core {
     }
 
     // ---------------------------------------------------------------- helpers
+
+    /// §16.3 step 3 / §16.6 step 3: the Max-Forwards to send on, or `None`
+    /// after answering 483 (zero) or 400 (unreadable).
+    fn max_forwards(
+        &mut self,
+        msg: &Message,
+        top_via: Option<&[u8]>,
+        reply_to: Peer,
+    ) -> Option<u32> {
+        match msg.max_forwards() {
+            Some(Ok(0)) => {
+                self.reply_stateless(msg, top_via, reply_to, 483, "Too Many Hops", &[]);
+                None
+            }
+            Some(Err(())) => {
+                self.reply_stateless(msg, top_via, reply_to, 400, "Bad Max-Forwards", &[]);
+                None
+            }
+            Some(Ok(n)) => Some(n.min(70) - 1),
+            None => Some(69),
+        }
+    }
 
     fn live_server(&self, link: Option<(usize, u64)>) -> Option<usize> {
         let (idx, gen) = link?;
