@@ -16,6 +16,7 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
     pub token: Option<String>,
+    pub reloader: Arc<crate::service::Reloader>,
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -31,6 +32,22 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
+}
+
+async fn reload(State(s): State<AdminState>) -> Response {
+    // Reading lists can take seconds for millions of numbers: off the
+    // async workers.
+    let r = tokio::task::spawn_blocking(move || s.reloader.reload()).await;
+    match r {
+        Ok(Ok(summary)) => {
+            Json(serde_json::json!({ "result": "success", "summary": summary })).into_response()
+        }
+        Ok(Err(e)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("reload refused, the running configuration stays: {e:#}"),
+        ),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed"),
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -72,6 +89,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
+        .route("/v1/reload", axum::routing::post(reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))

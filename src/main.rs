@@ -230,19 +230,32 @@ fn serve(
             Some(a) => callguard::tenant::Clock::starting_at(a.with_timezone(&chrono::Utc)),
             None => callguard::tenant::Clock::System,
         };
-        let _running = service::start(cfg, &base_dir(&config), clock, workers).await?;
-        shutdown_signal().await;
+        let origin = service::Origin {
+            path: config,
+            overrides,
+        };
+        let running = service::start(cfg, origin, clock, workers).await?;
+        run_until_stopped(&running).await;
         tracing::info!("shutting down");
         Ok(())
     })
 }
 
-async fn shutdown_signal() {
+/// Serves until SIGTERM or Ctrl-C; SIGHUP reloads the configuration.
+async fn run_until_stopped(running: &service::Running) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                let r = running.reloader.clone();
+                // The outcome is logged and counted by the reloader.
+                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+            }
+        }
     }
 }
 

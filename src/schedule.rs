@@ -414,6 +414,31 @@ mod tests {
     }
 
     #[test]
+    fn across_the_year_end() {
+        // Thursday 31 Dec 2026 20:00 → 1 Jan is a holiday, 2–3 Jan a
+        // weekend: Monday 4 Jan 2027 10:00.
+        let paris = Tz::Europe__Paris;
+        let t = at(paris, 2026, 12, 31, 20, 0);
+        assert_eq!(fr().check(t, &[paris]), Err(Closed::OutsideHours));
+        assert_eq!(
+            fr().next_allowed(t, &[paris]),
+            Some(at(paris, 2027, 1, 4, 10, 0))
+        );
+        let t = at(paris, 2027, 1, 1, 11, 0);
+        assert_eq!(
+            fr().check(t, &[paris]),
+            Err(Closed::PublicHoliday("New Year's Day"))
+        );
+        // Réunion adds 20 Dec; 25 Dec 2026 is a Friday: from Friday 18 Dec
+        // 20:00 the next day is Monday 21 Dec.
+        let re = Tz::Indian__Reunion;
+        assert_eq!(
+            fr().next_allowed(at(re, 2026, 12, 18, 20, 0), &[re]),
+            Some(at(re, 2026, 12, 21, 10, 0))
+        );
+    }
+
+    #[test]
     fn dst_changes_2026_and_2027() {
         let paris = Tz::Europe__Paris;
         // Europe: clocks go forward on 29 Mar 2026 and 28 Mar 2027 (Sundays),

@@ -28,6 +28,89 @@ pub struct Running {
     pub admin: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub dispatcher: Arc<Dispatcher>,
+    pub reloader: Arc<Reloader>,
+}
+
+/// Where the running config came from, so a reload reads it again.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub path: std::path::PathBuf,
+    pub overrides: Overrides,
+}
+
+impl Origin {
+    /// Relative list paths are read from the config file's directory.
+    pub fn base_dir(&self) -> std::path::PathBuf {
+        self.path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| ".".into())
+    }
+}
+
+/// Re-reads the config and lists and swaps them into every core shard at
+/// once (SIGHUP, `POST /v1/reload`). Transactions in flight keep the
+/// carriers they were given; an invalid config changes nothing.
+pub struct Reloader {
+    origin: Origin,
+    clock: Clock,
+    bound: Vec<SipAddr>,
+    listen: Vec<SipAddr>,
+    route_key: [u8; 16],
+    instance: u32,
+    dispatcher: Arc<Dispatcher>,
+    metrics: Arc<Metrics>,
+    one_at_a_time: parking_lot::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn reload(&self) -> anyhow::Result<String> {
+        let _guard = self.one_at_a_time.lock();
+        let result = self.try_reload();
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.metrics
+            .config_reloads
+            .get_or_create(&crate::metrics::ResultLabels { result: label })
+            .inc();
+        match &result {
+            Ok(summary) => tracing::info!("configuration reloaded: {summary}"),
+            Err(e) => tracing::error!("configuration reload refused, the running one stays: {e:#}"),
+        }
+        result
+    }
+
+    fn try_reload(&self) -> anyhow::Result<String> {
+        let mut cfg = Config::load(&self.origin.path)?;
+        self.origin.overrides.apply(&mut cfg);
+        let (tenants, lists) = Tenants::build(&cfg, &self.origin.base_dir())?;
+        if cfg.sip.listen != self.listen {
+            tracing::warn!("sip.listen changed: listeners change only on restart");
+        }
+        let settings = Arc::new(settings_from(
+            &cfg,
+            &self.bound,
+            self.route_key,
+            self.instance,
+        ));
+        let n_tenants = tenants.len();
+        let gate: Arc<dyn crate::proxy::Gatekeeper> = Arc::new(Gate {
+            tenants,
+            clock: self.clock,
+        });
+        self.dispatcher
+            .for_each_core(|c| c.reconfigure(settings.clone(), gate.clone()));
+        let lists: Vec<String> = lists
+            .iter()
+            .map(|l| format!("{} `{}`: {}", l.kind, l.name, l.report))
+            .collect();
+        Ok(format!(
+            "{} tenants, {} carriers; {}",
+            n_tenants,
+            settings.carriers.len(),
+            lists.join("; ")
+        ))
+    }
 }
 
 /// Command-line overrides of the config (`serve` flags).
@@ -153,7 +236,7 @@ pub fn settings_from(
         .carriers
         .iter()
         .map(|c| Carrier {
-            name: c.name.clone(),
+            name: c.name.as_str().into(),
             peer: Peer {
                 transport: c.address.transport,
                 addr: c.address.addr,
@@ -197,16 +280,14 @@ pub fn shard_count(workers: usize) -> usize {
 }
 
 /// Binds everything and starts the tasks on the current tokio runtime.
-/// `base_dir` is where relative list paths are read from (the config
-/// file's directory).
 pub async fn start(
     cfg: Config,
-    base_dir: &Path,
+    origin: Origin,
     clock: Clock,
     workers: usize,
 ) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
-    let (tenants, lists) = Tenants::build(&cfg, base_dir)?;
+    let (tenants, lists) = Tenants::build(&cfg, &origin.base_dir())?;
     for l in &lists {
         if l.report.invalid > 0 {
             tracing::warn!(kind = l.kind, list = %l.name, "{}", l.report);
@@ -254,7 +335,8 @@ pub async fn start(
             }
         }
     }
-    let settings = Arc::new(settings_from(&cfg, &bound, key, rand::random()));
+    let instance: u32 = rand::random();
+    let settings = Arc::new(settings_from(&cfg, &bound, key, instance));
     let gatekeeper = Arc::new(Gate { tenants, clock });
     if gatekeeper.tenants.is_empty() {
         tracing::warn!("no tenant is configured: every INVITE will be rejected 403");
@@ -298,10 +380,22 @@ pub async fn start(
         .await
         .with_context(|| format!("binding admin listener {}", cfg.admin.listen))?;
     let admin = admin_listener.local_addr()?;
+    let reloader = Arc::new(Reloader {
+        origin,
+        clock,
+        bound: bound.clone(),
+        listen: cfg.sip.listen.clone(),
+        route_key: key,
+        instance,
+        dispatcher: dispatcher.clone(),
+        metrics: metrics.clone(),
+        one_at_a_time: parking_lot::Mutex::new(()),
+    });
     let state = crate::admin::AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         token,
+        reloader: reloader.clone(),
     };
     tokio::spawn(crate::admin::serve(admin_listener, state));
 
@@ -318,5 +412,6 @@ pub async fn start(
         admin,
         metrics,
         dispatcher,
+        reloader,
     })
 }

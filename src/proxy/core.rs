@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use super::build::{self, Forward};
 use super::timer::{Kind, Timers};
-use super::{Gatekeeper, Observer, Peer, Rejection, Settings, Transmit, Transport, Verdict};
+use super::{
+    Carrier, Gatekeeper, Observer, Peer, Rejection, Settings, Transmit, Transport, Verdict,
+};
 use crate::sip::message::{name_addr_uri, HeaderName};
 use crate::sip::{Message, Uri, Via, BRANCH_COOKIE};
 
@@ -63,7 +65,7 @@ struct ServerTxn {
     retransmit: Duration,
     client: Option<(usize, u64)>,
     /// Remaining carriers to try, in order (initial INVITEs only).
-    targets: VecDeque<usize>,
+    targets: VecDeque<Carrier>,
     cancelled: bool,
     extra: Vec<(String, String)>,
 }
@@ -78,7 +80,7 @@ struct ClientTxn {
     state: CState,
     retransmit: Duration,
     server: Option<(usize, u64)>,
-    carrier: Option<usize>,
+    carrier: Option<Arc<str>>,
     got_provisional: bool,
     cancel_pending: bool,
     cancel_sent: bool,
@@ -318,7 +320,7 @@ impl Core {
                     Some(code) => self.observer.decision(Some(&tenant), "warn", code, took),
                     None => self.observer.decision(Some(&tenant), "allow", "", took),
                 }
-                let targets: VecDeque<usize> = (0..self.settings.carriers.len()).collect();
+                let targets: VecDeque<Carrier> = self.settings.carriers.iter().cloned().collect();
                 if targets.is_empty() {
                     let r = local_rejection(
                         503,
@@ -353,11 +355,7 @@ impl Core {
 
     /// Forwards the INVITE of server transaction `sidx` to its next carrier.
     fn try_next_carrier(&mut self, now: Instant, sidx: usize) {
-        let settings = self.settings.clone();
-        let Some(ci) = self.servers[sidx].targets.pop_front() else {
-            return;
-        };
-        let Some(carrier) = settings.carriers.get(ci) else {
+        let Some(carrier) = self.servers[sidx].targets.pop_front() else {
             return;
         };
         let dest = carrier.peer;
@@ -392,7 +390,15 @@ impl Core {
             },
         );
         let link = (sidx, s.gen);
-        self.start_client(now, branch, true, dest, bytes, Some(link), Some(ci));
+        self.start_client(
+            now,
+            branch,
+            true,
+            dest,
+            bytes,
+            Some(link),
+            Some(carrier.name),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -404,8 +410,9 @@ impl Core {
         dest: Peer,
         bytes: Bytes,
         server: Option<(usize, u64)>,
-        carrier: Option<usize>,
+        carrier: Option<Arc<str>>,
     ) {
+        let to_carrier = carrier.is_some();
         let sent = Message::parse(bytes.clone()).ok().map(Box::new);
         let class = if invite { b'I' } else { b'N' };
         let mut key = Vec::with_capacity(branch.len() + 1);
@@ -438,7 +445,7 @@ impl Core {
             self.timers
                 .arm(now + t1, idx, gen, if invite { Kind::A } else { Kind::E });
         }
-        let timeout = if invite && carrier.is_some() {
+        let timeout = if invite && to_carrier {
             self.settings
                 .carrier_timeout
                 .min(self.settings.timer_64t1())
@@ -819,10 +826,8 @@ impl Core {
         key.extend_from_slice(branch);
         match self.client_index.get(&key[..]).copied() {
             Some(cidx) => {
-                if let Some(ci) = self.clients[cidx].carrier {
-                    if let Some(c) = self.settings.carriers.get(ci) {
-                        self.observer.carrier_response(&c.name, code);
-                    }
+                if let Some(name) = &self.clients[cidx].carrier {
+                    self.observer.carrier_response(name, code);
                 }
                 if self.clients[cidx].invite {
                     self.invite_client_response(now, cidx, msg, code)
@@ -887,7 +892,7 @@ impl Core {
                 c.state = CState::Completed;
                 c.sent = None;
                 c.ack = ack.clone();
-                let (dest, gen, carrier) = (c.dest, c.gen, c.carrier);
+                let (dest, gen, carrier) = (c.dest, c.gen, c.carrier.clone());
                 if let Some(ack) = ack {
                     self.send(dest, ack);
                 }
@@ -905,9 +910,9 @@ impl Core {
                         && !s.cancelled
                         && !s.targets.is_empty()
                     {
-                        if let Some(c) = carrier.and_then(|ci| settings.carriers.get(ci)) {
-                            self.observer.failover(&c.name);
-                            tracing::info!(carrier = %c.name, code, "carrier refused the call, trying the next one");
+                        if let Some(name) = carrier {
+                            self.observer.failover(&name);
+                            tracing::info!(carrier = %name, code, "carrier refused the call, trying the next one");
                         }
                         self.try_next_carrier(now, sidx);
                         return;
@@ -1121,11 +1126,8 @@ impl Core {
     fn client_failed(&mut self, now: Instant, cidx: usize, why: Failure) {
         let c = &self.clients[cidx];
         let server = c.server;
-        if let Some(name) = c
-            .carrier
-            .and_then(|ci| self.settings.carriers.get(ci))
-            .map(|c| c.name.clone())
-        {
+        let carrier = c.carrier.clone();
+        if let Some(name) = &carrier {
             tracing::warn!(carrier = %name, reason = ?why, "carrier did not answer");
         }
         self.remove_client(cidx);
@@ -1137,10 +1139,8 @@ impl Core {
             return;
         }
         if !s.cancelled && !s.targets.is_empty() {
-            if let Some(ci) = s.targets.front() {
-                if let Some(c) = self.settings.carriers.get(*ci) {
-                    self.observer.failover(&c.name);
-                }
+            if let Some(name) = &carrier {
+                self.observer.failover(name);
             }
             return self.try_next_carrier(now, sidx);
         }

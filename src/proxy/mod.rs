@@ -87,7 +87,7 @@ pub struct LocalEndpoint {
 /// A carrier target (static address; DNS targets are resolved by the driver).
 #[derive(Debug, Clone)]
 pub struct Carrier {
-    pub name: String,
+    pub name: Arc<str>,
     pub peer: Peer,
 }
 

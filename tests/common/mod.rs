@@ -34,22 +34,28 @@ impl Proxy {
     /// Starts callguard with the given carriers (`udp:127.0.0.1:P` ...) and
     /// the tenant `test` owning 127.0.0.1 and ::1.
     pub fn start(carriers: &[String]) -> Proxy {
+        Self::start_with(carriers, "", "")
+    }
+
+    /// `top`: extra top-level tables (lists); `tenant`: extra keys of the
+    /// `test` tenant.
+    pub fn start_with(carriers: &[String], top: &str, tenant: &str) -> Proxy {
         for _ in 0..5 {
-            if let Some(p) = Self::try_start(carriers) {
+            if let Some(p) = Self::try_start(carriers, top, tenant) {
                 return p;
             }
         }
         panic!("callguard did not start");
     }
 
-    fn try_start(carriers: &[String]) -> Option<Proxy> {
+    fn try_start(carriers: &[String], top: &str, tenant: &str) -> Option<Proxy> {
         let dir = tempfile::tempdir().unwrap();
         let (sip, admin) = (free_port(), free_port());
         let mut cfg = format!(
             "[sip]\nlisten = [\"udp:127.0.0.1:{sip}\", \"tcp:127.0.0.1:{sip}\", \"udp:[::1]:{sip}\", \"tcp:[::1]:{sip}\"]\n\
              carrier_timeout_ms = 1000\nmax_message_bytes = 65535\n\
-             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[state]\ndata_dir = \"{}\"\n\
-             [[tenant]]\nid = \"test\"\nsources = [\"127.0.0.1/32\", \"::1/128\"]\n",
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[state]\ndata_dir = \"{}\"\n{top}\n\
+             [[tenant]]\nid = \"test\"\nsources = [\"127.0.0.1/32\", \"::1/128\"]\n{tenant}\n",
             dir.path().join("data").display()
         );
         for (i, c) in carriers.iter().enumerate() {
@@ -119,6 +125,28 @@ impl Proxy {
         body.lines()
             .find_map(|l| l.strip_prefix(sample).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits until a metric sample reaches `value` (bounded).
+    pub fn wait_metric(&self, sample: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.metric(sample) < value {
+            assert!(Instant::now() < deadline, "{sample} never reached {value}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn alive(&mut self) -> bool {

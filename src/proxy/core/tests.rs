@@ -54,7 +54,7 @@ fn settings(carriers: &[&str]) -> Settings {
             .iter()
             .enumerate()
             .map(|(i, c)| Carrier {
-                name: format!("c{}", i + 1),
+                name: format!("c{}", i + 1).into(),
                 peer: udp(c),
             })
             .collect(),
