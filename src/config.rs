@@ -74,6 +74,8 @@ pub struct Config {
     pub admin: Admin,
     #[serde(default)]
     pub state: State,
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
     #[serde(default, rename = "dnc_list")]
@@ -249,6 +251,30 @@ impl Default for State {
     fn default() -> Self {
         State {
             data_dir: d_data_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Directory of the JSON-lines files; default `DATA_DIR/audit`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// A file larger than this is rotated.
+    #[serde(default = "d_audit_mb")]
+    pub max_file_mb: u64,
+}
+
+fn d_audit_mb() -> u64 {
+    256
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            dir: None,
+            max_file_mb: d_audit_mb(),
         }
     }
 }

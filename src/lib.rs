@@ -13,10 +13,12 @@
 //! - [`tenant`]: tenants by source address, their compiled policy, the gate.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`metrics`]: Prometheus counters with the contract's names.
+//! - [`audit`]: the audit trail, one JSON line per decision, written off the call path.
 //! - [`admin`]: the admin HTTP API (`/metrics`, `/healthz`, `/readyz`).
 //! - [`service`]: wiring config, core, transports and admin into one process.
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod dnc;
 pub mod metrics;

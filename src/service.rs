@@ -61,7 +61,14 @@ pub struct Reloader {
     instance: u32,
     dispatcher: Arc<Dispatcher>,
     metrics: Arc<Metrics>,
+    audit: crate::audit::Audit,
     one_at_a_time: parking_lot::Mutex<()>,
+}
+
+fn config_version(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .map(|t| crate::audit::config_version(&t))
+        .unwrap_or_default()
 }
 
 impl Reloader {
@@ -97,6 +104,8 @@ impl Reloader {
         let gate: Arc<dyn crate::proxy::Gatekeeper> = Arc::new(Gate {
             tenants,
             clock: self.clock,
+            audit: Some(self.audit.clone()),
+            config_version: config_version(&self.origin.path).into(),
         });
         self.dispatcher
             .for_each_core(|c| c.reconfigure(settings.clone(), gate.clone()));
@@ -337,7 +346,20 @@ pub async fn start(
     }
     let instance: u32 = rand::random();
     let settings = Arc::new(settings_from(&cfg, &bound, key, instance));
-    let gatekeeper = Arc::new(Gate { tenants, clock });
+    let audit_dir = cfg
+        .audit
+        .dir
+        .clone()
+        .unwrap_or_else(|| cfg.state.data_dir.join("audit"));
+    let audit = crate::audit::Audit::start(&audit_dir, cfg.audit.max_file_mb.max(1) << 20)
+        .with_context(|| format!("starting the audit log in {}", audit_dir.display()))?;
+    tracing::info!(dir = %audit_dir.display(), "audit log");
+    let gatekeeper = Arc::new(Gate {
+        tenants,
+        clock,
+        audit: Some(audit.clone()),
+        config_version: config_version(&origin.path).into(),
+    });
     if gatekeeper.tenants.is_empty() {
         tracing::warn!("no tenant is configured: every INVITE will be rejected 403");
     }
@@ -389,6 +411,7 @@ pub async fn start(
         instance,
         dispatcher: dispatcher.clone(),
         metrics: metrics.clone(),
+        audit,
         one_at_a_time: parking_lot::Mutex::new(()),
     });
     let state = crate::admin::AdminState {

@@ -338,14 +338,47 @@ pub fn facts<'a>(invite: &'a Message, mode_header: &str) -> Facts<'a> {
 pub struct Gate {
     pub tenants: Tenants,
     pub clock: Clock,
+    pub audit: Option<crate::audit::Audit>,
+    /// Hash of the config text, written in every audit line.
+    pub config_version: Arc<str>,
+}
+
+impl Gate {
+    fn audit(
+        &self,
+        invite: &Message,
+        source: &Peer,
+        decision: Option<policy::Decision>,
+        at: DateTime<Utc>,
+    ) {
+        if let Some(a) = &self.audit {
+            a.record(crate::audit::Record {
+                call_id: String::from_utf8_lossy(invite.call_id().unwrap_or_default()).into_owned(),
+                source: source.addr,
+                decision,
+                at,
+                config_version: self.config_version.clone(),
+            });
+        }
+    }
 }
 
 impl Gatekeeper for Gate {
     fn check(&self, invite: &Message, source: &Peer) -> Verdict {
+        let now = self.clock.now();
         let Some(t) = self.tenants.find(source.addr.ip()) else {
+            self.audit(invite, source, None, now);
             return Verdict::Reject(source_not_authorized(source));
         };
-        let d = t.decide(&facts(invite, &t.mode_header), self.clock.now());
+        let d = t.decide(&facts(invite, &t.mode_header), now);
+        let verdict = Self::verdict(t, &d);
+        self.audit(invite, source, Some(d), now);
+        verdict
+    }
+}
+
+impl Gate {
+    fn verdict(t: &TenantPolicy, d: &policy::Decision) -> Verdict {
         match d.decision {
             Outcome::Allow => Verdict::Forward {
                 tenant: t.id.clone(),
@@ -363,9 +396,9 @@ impl Gatekeeper for Gate {
             Outcome::Reject => Verdict::Reject(Rejection {
                 tenant: Some(t.id.clone()),
                 status: d.status,
-                phrase: d.phrase.into_owned(),
+                phrase: d.phrase.to_string(),
                 code: d.reason.unwrap_or("policy"),
-                explanation: d.explanation.into_owned(),
+                explanation: d.explanation.to_string(),
                 retry_after: d.retry_after,
             }),
         }
