@@ -11,7 +11,7 @@
 //! Files: `DIR/audit-YYYY-MM-DD.jsonl` (UTC day), rotated to
 //! `audit-YYYY-MM-DD.N.jsonl` when larger than `max_bytes`.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -163,8 +163,16 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let mut day = String::new();
             for r in &batch {
-                let day = r.at.format("%Y-%m-%d").to_string();
+                // The day is formatted by hand: strftime-style formatting
+                // per line costs more than the JSON.
+                day.clear();
+                let d = r.at.date_naive();
+                let _ = std::fmt::Write::write_fmt(
+                    &mut day,
+                    format_args!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
+                );
                 buf.clear();
                 format_line(r, &mut buf);
                 if let Err(e) = self.write(&day, &buf) {

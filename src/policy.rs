@@ -217,8 +217,7 @@ impl Decision {
             .map(|z| {
                 self.at
                     .with_timezone(z)
-                    .format("%Y-%m-%dT%H:%M:%S%:z")
-                    .to_string()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
             })
             .collect()
     }
