@@ -14,8 +14,8 @@
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`metrics`]: Prometheus counters with the contract's names.
 //! - [`audit`]: the audit trail, one JSON line per decision, written off the call path.
-//! - [`admin`]: the admin HTTP API (`/metrics`, `/healthz`, `/readyz`).
-//! - [`service`]: wiring config, core, transports and admin into one process.
+//! - [`admin`]: the admin HTTP API (`/metrics`, `/healthz`, `/readyz`, `/v1/reload`).
+//! - [`service`]: wiring config, core, transports and admin into one process; reload.
 
 pub mod admin;
 pub mod audit;
