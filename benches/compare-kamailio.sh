@@ -34,8 +34,6 @@ PIDS=""
 cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; nap 1; for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; }
 trap cleanup EXIT
 
-CALLEES=$WORK/callees.csv
-gen_callees "$CALLEES"
 if [ ! -s "$WORK/db/dnc" ]; then
 	echo "generating 1,000,000 DNC numbers (not among the callees) ..."
 	{
@@ -101,6 +99,8 @@ sources = ["127.0.0.1/32"]
 rule_set = "fr"
 dnc_lists = ["bench"]
 TOML
+# A fresh state: attempts counted by an earlier run would cap its callees.
+rm -rf "$WORK/cg-data"
 "$BIN" serve --config "$WORK/callguard.toml" --at 2026-11-17T11:00:00+01:00 > "$OUT/callguard.log" 2>&1 &
 CG=$!
 PIDS="$PIDS $CG"

@@ -2,7 +2,10 @@
 #
 # One step = one rate R for STEP_S seconds of the accept path:
 #   SIPp UAC → proxy → SIPp UAS (carrier): INVITE/100/180/200/ACK/BYE/200,
-#   distinct callees, no hold time (BYE right after ACK).
+#   distinct callees, no hold time (BYE right after ACK). Every call of a
+#   run goes to a callee no earlier call of that run used (a fresh range
+#   per step): callguard's fr rule set counts attempts per callee (4 in 30
+#   days), so reusing callees would measure the cap, not the accept path.
 # A step passes when: failed calls < 0.1 %, retransmissions (UAC + UAS)
 # < 0.1 % of calls, UAS failures < 0.1 %, and ≥ 95 % of the target rate was
 # offered. Same criteria as the Kamailio anchor (shared/anchors).
@@ -19,11 +22,10 @@ kticks() { local t=0 p v; for p in "$@"; do v=$(awk '{print $14+$15}' "/proc/$p/
 child_of() { ps -o pid= --ppid "$1" | head -1 | tr -d ' '; }
 steal() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 
-gen_callees() { # gen_callees FILE: 20000 distinct French geographic callees, NPV callers
-	[ -s "$1" ] && return
+gen_callees() { # gen_callees FILE START COUNT: distinct French geographic callees (+3314xxxxxxx), NPV callers
 	{
 		echo SEQUENTIAL
-		awk 'BEGIN{for(i=0;i<20000;i++) printf "33142%06d;33162%06d\n", i, i % 1000}'
+		awk -v s="$2" -v n="$3" 'BEGIN{for(i=s;i<s+n;i++) printf "3314%07d;33162%06d\n", i % 10000000, i % 1000}'
 	} > "$1"
 }
 
@@ -33,11 +35,14 @@ step() {
 	local pids="$*" m=$((r * STEP_S)) d="$out/$name-$r"
 	local lim=$((r > 1000 ? r : 1000))
 	mkdir -p "$d"
+	local first; first=$(cat "$out/next-callee" 2>/dev/null || echo 0)
+	echo $((first + m)) > "$out/next-callee"
+	gen_callees "$d/callees.csv" "$first" "$m"
 	(cd "$d" && exec timeout $((STEP_S + 90)) sipp -sf "$SCEN/uas.xml" -i 127.0.0.1 -p "$CARRIER_PORT" -nostdin \
 		-buff_size 4194304 -trace_stat -fd 1 -timeout $((STEP_S + 80))s > uas.out 2>&1) &
 	local uas_t=$!
 	nap 0.5
-	(cd "$d" && exec timeout $((STEP_S + 60)) sipp -sf "$SCEN/uac.xml" -inf "$CALLEES" -i 127.0.0.1 -p "$UAC_PORT" \
+	(cd "$d" && exec timeout $((STEP_S + 60)) sipp -sf "$SCEN/uac.xml" -inf "$d/callees.csv" -i 127.0.0.1 -p "$UAC_PORT" \
 		"$proxy" -r "$r" -rp 1000 -m "$m" -l "$lim" -nostdin -buff_size 4194304 -recv_timeout 5000 \
 		-trace_stat -fd 1 -trace_rtt -rtt_freq 1000 -timeout $((STEP_S + 40))s -d 0 > uac.out 2>&1) &
 	local uac_t=$!

@@ -16,8 +16,6 @@ RATES=${2:-"500 1000 2000 4000 6000 8000"}
 OUT=${OUT:-/tmp/callguard-load/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 mkdir -p /tmp/callguard-load
-CALLEES=/tmp/callguard-load/callees.csv
-gen_callees "$CALLEES"
 command -v sipp >/dev/null || { echo "sipp not found: apt-get install -y sip-tester"; exit 2; }
 echo "$HEADER" | tee "$OUT/results.tsv"
 sweep proxy "$PROXY" "$RATES" "$OUT" ${PROXY_PIDS:-}

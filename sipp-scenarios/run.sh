@@ -60,8 +60,19 @@ sources = ["127.0.0.3/32"]
 campaign = "prospecting"
 TOML
 printf '+33612345678\n' > "$WORK/dnc.txt"
-# callee;caller — NPV caller IDs, geographic callees
-printf 'SEQUENTIAL\n33142000000;33162000001\n33142000002;33162000001\n33142000003;33162000001\n' > "$WORK/calls.csv"
+# callee;caller — NPV caller IDs, geographic callees. Each run gets callees
+# no earlier run called: the fr rule set allows 4 attempts per callee in 30
+# days, and these checks are about SIP, not about that cap.
+NEXT_CALLEE=100
+fresh_csv() { # fresh_csv NAME COUNT -> path
+	local f="$WORK/$1.csv" i
+	echo SEQUENTIAL > "$f"
+	for i in $(seq "$NEXT_CALLEE" $((NEXT_CALLEE + $2 - 1))); do
+		printf '331420%05d;33162000001\n' "$i" >> "$f"
+	done
+	NEXT_CALLEE=$((NEXT_CALLEE + $2))
+	echo "$f"
+}
 csv() { # csv NAME CALLEE CALLER -> path
 	printf 'SEQUENTIAL\n%s;%s\n' "$2" "$3" > "$WORK/$1.csv"
 	echo "$WORK/$1.csv"
@@ -73,7 +84,8 @@ OPEN_AT=2026-11-17T11:00:00+01:00
 # start_cg NAME ADMIN_PORT ARGS...: runs callguard, waits until ready
 start_cg() {
 	local name=$1 admin=$2; shift 2
-	"$BIN" serve --config "$WORK/cg.toml" --admin-listen "127.0.0.1:$admin" "$@" > "$WORK/$name.log" 2>&1 &
+	"$BIN" serve --config "$WORK/cg.toml" --admin-listen "127.0.0.1:$admin" --data-dir "$WORK/$name-data" \
+		"$@" > "$WORK/$name.log" 2>&1 &
 	PIDS="$PIDS $!"
 	for _ in $(seq 1 100); do
 		curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && return 0
@@ -100,8 +112,9 @@ uas() {
 }
 # uac NAME SCENARIO CALLS REMOTE ARGS...: runs a dialer to completion, returns SIPp's status
 uac() {
-	local name=$1 sf=$2 m=$3 remote=$4; shift 4
-	(cd "$WORK" && timeout 60 sipp -sf "$sf" -inf "${CSV:-$WORK/calls.csv}" -p "$UAC_PORT" "$remote" \
+	local name=$1 sf=$2 m=$3 remote=$4 inf=${CSV:-}; shift 4
+	[ -n "$inf" ] || { fresh_csv "$name-calls" "$m" >/dev/null; inf="$WORK/$name-calls.csv"; }
+	(cd "$WORK" && timeout 60 sipp -sf "$sf" -inf "$inf" -p "$UAC_PORT" "$remote" \
 		-m "$m" -r 10 -l 10 -nostdin -recv_timeout 8000 -timeout 50s \
 		-trace_err -error_file "$WORK/$name-uac-err.log" "$@" > "$WORK/$name-uac.out" 2>&1)
 }
@@ -167,6 +180,27 @@ CSV=$(csv dnc 33612345678 33162000001) uac dnc "$(reject_scenario 603 dnc 70)" 1
 verdict "callee on the DNC list -> 603 dnc" $?
 CSV=$(csv consent 33142000000 33162000001) uac consent "$(reject_scenario 608 no_consent 70)" 1 "127.0.0.1:$SIP" -i 127.0.0.3
 verdict "prospecting call without consent -> 608 no_consent" $?
+# Rule 9: four attempts to one callee are forwarded, the fifth is capped.
+CAPPED=$(csv capped 33142099999 33162000001)
+uas cap "$HERE/uas.xml" "$CARRIER" 4
+CSV=$CAPPED uac cap-ok "$HERE/uac.xml" 4 "127.0.0.1:$SIP" -i 127.0.0.1; a=$?
+wait "$UAS_PID"; b=$?
+CSV=$CAPPED uac cap "$(reject_scenario 480 frequency_cap 70 true)" 1 "127.0.0.1:$SIP" -i 127.0.0.1; c=$?
+verdict "4 calls to one callee forwarded, the 5th -> 480 frequency_cap with Retry-After" $((a | b | c))
+# Rule 6: a refusal recorded through the API blocks the callee.
+code=$(curl -s -o "$WORK/refusal.json" -w '%{http_code}' -X POST "http://127.0.0.1:$ADMIN/v1/refusals" \
+	-H 'Content-Type: application/json' -d '{"tenant":"sipp","number":"+33142088888"}')
+[ "$code" = 201 ] || echo "  POST /v1/refusals answered $code: $(cat "$WORK/refusal.json")"
+CSV=$(csv refused 33142088888 33162000001) uac refused "$(reject_scenario 603 refusal_cooloff 70 true)" 1 "127.0.0.1:$SIP" -i 127.0.0.1
+verdict "callee who refused (POST /v1/refusals) -> 603 refusal_cooloff with Retry-After" $?
+# Rule 6 from SIP: the dialer's BYE says the callee refused.
+REFUSING=$(csv refusing 33142077777 33162000001)
+uas bye-refused "$HERE/uas.xml" "$CARRIER" 1
+sed 's/^\( *\)CSeq: 2 BYE$/&\n\1X-Disposition: refused/' "$HERE/uac.xml" > "$WORK/uac_refused.xml"
+CSV=$REFUSING uac bye-refused "$WORK/uac_refused.xml" 1 "127.0.0.1:$SIP" -i 127.0.0.1; a=$?
+wait "$UAS_PID"; b=$?
+CSV=$REFUSING uac after-bye "$(reject_scenario 603 refusal_cooloff 70 true)" 1 "127.0.0.1:$SIP" -i 127.0.0.1; c=$?
+verdict "BYE with X-Disposition: refused -> next call 603 refusal_cooloff" $((a | b | c))
 i=0
 for clock in "holiday 2026-11-11T11:00:00+01:00 public_holiday" "weekend 2026-11-21T11:00:00+01:00 weekend" \
 	"evening 2026-11-17T21:00:00+01:00 outside_hours"; do

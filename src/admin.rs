@@ -1,6 +1,7 @@
 //! The admin HTTP API, bound to loopback by default.
 
-use axum::extract::{Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -9,7 +10,17 @@ use axum::{Json, Router};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::dnc::DncList;
+use crate::policy::TenantPolicy;
+use crate::tenant::Gate;
+
 use crate::metrics::Metrics;
+use crate::numbering::{self, E164};
+
+/// JSON bodies are a few fields; bulk DNC uploads are one number per line
+/// (16 MiB ≈ 1 M numbers per request).
+const JSON_LIMIT: usize = 64 << 10;
+const BULK_LIMIT: usize = 16 << 20;
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -48,6 +59,242 @@ async fn reload(State(s): State<AdminState>) -> Response {
         ),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "reload task failed"),
     }
+}
+
+/// An admin API error: answered as `{"error": message}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, &self.message)
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// A JSON body, or an error naming what is wrong with it.
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    b.map(|Json(t)| t)
+        .map_err(|e| ApiError::new(e.status(), format!("bad request body: {}", e.body_text())))
+}
+
+fn parse_at(at: Option<&str>, gate: &Gate) -> Result<chrono::DateTime<chrono::Utc>, ApiError> {
+    match at {
+        None => Ok(gate.clock.now()),
+        Some(a) => chrono::DateTime::parse_from_rfc3339(a)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| ApiError::bad(format!("`at` must be an RFC 3339 instant ({e}): `{a}`"))),
+    }
+}
+
+fn tenant<'a>(gate: &'a Gate, id: &str) -> Result<&'a Arc<TenantPolicy>, ApiError> {
+    gate.tenants
+        .by_id(id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no tenant `{id}`")))
+}
+
+fn number(text: &str, country: numbering::Country) -> Result<E164, ApiError> {
+    numbering::parse(text, country)
+        .map_err(|e| ApiError::bad(format!("`{text}` is not a valid number: {e}")))
+}
+
+/// Runs a blocking state write (an fsynced commit) off the async workers.
+async fn write_state<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::state::StateError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => {
+            tracing::error!("state write failed: {e}");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not recorded: {e}"),
+            ))
+        }
+        Err(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "state write task failed",
+        )),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    tenant: String,
+    from: Option<String>,
+    to: String,
+    at: Option<String>,
+    mode: Option<String>,
+}
+
+/// The decision the proxy would take for this call, with the state
+/// (refusals, attempts) read but nothing counted.
+async fn check(
+    State(s): State<AdminState>,
+    b: Result<Json<CheckRequest>, JsonRejection>,
+) -> ApiResult {
+    let r = body(b)?;
+    let gate = s.reloader.gate();
+    let t = tenant(&gate, &r.tenant)?;
+    let now = parse_at(r.at.as_deref(), &gate)?;
+    if let Some(m) = &r.mode {
+        if !matches!(m.as_str(), "automated" | "manual") {
+            return Err(ApiError::bad("`mode` must be `automated` or `manual`"));
+        }
+    }
+    let facts = crate::policy::Facts {
+        caller: r.from.as_deref(),
+        callee: &r.to,
+        mode: r.mode.as_deref(),
+    };
+    Ok(Json(gate.decide(t, &facts, now, false)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefusalRequest {
+    tenant: String,
+    number: String,
+    at: Option<String>,
+}
+
+/// Records that the callee refused the tenant's calls (rule 6), durably
+/// before answering.
+async fn refusal(
+    State(s): State<AdminState>,
+    b: Result<Json<RefusalRequest>, JsonRejection>,
+) -> ApiResult {
+    let r = body(b)?;
+    let gate = s.reloader.gate();
+    let t = tenant(&gate, &r.tenant)?.clone();
+    let callee = number(&r.number, t.country)?;
+    let at = parse_at(r.at.as_deref(), &gate)?;
+    if at > gate.clock.now() + chrono::Duration::hours(24) {
+        return Err(ApiError::bad(
+            "`at` is in the future: a refusal is recorded when it happened",
+        ));
+    }
+    let state = s.reloader.state().clone();
+    let id = t.id.clone();
+    write_state(move || state.record_refusal(&id, callee, at)).await?;
+    let until = t.rules.cooloff_days.map(|d| {
+        crate::policy::cooloff_end(at, d, numbering::callee_zones(callee))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
+    tracing::info!(tenant = %t.id, %callee, %at, "refusal recorded");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "tenant": &*t.id,
+            "number": callee.to_string(),
+            "refused_at": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "no_call_before": until,
+        })),
+    )
+        .into_response())
+}
+
+fn dnc_list(gate: &Gate, name: &str) -> Result<(DncList, numbering::Country), ApiError> {
+    gate.tenants
+        .dnc_list(name)
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no DNC list `{name}`")))
+}
+
+async fn dnc_get(
+    State(s): State<AdminState>,
+    Path((list, num)): Path<(String, String)>,
+) -> ApiResult {
+    let (l, country) = dnc_list(&s.reloader.gate(), &list)?;
+    let n = number(&num, country)?;
+    let (listed, source) = l.lookup(n);
+    Ok(Json(serde_json::json!({
+        "list": list, "number": n.to_string(), "listed": listed, "source": source,
+    }))
+    .into_response())
+}
+
+async fn dnc_change(s: AdminState, list: String, numbers: Vec<E164>, listed: bool) -> ApiResult {
+    let state = s.reloader.state().clone();
+    let count = numbers.len();
+    let l = list.clone();
+    let first = numbers.first().copied();
+    write_state(move || state.dnc_set(&l, &numbers, listed)).await?;
+    s.metrics.dnc_sizes(&s.reloader.gate().tenants);
+    tracing::info!(list = %list, count, listed, "DNC list changed through the API");
+    let mut body = serde_json::json!({ "list": list, "listed": listed, "count": count });
+    if let (1, Some(n)) = (count, first) {
+        body["number"] = n.to_string().into();
+    }
+    Ok(Json(body).into_response())
+}
+
+async fn dnc_put(s: State<AdminState>, p: Path<(String, String)>) -> ApiResult {
+    dnc_one(s, p, true).await
+}
+
+async fn dnc_delete(s: State<AdminState>, p: Path<(String, String)>) -> ApiResult {
+    dnc_one(s, p, false).await
+}
+
+async fn dnc_one(
+    State(s): State<AdminState>,
+    Path((list, num)): Path<(String, String)>,
+    listed: bool,
+) -> ApiResult {
+    let (_, country) = dnc_list(&s.reloader.gate(), &list)?;
+    let n = number(&num, country)?;
+    dnc_change(s, list, vec![n], listed).await
+}
+
+/// Bulk addition: one number per line, `#` comments. Every line must read
+/// as a number, or nothing is added.
+async fn dnc_bulk(
+    State(s): State<AdminState>,
+    Path(list): Path<String>,
+    text: String,
+) -> ApiResult {
+    let (_, country) = dnc_list(&s.reloader.gate(), &list)?;
+    let mut numbers = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match numbering::parse(line, country) {
+            Ok(n) => numbers.push(n),
+            Err(_) => bad.push(i + 1),
+        }
+    }
+    if !bad.is_empty() {
+        let first: Vec<_> = bad.iter().take(10).collect();
+        return Err(ApiError::bad(format!(
+            "{} lines are not valid numbers (first: {first:?}); nothing was added",
+            bad.len()
+        )));
+    }
+    if numbers.is_empty() {
+        return Err(ApiError::bad("no number in the body"));
+    }
+    dnc_change(s, list, numbers, true).await
 }
 
 async fn healthz() -> &'static str {
@@ -90,6 +337,17 @@ pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/reload", axum::routing::post(reload))
+        .route("/v1/check", axum::routing::post(check))
+        .route("/v1/refusals", axum::routing::post(refusal))
+        .route(
+            "/v1/dnc/{list}/{number}",
+            get(dnc_get).put(dnc_put).delete(dnc_delete),
+        )
+        .route(
+            "/v1/dnc/{list}",
+            axum::routing::post(dnc_bulk).layer(DefaultBodyLimit::max(BULK_LIMIT)),
+        )
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))

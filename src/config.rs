@@ -134,6 +134,21 @@ pub struct RuleSetConfig {
     /// Prospecting calls need consent from this date; `none` to drop it.
     #[serde(default)]
     pub consent_required_since: Option<String>,
+    /// Full days after a refusal during which the callee may not be
+    /// called; 0 drops the rule.
+    #[serde(default)]
+    pub refusal_cooloff_days: Option<u32>,
+    /// Attempts per tenant and callee in a rolling window; `attempts = 0`
+    /// drops the rule.
+    #[serde(default)]
+    pub frequency_cap: Option<CapConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapConfig {
+    pub attempts: u32,
+    pub window_hours: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,6 +256,21 @@ impl Default for Admin {
 pub struct State {
     #[serde(default = "d_data_dir")]
     pub data_dir: PathBuf,
+    /// Header on a BYE from a dialer that says the callee refused further
+    /// calls (rule 6), e.g. `X-Disposition: refused`; empty to ignore.
+    #[serde(default = "d_refusal_header")]
+    pub refusal_header: String,
+    /// Values of that header that mean a refusal (case-insensitive).
+    #[serde(default = "d_refusal_values")]
+    pub refusal_values: Vec<String>,
+}
+
+fn d_refusal_header() -> String {
+    "X-Disposition".into()
+}
+
+fn d_refusal_values() -> Vec<String> {
+    vec!["refused".into()]
 }
 
 fn d_data_dir() -> PathBuf {
@@ -251,6 +281,8 @@ impl Default for State {
     fn default() -> Self {
         State {
             data_dir: d_data_dir(),
+            refusal_header: d_refusal_header(),
+            refusal_values: d_refusal_values(),
         }
     }
 }

@@ -72,6 +72,94 @@ impl NumberSet {
     }
 }
 
+/// Run-time additions (`true`) and removals (`false`) of one DNC list,
+/// made through the admin API and persisted by the state store. They
+/// outlive reloads: a reload replaces the file's snapshot, not the
+/// changes an operator made since.
+#[derive(Debug, Default)]
+pub struct Delta {
+    map: dashmap::DashMap<u64, bool, rustc_hash::FxBuildHasher>,
+    /// Lets the call path skip the map while no change was ever made (the
+    /// common case), at the cost of one relaxed load.
+    used: std::sync::atomic::AtomicBool,
+}
+
+impl Delta {
+    pub fn get(&self, n: u64) -> Option<bool> {
+        if !self.used.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.map.get(&n).map(|v| *v)
+    }
+    pub fn set(&self, n: u64, listed: bool) {
+        self.used.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.map.insert(n, listed);
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+    /// Net change to the snapshot's size.
+    pub fn net(&self, base: &NumberSet) -> i64 {
+        self.map
+            .iter()
+            .map(|e| match (*e.value(), base.set.contains(e.key())) {
+                (true, false) => 1,
+                (false, true) => -1,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// A DNC list as the policy reads it: the file's snapshot with the
+/// run-time changes on top.
+#[derive(Debug, Clone)]
+pub struct DncList {
+    name: std::sync::Arc<str>,
+    base: std::sync::Arc<NumberSet>,
+    delta: std::sync::Arc<Delta>,
+}
+
+/// Where a list's answer for a number comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    File,
+    Api,
+}
+
+impl DncList {
+    pub fn new(
+        name: std::sync::Arc<str>,
+        base: std::sync::Arc<NumberSet>,
+        delta: std::sync::Arc<Delta>,
+    ) -> DncList {
+        DncList { name, base, delta }
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn contains(&self, n: E164) -> bool {
+        self.lookup(n).0
+    }
+    /// Whether `n` is listed, and whether the file or a run-time change says so.
+    pub fn lookup(&self, n: E164) -> (bool, Source) {
+        match self.delta.get(n.digits()) {
+            Some(listed) => (listed, Source::Api),
+            None => (self.base.contains(n), Source::File),
+        }
+    }
+    pub fn len(&self) -> usize {
+        (self.base.len() as i64 + self.delta.net(&self.base)).max(0) as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One consent record (rules.md: date and proof reference; `hours` is the
 /// consumer's consent to be called outside the legal hours).
 #[derive(Debug, Clone, PartialEq, Eq)]

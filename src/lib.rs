@@ -8,13 +8,14 @@
 //! - [`transport`]: the tokio UDP/TCP driver around the core.
 //! - [`numbering`]: numbers to E.164, French number categories, callee time zones.
 //! - [`schedule`]: contact hours, holidays, the next allowed instant.
-//! - [`dnc`]: do-not-call and consent lists loaded from files.
+//! - [`dnc`]: do-not-call and consent lists: file snapshots plus run-time changes.
 //! - [`policy`]: the pure decision engine (facts + clock → decision).
+//! - [`state`]: refusals, attempt counts and run-time DNC changes, durable in an embedded store.
 //! - [`tenant`]: tenants by source address, their compiled policy, the gate.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`metrics`]: Prometheus counters with the contract's names.
 //! - [`audit`]: the audit trail, one JSON line per decision, written off the call path.
-//! - [`admin`]: the admin HTTP API (`/metrics`, `/healthz`, `/readyz`, `/v1/reload`).
+//! - [`admin`]: the admin HTTP API (metrics, probes, check, DNC, refusals, reload).
 //! - [`service`]: wiring config, core, transports and admin into one process; reload.
 
 pub mod admin;
@@ -28,5 +29,6 @@ pub mod proxy;
 pub mod schedule;
 pub mod service;
 pub mod sip;
+pub mod state;
 pub mod tenant;
 pub mod transport;

@@ -134,7 +134,9 @@ fn check(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&config)?;
-    let (tenants, _) = callguard::tenant::Tenants::build(&cfg, &base_dir(&config))?;
+    // Stateless: the state belongs to the running proxy (which holds its
+    // lock); `POST /v1/check` answers with refusals and counts included.
+    let (tenants, _) = callguard::tenant::Tenants::build(&cfg, &base_dir(&config), None)?;
     let t = tenants
         .by_id(&tenant)
         .with_context(|| format!("no tenant `{tenant}` in {}", config.display()))?;
@@ -144,22 +146,15 @@ fn check(
             "--mode must be automated or manual"
         );
     }
-    let mode_value = mode.map(|m| {
-        if m == "automated" {
-            "predictive".to_owned()
-        } else {
-            m
-        }
-    });
     let facts = callguard::policy::Facts {
         caller: Some(from.as_str()),
         callee: &to,
-        mode: mode_value.as_deref(),
+        mode: mode.as_deref(),
     };
     let now = at
         .map(|a| a.with_timezone(&chrono::Utc))
         .unwrap_or_else(chrono::Utc::now);
-    let d = t.decide(&facts, now);
+    let d = t.decide(&facts, &callguard::policy::History::default(), now);
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {
@@ -199,6 +194,7 @@ fn check(
         for f in &d.failed_rules {
             println!("failed: {} ({}): {}", f.rule, f.enforcement, f.explanation);
         }
+        println!("not checked here: refusals and attempt counts (the running proxy's state; ask it with POST /v1/check)");
     }
     Ok(if d.decision == callguard::policy::Outcome::Reject {
         ExitCode::from(2)
@@ -261,7 +257,7 @@ async fn run_until_stopped(running: &service::Running) {
 
 fn config_check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let c = Config::load(config)?;
-    let (_, lists) = callguard::tenant::Tenants::build(&c, &base_dir(config))?;
+    let (_, lists) = callguard::tenant::Tenants::build(&c, &base_dir(config), None)?;
     println!(
         "{}: OK ({} listeners, {} carriers, {} tenants)",
         config.display(),

@@ -58,6 +58,11 @@ pub struct CarrierName {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListLabels {
+    pub list: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -73,6 +78,7 @@ pub struct Metrics {
     pub carrier_failovers: Family<CarrierName, Counter>,
     pub malformed: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
+    pub dnc_entries: Family<ListLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -96,6 +102,12 @@ impl Metrics {
         let carrier_failovers = Family::<CarrierName, Counter>::default();
         let malformed = Counter::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
+        let dnc_entries = Family::<ListLabels, Gauge>::default();
+        registry.register(
+            "dnc_entries",
+            "Numbers on each DNC list (file plus run-time changes)",
+            dnc_entries.clone(),
+        );
         registry.register(
             "sip_messages",
             "SIP requests received and sent, by method",
@@ -152,6 +164,20 @@ impl Metrics {
             carrier_failovers,
             malformed,
             config_reloads,
+            dnc_entries,
+        }
+    }
+
+    /// Sets `callguard_dnc_entries` for every configured list (start,
+    /// reload, and after each API change).
+    pub fn dnc_sizes(&self, tenants: &crate::tenant::Tenants) {
+        self.dnc_entries.clear();
+        for l in tenants.dnc_lists() {
+            self.dnc_entries
+                .get_or_create(&ListLabels {
+                    list: l.name().to_owned(),
+                })
+                .set(l.len() as i64);
         }
     }
 

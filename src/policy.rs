@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::dnc::{ConsentList, NumberSet};
+use crate::dnc::{ConsentList, DncList};
 use crate::numbering::{self, CallerNumber, Country, FrCategory, E164};
 use crate::schedule::{Closed, Window};
 
@@ -24,22 +24,30 @@ pub enum Rule {
     AnonymousCallerId,
     CallerIdCategory,
     Dnc,
+    RefusalCooloff,
     NoConsent,
     PublicHoliday,
     Weekend,
     OutsideHours,
+    FrequencyCap,
 }
 
+/// Number of rules a tenant configures (source authorisation is not one:
+/// it decides which tenant applies).
+pub const RULES: usize = 10;
+
 impl Rule {
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; RULES] = [
         Rule::InvalidCallee,
         Rule::AnonymousCallerId,
         Rule::CallerIdCategory,
         Rule::Dnc,
+        Rule::RefusalCooloff,
         Rule::NoConsent,
         Rule::PublicHoliday,
         Rule::Weekend,
         Rule::OutsideHours,
+        Rule::FrequencyCap,
     ];
 
     pub fn code(self) -> &'static str {
@@ -48,10 +56,12 @@ impl Rule {
             Rule::AnonymousCallerId => "anonymous_caller_id",
             Rule::CallerIdCategory => "caller_id_category",
             Rule::Dnc => "dnc",
+            Rule::RefusalCooloff => "refusal_cooloff",
             Rule::NoConsent => "no_consent",
             Rule::PublicHoliday => "public_holiday",
             Rule::Weekend => "weekend",
             Rule::OutsideHours => "outside_hours",
+            Rule::FrequencyCap => "frequency_cap",
         }
     }
 
@@ -66,10 +76,12 @@ impl Rule {
             Rule::AnonymousCallerId => (433, "Anonymity Disallowed"),
             Rule::CallerIdCategory => (403, "Caller ID Not Allowed"),
             Rule::Dnc => (603, "Do Not Call"),
+            Rule::RefusalCooloff => (603, "Callee Refused Recently"),
             Rule::NoConsent => (608, "No Consent On Record"),
             Rule::PublicHoliday => (480, "Public Holiday"),
             Rule::Weekend => (480, "Weekend"),
             Rule::OutsideHours => (480, "Outside Contact Hours"),
+            Rule::FrequencyCap => (480, "Contact Limit Reached"),
         }
     }
 
@@ -83,6 +95,15 @@ impl Rule {
 pub enum Enforce {
     Block,
     Warn,
+}
+
+impl Enforce {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforce::Block => "block",
+            Enforce::Warn => "warn",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -129,6 +150,29 @@ pub struct RuleSet {
     /// Consent required for prospecting calls from this date (fr: loi
     /// 2025-594, 11 August 2026).
     pub consent_since: Option<NaiveDate>,
+    /// Full calendar days (in the callee's zone) during which a callee who
+    /// refused may not be called again (fr: 60, D.223-9).
+    pub cooloff_days: Option<u32>,
+    /// Attempts allowed per tenant and callee in a rolling window.
+    pub cap: Option<Cap>,
+}
+
+/// A frequency cap: at most `attempts` forwarded INVITEs per tenant and
+/// callee within any `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    pub attempts: u32,
+    pub window: chrono::Duration,
+}
+
+/// What the state store knows of a callee for one tenant, read before the
+/// decision so that [`TenantPolicy::decide`] stays free of I/O.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub refused_at: Option<DateTime<Utc>>,
+    /// Instants of the attempts counted so far (any order; those outside
+    /// the window are ignored).
+    pub attempts: SmallVec<[DateTime<Utc>; 4]>,
 }
 
 /// A tenant's compiled policy.
@@ -142,17 +186,17 @@ pub struct TenantPolicy {
     pub campaign: Campaign,
     /// Entitled caller IDs as (digits, length) prefixes; empty = any.
     pub caller_ids: Vec<(u64, u32)>,
-    pub dnc: Vec<(Arc<str>, Arc<NumberSet>)>,
+    pub dnc: Vec<DncList>,
     pub consent: Vec<Arc<ConsentList>>,
-    pub enforce_automated: [Enforce; 8],
-    pub enforce_manual: [Enforce; 8],
+    pub enforce_automated: [Enforce; RULES],
+    pub enforce_manual: [Enforce; RULES],
     pub responses: Arc<Responses>,
 }
 
 /// Status and phrase per rule (configurable).
 #[derive(Debug, Clone)]
 pub struct Responses {
-    pub by_rule: [(u16, String); 8],
+    pub by_rule: [(u16, String); RULES],
 }
 
 impl Default for Responses {
@@ -277,7 +321,7 @@ impl TenantPolicy {
         header.map(Mode::from_header).unwrap_or(self.default_mode)
     }
 
-    fn enforcement(&self, mode: Mode, rule: Rule) -> Enforce {
+    pub fn enforcement(&self, mode: Mode, rule: Rule) -> Enforce {
         match mode {
             Mode::Automated => self.enforce_automated[rule.index()],
             Mode::Manual => self.enforce_manual[rule.index()],
@@ -294,15 +338,15 @@ impl TenantPolicy {
         }
     }
 
-    pub fn decide(&self, facts: &Facts<'_>, now: DateTime<Utc>) -> Decision {
+    pub fn decide(&self, facts: &Facts<'_>, history: &History, now: DateTime<Utc>) -> Decision {
         let mode = self.mode_of(facts.mode);
-        let mut failures: SmallVec<[(Rule, String); 4]> = SmallVec::new();
-        let mut retry_after: Option<u64> = None;
+        let mut failures: SmallVec<[Failed; 4]> = SmallVec::new();
+        let fail = |rule, why| (rule, why, None);
 
         // 2: callee
         let callee = numbering::parse(facts.callee, self.country);
         if let Err(e) = &callee {
-            failures.push((
+            failures.push(fail(
                 Rule::InvalidCallee,
                 format!("callee `{}` is not a valid number: {e}", facts.callee),
             ));
@@ -310,40 +354,23 @@ impl TenantPolicy {
         // 3 and 4: caller ID
         let mut caller_number = None;
         match facts.caller {
-            None => failures.push((
+            None => failures.push(fail(
                 Rule::AnonymousCallerId,
                 "the call presents no caller ID".into(),
             )),
-            Some(c) if caller_is_anonymous(c) => {
-                failures.push((Rule::AnonymousCallerId, "the caller ID is anonymous".into()))
-            }
+            Some(c) if caller_is_anonymous(c) => failures.push(fail(
+                Rule::AnonymousCallerId,
+                "the caller ID is anonymous".into(),
+            )),
             Some(c) => match numbering::parse_caller(c, self.country) {
-                Err(e) => failures.push((
+                Err(e) => failures.push(fail(
                     Rule::CallerIdCategory,
                     format!("caller ID `{c}` is not a valid number: {e}"),
                 )),
                 Ok(n) => {
                     caller_number = Some(n);
-                    if !self.caller_entitled(n) {
-                        failures.push((
-                            Rule::CallerIdCategory,
-                            format!("caller ID {n} is not one of tenant {}'s numbers", self.id),
-                        ));
-                    } else if self.rules.caller_id == CallerIdRule::France {
-                        let cat = numbering::fr_category(n);
-                        if cat == FrCategory::Mobile {
-                            failures.push((Rule::CallerIdCategory, format!("caller ID {n} is a mobile number, which a call centre may never present (ARCEP)")));
-                        } else if mode == Mode::Automated
-                            && !matches!(
-                                cat,
-                                FrCategory::Npv | FrCategory::Special | FrCategory::Short
-                            )
-                        {
-                            failures.push((
-                                Rule::CallerIdCategory,
-                                format!("automated calls must present an NPV, 08 or 30/31 number; caller ID {n} is {}", category_text(cat)),
-                            ));
-                        }
+                    if let Some(why) = self.caller_id_problem(n, mode) {
+                        failures.push(fail(Rule::CallerIdCategory, why));
                     }
                 }
             },
@@ -351,12 +378,31 @@ impl TenantPolicy {
 
         let mut zones: &'static [Tz] = &[];
         if let Ok(callee) = callee {
+            zones = numbering::callee_zones(callee);
             // 5: do-not-call
-            if let Some((name, _)) = self.dnc.iter().find(|(_, l)| l.contains(callee)) {
-                failures.push((
+            if let Some(l) = self.dnc.iter().find(|l| l.contains(callee)) {
+                failures.push(fail(
                     Rule::Dnc,
-                    format!("callee {callee} is on the do-not-call list `{name}`"),
+                    format!("callee {callee} is on the do-not-call list `{}`", l.name()),
                 ));
+            }
+            // 6: refusal cool-off
+            if let (Some(days), Some(refused)) = (self.rules.cooloff_days, history.refused_at) {
+                let until = cooloff_end(refused, days, zones);
+                if now < until {
+                    let (retry, next) = self.retry_from(until, now, zones);
+                    let l = refused.with_timezone(&zones[0]);
+                    failures.push((
+                        Rule::RefusalCooloff,
+                        format!(
+                            "callee {callee} refused calls from tenant {} on {}; no call for {days} full days, next allowed {}",
+                            self.id,
+                            l.date_naive(),
+                            local_text(next, zones[0])
+                        ),
+                        Some(retry),
+                    ));
+                }
             }
             // 7: consent
             let consent = self
@@ -370,7 +416,7 @@ impl TenantPolicy {
                     .consent_since
                     .is_some_and(|d| now.date_naive() >= d);
             if consent_needed && consent.is_none() {
-                failures.push((
+                failures.push(fail(
                     Rule::NoConsent,
                     format!(
                         "prospecting call to {callee}, who is on no consent list of tenant {}",
@@ -379,129 +425,254 @@ impl TenantPolicy {
                 ));
             }
             // 8: time of day in the callee's zones
-            zones = numbering::callee_zones(callee);
             match self.rules.window.check(now, zones) {
                 Ok(()) => {}
                 Err(Closed::OutsideHours) if consent.is_some_and(|c| c.hours) => {}
-                Err(closed) => {
-                    let rule = match closed {
-                        Closed::PublicHoliday(_) => Rule::PublicHoliday,
-                        Closed::Weekend => Rule::Weekend,
-                        Closed::OutsideHours => Rule::OutsideHours,
-                    };
-                    // Formatted by hand: chrono's strftime-style parser costs
-                    // more than the rest of the decision.
-                    use std::fmt::Write;
-                    let mut why = String::with_capacity(128);
-                    let _ = match closed {
-                        Closed::PublicHoliday(name) => {
-                            write!(why, "it is a public holiday ({name})")
-                        }
-                        Closed::Weekend => write!(why, "no calls on weekends"),
-                        Closed::OutsideHours => write!(why, "outside the allowed contact hours"),
-                    };
-                    why.push_str(": callee local time");
-                    for (i, z) in zones.iter().enumerate() {
-                        let l = now.with_timezone(z);
-                        let sep = if i == 0 { " " } else { " / " };
-                        let _ = write!(
-                            why,
-                            "{sep}{} {:02}:{:02}",
-                            l.weekday(),
-                            l.hour(),
-                            l.minute()
-                        );
-                    }
-                    let next = self.rules.window.next_allowed(now, zones);
-                    if let Some(next) = next {
-                        retry_after = Some((next - now).num_seconds().max(1) as u64);
-                        let l = next.with_timezone(&zones[0]);
-                        let _ = write!(
-                            why,
-                            "; next allowed {} {} {:02}:{:02} {}",
-                            l.weekday(),
-                            l.date_naive(),
-                            l.hour(),
-                            l.minute(),
-                            l.offset()
-                        );
-                    }
-                    failures.push((rule, why));
-                }
+                Err(closed) => failures.push(self.closed_failure(closed, zones, now)),
+            }
+            // 9: frequency cap (as last read; the proxy counts atomically
+            // when it forwards, see `cap_reached`)
+            if let Some(f) = self.cap_failure(callee, &history.attempts, now) {
+                failures.push(f);
             }
         }
+        self.conclude(mode, failures, caller_number, callee.ok(), zones, now)
+    }
 
+    fn caller_id_problem(&self, n: CallerNumber, mode: Mode) -> Option<String> {
+        if !self.caller_entitled(n) {
+            return Some(format!(
+                "caller ID {n} is not one of tenant {}'s numbers",
+                self.id
+            ));
+        }
+        if self.rules.caller_id != CallerIdRule::France {
+            return None;
+        }
+        let cat = numbering::fr_category(n);
+        if cat == FrCategory::Mobile {
+            Some(format!(
+                "caller ID {n} is a mobile number, which a call centre may never present (ARCEP)"
+            ))
+        } else if mode == Mode::Automated
+            && !matches!(
+                cat,
+                FrCategory::Npv | FrCategory::Special | FrCategory::Short
+            )
+        {
+            Some(format!(
+                "automated calls must present an NPV, 08 or 30/31 number; caller ID {n} is {}",
+                category_text(cat)
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Seconds until the first allowed instant at or after `from`, and
+    /// that instant: a dialer told to retry must not be sent into closed
+    /// hours.
+    fn retry_from(
+        &self,
+        from: DateTime<Utc>,
+        now: DateTime<Utc>,
+        zones: &[Tz],
+    ) -> (u64, DateTime<Utc>) {
+        let next = match self.rules.window.check(from, zones) {
+            Ok(()) => from,
+            Err(_) => self.rules.window.next_allowed(from, zones).unwrap_or(from),
+        };
+        ((next - now).num_seconds().max(1) as u64, next)
+    }
+
+    fn closed_failure(&self, closed: Closed, zones: &[Tz], now: DateTime<Utc>) -> Failed {
+        let rule = match closed {
+            Closed::PublicHoliday(_) => Rule::PublicHoliday,
+            Closed::Weekend => Rule::Weekend,
+            Closed::OutsideHours => Rule::OutsideHours,
+        };
+        // Formatted by hand: chrono's strftime-style parser costs more
+        // than the rest of the decision.
+        use std::fmt::Write;
+        let mut why = String::with_capacity(128);
+        let _ = match closed {
+            Closed::PublicHoliday(name) => write!(why, "it is a public holiday ({name})"),
+            Closed::Weekend => write!(why, "no calls on weekends"),
+            Closed::OutsideHours => write!(why, "outside the allowed contact hours"),
+        };
+        why.push_str(": callee local time");
+        for (i, z) in zones.iter().enumerate() {
+            let l = now.with_timezone(z);
+            let sep = if i == 0 { " " } else { " / " };
+            let _ = write!(
+                why,
+                "{sep}{} {:02}:{:02}",
+                l.weekday(),
+                l.hour(),
+                l.minute()
+            );
+        }
+        let mut retry = None;
+        if let Some(next) = self.rules.window.next_allowed(now, zones) {
+            retry = Some((next - now).num_seconds().max(1) as u64);
+            let _ = write!(why, "; next allowed {}", local_text(next, zones[0]));
+        }
+        (rule, why, retry)
+    }
+
+    /// Rule 9 over the attempts counted so far: `None` while under the cap.
+    pub fn cap_failure(
+        &self,
+        callee: E164,
+        attempts: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+    ) -> Option<Failed> {
+        let cap = self.rules.cap?;
+        let since = now - cap.window;
+        let mut in_window = attempts.iter().filter(|&&a| a > since && a <= now);
+        let oldest = in_window.clone().min()?;
+        let n = in_window.by_ref().count();
+        if n < cap.attempts as usize {
+            return None;
+        }
+        let zones = numbering::callee_zones(callee);
+        let (retry, next) = self.retry_from(*oldest + cap.window, now, zones);
+        Some((
+            Rule::FrequencyCap,
+            format!(
+                "{n} attempts to {callee} by tenant {} in the last {} days (limit {}); next allowed {}",
+                self.id,
+                cap.window.num_days(),
+                cap.attempts,
+                local_text(next, zones[0])
+            ),
+            Some(retry),
+        ))
+    }
+
+    /// Folds a frequency-cap failure found when counting (another call to
+    /// the same callee was counted between the read and the count) into a
+    /// decision that was going to forward.
+    pub fn cap_reached(&self, d: &mut Decision, failure: Failed) {
+        let (rule, why, retry) = failure;
+        let enforcement = self.enforcement(d.mode, rule);
+        d.failed_rules.push(Failure {
+            rule: rule.code(),
+            explanation: why.clone(),
+            enforcement: enforcement.as_str(),
+        });
+        match (enforcement, d.decision) {
+            (_, Outcome::Reject) => {}
+            (Enforce::Block, _) => {
+                let (status, phrase) = &self.responses.by_rule[rule.index()];
+                d.decision = Outcome::Reject;
+                d.status = *status;
+                d.phrase = Cow::Owned(phrase.clone());
+                d.reason = Some(rule.code());
+                d.explanation = Cow::Owned(why);
+                d.retry_after = retry;
+            }
+            (Enforce::Warn, Outcome::Allow) => {
+                d.decision = Outcome::Warn;
+                d.reason = Some(rule.code());
+                d.explanation = Cow::Owned(why);
+            }
+            (Enforce::Warn, Outcome::Warn) => {}
+        }
+    }
+
+    fn conclude(
+        &self,
+        mode: Mode,
+        mut failures: SmallVec<[Failed; 4]>,
+        caller: Option<CallerNumber>,
+        callee: Option<E164>,
+        zones: &'static [Tz],
+        now: DateTime<Utc>,
+    ) -> Decision {
         let blocking = failures
             .iter()
-            .position(|(r, _)| self.enforcement(mode, *r) == Enforce::Block);
+            .position(|(r, _, _)| self.enforcement(mode, *r) == Enforce::Block);
         let failed_rules: SmallVec<[Failure; 2]> = failures
             .iter()
-            .map(|(r, why)| Failure {
+            .map(|(r, why, _)| Failure {
                 rule: r.code(),
                 explanation: why.clone(),
-                enforcement: match self.enforcement(mode, *r) {
-                    Enforce::Block => "block",
-                    Enforce::Warn => "warn",
-                },
+                enforcement: self.enforcement(mode, *r).as_str(),
             })
             .collect();
-        let (decision, status, phrase, reason, explanation): (
-            _,
-            _,
-            Cow<'static, str>,
-            _,
-            Cow<'static, str>,
-        ) = match blocking {
-            Some(i) => {
-                let (rule, why) = failures.swap_remove(i);
-                let (status, phrase) = &self.responses.by_rule[rule.index()];
-                (
-                    Outcome::Reject,
-                    *status,
-                    Cow::Owned(phrase.clone()),
-                    Some(rule.code()),
-                    Cow::Owned(why),
-                )
-            }
-            None => match failures.into_iter().next() {
-                Some((rule, why)) => (
-                    Outcome::Warn,
-                    200,
-                    Cow::Borrowed("OK"),
-                    Some(rule.code()),
-                    Cow::Owned(why),
-                ),
-                None => (
-                    Outcome::Allow,
-                    200,
-                    Cow::Borrowed("OK"),
-                    None,
-                    Cow::Borrowed("every rule passed"),
-                ),
-            },
-        };
-        let retry_after = match reason {
-            Some("public_holiday" | "weekend" | "outside_hours") if decision == Outcome::Reject => {
-                retry_after
-            }
-            _ => None,
-        };
-        Decision {
-            decision,
-            status,
-            phrase,
-            reason,
-            explanation,
-            retry_after,
+        let mut d = Decision {
+            decision: Outcome::Allow,
+            status: 200,
+            phrase: Cow::Borrowed("OK"),
+            reason: None,
+            explanation: Cow::Borrowed("every rule passed"),
+            retry_after: None,
             tenant: self.id.clone(),
             mode,
-            caller: caller_number,
-            callee: callee.ok(),
+            caller,
+            callee,
             zones,
             at: now,
             failed_rules,
+        };
+        match blocking {
+            Some(i) => {
+                let (rule, why, retry) = failures.swap_remove(i);
+                let (status, phrase) = &self.responses.by_rule[rule.index()];
+                d.decision = Outcome::Reject;
+                d.status = *status;
+                d.phrase = Cow::Owned(phrase.clone());
+                d.reason = Some(rule.code());
+                d.explanation = Cow::Owned(why);
+                d.retry_after = retry;
+            }
+            None => {
+                if let Some((rule, why, _)) = failures.into_iter().next() {
+                    d.decision = Outcome::Warn;
+                    d.reason = Some(rule.code());
+                    d.explanation = Cow::Owned(why);
+                }
+            }
+        }
+        d
+    }
+}
+
+/// A failed rule: which, why, and seconds until the call may be retried.
+pub type Failed = (Rule, String, Option<u64>);
+
+/// "Mon 2026-11-23 10:00 +01:00" in `zone`.
+fn local_text(at: DateTime<Utc>, zone: Tz) -> String {
+    let l = at.with_timezone(&zone);
+    format!(
+        "{} {} {:02}:{:02} {}",
+        l.weekday(),
+        l.date_naive(),
+        l.hour(),
+        l.minute(),
+        l.offset()
+    )
+}
+
+/// The end of a refusal cool-off: the local midnight after `days` full
+/// calendar days following the day of the refusal, in every zone of the
+/// callee (the latest of them).
+pub fn cooloff_end(refused: DateTime<Utc>, days: u32, zones: &[Tz]) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    let mut end = refused;
+    for z in zones {
+        let day = refused.with_timezone(z).date_naive() + chrono::Days::new(days as u64 + 1);
+        // Where midnight does not exist (a DST change at 00:00), the first
+        // instant of the day is the next hour that does.
+        let start = (0..3)
+            .find_map(|h| z.from_local_datetime(&day.and_hms_opt(h, 0, 0)?).earliest())
+            .map(|t| t.with_timezone(&Utc));
+        if let Some(start) = start {
+            end = end.max(start);
         }
     }
+    end
 }
 
 /// The built-in rule sets (rules.md).
@@ -519,6 +690,13 @@ pub fn builtin_rule_set(name: &str) -> Option<RuleSet> {
             },
             caller_id: CallerIdRule::France,
             consent_since: NaiveDate::from_ymd_opt(2026, 8, 11),
+            // D.223-9: 60 full calendar days after a refusal; at most 4
+            // calls or attempts in any 30 calendar days.
+            cooloff_days: Some(60),
+            cap: Some(Cap {
+                attempts: 4,
+                window: chrono::Duration::days(30),
+            }),
         }),
         "us" => Some(RuleSet {
             name: "us".into(),
@@ -529,6 +707,10 @@ pub fn builtin_rule_set(name: &str) -> Option<RuleSet> {
             },
             caller_id: CallerIdRule::None,
             consent_since: None,
+            // Federal rules set neither; the state overlays (rules.md) are
+            // configured as custom rule sets.
+            cooloff_days: None,
+            cap: None,
         }),
         _ => None,
     }

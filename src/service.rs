@@ -13,7 +13,8 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::config::{Config, SipAddr};
 use crate::metrics::Metrics;
 use crate::proxy::{Carrier, Core, LocalEndpoint, Peer, Settings, Transport};
-use crate::tenant::{Clock, Gate, Tenants};
+use crate::state::Store;
+use crate::tenant::{Clock, Gate, RefusalSignal, Tenants};
 use crate::transport::Dispatcher;
 
 /// Socket receive buffer asked for (the kernel caps it at rmem_max): bursts
@@ -62,6 +63,10 @@ pub struct Reloader {
     dispatcher: Arc<Dispatcher>,
     metrics: Arc<Metrics>,
     audit: crate::audit::Audit,
+    state: Store,
+    data_dir: std::path::PathBuf,
+    /// The gate the shards use now (the admin API decides with it too).
+    current: arc_swap::ArcSwap<Gate>,
     one_at_a_time: parking_lot::Mutex<()>,
 }
 
@@ -87,10 +92,22 @@ impl Reloader {
         result
     }
 
+    /// The gate new calls are decided with.
+    pub fn gate(&self) -> Arc<Gate> {
+        self.current.load_full()
+    }
+
+    pub fn state(&self) -> &Store {
+        &self.state
+    }
+
     fn try_reload(&self) -> anyhow::Result<String> {
         let mut cfg = Config::load(&self.origin.path)?;
         self.origin.overrides.apply(&mut cfg);
-        let (tenants, lists) = Tenants::build(&cfg, &self.origin.base_dir())?;
+        let (tenants, lists) = Tenants::build(&cfg, &self.origin.base_dir(), Some(&self.state))?;
+        if cfg.state.data_dir != self.data_dir {
+            tracing::warn!("state.data_dir changed: the state moves only on restart");
+        }
         if cfg.sip.listen != self.listen {
             tracing::warn!("sip.listen changed: listeners change only on restart");
         }
@@ -101,12 +118,19 @@ impl Reloader {
             self.instance,
         ));
         let n_tenants = tenants.len();
-        let gate: Arc<dyn crate::proxy::Gatekeeper> = Arc::new(Gate {
+        let (window, cooloff) = tenants.retention();
+        self.state.retain(window, cooloff);
+        let gate = Arc::new(Gate {
             tenants,
             clock: self.clock,
             audit: Some(self.audit.clone()),
+            state: Some(self.state.clone()),
+            refusal: RefusalSignal::from_config(&cfg.state),
             config_version: config_version(&self.origin.path).into(),
         });
+        self.metrics.dnc_sizes(&gate.tenants);
+        self.current.store(gate.clone());
+        let gate: Arc<dyn crate::proxy::Gatekeeper> = gate;
         self.dispatcher
             .for_each_core(|c| c.reconfigure(settings.clone(), gate.clone()));
         let lists: Vec<String> = lists
@@ -296,7 +320,12 @@ pub async fn start(
     workers: usize,
 ) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
-    let (tenants, lists) = Tenants::build(&cfg, &origin.base_dir())?;
+    let (state, loaded) = Store::open(&cfg.state.data_dir, clock)
+        .context("opening the call state (is another callguard using this data directory?)")?;
+    tracing::info!(dir = %cfg.state.data_dir.display(), "state loaded: {loaded}");
+    let (tenants, lists) = Tenants::build(&cfg, &origin.base_dir(), Some(&state))?;
+    let (window, cooloff) = tenants.retention();
+    state.retain(window, cooloff);
     for l in &lists {
         if l.report.invalid > 0 {
             tracing::warn!(kind = l.kind, list = %l.name, "{}", l.report);
@@ -358,8 +387,11 @@ pub async fn start(
         tenants,
         clock,
         audit: Some(audit.clone()),
+        state: Some(state.clone()),
+        refusal: RefusalSignal::from_config(&cfg.state),
         config_version: config_version(&origin.path).into(),
     });
+    metrics.dnc_sizes(&gatekeeper.tenants);
     if gatekeeper.tenants.is_empty() {
         tracing::warn!("no tenant is configured: every INVITE will be rejected 403");
     }
@@ -412,6 +444,9 @@ pub async fn start(
         dispatcher: dispatcher.clone(),
         metrics: metrics.clone(),
         audit,
+        state,
+        current: arc_swap::ArcSwap::new(gatekeeper.clone()),
+        data_dir: cfg.state.data_dir.clone(),
         one_at_a_time: parking_lot::Mutex::new(()),
     });
     let state = crate::admin::AdminState {

@@ -10,10 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::{Config, RuleSetConfig, WeekConfig};
-use crate::dnc::{self, ConsentList, LoadReport, NumberSet};
+use crate::dnc::{self, ConsentList, DncList, LoadReport};
 use crate::numbering::Country;
 use crate::policy::{
-    self, CallerIdRule, Enforce, Facts, Outcome, Responses, Rule, RuleSet, TenantPolicy,
+    self, CallerIdRule, Enforce, Facts, Outcome, Responses, Rule, RuleSet, TenantPolicy, RULES,
 };
 use crate::proxy::{Gatekeeper, Peer, Rejection, Verdict};
 use crate::schedule::{self, Calendar, Weekly};
@@ -25,6 +25,9 @@ use crate::sip::{Message, Uri};
 pub struct Tenants {
     nets: Vec<(IpNet, usize)>,
     tenants: Vec<Arc<TenantPolicy>>,
+    /// Every configured DNC list by name, with the country its national
+    /// numbers are read in (admin API).
+    lists: HashMap<String, (DncList, Country)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,28 +125,58 @@ pub fn compile_rule_set(name: &str, c: &RuleSetConfig) -> Result<RuleSet, String
             )
         }
     }
+    match c.refusal_cooloff_days {
+        None => {}
+        Some(0) => rs.cooloff_days = None,
+        Some(d) if d > 3650 => return Err(format!("refusal_cooloff_days {d} is over ten years")),
+        Some(d) => rs.cooloff_days = Some(d),
+    }
+    match c.frequency_cap {
+        None => {}
+        Some(c) if c.attempts == 0 => rs.cap = None,
+        Some(c) if c.window_hours == 0 || c.window_hours > 24 * 366 => {
+            return Err(format!(
+                "frequency_cap.window_hours must be 1 to {}, not {}",
+                24 * 366,
+                c.window_hours
+            ))
+        }
+        Some(c) => {
+            rs.cap = Some(policy::Cap {
+                attempts: c.attempts,
+                window: chrono::Duration::hours(c.window_hours as i64),
+            })
+        }
+    }
     Ok(rs)
 }
 
-fn enforcement(table: &std::collections::BTreeMap<String, Enforce>) -> [Enforce; 8] {
+fn enforcement(table: &std::collections::BTreeMap<String, Enforce>) -> [Enforce; RULES] {
     Rule::ALL.map(|r| table.get(r.code()).copied().unwrap_or(Enforce::Block))
 }
 
 impl Tenants {
     /// Compiles every tenant and loads the lists. Relative list paths are
-    /// read from `base_dir` (the config file's directory).
-    pub fn build(cfg: &Config, base_dir: &Path) -> Result<(Tenants, Vec<ListLoaded>), BuildError> {
+    /// read from `base_dir` (the config file's directory). With a state
+    /// store, each DNC list carries its run-time changes.
+    pub fn build(
+        cfg: &Config,
+        base_dir: &Path,
+        state: Option<&crate::state::Store>,
+    ) -> Result<(Tenants, Vec<ListLoaded>), BuildError> {
         let mut loaded = Vec::new();
-        let mut dnc: HashMap<&str, Arc<NumberSet>> = HashMap::new();
+        let mut lists = HashMap::new();
         for l in &cfg.dnc_lists {
-            let (set, report) =
-                dnc::load_numbers(&base_dir.join(&l.file), l.country.unwrap_or(Country::FR))?;
+            let country = l.country.unwrap_or(Country::FR);
+            let (set, report) = dnc::load_numbers(&base_dir.join(&l.file), country)?;
             loaded.push(ListLoaded {
                 kind: "dnc",
                 name: l.name.clone(),
                 report,
             });
-            dnc.insert(&l.name, Arc::new(set));
+            let delta = state.map(|s| s.dnc_delta(&l.name)).unwrap_or_default();
+            let list = DncList::new(l.name.as_str().into(), Arc::new(set), delta);
+            lists.insert(l.name.clone(), (list, country));
         }
         let mut consent: HashMap<&str, Arc<ConsentList>> = HashMap::new();
         for l in &cfg.consent_lists {
@@ -216,10 +249,7 @@ impl Tenants {
                 dnc: tc
                     .dnc_lists
                     .iter()
-                    .filter_map(|n| {
-                        dnc.get(n.as_str())
-                            .map(|l| (Arc::from(n.as_str()), l.clone()))
-                    })
+                    .filter_map(|n| lists.get(n.as_str()).map(|(l, _)| l.clone()))
                     .collect(),
                 consent: tc
                     .consent_lists
@@ -242,6 +272,7 @@ impl Tenants {
         }
         t.nets
             .sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        t.lists = lists;
         Ok((t, loaded))
     }
 
@@ -263,6 +294,36 @@ impl Tenants {
 
     pub fn len(&self) -> usize {
         self.tenants.len()
+    }
+
+    pub fn dnc_list(&self, name: &str) -> Option<&(DncList, Country)> {
+        self.lists.get(name)
+    }
+
+    pub fn dnc_lists(&self) -> impl Iterator<Item = &DncList> {
+        self.lists.values().map(|(l, _)| l)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<TenantPolicy>> {
+        self.tenants.iter()
+    }
+
+    /// The longest attempt window and refusal cool-off over all tenants:
+    /// how long the state store must keep entries.
+    pub fn retention(&self) -> (chrono::Duration, chrono::Duration) {
+        let window = self
+            .tenants
+            .iter()
+            .filter_map(|t| t.rules.cap.map(|c| c.window))
+            .max()
+            .unwrap_or_default();
+        let cooloff = self
+            .tenants
+            .iter()
+            .filter_map(|t| t.rules.cooloff_days)
+            .max()
+            .unwrap_or(0);
+        (window, chrono::Duration::days(cooloff as i64 + 1))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -334,11 +395,47 @@ pub fn facts<'a>(invite: &'a Message, mode_header: &str) -> Facts<'a> {
     }
 }
 
+/// A refusal signalled by the dialer on a BYE (`X-Disposition: refused`).
+#[derive(Debug, Clone, Default)]
+pub struct RefusalSignal {
+    /// Header name; empty = ignore BYEs.
+    pub header: String,
+    /// Values that mean "refused", lower-case.
+    pub values: Vec<String>,
+}
+
+impl RefusalSignal {
+    pub fn from_config(c: &crate::config::State) -> RefusalSignal {
+        RefusalSignal {
+            header: c.refusal_header.trim().to_owned(),
+            values: c
+                .refusal_values
+                .iter()
+                .map(|v| v.trim().to_ascii_lowercase())
+                .collect(),
+        }
+    }
+
+    fn matches(&self, req: &Message) -> bool {
+        !self.header.is_empty()
+            && req
+                .header_by_name(&self.header)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .is_some_and(|v| {
+                    let v = v.split(';').next().unwrap_or("").trim();
+                    self.values.iter().any(|x| v.eq_ignore_ascii_case(x))
+                })
+    }
+}
+
 /// The gatekeeper the proxy core calls for each initial INVITE.
 pub struct Gate {
     pub tenants: Tenants,
     pub clock: Clock,
     pub audit: Option<crate::audit::Audit>,
+    /// Refusals and attempt counts; without it rules 6 and 9 see no history.
+    pub state: Option<crate::state::Store>,
+    pub refusal: RefusalSignal,
     /// Hash of the config text, written in every audit line.
     pub config_version: Arc<str>,
 }
@@ -361,6 +458,38 @@ impl Gate {
             });
         }
     }
+
+    /// The decision for one call of tenant `t`, with its history read from
+    /// the state. `count` = the call will be forwarded if allowed, so its
+    /// attempt is counted (atomically with the cap check); `false` for
+    /// `POST /v1/check`, which only asks.
+    pub fn decide(
+        &self,
+        t: &TenantPolicy,
+        facts: &Facts<'_>,
+        now: DateTime<Utc>,
+        count: bool,
+    ) -> policy::Decision {
+        let callee = crate::numbering::parse(facts.callee, t.country).ok();
+        let history = match (&self.state, callee) {
+            (Some(s), Some(c)) => s.history(&t.id, c),
+            _ => policy::History::default(),
+        };
+        let mut d = t.decide(facts, &history, now);
+        if !count || d.decision == Outcome::Reject {
+            return d;
+        }
+        if let (Some(s), Some(cap), Some(callee)) = (&self.state, t.rules.cap, d.callee) {
+            let enforce = t.enforcement(d.mode, Rule::FrequencyCap) == Enforce::Block;
+            if let Err(attempts) = s.count(&t.id, callee, now, cap, enforce) {
+                // Another INVITE to this callee was counted after our read.
+                if let Some(f) = t.cap_failure(callee, &attempts, now) {
+                    t.cap_reached(&mut d, f);
+                }
+            }
+        }
+        d
+    }
 }
 
 impl Gatekeeper for Gate {
@@ -370,10 +499,35 @@ impl Gatekeeper for Gate {
             self.audit(invite, source, None, now);
             return Verdict::Reject(source_not_authorized(source));
         };
-        let d = t.decide(&facts(invite, &t.mode_header), now);
+        let d = self.decide(t, &facts(invite, &t.mode_header), now, true);
         let verdict = Self::verdict(t, &d);
         self.audit(invite, source, Some(d), now);
         verdict
+    }
+
+    /// A BYE from a tenant's dialer that says the callee refused: the
+    /// callee is the dialog's remote party, named in the To header.
+    fn in_dialog(&self, req: &Message, source: &Peer) {
+        if req.method() != Some(&b"BYE"[..]) || !self.refusal.matches(req) {
+            return;
+        }
+        let (Some(state), Some(t)) = (&self.state, self.tenants.find(source.addr.ip())) else {
+            return;
+        };
+        let callee = req
+            .header(HeaderName::To)
+            .and_then(uri_user)
+            .and_then(|u| crate::numbering::parse(u, t.country).ok());
+        match callee {
+            Some(c) => {
+                tracing::info!(tenant = %t.id, callee = %c, "refusal signalled on BYE");
+                state.record_refusal_soon(&t.id, c, self.clock.now());
+            }
+            None => tracing::warn!(
+                tenant = %t.id,
+                "refusal signalled on a BYE whose To header holds no valid number; ignored"
+            ),
+        }
     }
 }
 

@@ -12,17 +12,7 @@ const T: Duration = Duration::from_secs(3);
 #[test]
 fn every_decision_is_on_disk_and_survives_kill_9() {
     let uas = Ua::bind("127.0.0.1:0");
-    let lists = tempfile::tempdir().unwrap();
-    let list = lists.path().join("dnc.txt");
-    std::fs::write(&list, "+33612345678\n").unwrap();
-    let p = Proxy::start_with(
-        &[format!("udp:{}", uas.addr())],
-        &format!(
-            "[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
-            list.display()
-        ),
-        "dnc_lists = [\"d\"]\n",
-    );
+    let (p, _lists, _) = proxy_with_dnc_file(&uas, "+33612345678\n");
     let uac = Ua::bind("127.0.0.1:0");
     // 1: allowed, forwarded
     uac.send(

@@ -27,17 +27,7 @@ fn call(p: &Proxy, uac: &Ua, callee: &str, call_id: &str) -> callguard::sip::Mes
 #[test]
 fn sighup_swaps_the_dnc_list_and_a_broken_config_is_refused() {
     let uas = Ua::bind("127.0.0.1:0");
-    let lists = tempfile::tempdir().unwrap();
-    let list = lists.path().join("live-dnc.txt");
-    std::fs::write(&list, "# empty at start\n").unwrap();
-    let p = Proxy::start_with(
-        &[format!("udp:{}", uas.addr())],
-        &format!(
-            "[[dnc_list]]\nname = \"live\"\nfile = \"{}\"\n",
-            list.display()
-        ),
-        "dnc_lists = [\"live\"]\n",
-    );
+    let (p, _lists, list) = proxy_with_dnc_file(&uas, "# empty at start\n");
     let uac = Ua::bind("127.0.0.1:0");
     // Not listed: the call reaches the carrier (which answers 486).
     uac.send(

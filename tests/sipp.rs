@@ -22,5 +22,5 @@ fn sipp_functional_scenarios_pass() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "SIPp checks failed:\n{stdout}");
-    assert!(stdout.contains("18 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("21 passed, 0 failed"), "{stdout}");
 }

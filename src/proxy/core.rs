@@ -724,6 +724,8 @@ impl Core {
                 );
             }
         };
+        // Only for dialogs we record-routed (the token checked out).
+        self.gatekeeper.in_dialog(&msg, &from);
         let invite = method == b"INVITE";
         let branch = self.new_branch();
         let via = self.via_value(dest, &branch);

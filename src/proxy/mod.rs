@@ -151,6 +151,10 @@ pub struct Rejection {
 /// the core calls it inline.
 pub trait Gatekeeper: Send + Sync {
     fn check(&self, invite: &Message, source: &Peer) -> Verdict;
+    /// Sees each in-dialog request of a dialog this proxy record-routed,
+    /// before it is forwarded (e.g. a BYE that signals a refusal). Never
+    /// changes how it is routed.
+    fn in_dialog(&self, _req: &Message, _source: &Peer) {}
 }
 
 /// Counters the core reports; implemented by the metrics registry, and by

@@ -1,7 +1,7 @@
 //! Decisions through a compiled config: rule order, codes, explanations.
 
 use super::*;
-use crate::policy::{Decision, Mode};
+use crate::policy::{Decision, History, Mode};
 use chrono::TimeZone;
 use chrono_tz::Tz;
 use std::io::Write;
@@ -41,7 +41,7 @@ consent_lists = ["optin"]
 "#
     );
     let cfg = Config::parse(&text, &dir.path().join("c.toml")).unwrap();
-    let (tenants, lists) = Tenants::build(&cfg, dir.path()).unwrap();
+    let (tenants, lists) = Tenants::build(&cfg, dir.path(), None).unwrap();
     assert_eq!(lists.len(), 2);
     Fixture { _dir: dir, tenants }
 }
@@ -67,6 +67,7 @@ fn decide(
             callee,
             mode,
         },
+        &History::default(),
         at,
     )
 }
@@ -350,7 +351,9 @@ fn bad_config_references_are_refused() {
     let missing =
         format!("[[dnc_list]]\nname = \"x\"\nfile = \"missing.txt\"\n{base}dnc_lists = [\"x\"]\n");
     let cfg = Config::parse(&missing, &dir.path().join("c.toml")).unwrap();
-    let e = Tenants::build(&cfg, dir.path()).unwrap_err().to_string();
+    let e = Tenants::build(&cfg, dir.path(), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("missing.txt"), "{e}");
 }
 
@@ -377,4 +380,202 @@ From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1\r\nTo: <sip:x@y>\r\n
         (f.caller, f.callee, f.mode),
         (Some("anonymous"), "+33142000000", None)
     );
+}
+
+fn paris(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    Tz::Europe__Paris
+        .with_ymd_and_hms(y, m, d, h, min, 0)
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn decide_with(f: &Fixture, callee: &str, h: &History, at: DateTime<Utc>) -> Decision {
+    f.tenants.by_id("acme").unwrap().decide(
+        &Facts {
+            caller: Some("0162000000"),
+            callee,
+            mode: None,
+        },
+        h,
+        at,
+    )
+}
+
+#[test]
+fn refusal_cooloff_runs_sixty_full_days_in_the_callee_zone() {
+    let f = fixture("", "");
+    // Refused Tuesday 17 November 2026 at 15:00 in Paris: the 60 full days
+    // are 18 November .. 16 January; calls may resume on 17 January 2027,
+    // a Sunday, so the first allowed instant is Monday 18 January 10:00.
+    let h = History {
+        refused_at: Some(paris(2026, 11, 17, 15, 0)),
+        ..Default::default()
+    };
+    let d = decide_with(&f, "0142000000", &h, paris(2026, 11, 17, 16, 0));
+    assert_eq!((d.status, d.reason), (603, Some("refusal_cooloff")));
+    assert_eq!(&*d.phrase, "Callee Refused Recently");
+    let resume = paris(2027, 1, 18, 10, 0);
+    assert_eq!(
+        d.retry_after,
+        Some((resume - paris(2026, 11, 17, 16, 0)).num_seconds() as u64)
+    );
+    assert!(d.explanation.contains("2026-11-17"), "{}", d.explanation);
+    assert!(
+        d.explanation.contains("2027-01-18 10:00"),
+        "{}",
+        d.explanation
+    );
+    // Friday 15 January, the 59th full day: still refused.
+    let d = decide_with(&f, "0142000000", &h, paris(2027, 1, 15, 11, 0));
+    assert_eq!(d.reason, Some("refusal_cooloff"));
+    // Saturday 16 January 23:59 is still inside; it is a weekend too, and
+    // the cool-off is reported first (decision order).
+    let d = decide_with(&f, "0142000000", &h, paris(2027, 1, 16, 23, 59));
+    assert_eq!(d.reason, Some("refusal_cooloff"));
+    assert_eq!(d.failed_rules.len(), 2);
+    // Sunday 17 January 00:00: over; only the weekend remains.
+    let d = decide_with(&f, "0142000000", &h, paris(2027, 1, 17, 0, 0));
+    assert_eq!(d.reason, Some("weekend"));
+    assert_eq!(
+        decide_with(&f, "0142000000", &h, resume).decision,
+        Outcome::Allow
+    );
+    // A refusal of another callee changes nothing for this one.
+    assert_eq!(
+        decide_with(
+            &f,
+            "0142000000",
+            &History::default(),
+            paris(2026, 11, 17, 16, 0)
+        )
+        .decision,
+        Outcome::Allow
+    );
+}
+
+#[test]
+fn refusal_cooloff_days_are_counted_in_reunion_time() {
+    let f = fixture("", "");
+    // 22:30 in Paris on 17 November is already 18 November 01:30 in
+    // Réunion (UTC+4): the refusal day there is the 18th, so the cool-off
+    // ends on 18 January 2027 00:00 Réunion, and calls resume that Monday
+    // at 10:00 Réunion time.
+    let refused = paris(2026, 11, 17, 22, 30);
+    let h = History {
+        refused_at: Some(refused),
+        ..Default::default()
+    };
+    let reunion = |d, h| {
+        Tz::Indian__Reunion
+            .with_ymd_and_hms(2027, 1, d, h, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let d = decide_with(&f, "0262123456", &h, reunion(15, 11));
+    assert_eq!(d.reason, Some("refusal_cooloff"));
+    assert_eq!(
+        d.retry_after,
+        Some((reunion(18, 10) - reunion(15, 11)).num_seconds() as u64)
+    );
+    assert_eq!(
+        decide_with(&f, "0262123456", &h, reunion(18, 10)).decision,
+        Outcome::Allow
+    );
+}
+
+#[test]
+fn frequency_cap_is_four_attempts_in_thirty_days() {
+    let f = fixture("", "");
+    let t = f.tenants.by_id("acme").unwrap();
+    let now = paris(2026, 11, 17, 11, 0);
+    // Attempts on 20 October 11:00 and three later ones.
+    let first = paris(2026, 10, 20, 11, 0);
+    let mut h = History::default();
+    for d in [0, 5, 10] {
+        h.attempts.push(first + chrono::Duration::days(d));
+    }
+    assert_eq!(
+        decide_with(&f, "0142000000", &h, now).decision,
+        Outcome::Allow
+    );
+    h.attempts.push(first + chrono::Duration::days(20));
+    let d = decide_with(&f, "0142000000", &h, now);
+    assert_eq!(
+        (d.status, &*d.phrase, d.reason),
+        (480, "Contact Limit Reached", Some("frequency_cap"))
+    );
+    // The oldest attempt leaves the window 30 × 24 h later: 19 November
+    // 10:00 in Paris (summer time ended in between), a Thursday inside
+    // the hours.
+    assert_eq!(
+        d.retry_after,
+        Some((paris(2026, 11, 19, 10, 0) - now).num_seconds() as u64)
+    );
+    assert!(d.explanation.contains("4 attempts"), "{}", d.explanation);
+    // At that instant the first attempt is out of the window.
+    assert_eq!(
+        decide_with(&f, "0142000000", &h, paris(2026, 11, 19, 11, 0)).decision,
+        Outcome::Allow
+    );
+    // An attempt in the future of `now` (clock skew between instances)
+    // does not count.
+    let mut skewed = History::default();
+    for _ in 0..4 {
+        skewed.attempts.push(now + chrono::Duration::hours(1));
+    }
+    assert_eq!(
+        decide_with(&f, "0142000000", &skewed, now).decision,
+        Outcome::Allow
+    );
+    // The cap found when counting (a race lost) turns an allow into a
+    // rejection with the same explanation.
+    let mut d = decide_with(&f, "0142000000", &History::default(), now);
+    assert_eq!(d.decision, Outcome::Allow);
+    let callee = d.callee.unwrap();
+    let fail = t.cap_failure(callee, &h.attempts, now).unwrap();
+    t.cap_reached(&mut d, fail);
+    assert_eq!(
+        (d.decision, d.status, d.reason),
+        (Outcome::Reject, 480, Some("frequency_cap"))
+    );
+    assert!(d.retry_after.is_some());
+}
+
+#[test]
+fn custom_rule_sets_set_or_drop_the_cap_and_the_cooloff() {
+    let f = fixture(
+        "rule_set = \"strict\"",
+        "[rule_set.strict]\nbase = \"fr\"\nrefusal_cooloff_days = 0\nfrequency_cap = { attempts = 3, window_hours = 24 }",
+    );
+    let now = paris(2026, 11, 17, 11, 0);
+    let h = History {
+        refused_at: Some(now - chrono::Duration::hours(1)),
+        attempts: (1..=3).map(|i| now - chrono::Duration::hours(i)).collect(),
+    };
+    let d = decide_with(&f, "0142000000", &h, now);
+    assert_eq!(d.reason, Some("frequency_cap"));
+    assert_eq!(d.failed_rules.len(), 1, "no cool-off rule any more");
+    // 24 h after the oldest (08:00 today) is tomorrow 08:00, before the
+    // hours open: retry at 10:00.
+    assert_eq!(
+        d.retry_after,
+        Some((paris(2026, 11, 18, 10, 0) - now).num_seconds() as u64)
+    );
+    for (bad, why) in [
+        (
+            "frequency_cap = { attempts = 3, window_hours = 0 }",
+            "window_hours",
+        ),
+        ("refusal_cooloff_days = 99999", "ten years"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[rule_set.x]\nbase = \"fr\"\n{bad}\n[[tenant]]\nid = \"a\"\nsources = [\"10.0.0.0/8\"]\nrule_set = \"x\"\n"
+        );
+        let e = Config::parse(&text, &dir.path().join("c.toml"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(why) && e.contains("rule_set.x"), "{e}");
+    }
 }

@@ -66,36 +66,74 @@ impl Proxy {
         }
         let path = dir.path().join("cg.toml");
         std::fs::write(&path, cfg).unwrap();
-        let log = std::fs::File::create(dir.path().join("cg.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_callguard"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            // A Tuesday 11:00 in Paris: the legal hours are open.
-            .args(["--at", "2026-11-17T11:00:00+01:00"])
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = spawn(&dir);
         let mut p = Proxy {
             child,
             sip,
             admin,
             dir,
         };
+        p.wait_ready().then_some(p)
+    }
+
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if p.http_get("/readyz")
+            if self
+                .http_get("/readyz")
                 .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
             {
-                return Some(p);
+                return true;
             }
-            if p.child.try_wait().unwrap().is_some() {
-                return None;
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        None
+        false
+    }
+
+    /// `kill -9` the process, then start it again on the same config,
+    /// ports and data directory: what survives is what was durable.
+    pub fn kill9_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        for _ in 0..5 {
+            self.child = spawn(&self.dir);
+            if self.wait_ready() {
+                return;
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        panic!("callguard did not restart:\n{}", self.log());
+    }
+
+    /// One admin API request: (status, body).
+    pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        self.http_with(method, path, body, "")
+    }
+
+    /// Same, with extra header lines (each ending in CRLF).
+    pub fn http_with(&self, method: &str, path: &str, body: &str, headers: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (status, body.to_owned())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -156,6 +194,26 @@ impl Proxy {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("cg.log")).unwrap_or_default()
     }
+}
+
+fn spawn(dir: &tempfile::TempDir) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("cg.log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_callguard"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("cg.toml"))
+        // A Tuesday 11:00 in Paris: the legal hours are open.
+        .args(["--at", "2026-11-17T11:00:00+01:00"])
+        .env("RUST_LOG", "debug")
+        // Used when a test's config sets `admin.token_env`.
+        .env("CALLGUARD_TEST_TOKEN", "s3cret")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Proxy {
@@ -360,4 +418,25 @@ impl TcpUa {
             }
         }
     }
+}
+
+/// A proxy forwarding to `carrier`, whose `test` tenant uses a DNC list
+/// holding `numbers`, in a file the test can rewrite (kept in the returned
+/// directory).
+pub fn proxy_with_dnc_file(
+    carrier: &Ua,
+    numbers: &str,
+) -> (Proxy, tempfile::TempDir, std::path::PathBuf) {
+    let lists = tempfile::tempdir().unwrap();
+    let list = lists.path().join("dnc.txt");
+    std::fs::write(&list, numbers).unwrap();
+    let p = Proxy::start_with(
+        &[format!("udp:{}", carrier.addr())],
+        &format!(
+            "[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
+            list.display()
+        ),
+        "dnc_lists = [\"d\"]\n",
+    );
+    (p, lists, list)
 }

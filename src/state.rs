@@ -1,0 +1,491 @@
+//! Durable call state: refusals (rule 6), attempts per tenant and callee
+//! (rule 9) and run-time DNC changes, kept in memory for the call path and
+//! in an embedded database (`DATA_DIR/state.redb`) for restarts.
+//!
+//! Why redb: a pure-Rust, maintained, crash-safe (copy-on-write B-trees,
+//! checksummed commits) embedded store with no C dependency and no server,
+//! so `serve` still runs on its defaults alone.
+//!
+//! Durability contract:
+//! - What the admin API acknowledges (refusals, DNC changes) is committed
+//!   with an `fsync` before the answer: it survives `kill -9`.
+//! - What the call path records (attempts counted when an INVITE is
+//!   forwarded, refusals signalled on a BYE) is written by a background
+//!   thread in batches every `FLUSH_EVERY`, so the call path never waits for
+//!   a disk. A crash loses at most that last batch.
+//!
+//! The call path reads and counts in memory only: a `DashMap` entry lock
+//! makes check-and-count atomic per tenant and callee, so concurrent INVITEs
+//! to one callee never exceed the cap.
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use crate::dnc::Delta;
+use crate::numbering::E164;
+use crate::policy::{Cap, History};
+use crate::tenant::Clock;
+
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How often expired entries are purged from memory and disk.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+/// Most attempts kept per callee: past the cap only `warn` tenants add
+/// more, and they need no more than this to explain themselves.
+const MAX_ATTEMPTS_KEPT: usize = 32;
+
+/// (tenant, callee E.164 digits) -> refusal instant (Unix seconds).
+const REFUSALS: TableDefinition<(&str, u64), i64> = TableDefinition::new("refusals");
+/// (tenant, callee) -> attempt instants, little-endian i64 Unix seconds.
+const ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("attempts");
+/// (list, number) -> 1 added, 0 removed at run time.
+const DNC: TableDefinition<(&str, u64), u8> = TableDefinition::new("dnc");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state database {path}: {source}")]
+    Open { path: PathBuf, source: redb::Error },
+    #[error("state database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("state writer thread is gone")]
+    WriterGone,
+}
+
+fn db_err(e: impl Into<redb::Error>) -> StateError {
+    StateError::Db(e.into())
+}
+
+type Key = (Arc<str>, u64);
+
+/// Shared handle to the state; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: redb::Database,
+    refusals: DashMap<Key, i64, FxBuildHasher>,
+    attempts: DashMap<Key, SmallVec<[i64; 4]>, FxBuildHasher>,
+    dnc: DashMap<String, Arc<Delta>>,
+    /// Longest attempt window and refusal cool-off of the running rule
+    /// sets, in seconds: entries older than that are purged.
+    keep_attempts: AtomicI64,
+    keep_refusals: AtomicI64,
+    writer: mpsc::Sender<Dirty>,
+    clock: Clock,
+}
+
+enum Dirty {
+    Attempt(Key),
+    Refusal(Key),
+    Flush(mpsc::SyncSender<Result<(), String>>),
+}
+
+fn to_utc(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+/// What loading found, for the startup log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Loaded {
+    pub refusals: usize,
+    pub attempts: usize,
+    pub dnc_changes: usize,
+}
+
+impl std::fmt::Display for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} refusals, {} callees with counted attempts, {} run-time DNC changes",
+            self.refusals, self.attempts, self.dnc_changes
+        )
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `DIR/state.redb`, compacts it and loads it, and
+    /// starts the writer thread. Fails if another process holds it.
+    pub fn open(dir: &Path, clock: Clock) -> Result<(Store, Loaded), StateError> {
+        let path = dir.join("state.redb");
+        let open_err = |e: redb::Error| StateError::Open {
+            path: path.clone(),
+            source: e,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
+        // The lock may still be held for a moment by a process (or a
+        // handle in this one) that is finishing its last batch: a restart
+        // waits for it rather than fail.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let mut db = loop {
+            match redb::Database::create(&path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                r => break r.map_err(|e| open_err(e.into()))?,
+            }
+        };
+        {
+            let w = db.begin_write().map_err(|e| open_err(e.into()))?;
+            w.open_table(REFUSALS).map_err(|e| open_err(e.into()))?;
+            w.open_table(ATTEMPTS).map_err(|e| open_err(e.into()))?;
+            w.open_table(DNC).map_err(|e| open_err(e.into()))?;
+            w.commit().map_err(|e| open_err(e.into()))?;
+        }
+        // Only here is the database ours alone (compaction needs `&mut`).
+        db.compact().map_err(|e| open_err(e.into()))?;
+
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            db,
+            refusals: DashMap::default(),
+            attempts: DashMap::default(),
+            dnc: DashMap::new(),
+            keep_attempts: AtomicI64::new(chrono::Duration::days(31).num_seconds()),
+            keep_refusals: AtomicI64::new(chrono::Duration::days(62).num_seconds()),
+            writer: tx,
+            clock,
+        });
+        let loaded = inner.load().map_err(|e| match e {
+            StateError::Db(source) => StateError::Open { path, source },
+            e => e,
+        })?;
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("state-writer".into())
+            .spawn(move || writer(weak, rx))
+            .map_err(|e| StateError::Db(redb::Error::Io(e)))?;
+        Ok((Store { inner }, loaded))
+    }
+
+    /// Sets how long entries are kept: the longest window and cool-off of
+    /// the running rule sets (called at start and on reload).
+    pub fn retain(&self, attempts: chrono::Duration, refusals: chrono::Duration) {
+        // A day of margin: the cool-off ends at a local midnight.
+        let day = chrono::Duration::days(1).num_seconds();
+        self.inner
+            .keep_attempts
+            .store(attempts.num_seconds().max(day), Ordering::Relaxed);
+        self.inner
+            .keep_refusals
+            .store(refusals.num_seconds() + 2 * day, Ordering::Relaxed);
+    }
+
+    /// What the state knows of `callee` for `tenant` (memory only).
+    pub fn history(&self, tenant: &Arc<str>, callee: E164) -> History {
+        let key = (tenant.clone(), callee.digits());
+        History {
+            refused_at: self.inner.refusals.get(&key).map(|r| to_utc(*r)),
+            attempts: self
+                .inner
+                .attempts
+                .get(&key)
+                .map(|a| a.iter().map(|&s| to_utc(s)).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Counts an attempt at `now` unless `enforce` and the cap is already
+    /// reached in the window, atomically for this tenant and callee. On
+    /// refusal, returns the attempts in the window.
+    pub fn count(
+        &self,
+        tenant: &Arc<str>,
+        callee: E164,
+        now: DateTime<Utc>,
+        cap: Cap,
+        enforce: bool,
+    ) -> Result<(), SmallVec<[DateTime<Utc>; 4]>> {
+        let key = (tenant.clone(), callee.digits());
+        let now_s = now.timestamp();
+        let since = now_s - cap.window.num_seconds();
+        {
+            let mut e = self.inner.attempts.entry(key.clone()).or_default();
+            e.retain(|t| *t > since);
+            if enforce && e.len() >= cap.attempts as usize {
+                return Err(e.iter().map(|&s| to_utc(s)).collect());
+            }
+            if e.len() >= MAX_ATTEMPTS_KEPT {
+                e.remove(0);
+            }
+            e.push(now_s);
+        }
+        self.dirty(Dirty::Attempt(key));
+        Ok(())
+    }
+
+    fn dirty(&self, d: Dirty) {
+        // The writer lives as long as the store; if it died the next
+        // `flush` reports it.
+        let _ = self.inner.writer.send(d);
+    }
+
+    /// Records a refusal durably (fsync) before returning: for the admin API.
+    pub fn record_refusal(
+        &self,
+        tenant: &Arc<str>,
+        callee: E164,
+        at: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let key = (tenant.clone(), callee.digits());
+        let at = self.latest_refusal(&key, at.timestamp());
+        let w = self.inner.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(REFUSALS).map_err(db_err)?;
+            t.insert((&*key.0, key.1), at).map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)?;
+        self.inner.refusals.insert(key, at);
+        Ok(())
+    }
+
+    /// Records a refusal signalled in SIP: in memory at once, on disk with
+    /// the next batch (the call path never waits for a disk).
+    pub fn record_refusal_soon(&self, tenant: &Arc<str>, callee: E164, at: DateTime<Utc>) {
+        let key = (tenant.clone(), callee.digits());
+        let at = self.latest_refusal(&key, at.timestamp());
+        self.inner.refusals.insert(key.clone(), at);
+        self.dirty(Dirty::Refusal(key));
+    }
+
+    /// A refusal never moves an existing one back in time: the later
+    /// refusal is the one the cool-off runs from.
+    fn latest_refusal(&self, key: &Key, at: i64) -> i64 {
+        self.inner
+            .refusals
+            .get(key)
+            .map(|r| (*r).max(at))
+            .unwrap_or(at)
+    }
+
+    /// The run-time changes of DNC list `name` (created empty if none).
+    pub fn dnc_delta(&self, name: &str) -> Arc<Delta> {
+        self.inner.dnc.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Adds (`listed`) or removes numbers of a DNC list, durably (one
+    /// fsynced transaction for the whole batch) before returning.
+    pub fn dnc_set(&self, list: &str, numbers: &[E164], listed: bool) -> Result<(), StateError> {
+        let w = self.inner.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(DNC).map_err(db_err)?;
+            for n in numbers {
+                t.insert((list, n.digits()), listed as u8).map_err(db_err)?;
+            }
+        }
+        w.commit().map_err(db_err)?;
+        let delta = self.dnc_delta(list);
+        for n in numbers {
+            delta.set(n.digits(), listed);
+        }
+        Ok(())
+    }
+
+    /// Writes every pending batch to disk and waits for it (shutdown, tests).
+    pub fn flush(&self) -> Result<(), StateError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.inner
+            .writer
+            .send(Dirty::Flush(tx))
+            .map_err(|_| StateError::WriterGone)?;
+        rx.recv()
+            .map_err(|_| StateError::WriterGone)?
+            .map_err(|e| StateError::Db(redb::Error::Corrupted(e)))
+    }
+
+    /// Purges entries that no rule can use any more, from memory and disk.
+    pub fn sweep(&self, now: DateTime<Utc>) -> Result<usize, StateError> {
+        self.inner.sweep(now.timestamp())
+    }
+
+    /// Entries in memory: (refusals, callees with attempts).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.inner.refusals.len(), self.inner.attempts.len())
+    }
+}
+
+fn pack(a: &[i64]) -> Vec<u8> {
+    a.iter().flat_map(|t| t.to_le_bytes()).collect()
+}
+
+fn unpack(b: &[u8]) -> SmallVec<[i64; 4]> {
+    b.chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect()
+}
+
+impl Inner {
+    fn load(&self) -> Result<Loaded, StateError> {
+        let r = self.db.begin_read().map_err(db_err)?;
+        let mut names: rustc_hash::FxHashMap<String, Arc<str>> = Default::default();
+        let mut intern = |s: &str| -> Arc<str> {
+            names
+                .entry(s.to_owned())
+                .or_insert_with(|| Arc::from(s))
+                .clone()
+        };
+        let mut loaded = Loaded::default();
+        for row in r
+            .open_table(REFUSALS)
+            .map_err(db_err)?
+            .iter()
+            .map_err(db_err)?
+        {
+            let (k, v) = row.map_err(db_err)?;
+            let (tenant, callee) = k.value();
+            self.refusals.insert((intern(tenant), callee), v.value());
+            loaded.refusals += 1;
+        }
+        for row in r
+            .open_table(ATTEMPTS)
+            .map_err(db_err)?
+            .iter()
+            .map_err(db_err)?
+        {
+            let (k, v) = row.map_err(db_err)?;
+            let (tenant, callee) = k.value();
+            self.attempts
+                .insert((intern(tenant), callee), unpack(v.value()));
+            loaded.attempts += 1;
+        }
+        for row in r.open_table(DNC).map_err(db_err)?.iter().map_err(db_err)? {
+            let (k, v) = row.map_err(db_err)?;
+            let (list, number) = k.value();
+            self.dnc
+                .entry(list.to_owned())
+                .or_default()
+                .set(number, v.value() == 1);
+            loaded.dnc_changes += 1;
+        }
+        Ok(loaded)
+    }
+
+    /// Writes the in-memory value of every dirty key in one transaction.
+    fn write_batch(
+        &self,
+        attempts: &rustc_hash::FxHashSet<Key>,
+        refusals: &rustc_hash::FxHashSet<Key>,
+    ) -> Result<(), StateError> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(ATTEMPTS).map_err(db_err)?;
+            for key in attempts {
+                let value = self.attempts.get(key).map(|a| pack(&a));
+                match value {
+                    Some(v) if !v.is_empty() => {
+                        t.insert((&*key.0, key.1), &v[..]).map_err(db_err)?;
+                    }
+                    _ => {
+                        t.remove((&*key.0, key.1)).map_err(db_err)?;
+                    }
+                }
+            }
+            let mut t = w.open_table(REFUSALS).map_err(db_err)?;
+            for key in refusals {
+                if let Some(at) = self.refusals.get(key).map(|r| *r) {
+                    t.insert((&*key.0, key.1), at).map_err(db_err)?;
+                }
+            }
+        }
+        w.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    fn sweep(&self, now: i64) -> Result<usize, StateError> {
+        let attempts_since = now - self.keep_attempts.load(Ordering::Relaxed);
+        let refusals_since = now - self.keep_refusals.load(Ordering::Relaxed);
+        let before = self.attempts.len() + self.refusals.len();
+        self.attempts.retain(|_, a| {
+            a.retain(|t| *t > attempts_since);
+            !a.is_empty()
+        });
+        self.refusals.retain(|_, at| *at > refusals_since);
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(ATTEMPTS).map_err(db_err)?;
+            t.retain(|_, v| unpack(v).iter().any(|t| *t > attempts_since))
+                .map_err(db_err)?;
+            let mut t = w.open_table(REFUSALS).map_err(db_err)?;
+            t.retain(|_, at| at > refusals_since).map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)?;
+        Ok(before - (self.attempts.len() + self.refusals.len()))
+    }
+}
+
+/// The background writer: collects dirty keys, writes them every
+/// `FLUSH_EVERY`, sweeps every `SWEEP_EVERY`. Holds only a weak reference so
+/// the store (and its database file lock) goes when its last user does.
+fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
+    let mut attempts = rustc_hash::FxHashSet::default();
+    let mut refusals = rustc_hash::FxHashSet::default();
+    let mut waiting: Vec<mpsc::SyncSender<Result<(), String>>> = Vec::new();
+    let mut next_flush = std::time::Instant::now() + FLUSH_EVERY;
+    let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
+    loop {
+        let wait = next_flush.saturating_duration_since(std::time::Instant::now());
+        let gone = match rx.recv_timeout(wait) {
+            Ok(Dirty::Attempt(k)) => {
+                attempts.insert(k);
+                false
+            }
+            Ok(Dirty::Refusal(k)) => {
+                refusals.insert(k);
+                false
+            }
+            Ok(Dirty::Flush(tx)) => {
+                waiting.push(tx);
+                next_flush = std::time::Instant::now();
+                false
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => true,
+        };
+        let now = std::time::Instant::now();
+        if now < next_flush && !gone {
+            continue;
+        }
+        next_flush = now + FLUSH_EVERY;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut result = Ok(());
+        if !attempts.is_empty() || !refusals.is_empty() {
+            result = inner.write_batch(&attempts, &refusals);
+            match &result {
+                Ok(()) => {
+                    attempts.clear();
+                    refusals.clear();
+                }
+                // Kept dirty: written with the next batch once the disk
+                // answers again.
+                Err(e) => tracing::error!("state batch not written, retrying: {e}"),
+            }
+        }
+        for tx in waiting.drain(..) {
+            let _ = tx.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        }
+        if now >= next_sweep {
+            next_sweep = now + SWEEP_EVERY;
+            match inner.sweep(inner.clock.now().timestamp()) {
+                Ok(n) => tracing::debug!(purged = n, "state swept"),
+                Err(e) => tracing::error!("state sweep failed: {e}"),
+            }
+        }
+        if gone {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

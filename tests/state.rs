@@ -1,0 +1,394 @@
+//! Durable call state through a real callguard process: the frequency cap
+//! under concurrent INVITEs, refusals and DNC changes through the API (and
+//! a refusal on a BYE), all surviving `kill -9`; API errors change nothing.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(3);
+
+fn reason(m: &callguard::sip::Message) -> String {
+    String::from_utf8_lossy(m.header_by_name("X-Callguard-Reason").unwrap_or_default()).into_owned()
+}
+
+fn call(p: &Proxy, uac: &Ua, callee: &str, call_id: &str) -> callguard::sip::Message {
+    uac.send(
+        p.addr(),
+        &invite(
+            &uac.hostport(),
+            "UDP",
+            p.addr(),
+            callee,
+            call_id,
+            &format!("z9hG4bK{call_id}"),
+        ),
+    );
+    uac.recv_final_or_request(T)
+}
+
+/// A carrier that answers every INVITE 486 (the transaction ends at once)
+/// and counts them, until `stop` INVITEs or the deadline.
+fn busy_carrier(uas: Ua, stop: usize) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut seen = std::collections::HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let Some((m, from)) = uas.recv(Duration::from_millis(300)) else {
+                if seen.len() >= stop {
+                    break;
+                }
+                continue;
+            };
+            if m.method() == Some(&b"INVITE"[..]) {
+                seen.insert(m.call_id().unwrap_or_default().to_vec());
+                uas.send(from, &reply(&m, 486, "Busy Here", "c", ""));
+            }
+        }
+        seen.len()
+    })
+}
+
+#[test]
+fn hundred_simultaneous_invites_to_one_callee_forward_exactly_four() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = Proxy::start(&[format!("udp:{}", uas.addr())]);
+    let carrier = busy_carrier(uas, 4);
+    // Several dialer sockets, all sending at once: the Call-IDs spread
+    // over every shard of the proxy, so the counts race for real.
+    let uacs: Vec<Ua> = (0..4).map(|_| Ua::bind("127.0.0.1:0")).collect();
+    std::thread::scope(|s| {
+        for (u, uac) in uacs.iter().enumerate() {
+            let p = &p;
+            s.spawn(move || {
+                for i in 0..25 {
+                    let id = format!("cap-{u}-{i}");
+                    uac.send(
+                        p.addr(),
+                        &invite(
+                            &uac.hostport(),
+                            "UDP",
+                            p.addr(),
+                            "+33142000077",
+                            &id,
+                            &format!("z9hG4bK{id}"),
+                        ),
+                    );
+                }
+            });
+        }
+    });
+    let mut finals: HashMap<(u16, String), usize> = HashMap::new();
+    for uac in &uacs {
+        for _ in 0..25 {
+            let m = uac.recv_final_or_request(Duration::from_secs(5));
+            *finals.entry((m.status().unwrap(), reason(&m))).or_default() += 1;
+            if m.status() == Some(480) {
+                assert!(m.header_by_name("Retry-After").is_some());
+            }
+        }
+    }
+    assert_eq!(
+        carrier.join().unwrap(),
+        4,
+        "INVITEs that reached the carrier"
+    );
+    let expected: HashMap<(u16, String), usize> = [
+        ((486, String::new()), 4),
+        ((480, "frequency_cap".to_owned()), 96),
+    ]
+    .into();
+    assert_eq!(finals, expected);
+    p.wait_metric(
+        "callguard_invites_total{tenant=\"test\",decision=\"reject\",reason=\"frequency_cap\"}",
+        96.0,
+    );
+}
+
+#[test]
+fn refusals_and_dnc_changes_survive_kill_9() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let (mut p, _lists, _) = proxy_with_dnc_file(&uas, "+33142000010\n");
+    let uac = Ua::bind("127.0.0.1:0");
+
+    let (status, body) = p.http(
+        "POST",
+        "/v1/refusals",
+        r#"{"tenant":"test","number":"01 42 00 00 01"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains("\"number\":\"+33142000001\""), "{body}");
+    // 17 Nov + 61 days = 17 Jan 2027, midnight in Paris.
+    assert!(
+        body.contains("\"no_call_before\":\"2027-01-16T23:00:00Z\""),
+        "{body}"
+    );
+    assert_eq!(p.http("PUT", "/v1/dnc/d/+33142000002", "").0, 200);
+    assert_eq!(p.http("DELETE", "/v1/dnc/d/+33142000010", "").0, 200);
+    let (status, body) = p.http(
+        "POST",
+        "/v1/dnc/d",
+        "# from the CRM\n+33142000003\n0142000004\n",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"count\":2"), "{body}");
+    assert_eq!(p.metric("callguard_dnc_entries{list=\"d\"}"), 3.0);
+
+    // Acknowledged, then killed without a chance to flush anything.
+    p.kill9_and_restart();
+
+    let r = call(&p, &uac, "+33142000001", "k-1");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(603), "refusal_cooloff".into())
+    );
+    assert!(r.header_by_name("Retry-After").is_some());
+    for (i, n) in ["+33142000002", "+33142000003", "+33142000004"]
+        .iter()
+        .enumerate()
+    {
+        let r = call(&p, &uac, n, &format!("k-dnc-{i}"));
+        assert_eq!((r.status(), reason(&r)), (Some(603), "dnc".into()), "{n}");
+    }
+    let (status, body) = p.http("GET", "/v1/dnc/d/0142000002", "");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"listed\":true") && body.contains("\"source\":\"api\""),
+        "{body}"
+    );
+    let (_, body) = p.http("GET", "/v1/dnc/d/+33142000010", "");
+    assert!(
+        body.contains("\"listed\":false"),
+        "removed from the file's list: {body}"
+    );
+    assert_eq!(p.metric("callguard_dnc_entries{list=\"d\"}"), 3.0);
+    // The number removed at run time is callable again.
+    let carrier = busy_carrier(uas, 1);
+    assert_eq!(call(&p, &uac, "+33142000010", "k-2").status(), Some(486));
+    assert_eq!(carrier.join().unwrap(), 1);
+}
+
+#[test]
+fn a_refusal_signalled_on_a_bye_blocks_the_next_call() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = Proxy::start(&[format!("udp:{}", uas.addr())]);
+    let uac = Ua::bind("127.0.0.1:0");
+    uac.send(
+        p.addr(),
+        &invite(
+            &uac.hostport(),
+            "UDP",
+            p.addr(),
+            "+33142000020",
+            "b-1",
+            "z9hG4bKb-1",
+        ),
+    );
+    let (inv, from) = uas.recv(T).unwrap();
+    uas.send(from, &reply(&inv, 200, "OK", "callee", &uas.hostport()));
+    let ok = uac.recv_final_or_request(T);
+    assert_eq!(ok.status(), Some(200));
+    let bye = caller_dialog_request(&ok, "BYE", 2, &uac.hostport(), "UDP", "z9hG4bKb-1-bye")
+        .replace(
+            "Content-Length: 0",
+            "X-Disposition: refused\r\nContent-Length: 0",
+        );
+    uac.send(p.addr(), &bye);
+    // The ACK for the 200 was never sent: skip the carrier's retransmitted
+    // 200s and answer the BYE.
+    let deadline = Instant::now() + T;
+    loop {
+        assert!(Instant::now() < deadline, "BYE never reached the carrier");
+        if let Some((m, from)) = uas.recv(T) {
+            if m.method() == Some(&b"BYE"[..]) {
+                uas.send(from, &reply(&m, 200, "OK", "callee", ""));
+                break;
+            }
+        }
+    }
+    let bye_ok = uac.recv_final_or_request(T);
+    assert_eq!(bye_ok.status(), Some(200));
+    assert!(bye_ok
+        .header(callguard::sip::message::HeaderName::CSeq)
+        .unwrap()
+        .ends_with(b"BYE"));
+    let r = call(&p, &uac, "+33142000020", "b-2");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(603), "refusal_cooloff".into())
+    );
+    // A BYE without the header records nothing: another callee stays callable.
+    let (status, body) = p.http(
+        "POST",
+        "/v1/check",
+        r#"{"tenant":"test","from":"+33162000001","to":"+33142000021"}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("\"decision\":\"allow\""), "{body}");
+}
+
+#[test]
+fn check_reads_state_without_counting() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = Proxy::start(&[format!("udp:{}", uas.addr())]);
+    let body = r#"{"tenant":"test","from":"+33162000001","to":"+33142000030","mode":"automated"}"#;
+    for _ in 0..6 {
+        let (status, b) = p.http("POST", "/v1/check", body);
+        assert_eq!(status, 200, "{b}");
+        assert!(b.contains("\"decision\":\"allow\""), "{b}");
+    }
+    assert_eq!(
+        p.http(
+            "POST",
+            "/v1/refusals",
+            r#"{"tenant":"test","number":"+33142000030","at":"2026-11-10T10:00:00+01:00"}"#
+        )
+        .0,
+        201
+    );
+    let (_, b) = p.http("POST", "/v1/check", body);
+    assert!(
+        b.contains("\"reason\":\"refusal_cooloff\"") && b.contains("\"retry_after\""),
+        "{b}"
+    );
+    // A Saturday asked explicitly: both failures listed, the first reported.
+    let (_, b) = p.http(
+        "POST",
+        "/v1/check",
+        r#"{"tenant":"test","from":"+33162000001","to":"+33142000030","at":"2026-11-21T11:00:00+01:00"}"#,
+    );
+    assert!(
+        b.contains("\"reason\":\"refusal_cooloff\"") && b.contains("\"rule\":\"weekend\""),
+        "{b}"
+    );
+}
+
+#[test]
+fn bad_api_calls_get_json_errors_and_change_nothing() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let (mut p, _lists, _) = proxy_with_dnc_file(&uas, "+33142000010\n");
+    for (method, path, body, status, says) in [
+        ("POST", "/v1/refusals", "{not json", 400, "bad request body"),
+        (
+            "POST",
+            "/v1/refusals",
+            r#"{"tenant":"test"}"#,
+            422,
+            "number",
+        ),
+        (
+            "POST",
+            "/v1/refusals",
+            r#"{"tenant":"nope","number":"+33142000001"}"#,
+            404,
+            "no tenant `nope`",
+        ),
+        (
+            "POST",
+            "/v1/refusals",
+            r#"{"tenant":"test","number":"12"}"#,
+            400,
+            "not a valid number",
+        ),
+        (
+            "POST",
+            "/v1/refusals",
+            r#"{"tenant":"test","number":"+33142000001","at":"yesterday"}"#,
+            400,
+            "RFC 3339",
+        ),
+        (
+            "POST",
+            "/v1/refusals",
+            r#"{"tenant":"test","number":"+33142000001","at":"2027-01-01T00:00:00Z"}"#,
+            400,
+            "future",
+        ),
+        (
+            "POST",
+            "/v1/check",
+            r#"{"tenant":"test","to":"+33142000001","mode":"robot"}"#,
+            400,
+            "mode",
+        ),
+        (
+            "POST",
+            "/v1/check",
+            r#"{"tenant":"test","to":"+33142000001","extra":1}"#,
+            422,
+            "extra",
+        ),
+        (
+            "PUT",
+            "/v1/dnc/nope/+33142000001",
+            "",
+            404,
+            "no DNC list `nope`",
+        ),
+        ("PUT", "/v1/dnc/d/abc", "", 400, "not a valid number"),
+        (
+            "POST",
+            "/v1/dnc/d",
+            "+33142000005\nnot-a-number\n+33142000006\n",
+            400,
+            "nothing was added",
+        ),
+        ("POST", "/v1/dnc/d", "# only a comment\n", 400, "no number"),
+        ("GET", "/v1/nothing", "", 404, "no such endpoint"),
+    ] {
+        let (got, b) = p.http(method, path, body);
+        assert_eq!(got, status, "{method} {path} {body}: {b}");
+        assert!(
+            b.contains("\"error\"") && b.contains(says),
+            "{method} {path}: {b}"
+        );
+    }
+    // An oversized JSON body is refused before it is read.
+    let big = format!(r#"{{"tenant":"test","number":"{}"}}"#, "1".repeat(100_000));
+    assert_eq!(p.http("POST", "/v1/refusals", &big).0, 413);
+    // Nothing changed.
+    for n in ["+33142000005", "+33142000006", "+33142000001"] {
+        let (_, b) = p.http("GET", &format!("/v1/dnc/d/{n}"), "");
+        assert!(b.contains("\"listed\":false"), "{n}: {b}");
+    }
+    let (_, b) = p.http(
+        "POST",
+        "/v1/check",
+        r#"{"tenant":"test","from":"+33162000001","to":"+33142000001"}"#,
+    );
+    assert!(b.contains("\"decision\":\"allow\""), "{b}");
+
+    // With a token configured, every /v1 endpoint and /metrics need it.
+    let cfg = p.dir.path().join("cg.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "[admin]\n",
+            "[admin]\ntoken_env = \"CALLGUARD_TEST_TOKEN\"\n",
+        ),
+    )
+    .unwrap();
+    p.kill9_and_restart();
+    for (method, path) in [
+        ("POST", "/v1/refusals"),
+        ("POST", "/v1/check"),
+        ("PUT", "/v1/dnc/d/+33142000001"),
+        ("GET", "/v1/dnc/d/+33142000001"),
+        ("POST", "/v1/dnc/d"),
+        ("GET", "/metrics"),
+    ] {
+        let (got, b) = p.http(method, path, "");
+        assert_eq!(got, 401, "{method} {path}: {b}");
+    }
+    let (got, _) = p.http_with(
+        "PUT",
+        "/v1/dnc/d/+33142000001",
+        "",
+        "Authorization: Bearer s3cret\r\n",
+    );
+    assert_eq!(got, 200);
+    assert_eq!(p.http("GET", "/readyz", "").0, 200, "probes stay open");
+}
