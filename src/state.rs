@@ -63,6 +63,9 @@ fn db_err(e: impl Into<redb::Error>) -> StateError {
 
 type Key = (Arc<str>, u64);
 
+/// Attempt instants of one callee.
+pub type Attempts = SmallVec<[DateTime<Utc>; 4]>;
+
 /// Shared handle to the state; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -180,23 +183,36 @@ impl Store {
             .store(refusals.num_seconds() + 2 * day, Ordering::Relaxed);
     }
 
-    /// What the state knows of `callee` for `tenant` (memory only).
-    pub fn history(&self, tenant: &Arc<str>, callee: E164) -> History {
+    /// When `callee` last refused `tenant` (memory only).
+    pub fn refused_at(&self, tenant: &Arc<str>, callee: E164) -> Option<DateTime<Utc>> {
+        if self.inner.refusals.is_empty() {
+            return None;
+        }
         let key = (tenant.clone(), callee.digits());
+        self.inner.refusals.get(&key).map(|r| to_utc(*r))
+    }
+
+    /// The attempts counted for `callee` by `tenant` (memory only).
+    pub fn attempts(&self, tenant: &Arc<str>, callee: E164) -> Attempts {
+        let key = (tenant.clone(), callee.digits());
+        self.inner
+            .attempts
+            .get(&key)
+            .map(|a| a.iter().map(|&s| to_utc(s)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Everything the state knows of `callee` for `tenant`.
+    pub fn history(&self, tenant: &Arc<str>, callee: E164) -> History {
         History {
-            refused_at: self.inner.refusals.get(&key).map(|r| to_utc(*r)),
-            attempts: self
-                .inner
-                .attempts
-                .get(&key)
-                .map(|a| a.iter().map(|&s| to_utc(s)).collect())
-                .unwrap_or_default(),
+            refused_at: self.refused_at(tenant, callee),
+            attempts: self.attempts(tenant, callee),
         }
     }
 
-    /// Counts an attempt at `now` unless `enforce` and the cap is already
-    /// reached in the window, atomically for this tenant and callee. On
-    /// refusal, returns the attempts in the window.
+    /// Counts an attempt at `now`, unless `enforce` and the cap is already
+    /// reached in the window; atomic for this tenant and callee. Returns
+    /// the attempts in the window before this one (what rule 9 judges).
     pub fn count(
         &self,
         tenant: &Arc<str>,
@@ -204,15 +220,17 @@ impl Store {
         now: DateTime<Utc>,
         cap: Cap,
         enforce: bool,
-    ) -> Result<(), SmallVec<[DateTime<Utc>; 4]>> {
+    ) -> Attempts {
         let key = (tenant.clone(), callee.digits());
         let now_s = now.timestamp();
         let since = now_s - cap.window.num_seconds();
+        let prior: Attempts;
         {
             let mut e = self.inner.attempts.entry(key.clone()).or_default();
             e.retain(|t| *t > since);
+            prior = e.iter().map(|&s| to_utc(s)).collect();
             if enforce && e.len() >= cap.attempts as usize {
-                return Err(e.iter().map(|&s| to_utc(s)).collect());
+                return prior;
             }
             if e.len() >= MAX_ATTEMPTS_KEPT {
                 e.remove(0);
@@ -220,7 +238,7 @@ impl Store {
             e.push(now_s);
         }
         self.dirty(Dirty::Attempt(key));
-        Ok(())
+        prior
     }
 
     fn dirty(&self, d: Dirty) {

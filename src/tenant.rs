@@ -471,21 +471,26 @@ impl Gate {
         count: bool,
     ) -> policy::Decision {
         let callee = crate::numbering::parse(facts.callee, t.country).ok();
-        let history = match (&self.state, callee) {
-            (Some(s), Some(c)) => s.history(&t.id, c),
-            _ => policy::History::default(),
+        // Attempts are read below, where the call is counted: one map
+        // access per call, under the entry lock that makes it atomic.
+        let history = policy::History {
+            refused_at: self
+                .state
+                .as_ref()
+                .zip(callee)
+                .and_then(|(s, c)| s.refused_at(&t.id, c)),
+            attempts: Default::default(),
         };
         let mut d = t.decide(facts, &history, now);
-        if !count || d.decision == Outcome::Reject {
-            return d;
-        }
         if let (Some(s), Some(cap), Some(callee)) = (&self.state, t.rules.cap, d.callee) {
-            let enforce = t.enforcement(d.mode, Rule::FrequencyCap) == Enforce::Block;
-            if let Err(attempts) = s.count(&t.id, callee, now, cap, enforce) {
-                // Another INVITE to this callee was counted after our read.
-                if let Some(f) = t.cap_failure(callee, &attempts, now) {
-                    t.cap_reached(&mut d, f);
-                }
+            let prior = if count && d.decision != Outcome::Reject {
+                let enforce = t.enforcement(d.mode, Rule::FrequencyCap) == Enforce::Block;
+                s.count(&t.id, callee, now, cap, enforce)
+            } else {
+                s.attempts(&t.id, callee)
+            };
+            if let Some(f) = t.cap_failure(callee, &prior, now) {
+                t.cap_reached(&mut d, f);
             }
         }
         d

@@ -23,26 +23,21 @@ fn counts_up_to_the_cap_in_a_rolling_window() {
     let day1 = at("2026-11-02T10:00:00Z");
     for d in 0..4 {
         let when = day1 + chrono::Duration::days(d);
-        assert!(s.count(&t, callee, when, CAP, true).is_ok(), "attempt {d}");
+        assert_eq!(s.count(&t, callee, when, CAP, true).len(), d as usize);
     }
-    let full = s
-        .count(&t, callee, at("2026-11-20T10:00:00Z"), CAP, true)
-        .unwrap_err();
+    let full = s.count(&t, callee, at("2026-11-20T10:00:00Z"), CAP, true);
     assert_eq!(full.len(), 4);
+    assert_eq!(s.attempts(&t, callee).len(), 4, "not counted when capped");
     // Another tenant and another callee have their own counts.
-    assert!(s.count(&"other".into(), callee, day1, CAP, true).is_ok());
-    assert!(s.count(&t, n("0142000001"), day1, CAP, true).is_ok());
+    assert!(s.count(&"other".into(), callee, day1, CAP, true).is_empty());
+    assert!(s.count(&t, n("0142000001"), day1, CAP, true).is_empty());
     // 30 days after the first attempt it leaves the window: one more fits.
-    assert!(s
-        .count(&t, callee, day1 + chrono::Duration::days(30), CAP, true)
-        .is_ok());
-    assert!(s
-        .count(&t, callee, day1 + chrono::Duration::days(30), CAP, true)
-        .is_err());
+    let day31 = day1 + chrono::Duration::days(30);
+    assert_eq!(s.count(&t, callee, day31, CAP, true).len(), 3);
+    assert_eq!(s.count(&t, callee, day31, CAP, true).len(), 4);
+    assert_eq!(s.attempts(&t, callee).len(), 4);
     // Unenforced (warn) counting goes past the cap.
-    assert!(s
-        .count(&t, callee, day1 + chrono::Duration::days(30), CAP, false)
-        .is_ok());
+    assert_eq!(s.count(&t, callee, day31, CAP, false).len(), 4);
     assert_eq!(s.history(&t, callee).attempts.len(), 5);
 }
 
@@ -58,7 +53,7 @@ fn concurrent_counts_never_exceed_the_cap() {
         for _ in 0..8 {
             sc.spawn(|| {
                 for _ in 0..100 {
-                    if s.count(&t, callee, now, CAP, true).is_ok() {
+                    if s.count(&t, callee, now, CAP, true).len() < 4 {
                         counted.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -78,8 +73,8 @@ fn state_survives_reopening() {
         assert_eq!(loaded.refusals + loaded.attempts + loaded.dnc_changes, 0);
         s.record_refusal(&t, n("0142000000"), now).unwrap();
         s.record_refusal_soon(&t, n("0142000001"), now);
-        s.count(&t, n("0142000002"), now, CAP, true).unwrap();
-        s.count(&t, n("0142000002"), now, CAP, true).unwrap();
+        s.count(&t, n("0142000002"), now, CAP, true);
+        s.count(&t, n("0142000002"), now, CAP, true);
         s.dnc_set("demo", &[n("0142000003"), n("0142000004")], true)
             .unwrap();
         s.dnc_set("demo", &[n("0142000004")], false).unwrap();
@@ -119,8 +114,8 @@ fn sweep_purges_what_no_rule_can_use() {
     let t: Arc<str> = "acme".into();
     let old = at("2026-01-01T10:00:00Z");
     let now = at("2026-11-17T10:00:00Z");
-    s.count(&t, n("0142000000"), old, CAP, true).unwrap();
-    s.count(&t, n("0142000001"), now, CAP, true).unwrap();
+    s.count(&t, n("0142000000"), old, CAP, true);
+    s.count(&t, n("0142000001"), now, CAP, true);
     s.record_refusal(&t, n("0142000000"), old).unwrap();
     s.record_refusal(&t, n("0142000001"), now).unwrap();
     s.flush().unwrap();
