@@ -130,7 +130,12 @@ fn benches(c: &mut Criterion) {
     };
     // Counted on a copy of the clock far from the measured instants.
     let d = gate.decide(&t, &probe, open - chrono::Duration::days(400), true);
-    assert_eq!(d.decision, callguard::policy::Outcome::Allow, "{}", d.explanation);
+    assert_eq!(
+        d.decision,
+        callguard::policy::Outcome::Allow,
+        "{}",
+        d.explanation
+    );
     let mut i = 0usize;
     // Each pass over the callees moves five weeks on (same weekday and
     // hour, past the 30-day window), so no callee reaches the cap.
