@@ -75,6 +75,7 @@ pub struct Store {
 struct Inner {
     db: redb::Database,
     refusals: DashMap<Key, i64, FxBuildHasher>,
+    any_refusal: std::sync::atomic::AtomicBool,
     attempts: DashMap<Key, SmallVec<[i64; 4]>, FxBuildHasher>,
     dnc: DashMap<String, Arc<Delta>>,
     /// Longest attempt window and refusal cool-off of the running rule
@@ -151,6 +152,7 @@ impl Store {
         let inner = Arc::new(Inner {
             db,
             refusals: DashMap::default(),
+            any_refusal: Default::default(),
             attempts: DashMap::default(),
             dnc: DashMap::new(),
             keep_attempts: AtomicI64::new(chrono::Duration::days(31).num_seconds()),
@@ -185,7 +187,9 @@ impl Store {
 
     /// When `callee` last refused `tenant` (memory only).
     pub fn refused_at(&self, tenant: &Arc<str>, callee: E164) -> Option<DateTime<Utc>> {
-        if self.inner.refusals.is_empty() {
+        // `DashMap::is_empty` read-locks every shard: a flag is cheaper
+        // for the common case of a store with no refusal yet.
+        if !self.inner.any_refusal.load(Ordering::Relaxed) {
             return None;
         }
         let key = (tenant.clone(), callee.digits());
@@ -262,7 +266,7 @@ impl Store {
             t.insert((&*key.0, key.1), at).map_err(db_err)?;
         }
         w.commit().map_err(db_err)?;
-        self.inner.refusals.insert(key, at);
+        self.inner.put_refusal(key, at);
         Ok(())
     }
 
@@ -271,7 +275,7 @@ impl Store {
     pub fn record_refusal_soon(&self, tenant: &Arc<str>, callee: E164, at: DateTime<Utc>) {
         let key = (tenant.clone(), callee.digits());
         let at = self.latest_refusal(&key, at.timestamp());
-        self.inner.refusals.insert(key.clone(), at);
+        self.inner.put_refusal(key.clone(), at);
         self.dirty(Dirty::Refusal(key));
     }
 
@@ -342,6 +346,11 @@ fn unpack(b: &[u8]) -> SmallVec<[i64; 4]> {
 }
 
 impl Inner {
+    fn put_refusal(&self, key: Key, at: i64) {
+        self.refusals.insert(key, at);
+        self.any_refusal.store(true, Ordering::Relaxed);
+    }
+
     fn load(&self) -> Result<Loaded, StateError> {
         let r = self.db.begin_read().map_err(db_err)?;
         let mut names: rustc_hash::FxHashMap<String, Arc<str>> = Default::default();
@@ -360,7 +369,7 @@ impl Inner {
         {
             let (k, v) = row.map_err(db_err)?;
             let (tenant, callee) = k.value();
-            self.refusals.insert((intern(tenant), callee), v.value());
+            self.put_refusal((intern(tenant), callee), v.value());
             loaded.refusals += 1;
         }
         for row in r

@@ -9,21 +9,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(3);
 
-fn call(p: &Proxy, uac: &Ua, callee: &str, call_id: &str) -> callguard::sip::Message {
-    uac.send(
-        p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            callee,
-            call_id,
-            &format!("z9hG4bK{call_id}"),
-        ),
-    );
-    uac.recv_final_or_request(T)
-}
-
 #[test]
 fn sighup_swaps_the_dnc_list_and_a_broken_config_is_refused() {
     let uas = Ua::bind("127.0.0.1:0");

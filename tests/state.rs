@@ -14,21 +14,6 @@ fn reason(m: &callguard::sip::Message) -> String {
     String::from_utf8_lossy(m.header_by_name("X-Callguard-Reason").unwrap_or_default()).into_owned()
 }
 
-fn call(p: &Proxy, uac: &Ua, callee: &str, call_id: &str) -> callguard::sip::Message {
-    uac.send(
-        p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            callee,
-            call_id,
-            &format!("z9hG4bK{call_id}"),
-        ),
-    );
-    uac.recv_final_or_request(T)
-}
-
 /// A carrier that answers every INVITE 486 (the transaction ends at once)
 /// and counts them, until `stop` INVITEs or the deadline.
 fn busy_carrier(uas: Ua, stop: usize) -> std::thread::JoinHandle<usize> {

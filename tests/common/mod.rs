@@ -440,3 +440,20 @@ pub fn proxy_with_dnc_file(
     );
     (p, lists, list)
 }
+
+/// Sends an initial INVITE over UDP and returns the first answer that is
+/// not `100 Trying`.
+pub fn call(p: &Proxy, uac: &Ua, callee: &str, call_id: &str) -> Message {
+    uac.send(
+        p.addr(),
+        &invite(
+            &uac.hostport(),
+            "UDP",
+            p.addr(),
+            callee,
+            call_id,
+            &format!("z9hG4bK{call_id}"),
+        ),
+    );
+    uac.recv_final_or_request(Duration::from_secs(3))
+}
