@@ -26,6 +26,8 @@ const BULK_LIMIT: usize = 16 << 20;
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// Set on SIGTERM: `/readyz` turns 503 so load balancers stop sending.
+    pub stopping: Arc<AtomicBool>,
     pub token: Option<String>,
     pub reloader: Arc<crate::service::Reloader>,
 }
@@ -302,7 +304,12 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
-    if s.ready.load(Ordering::Acquire) {
+    if s.stopping.load(Ordering::Acquire) {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down: new calls are refused, calls in progress finish",
+        )
+    } else if s.ready.load(Ordering::Acquire) {
         "ready\n".into_response()
     } else {
         error(

@@ -108,7 +108,16 @@ fn format_line(r: &Record, out: &mut Vec<u8>) {
 /// The handle the gate writes to. Cloning shares the writer.
 #[derive(Clone)]
 pub struct Audit {
-    tx: mpsc::SyncSender<Record>,
+    tx: mpsc::SyncSender<Msg>,
+}
+
+// Boxing the record would cost an allocation per call to shrink a message
+// that is sent once at shutdown.
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Record(Record),
+    /// Write and fsync what came before, then answer (shutdown).
+    Flush(mpsc::SyncSender<()>),
 }
 
 impl Audit {
@@ -131,9 +140,19 @@ impl Audit {
     }
 
     pub fn record(&self, r: Record) {
-        if self.tx.send(r).is_err() {
+        if self.tx.send(Msg::Record(r)).is_err() {
             tracing::error!("audit writer stopped: decision not recorded");
         }
+    }
+
+    /// Returns once every record handed over before the call is on disk
+    /// (fsync'd), or after `bound` if the disk stalls: shutdown must end.
+    pub fn flush(&self, bound: Duration) -> bool {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.tx.send(Msg::Flush(tx)).is_err() {
+            return false;
+        }
+        rx.recv_timeout(bound).is_ok()
     }
 }
 
@@ -148,21 +167,24 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<Record>) {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
         let mut buf = Vec::with_capacity(512 * BATCH);
         loop {
             // Wait for the first record, then take what else is there for
             // up to FLUSH_EVERY or BATCH records.
-            let first = match rx.recv() {
-                Ok(r) => r,
+            let mut batch = Vec::new();
+            let mut flushed = None;
+            match rx.recv() {
+                Ok(Msg::Record(r)) => batch.push(r),
+                Ok(Msg::Flush(done)) => flushed = Some(done),
                 Err(_) => return,
-            };
+            }
             let deadline = Instant::now() + FLUSH_EVERY;
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
+            while flushed.is_none() && batch.len() < BATCH {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(left) {
-                    Ok(r) => batch.push(r),
+                    Ok(Msg::Record(r)) => batch.push(r),
+                    Ok(Msg::Flush(done)) => flushed = Some(done),
                     Err(_) => break,
                 }
             }
@@ -200,6 +222,9 @@ impl Writer {
                 if let Err(e) = f.sync_data() {
                     tracing::error!(error = %e, "audit fsync failed");
                 }
+            }
+            if let Some(done) = flushed {
+                let _ = done.send(());
             }
         }
     }
@@ -290,6 +315,22 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    #[test]
+    fn flush_returns_once_every_earlier_record_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Audit::start(dir.path(), 1 << 20).unwrap();
+        let at = "2026-11-17T10:00:00Z".parse().unwrap();
+        for i in 0..3000 {
+            a.record(rec(&format!("f{i}"), at));
+        }
+        assert!(a.flush(Duration::from_secs(10)));
+        // No waiting: everything is there when flush returns.
+        let lines: usize = read_all(dir.path()).iter().map(|(_, l)| l.len()).sum();
+        assert_eq!(lines, 3000);
+        // A flush with nothing pending returns too.
+        assert!(a.flush(Duration::from_secs(10)));
     }
 
     #[test]

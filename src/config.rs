@@ -197,6 +197,10 @@ pub struct Sip {
     pub max_message_bytes: usize,
     #[serde(default = "d_tcp_idle")]
     pub tcp_idle_timeout_s: u64,
+    /// On SIGTERM, how long calls still waiting for a final response may
+    /// take before the process stops anyway.
+    #[serde(default = "d_drain")]
+    pub drain_timeout_s: u64,
 }
 
 fn d_t1() -> u64 {
@@ -219,6 +223,9 @@ fn d_max_message() -> usize {
 }
 fn d_tcp_idle() -> u64 {
     600
+}
+fn d_drain() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize)]

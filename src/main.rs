@@ -232,8 +232,7 @@ fn serve(
         };
         let running = service::start(cfg, origin, clock, workers).await?;
         run_until_stopped(&running).await;
-        tracing::info!("shutting down");
-        Ok(())
+        shut_down(&running).await
     })
 }
 
@@ -253,6 +252,38 @@ async fn run_until_stopped(running: &service::Running) {
             }
         }
     }
+}
+
+/// Graceful shutdown: refuse new calls, let those in progress get their
+/// final response (bounded by `sip.drain_timeout_s`; a second signal cuts
+/// the wait), then flush the audit trail and the state.
+async fn shut_down(running: &service::Running) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    running.drain();
+    let waiting = running.unfinished();
+    tracing::info!(
+        waiting,
+        "shutting down: new INVITEs get 503, waiting for calls in progress"
+    );
+    let started = std::time::Instant::now();
+    let left = tokio::select! {
+        left = running.drained() => left,
+        _ = term.recv() => running.unfinished(),
+        _ = tokio::signal::ctrl_c() => running.unfinished(),
+    };
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "stopping with transactions still waiting for a final response"
+        );
+    }
+    tokio::task::block_in_place(|| running.flush())?;
+    tracing::info!(
+        waited_ms = started.elapsed().as_millis() as u64,
+        "audit trail and state flushed; stopped"
+    );
+    Ok(())
 }
 
 fn config_check(config: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -53,6 +53,12 @@ pub struct CarrierLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CarrierFailure {
+    pub carrier: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CarrierName {
     pub carrier: String,
 }
@@ -76,6 +82,7 @@ pub struct Metrics {
     pub decision_duration: Histogram,
     pub carrier_responses: Family<CarrierLabels, Counter>,
     pub carrier_failovers: Family<CarrierName, Counter>,
+    pub carrier_failures: Family<CarrierFailure, Counter>,
     pub malformed: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub dnc_entries: Family<ListLabels, Gauge>,
@@ -100,6 +107,7 @@ impl Metrics {
         );
         let carrier_responses = Family::<CarrierLabels, Counter>::default();
         let carrier_failovers = Family::<CarrierName, Counter>::default();
+        let carrier_failures = Family::<CarrierFailure, Counter>::default();
         let malformed = Counter::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
         let dnc_entries = Family::<ListLabels, Gauge>::default();
@@ -144,6 +152,11 @@ impl Metrics {
             carrier_failovers.clone(),
         );
         registry.register(
+            "carrier_failures",
+            "INVITEs a carrier never answered (timeout) or that could not reach it (unreachable)",
+            carrier_failures.clone(),
+        );
+        registry.register(
             "sip_malformed",
             "SIP messages dropped or answered 400 as malformed",
             malformed.clone(),
@@ -162,6 +175,7 @@ impl Metrics {
             decision_duration,
             carrier_responses,
             carrier_failovers,
+            carrier_failures,
             malformed,
             config_reloads,
             dnc_entries,
@@ -273,6 +287,14 @@ impl Observer for Metrics {
             .get_or_create(&CarrierLabels {
                 carrier: carrier.to_owned(),
                 code,
+            })
+            .inc();
+    }
+    fn carrier_failed(&self, carrier: &str, reason: &'static str) {
+        self.carrier_failures
+            .get_or_create(&CarrierFailure {
+                carrier: carrier.to_owned(),
+                reason,
             })
             .inc();
     }

@@ -30,6 +30,51 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub dispatcher: Arc<Dispatcher>,
     pub reloader: Arc<Reloader>,
+    stopping: Arc<AtomicBool>,
+    drain_timeout: Duration,
+}
+
+impl Running {
+    /// First step of a graceful shutdown: `/readyz` turns 503 and every
+    /// shard refuses new calls with `503` + `Retry-After`.
+    pub fn drain(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.dispatcher.for_each_core(|c| c.drain());
+    }
+
+    /// Transactions still waiting for a final response, over all shards.
+    pub fn unfinished(&self) -> usize {
+        let mut n = 0;
+        self.dispatcher
+            .for_each_core(|c| n += c.unfinished_transactions());
+        n
+    }
+
+    /// Waits until no transaction waits for a final response, or until
+    /// `sip.drain_timeout_s`; returns how many were left.
+    pub async fn drained(&self) -> usize {
+        let until = tokio::time::Instant::now() + self.drain_timeout;
+        loop {
+            let left = self.unfinished();
+            if left == 0 || tokio::time::Instant::now() >= until {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Last step: what the audit trail and the state hold in memory goes
+    /// to disk. Blocking; bounded by the disk.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        if !self.reloader.audit.flush(Duration::from_secs(10)) {
+            bail!("the audit log could not be flushed within 10 s");
+        }
+        self.reloader
+            .state
+            .flush()
+            .context("flushing the call state")?;
+        Ok(())
+    }
 }
 
 /// Where the running config came from, so a reload reads it again.
@@ -423,6 +468,7 @@ pub async fn start(
     }
 
     let ready = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(AtomicBool::new(false));
     let token = match &cfg.admin.token_env {
         Some(var) => Some(
             std::env::var(var)
@@ -452,6 +498,7 @@ pub async fn start(
     let state = crate::admin::AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),
+        stopping: stopping.clone(),
         token,
         reloader: reloader.clone(),
     };
@@ -471,5 +518,7 @@ pub async fn start(
         metrics,
         dispatcher,
         reloader,
+        stopping,
+        drain_timeout: Duration::from_secs(cfg.sip.drain_timeout_s),
     })
 }

@@ -28,6 +28,9 @@ const OUR_BRANCH: &[u8] = b"z9hG4bKcg";
 /// Allow header for 405 and OPTIONS: what we accept out of dialog plus
 /// what we relay in dialog.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY";
+/// Retry-After on INVITEs refused while shutting down: a restart, or the
+/// dialer's other trunk, is expected within seconds.
+const DRAIN_RETRY_AFTER_S: u64 = 5;
 /// Record-Route parameter carrying the anti-relay token.
 const TOKEN_PARAM: &[u8] = b"cgr";
 
@@ -117,6 +120,9 @@ pub struct Core {
     out: VecDeque<Transmit>,
     gen: u64,
     branch_seq: u64,
+    /// Shutting down: new calls are refused so that the dialer places them
+    /// through another instance, while calls in progress finish here.
+    draining: bool,
 }
 
 impl Core {
@@ -139,7 +145,34 @@ impl Core {
             out: VecDeque::new(),
             gen: 0,
             branch_seq: 0,
+            draining: false,
         }
+    }
+
+    /// Starts a graceful shutdown: from now on initial INVITEs get `503`
+    /// with `Retry-After` and OPTIONS pings get `503`, so dialers and load
+    /// balancers move new calls elsewhere; everything else (responses,
+    /// CANCEL, ACK, in-dialog requests) is still handled.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Transactions that still wait for a final response: the shutdown
+    /// should not cut them short. Those that only absorb retransmissions
+    /// (Timers H, I, J, K, L) do not count; otherwise the INVITEs refused
+    /// during the drain would keep it from ever ending.
+    pub fn unfinished_transactions(&self) -> usize {
+        let servers = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.state == SState::Proceeding)
+            .count();
+        let clients = self
+            .clients
+            .iter()
+            .filter(|(_, c)| matches!(c.state, CState::Calling | CState::Proceeding))
+            .count();
+        servers + clients
     }
 
     /// Replaces settings and gatekeeper for new transactions (reload);
@@ -251,7 +284,31 @@ impl Core {
             return self.in_dialog(now, from, msg, key, top_via, reply_to, &method);
         }
         match &method[..] {
+            b"INVITE" if self.draining => {
+                let r = Rejection {
+                    retry_after: Some(DRAIN_RETRY_AFTER_S),
+                    ..local_rejection(
+                        503,
+                        "Shutting Down",
+                        "shutting_down",
+                        "this callguard instance is shutting down; place the call through another one",
+                    )
+                };
+                self.observer.decision(None, "reject", r.code, 0.0);
+                self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
+            }
             b"INVITE" => self.initial_invite(now, from, msg, key, top_via, reply_to),
+            b"OPTIONS" if self.draining => {
+                let extra = [("Retry-After", "5")];
+                self.reply_stateless(
+                    &msg,
+                    top_via.as_deref(),
+                    reply_to,
+                    503,
+                    "Shutting Down",
+                    &extra,
+                );
+            }
             b"OPTIONS" => {
                 let extra = [("Allow", ALLOW), ("Accept", "application/sdp")];
                 self.reply_stateless(&msg, top_via.as_deref(), reply_to, 200, "OK", &extra);
@@ -1131,6 +1188,13 @@ impl Core {
         let carrier = c.carrier.clone();
         if let Some(name) = &carrier {
             tracing::warn!(carrier = %name, reason = ?why, "carrier did not answer");
+            self.observer.carrier_failed(
+                name,
+                match why {
+                    Failure::Timeout => "timeout",
+                    Failure::Unreachable => "unreachable",
+                },
+            );
         }
         self.remove_client(cidx);
         let Some(sidx) = self.live_server(server) else {

@@ -175,6 +175,9 @@ pub trait Observer: Send + Sync {
     ) {
     }
     fn carrier_response(&self, _carrier: &str, _code: u16) {}
+    /// The carrier never answered (`timeout`) or could not be reached
+    /// (`unreachable`): the signal that it is down.
+    fn carrier_failed(&self, _carrier: &str, _reason: &'static str) {}
     fn failover(&self, _carrier: &str) {}
 }
 

@@ -40,20 +40,25 @@ impl Proxy {
     /// `top`: extra top-level tables (lists); `tenant`: extra keys of the
     /// `test` tenant.
     pub fn start_with(carriers: &[String], top: &str, tenant: &str) -> Proxy {
+        Self::start_full(carriers, "", top, tenant)
+    }
+
+    /// Same, with extra keys of the `[sip]` table.
+    pub fn start_full(carriers: &[String], sip: &str, top: &str, tenant: &str) -> Proxy {
         for _ in 0..5 {
-            if let Some(p) = Self::try_start(carriers, top, tenant) {
+            if let Some(p) = Self::try_start(carriers, sip, top, tenant) {
                 return p;
             }
         }
         panic!("callguard did not start");
     }
 
-    fn try_start(carriers: &[String], top: &str, tenant: &str) -> Option<Proxy> {
+    fn try_start(carriers: &[String], sip_extra: &str, top: &str, tenant: &str) -> Option<Proxy> {
         let dir = tempfile::tempdir().unwrap();
         let (sip, admin) = (free_port(), free_port());
         let mut cfg = format!(
             "[sip]\nlisten = [\"udp:127.0.0.1:{sip}\", \"tcp:127.0.0.1:{sip}\", \"udp:[::1]:{sip}\", \"tcp:[::1]:{sip}\"]\n\
-             carrier_timeout_ms = 1000\nmax_message_bytes = 65535\n\
+             carrier_timeout_ms = 1000\nmax_message_bytes = 65535\n{sip_extra}\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\n[state]\ndata_dir = \"{}\"\n{top}\n\
              [[tenant]]\nid = \"test\"\nsources = [\"127.0.0.1/32\", \"::1/128\"]\n{tenant}\n",
             dir.path().join("data").display()
@@ -185,6 +190,18 @@ impl Proxy {
             assert!(Instant::now() < deadline, "{sample} never reached {value}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits (bounded) for the process to exit on its own.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn alive(&mut self) -> bool {

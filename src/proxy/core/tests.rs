@@ -546,3 +546,29 @@ fn final_built_from_the_cancel_still_reaches_the_dialer() {
     assert_eq!(resp.status(), Some(487));
     assert_eq!(resp.top_via().unwrap().branch, Some(&b"z9hG4bKa1"[..]));
 }
+
+#[test]
+fn draining_refuses_new_invites_and_finishes_calls_in_progress() {
+    let mut net = Net::new(&[C1]);
+    let fwd = start_call(&mut net, "call-drain-1");
+    let out = net.input(C1, &reply(&fwd, 180, "Ringing", Some("c1")));
+    assert_eq!(out.len(), 1);
+    assert_eq!(net.core.unfinished_transactions(), 2);
+
+    net.core.drain();
+    let out = net.input(UAC, &invite("z9hG4bKd2", "call-drain-2"));
+    let r = only(out, UAC);
+    assert_eq!(r.status(), Some(503));
+    assert_eq!(r.header_by_name("Retry-After"), Some(&b"5"[..]));
+    assert_eq!(
+        r.header_by_name("X-Callguard-Reason"),
+        Some(&b"shutting_down"[..])
+    );
+    // The refusal waits only for its ACK: it does not hold up the drain.
+    assert_eq!(net.core.unfinished_transactions(), 2);
+
+    // The call in progress is answered and relayed as usual.
+    let out = net.input(C1, &reply(&fwd, 200, "OK", Some("c1")));
+    assert_eq!(only(out, UAC).status(), Some(200));
+    assert_eq!(net.core.unfinished_transactions(), 0);
+}
