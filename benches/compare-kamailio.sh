@@ -3,7 +3,9 @@
 #
 #   benches/compare-kamailio.sh
 #   env: RATES ("1000 2000 4000 5000 6000 8000 10000 12000"), STEP_S (20), WORKERS (4),
-#        CALLGUARD_BIN (target/release/callguard)
+#        CALLGUARD_BIN (target/release/callguard), ONLY=callguard (skip Kamailio),
+#        STATE_BACKEND=redis (callguard's refusals and counts in a redis-server
+#        started here on 127.0.0.1:16379, instead of the embedded store)
 #
 # Both proxies run with WORKERS worker processes/threads (Kamailio: UDP
 # children; callguard: tokio workers). Kamailio does its gatekeeper check
@@ -76,6 +78,13 @@ pkill -9 -f "kamailio -f $HERE/kamailio/kamailio.cfg" 2>/dev/null
 nap 2
 fi
 
+STATE_KEYS=""
+if [ "${STATE_BACKEND:-embedded}" = redis ]; then
+	redis-server --port 16379 --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" > "$OUT/redis.log" 2>&1 &
+	PIDS="$PIDS $!"
+	STATE_KEYS=$'backend = "redis"\n[state.redis]\nurl = "redis://127.0.0.1:16379/0"'
+	echo "callguard state: redis-server $(redis-server --version | grep -o 'v=[^ ]*')" | tee -a "$OUT/summary.txt"
+fi
 # --- callguard: the full fr policy, with the same 1,000,000 DNC numbers,
 # its clock set inside the legal hours so calls are allowed.
 [ -s "$WORK/dnc.txt" ] || awk -F: 'NR>1{print "+" $1}' "$WORK/db/dnc" > "$WORK/dnc.txt"
@@ -90,6 +99,7 @@ address = "udp:127.0.0.1:5080"
 listen = "127.0.0.1:19090"
 [state]
 data_dir = "$WORK/cg-data"
+$STATE_KEYS
 [[dnc_list]]
 name = "bench"
 file = "dnc.txt"

@@ -21,10 +21,11 @@ if [ ! -x "$BIN" ]; then
 fi
 command -v sipp >/dev/null || { echo "sipp not found: apt-get install -y sip-tester"; exit 2; }
 command -v curl >/dev/null || { echo "curl not found"; exit 2; }
+command -v redis-server >/dev/null || { echo "redis-server not found: apt-get install -y redis-server"; exit 2; }
 
 BASE=${SIPP_BASE_PORT:-15060}
 SIP=$BASE SIP2=$((BASE + 2)) CARRIER=$((BASE + 20)) CARRIER2=$((BASE + 21)) DEAD=$((BASE + 29))
-UAC_PORT=$((BASE + 40))
+UAC_PORT=$((BASE + 40)) REDIS=$((BASE + 50))
 ADMIN=$((BASE + 4000)) ADMIN2=$((BASE + 4001))
 WORK=$(mktemp -d /tmp/callguard-sipp.XXXXXX)
 PIDS=""
@@ -84,7 +85,7 @@ OPEN_AT=2026-11-17T11:00:00+01:00
 # start_cg NAME ADMIN_PORT ARGS...: runs callguard, waits until ready
 start_cg() {
 	local name=$1 admin=$2; shift 2
-	"$BIN" serve --config "$WORK/cg.toml" --admin-listen "127.0.0.1:$admin" --data-dir "$WORK/$name-data" \
+	"$BIN" serve --config "${CG_CONFIG:-$WORK/cg.toml}" --admin-listen "127.0.0.1:$admin" --data-dir "$WORK/$name-data" \
 		"$@" > "$WORK/$name.log" 2>&1 &
 	PIDS="$PIDS $!"
 	for _ in $(seq 1 100); do
@@ -225,6 +226,22 @@ verdict "carrier 503 -> same call completes on the next carrier (5 calls)" $((a 
 
 uac silent "$(reject_scenario 408 - 70)" 2 "127.0.0.1:$SIP2" -i 127.0.0.1; a=$?
 verdict "no carrier answers -> 408 after failover (2 calls)" "$a"
+
+# Two instances sharing one Redis: the cap holds across them.
+redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" > "$WORK/redis.log" 2>&1 &
+PIDS="$PIDS $!"
+sed "s|^data_dir = .*|&\nbackend = \"redis\"\n[state.redis]\nurl = \"redis://127.0.0.1:$REDIS/0\"|" "$WORK/cg.toml" > "$WORK/cg-redis.toml"
+for _ in $(seq 1 50); do [ "$(printf 'PING\r\n' | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$REDIS; cat >&3; head -c 5 <&3" 2>/dev/null)" = "+PONG" ] && break; sleep 0.1; done
+CG_CONFIG=$WORK/cg-redis.toml start_cg shared-a $((ADMIN + 20)) --at "$OPEN_AT" --sip-listen "udp:127.0.0.1:$((SIP + 30))"
+CG_CONFIG=$WORK/cg-redis.toml start_cg shared-b $((ADMIN + 21)) --at "$OPEN_AT" --sip-listen "udp:127.0.0.1:$((SIP + 31))"
+SHARED=$(csv shared 33142066666 33162000001)
+uas shared "$HERE/uas.xml" "$CARRIER" 4
+CSV=$SHARED uac shared-a "$HERE/uac.xml" 2 "127.0.0.1:$((SIP + 30))" -i 127.0.0.1; a=$?
+CSV=$SHARED uac shared-b "$HERE/uac.xml" 2 "127.0.0.1:$((SIP + 31))" -i 127.0.0.1; b=$?
+wait "$UAS_PID"; c=$?
+CSV=$SHARED uac shared-capped-a "$(reject_scenario 480 frequency_cap 70 true)" 1 "127.0.0.1:$((SIP + 30))" -i 127.0.0.1; d=$?
+CSV=$SHARED uac shared-capped-b "$(reject_scenario 480 frequency_cap 70 true)" 1 "127.0.0.1:$((SIP + 31))" -i 127.0.0.1; e=$?
+verdict "Redis backend: 2 calls via each of two instances, then 480 frequency_cap on both" $((a | b | c | d | e))
 
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]

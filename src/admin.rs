@@ -166,7 +166,7 @@ async fn check(
         callee: &r.to,
         mode: r.mode.as_deref(),
     };
-    Ok(Json(gate.decide(t, &facts, now, false)).into_response())
+    Ok(Json(gate.decide_any(t, &facts, now).await).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -193,9 +193,26 @@ async fn refusal(
             "`at` is in the future: a refusal is recorded when it happened",
         ));
     }
-    let state = s.reloader.state().clone();
-    let id = t.id.clone();
-    write_state(move || state.record_refusal(&id, callee, at)).await?;
+    match &gate.shared {
+        // Shared with the other instances: Redis's own persistence
+        // (appendonly) is what makes it durable; see the README.
+        Some(shared) => shared
+            .store
+            .record_refusal(&t.id, callee, at, t.refusal_keep())
+            .await
+            .map_err(|e| {
+                tracing::error!("refusal not recorded: {e}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not recorded: {e}"),
+                )
+            })?,
+        None => {
+            let state = s.reloader.state().clone();
+            let id = t.id.clone();
+            write_state(move || state.record_refusal(&id, callee, at)).await?;
+        }
+    }
     let until = t.rules.cooloff_days.map(|d| {
         crate::policy::cooloff_end(at, d, numbering::callee_zones(callee))
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

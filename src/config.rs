@@ -270,6 +270,72 @@ pub struct State {
     /// Values of that header that mean a refusal (case-insensitive).
     #[serde(default = "d_refusal_values")]
     pub refusal_values: Vec<String>,
+    /// Where refusals and attempt counts live: `embedded` (this process's
+    /// data directory) or `redis` (shared by every instance on the trunk).
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default)]
+    pub redis: RedisConfig,
+    /// When the shared state cannot be read: forward unchecked (`true`) or
+    /// refuse `503 policy_unavailable` (`false`, the default).
+    #[serde(default)]
+    pub fail_open: bool,
+    /// `Retry-After` on `503 policy_unavailable`.
+    #[serde(default = "d_unavailable_retry")]
+    pub unavailable_retry_after_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Embedded,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port/db` (or `rediss://` for TLS).
+    #[serde(default = "d_redis_url")]
+    pub url: String,
+    /// Prefix of every key, so several deployments can share a server.
+    #[serde(default = "d_redis_prefix")]
+    pub key_prefix: String,
+    /// Multiplexed connections, used in turn.
+    #[serde(default = "d_redis_connections")]
+    pub connections: usize,
+    /// Bound on one state operation; past it the call is decided as if the
+    /// state were unavailable.
+    #[serde(default = "d_redis_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: d_redis_url(),
+            key_prefix: d_redis_prefix(),
+            connections: d_redis_connections(),
+            timeout_ms: d_redis_timeout(),
+        }
+    }
+}
+
+fn d_redis_url() -> String {
+    "redis://127.0.0.1:6379/0".into()
+}
+fn d_redis_prefix() -> String {
+    "callguard".into()
+}
+fn d_redis_connections() -> usize {
+    2
+}
+fn d_redis_timeout() -> u64 {
+    200
+}
+fn d_unavailable_retry() -> u64 {
+    60
 }
 
 fn d_refusal_header() -> String {
@@ -290,6 +356,10 @@ impl Default for State {
             data_dir: d_data_dir(),
             refusal_header: d_refusal_header(),
             refusal_values: d_refusal_values(),
+            backend: Backend::default(),
+            redis: RedisConfig::default(),
+            fail_open: false,
+            unavailable_retry_after_s: d_unavailable_retry(),
         }
     }
 }
@@ -423,6 +493,28 @@ impl Config {
             return Err(invalid(
                 "sip.max_message_bytes",
                 "must be between 1024 and 1048576".into(),
+            ));
+        }
+        let r = &self.state.redis;
+        if !(1..=64).contains(&r.connections) {
+            return Err(invalid(
+                "state.redis.connections",
+                "must be between 1 and 64".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&r.timeout_ms) {
+            return Err(invalid(
+                "state.redis.timeout_ms",
+                "must be between 1 and 10000".into(),
+            ));
+        }
+        if !(r.url.starts_with("redis://")
+            || r.url.starts_with("rediss://")
+            || r.url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "state.redis.url",
+                "must start with redis://, rediss:// or unix://".into(),
             ));
         }
         let mut names = std::collections::HashSet::new();

@@ -10,13 +10,14 @@
 //! - [`schedule`]: contact hours, holidays, the next allowed instant.
 //! - [`dnc`]: do-not-call and consent lists: file snapshots plus run-time changes.
 //! - [`policy`]: the pure decision engine (facts + clock → decision).
-//! - [`state`]: refusals, attempt counts and run-time DNC changes, durable in an embedded store.
+//! - [`state`]: refusals, attempt counts and run-time DNC changes, durable in an embedded store;
+//!   [`state::shared`]: refusals and counts shared by several instances in Redis.
 //! - [`tenant`]: tenants by source address, their compiled policy, the gate.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`metrics`]: Prometheus counters with the contract's names.
 //! - [`audit`]: the audit trail, one JSON line per decision, written off the call path.
 //! - [`admin`]: the admin HTTP API (metrics, probes, check, DNC, refusals, reload).
-//! - [`service`]: wiring config, core, transports and admin into one process; reload.
+//! - [`service`]: wiring config, core, transports and admin into one process; reload, drain.
 
 pub mod admin;
 pub mod audit;

@@ -86,6 +86,8 @@ pub struct Metrics {
     pub malformed: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub dnc_entries: Family<ListLabels, Gauge>,
+    pub state_backend_up: Gauge,
+    pub state_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -111,6 +113,19 @@ impl Metrics {
         let malformed = Counter::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
         let dnc_entries = Family::<ListLabels, Gauge>::default();
+        let state_backend_up = Gauge::default();
+        state_backend_up.set(1);
+        let state_errors = Counter::default();
+        registry.register(
+            "state_backend_up",
+            "1 while the call state answers (always 1 for the embedded store), 0 after a failed operation",
+            state_backend_up.clone(),
+        );
+        registry.register(
+            "state_errors",
+            "Shared call state (Redis) operations that failed or timed out",
+            state_errors.clone(),
+        );
         registry.register(
             "dnc_entries",
             "Numbers on each DNC list (file plus run-time changes)",
@@ -179,6 +194,8 @@ impl Metrics {
             malformed,
             config_reloads,
             dnc_entries,
+            state_backend_up,
+            state_errors,
         }
     }
 
@@ -192,6 +209,14 @@ impl Metrics {
                     list: l.name().to_owned(),
                 })
                 .set(l.len() as i64);
+        }
+    }
+
+    /// Handles the shared state reports its health through.
+    pub fn state_health(&self) -> crate::state::shared::Health {
+        crate::state::shared::Health {
+            up: self.state_backend_up.clone(),
+            errors: self.state_errors.clone(),
         }
     }
 

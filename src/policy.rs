@@ -550,6 +550,26 @@ impl TenantPolicy {
         ))
     }
 
+    /// Judges rule 9 on the attempts the state returned when counting (or
+    /// read, when not counting) and folds a failure into the decision.
+    pub fn fold_cap(
+        &self,
+        d: &mut Decision,
+        callee: E164,
+        prior: &[DateTime<Utc>],
+        now: DateTime<Utc>,
+    ) {
+        if let Some(f) = self.cap_failure(callee, prior, now) {
+            self.cap_reached(d, f);
+        }
+    }
+
+    /// How long a refusal must be kept for rule 6: the cool-off, plus two
+    /// days for its end at a local midnight in any zone.
+    pub fn refusal_keep(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.rules.cooloff_days.unwrap_or(0)) + 2)
+    }
+
     /// Folds a frequency-cap failure found when counting (another call to
     /// the same callee was counted between the read and the count) into a
     /// decision that was going to forward.

@@ -109,6 +109,10 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     audit: crate::audit::Audit,
     state: Store,
+    /// The shared state, when `state.backend = "redis"`: made once at
+    /// start, so a reload never drops its connections.
+    shared: Option<crate::state::shared::Shared>,
+    backend: crate::config::Backend,
     data_dir: std::path::PathBuf,
     /// The gate the shards use now (the admin API decides with it too).
     current: arc_swap::ArcSwap<Gate>,
@@ -153,6 +157,9 @@ impl Reloader {
         if cfg.state.data_dir != self.data_dir {
             tracing::warn!("state.data_dir changed: the state moves only on restart");
         }
+        if cfg.state.backend != self.backend {
+            tracing::warn!("state.backend changed: the backend changes only on restart");
+        }
         if cfg.sip.listen != self.listen {
             tracing::warn!("sip.listen changed: listeners change only on restart");
         }
@@ -172,6 +179,7 @@ impl Reloader {
             state: Some(self.state.clone()),
             refusal: RefusalSignal::from_config(&cfg.state),
             config_version: config_version(&self.origin.path).into(),
+            shared: shared_policy(self.shared.as_ref(), &cfg),
         });
         self.metrics.dnc_sizes(&gate.tenants);
         self.current.store(gate.clone());
@@ -189,6 +197,17 @@ impl Reloader {
             lists.join("; ")
         ))
     }
+}
+
+fn shared_policy(
+    shared: Option<&crate::state::shared::Shared>,
+    cfg: &Config,
+) -> Option<crate::tenant::SharedPolicy> {
+    shared.map(|s| crate::tenant::SharedPolicy {
+        store: s.clone(),
+        fail_open: cfg.state.fail_open,
+        retry_after: cfg.state.unavailable_retry_after_s,
+    })
 }
 
 /// Command-line overrides of the config (`serve` flags).
@@ -371,6 +390,19 @@ pub async fn start(
     let (tenants, lists) = Tenants::build(&cfg, &origin.base_dir(), Some(&state))?;
     let (window, cooloff) = tenants.retention();
     state.retain(window, cooloff);
+    let shared = match cfg.state.backend {
+        crate::config::Backend::Embedded => None,
+        crate::config::Backend::Redis => {
+            let s = crate::state::shared::Shared::connect(&cfg.state.redis, metrics.state_health())
+                .with_context(|| format!("state.redis.url {}", cfg.state.redis.url))?;
+            tracing::info!(
+                url = %cfg.state.redis.url,
+                fail_open = cfg.state.fail_open,
+                "refusals and attempts are shared through Redis"
+            );
+            Some(s)
+        }
+    };
     for l in &lists {
         if l.report.invalid > 0 {
             tracing::warn!(kind = l.kind, list = %l.name, "{}", l.report);
@@ -435,6 +467,7 @@ pub async fn start(
         state: Some(state.clone()),
         refusal: RefusalSignal::from_config(&cfg.state),
         config_version: config_version(&origin.path).into(),
+        shared: shared_policy(shared.as_ref(), &cfg),
     });
     metrics.dnc_sizes(&gatekeeper.tenants);
     if gatekeeper.tenants.is_empty() {
@@ -491,6 +524,8 @@ pub async fn start(
         metrics: metrics.clone(),
         audit,
         state,
+        shared,
+        backend: cfg.state.backend,
         current: arc_swap::ArcSwap::new(gatekeeper.clone()),
         data_dir: cfg.state.data_dir.clone(),
         one_at_a_time: parking_lot::Mutex::new(()),

@@ -28,6 +28,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+pub mod shared;
+
 use crate::dnc::Delta;
 use crate::numbering::E164;
 use crate::policy::{Cap, History};

@@ -438,6 +438,120 @@ pub struct Gate {
     pub refusal: RefusalSignal,
     /// Hash of the config text, written in every audit line.
     pub config_version: Arc<str>,
+    /// Refusals and attempts shared with other instances (Redis). When
+    /// set, it replaces `state` for rules 6 and 9.
+    pub shared: Option<SharedPolicy>,
+}
+
+/// Deciding with the shared state: how to behave when it is unavailable.
+#[derive(Clone)]
+pub struct SharedPolicy {
+    pub store: crate::state::shared::Shared,
+    pub fail_open: bool,
+    pub retry_after: u64,
+}
+
+/// The facts of a call, owned, for a decision that outlives the message.
+struct OwnedFacts {
+    caller: Option<Box<str>>,
+    callee: Box<str>,
+    mode: Option<Box<str>>,
+}
+
+impl OwnedFacts {
+    fn new(f: &Facts<'_>) -> OwnedFacts {
+        OwnedFacts {
+            caller: f.caller.map(Into::into),
+            callee: f.callee.into(),
+            mode: f.mode.map(Into::into),
+        }
+    }
+    fn get(&self) -> Facts<'_> {
+        Facts {
+            caller: self.caller.as_deref(),
+            callee: &self.callee,
+            mode: self.mode.as_deref(),
+        }
+    }
+}
+
+impl SharedPolicy {
+    /// Whether tenant `t`'s rules need the state at all.
+    fn needed(t: &TenantPolicy) -> bool {
+        t.rules.cooloff_days.is_some() || t.rules.cap.is_some()
+    }
+
+    /// The decision for one call with its history read from Redis; see
+    /// [`Gate::decide`]. If Redis fails, the rules that need no state
+    /// still apply; a call they allow is refused `503 policy_unavailable`
+    /// (fail-closed) or forwarded with a `policy_unavailable` warning
+    /// (fail-open).
+    pub async fn decide(
+        &self,
+        t: &TenantPolicy,
+        facts: &Facts<'_>,
+        now: DateTime<Utc>,
+        count: bool,
+    ) -> policy::Decision {
+        let Some(callee) = crate::numbering::parse(facts.callee, t.country).ok() else {
+            return t.decide(facts, &policy::History::default(), now);
+        };
+        let window = t.rules.cap.map(|c| c.window);
+        let read = self
+            .store
+            .read(&t.id, callee, t.rules.cooloff_days.is_some(), window, now)
+            .await;
+        let read = match read {
+            Ok(r) => r,
+            Err(e) => return self.unavailable(t.decide(facts, &Default::default(), now), &e),
+        };
+        let history = policy::History {
+            refused_at: read.refused_at,
+            attempts: Default::default(),
+        };
+        let mut d = t.decide(facts, &history, now);
+        if let (Some(cap), Some(callee)) = (t.rules.cap, d.callee) {
+            let prior = if count && d.decision != Outcome::Reject {
+                let enforce = t.enforcement(d.mode, Rule::FrequencyCap) == Enforce::Block;
+                match self.store.count(&t.id, callee, now, cap, enforce).await {
+                    Ok(p) => p,
+                    Err(e) => return self.unavailable(d, &e),
+                }
+            } else {
+                read.attempts
+            };
+            t.fold_cap(&mut d, callee, &prior, now);
+        }
+        d
+    }
+
+    fn unavailable(
+        &self,
+        mut d: policy::Decision,
+        e: &crate::state::shared::SharedError,
+    ) -> policy::Decision {
+        if d.decision == Outcome::Reject {
+            // Refused whatever the state says.
+            return d;
+        }
+        d.reason = Some("policy_unavailable");
+        if self.fail_open {
+            d.decision = Outcome::Warn;
+            d.explanation = format!(
+                "call state unavailable ({e}): forwarded without checking refusals and attempts (fail_open)"
+            )
+            .into();
+        } else {
+            d.decision = Outcome::Reject;
+            d.status = 503;
+            d.phrase = "Service Unavailable".into();
+            d.explanation =
+                format!("call state unavailable ({e}): refusals and attempts cannot be checked")
+                    .into();
+            d.retry_after = Some(self.retry_after);
+        }
+        d
+    }
 }
 
 impl Gate {
@@ -489,11 +603,23 @@ impl Gate {
             } else {
                 s.attempts(&t.id, callee)
             };
-            if let Some(f) = t.cap_failure(callee, &prior, now) {
-                t.cap_reached(&mut d, f);
-            }
+            t.fold_cap(&mut d, callee, &prior, now);
         }
         d
+    }
+
+    /// The decision for the admin API: from the shared state when there is
+    /// one, else as [`Gate::decide`].
+    pub async fn decide_any(
+        &self,
+        t: &TenantPolicy,
+        facts: &Facts<'_>,
+        now: DateTime<Utc>,
+    ) -> policy::Decision {
+        match &self.shared {
+            Some(s) => s.decide(t, facts, now, false).await,
+            None => self.decide(t, facts, now, false),
+        }
     }
 }
 
@@ -504,7 +630,22 @@ impl Gatekeeper for Gate {
             self.audit(invite, source, None, now);
             return Verdict::Reject(source_not_authorized(source));
         };
-        let d = self.decide(t, &facts(invite, &t.mode_header), now, true);
+        let f = facts(invite, &t.mode_header);
+        if let Some(shared) = self.shared.as_ref().filter(|_| SharedPolicy::needed(t)) {
+            // Redis is I/O: the core parks the call and the driver runs this.
+            let job = PendingCall {
+                shared: shared.clone(),
+                tenant: t.clone(),
+                facts: OwnedFacts::new(&f),
+                now,
+                audit: self.audit.clone(),
+                call_id: String::from_utf8_lossy(invite.call_id().unwrap_or_default()).into_owned(),
+                source: source.addr,
+                config_version: self.config_version.clone(),
+            };
+            return Verdict::Pending(crate::proxy::Pending(Box::pin(job.run())));
+        }
+        let d = self.decide(t, &f, now, true);
         let verdict = Self::verdict(t, &d);
         self.audit(invite, source, Some(d), now);
         verdict
@@ -516,7 +657,7 @@ impl Gatekeeper for Gate {
         if req.method() != Some(&b"BYE"[..]) || !self.refusal.matches(req) {
             return;
         }
-        let (Some(state), Some(t)) = (&self.state, self.tenants.find(source.addr.ip())) else {
+        let Some(t) = self.tenants.find(source.addr.ip()) else {
             return;
         };
         let callee = req
@@ -526,13 +667,59 @@ impl Gatekeeper for Gate {
         match callee {
             Some(c) => {
                 tracing::info!(tenant = %t.id, callee = %c, "refusal signalled on BYE");
-                state.record_refusal_soon(&t.id, c, self.clock.now());
+                let now = self.clock.now();
+                if let Some(shared) = &self.shared {
+                    let (store, id, keep) = (shared.store.clone(), t.id.clone(), t.refusal_keep());
+                    // Written in the background: the BYE is relayed at once.
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move {
+                            if let Err(e) = store.record_refusal(&id, c, now, keep).await {
+                                tracing::error!(tenant = %id, callee = %c, error = %e, "refusal signalled on BYE not recorded");
+                            }
+                        });
+                    }
+                } else if let Some(state) = &self.state {
+                    state.record_refusal_soon(&t.id, c, now);
+                }
             }
             None => tracing::warn!(
                 tenant = %t.id,
                 "refusal signalled on a BYE whose To header holds no valid number; ignored"
             ),
         }
+    }
+}
+
+/// A call waiting for the shared state: owns what the decision and its
+/// audit line need, since the INVITE stays with the core.
+struct PendingCall {
+    shared: SharedPolicy,
+    tenant: Arc<TenantPolicy>,
+    facts: OwnedFacts,
+    now: DateTime<Utc>,
+    audit: Option<crate::audit::Audit>,
+    call_id: String,
+    source: std::net::SocketAddr,
+    config_version: Arc<str>,
+}
+
+impl PendingCall {
+    async fn run(self) -> Verdict {
+        let d = self
+            .shared
+            .decide(&self.tenant, &self.facts.get(), self.now, true)
+            .await;
+        let verdict = Gate::verdict(&self.tenant, &d);
+        if let Some(a) = &self.audit {
+            a.record(crate::audit::Record {
+                call_id: self.call_id,
+                source: self.source,
+                decision: Some(d),
+                at: self.now,
+                config_version: self.config_version,
+            });
+        }
+        verdict
     }
 }
 

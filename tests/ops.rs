@@ -181,6 +181,7 @@ fn metrics_move_with_sip_traffic_and_dashboards_query_only_exported_names() {
         "CallguardRejectRatioSpike",
         "CallguardPolicyUnavailable",
         "CallguardReloadFailed",
+        "CallguardStateBackendDown",
     ] {
         assert!(alerts.contains(&format!("alert: {alert}")), "{alert}");
     }

@@ -10,71 +10,12 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(3);
 
-fn reason(m: &callguard::sip::Message) -> String {
-    String::from_utf8_lossy(m.header_by_name("X-Callguard-Reason").unwrap_or_default()).into_owned()
-}
-
-/// A carrier that answers every INVITE 486 (the transaction ends at once)
-/// and counts them, until `stop` INVITEs or the deadline.
-fn busy_carrier(uas: Ua, stop: usize) -> std::thread::JoinHandle<usize> {
-    std::thread::spawn(move || {
-        let mut seen = std::collections::HashSet::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            let Some((m, from)) = uas.recv(Duration::from_millis(300)) else {
-                if seen.len() >= stop {
-                    break;
-                }
-                continue;
-            };
-            if m.method() == Some(&b"INVITE"[..]) {
-                seen.insert(m.call_id().unwrap_or_default().to_vec());
-                uas.send(from, &reply(&m, 486, "Busy Here", "c", ""));
-            }
-        }
-        seen.len()
-    })
-}
-
 #[test]
 fn hundred_simultaneous_invites_to_one_callee_forward_exactly_four() {
     let uas = Ua::bind("127.0.0.1:0");
     let p = Proxy::start(&[format!("udp:{}", uas.addr())]);
     let carrier = busy_carrier(uas, 4);
-    // Several dialer sockets, all sending at once: the Call-IDs spread
-    // over every shard of the proxy, so the counts race for real.
-    let uacs: Vec<Ua> = (0..4).map(|_| Ua::bind("127.0.0.1:0")).collect();
-    std::thread::scope(|s| {
-        for (u, uac) in uacs.iter().enumerate() {
-            let p = &p;
-            s.spawn(move || {
-                for i in 0..25 {
-                    let id = format!("cap-{u}-{i}");
-                    uac.send(
-                        p.addr(),
-                        &invite(
-                            &uac.hostport(),
-                            "UDP",
-                            p.addr(),
-                            "+33142000077",
-                            &id,
-                            &format!("z9hG4bK{id}"),
-                        ),
-                    );
-                }
-            });
-        }
-    });
-    let mut finals: HashMap<(u16, String), usize> = HashMap::new();
-    for uac in &uacs {
-        for _ in 0..25 {
-            let m = uac.recv_final_or_request(Duration::from_secs(5));
-            *finals.entry((m.status().unwrap(), reason(&m))).or_default() += 1;
-            if m.status() == Some(480) {
-                assert!(m.header_by_name("Retry-After").is_some());
-            }
-        }
-    }
+    let finals = race_invites(&[p.addr()], "+33142000077", "cap");
     assert_eq!(
         carrier.join().unwrap(),
         4,

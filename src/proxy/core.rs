@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use super::build::{self, Forward};
 use super::timer::{Kind, Timers};
 use super::{
-    Carrier, Gatekeeper, Observer, Peer, Rejection, Settings, Transmit, Transport, Verdict,
+    Carrier, DecisionId, Gatekeeper, Observer, Peer, Pending, Rejection, Settings, Transmit,
+    Transport, Verdict,
 };
 use crate::sip::message::{name_addr_uri, HeaderName};
 use crate::sip::{Message, Uri, Via, BRANCH_COOKIE};
@@ -71,6 +72,8 @@ struct ServerTxn {
     targets: VecDeque<Carrier>,
     cancelled: bool,
     extra: Vec<(String, String)>,
+    /// Waiting for a pending decision since this instant.
+    deciding: Option<Instant>,
 }
 
 struct ClientTxn {
@@ -123,6 +126,8 @@ pub struct Core {
     /// Shutting down: new calls are refused so that the dialer places them
     /// through another instance, while calls in progress finish here.
     draining: bool,
+    /// Pending decisions not yet handed to the driver.
+    decisions: VecDeque<(DecisionId, Pending)>,
 }
 
 impl Core {
@@ -146,7 +151,92 @@ impl Core {
             gen: 0,
             branch_seq: 0,
             draining: false,
+            decisions: VecDeque::new(),
         }
+    }
+
+    /// The next decision the driver must run (see [`Verdict::Pending`]).
+    pub fn poll_decision(&mut self) -> Option<(DecisionId, Pending)> {
+        self.decisions.pop_front()
+    }
+
+    /// The outcome of a pending decision. Ignored when the transaction has
+    /// ended meanwhile; a CANCEL that came first has already answered 487.
+    pub fn handle_verdict(&mut self, now: Instant, id: DecisionId, verdict: Verdict) {
+        let Some(s) = self.servers.get_mut(id.slot).filter(|s| s.gen == id.gen) else {
+            return;
+        };
+        let Some(started) = s.deciding.take() else {
+            return;
+        };
+        if s.state != SState::Proceeding {
+            return;
+        }
+        let took = now.saturating_duration_since(started).as_secs_f64();
+        match verdict {
+            Verdict::Reject(r) => {
+                self.observer
+                    .decision(r.tenant.as_deref(), "reject", r.code, took);
+                self.log_rejection(id.slot, &r);
+                self.reject_server(now, id.slot, &r);
+            }
+            Verdict::Forward {
+                tenant,
+                headers,
+                warn,
+            } => {
+                match warn {
+                    Some(code) => self.observer.decision(Some(&tenant), "warn", code, took),
+                    None => self.observer.decision(Some(&tenant), "allow", "", took),
+                }
+                let targets: VecDeque<Carrier> = self.settings.carriers.iter().cloned().collect();
+                if targets.is_empty() {
+                    let r = local_rejection(
+                        503,
+                        "Service Unavailable",
+                        "no_carrier",
+                        "no carrier is configured",
+                    );
+                    return self.reject_server(now, id.slot, &r);
+                }
+                let s = &mut self.servers[id.slot];
+                s.targets = targets;
+                s.extra = headers;
+                self.try_next_carrier(now, id.slot);
+            }
+            Verdict::Pending(_) => {
+                tracing::error!("a pending decision resolved to another pending decision");
+                self.local_final(now, id.slot, 500, "Server Internal Error");
+            }
+        }
+    }
+
+    fn log_rejection(&self, sidx: usize, r: &Rejection) {
+        let s = &self.servers[sidx];
+        let call_id = s
+            .request
+            .as_ref()
+            .and_then(|m| m.call_id())
+            .unwrap_or_default();
+        tracing::info!(
+            call_id = %String::from_utf8_lossy(call_id),
+            from = %s.source, status = r.status, reason = r.code, "call rejected: {}", r.explanation
+        );
+    }
+
+    /// Answers a parked INVITE with an explained rejection.
+    fn reject_server(&mut self, now: Instant, sidx: usize, r: &Rejection) {
+        let s = &mut self.servers[sidx];
+        let Some(req) = s.request.take() else { return };
+        let top_via = s.top_via.take();
+        let tag = local_tag(&s.key);
+        let bytes = self.explained_response(&req, top_via.as_deref(), &tag, r);
+        let s = &mut self.servers[sidx];
+        s.state = SState::Completed;
+        s.last = Some(bytes.clone());
+        let to = s.reply_to;
+        self.send(to, bytes);
+        self.arm_completed(now, sidx);
     }
 
     /// Starts a graceful shutdown: from now on initial INVITEs get `503`
@@ -403,9 +493,38 @@ impl Core {
                     targets,
                     cancelled: false,
                     extra: headers,
+                    deciding: None,
                 });
                 self.send(reply_to, trying);
                 self.try_next_carrier(now, idx);
+            }
+            Verdict::Pending(job) => {
+                // 100 Trying now: the dialer stops retransmitting while the
+                // decision waits on the state store.
+                let trying = build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]);
+                let idx = self.insert_server(ServerTxn {
+                    gen: 0,
+                    key,
+                    invite: true,
+                    reply_to,
+                    source: from,
+                    request: Some(Box::new(msg)),
+                    top_via,
+                    state: SState::Proceeding,
+                    last: Some(trying.clone()),
+                    retransmit: self.settings.t1,
+                    client: None,
+                    targets: VecDeque::new(),
+                    cancelled: false,
+                    extra: Vec::new(),
+                    deciding: Some(started),
+                });
+                self.send(reply_to, trying);
+                let id = DecisionId {
+                    slot: idx,
+                    gen: self.servers[idx].gen,
+                };
+                self.decisions.push_back((id, job));
             }
         }
     }
@@ -557,6 +676,7 @@ impl Core {
             targets: VecDeque::new(),
             cancelled: false,
             extra: Vec::new(),
+            deciding: None,
         });
         self.send(reply_to, bytes);
         self.arm_completed(now, idx);
@@ -675,6 +795,11 @@ impl Core {
         }
         s.cancelled = true;
         s.targets.clear();
+        if s.deciding.is_some() {
+            // Nothing was forwarded yet: the CANCEL ends the call here. The
+            // verdict, when it comes, finds the transaction completed.
+            return self.local_final(now, sidx, 487, "Request Terminated");
+        }
         if let Some((cidx, cgen)) = s.client {
             if let Some(c) = self.clients.get_mut(cidx).filter(|c| c.gen == cgen) {
                 if c.got_provisional {
@@ -815,6 +940,7 @@ impl Core {
             targets: VecDeque::new(),
             cancelled: false,
             extra: Vec::new(),
+            deciding: None,
         });
         if let Some(t) = trying {
             self.send(reply_to, t);

@@ -121,7 +121,7 @@ impl Settings {
 }
 
 /// What the policy layer decided for an initial INVITE.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Verdict {
     Forward {
         tenant: Arc<str>,
@@ -131,6 +131,29 @@ pub enum Verdict {
         warn: Option<&'static str>,
     },
     Reject(Rejection),
+    /// The decision needs I/O (a shared state store). The core answers
+    /// `100 Trying`, parks the transaction and hands the job out through
+    /// [`Core::poll_decision`]; the driver runs it and feeds the verdict
+    /// back with [`Core::handle_verdict`]. The job must end on its own
+    /// (its I/O bounded by a timeout) and never return `Pending`.
+    Pending(Pending),
+}
+
+/// A decision that runs outside the core (see [`Verdict::Pending`]).
+pub struct Pending(pub std::pin::Pin<Box<dyn std::future::Future<Output = Verdict> + Send>>);
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pending")
+    }
+}
+
+/// Names the transaction a pending decision belongs to; stale once the
+/// transaction has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecisionId {
+    pub(crate) slot: usize,
+    pub(crate) gen: u64,
 }
 
 /// A rejection with everything the response must explain (product

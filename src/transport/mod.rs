@@ -5,6 +5,8 @@
 //! (requests, responses, CANCEL, ACK) lands in the same shard while worker
 //! threads process different calls in parallel. A shard is locked only
 //! while the core handles one message; sending happens after unlocking.
+//! Decisions the core parks (a shared state store to ask) run as tasks
+//! whose verdict goes back into the same shard.
 
 pub mod stream;
 
@@ -20,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify};
 
-use crate::proxy::{Core, Peer, Transmit, Transport};
+use crate::proxy::{Core, DecisionId, Peer, Pending, Transmit, Transport};
 use stream::{next_frame, Frame};
 
 /// Messages queued per TCP connection before new ones are dropped; a peer
@@ -88,39 +90,60 @@ impl Dispatcher {
 
     /// One received message (a datagram, or a framed TCP message).
     pub fn deliver(&self, from: Peer, data: Bytes) {
-        let shard = &self.shards[(call_id_hash(&data) % self.shards.len() as u64) as usize];
+        let i = (call_id_hash(&data) % self.shards.len() as u64) as usize;
+        self.with_core(i, |core| core.handle_message(Instant::now(), from, data));
+    }
+
+    /// Runs one event through shard `i`'s core, then does what it asked:
+    /// sends its messages, re-arms its timer task when the next deadline
+    /// moved earlier, and starts the decisions it parked.
+    fn with_core(&self, i: usize, event: impl FnOnce(&mut Core)) {
+        let shard = &self.shards[i];
         let mut batch = Batch::new();
+        let mut jobs: SmallVec<[(DecisionId, Pending); 1]> = SmallVec::new();
         let wake = {
             let mut core = shard.core.lock();
-            core.handle_message(Instant::now(), from, data);
+            event(&mut core);
             while let Some(t) = core.poll_transmit() {
                 batch.push(t);
+            }
+            while let Some(j) = core.poll_decision() {
+                jobs.push(j);
             }
             core.poll_timeout()
                 .is_some_and(|d| self.nanos(d) < shard.armed.load(Ordering::Acquire))
         };
+        self.after(i, batch, jobs, wake);
+    }
+
+    // Not generic, so that a verdict task calling `with_core` again does
+    // not instantiate it recursively.
+    fn after(
+        &self,
+        i: usize,
+        batch: Batch,
+        jobs: SmallVec<[(DecisionId, Pending); 1]>,
+        wake: bool,
+    ) {
+        let shard = &self.shards[i];
         if wake {
             shard.notify.notify_one();
         }
         for t in batch {
             self.transmit(t);
         }
+        for (id, Pending(job)) in jobs {
+            let Some(me) = self.me.upgrade() else { return };
+            tokio::spawn(async move {
+                let verdict = job.await;
+                me.with_core(i, |core| core.handle_verdict(Instant::now(), id, verdict));
+            });
+        }
     }
 
     fn unreachable(&self, peer: Peer) {
-        for shard in self.shards.iter() {
-            let mut batch = Batch::new();
-            {
-                let mut core = shard.core.lock();
-                core.handle_unreachable(Instant::now(), peer);
-                while let Some(t) = core.poll_transmit() {
-                    batch.push(t);
-                }
-            }
-            shard.notify.notify_one();
-            for t in batch {
-                self.transmit(t);
-            }
+        for i in 0..self.shards.len() {
+            self.with_core(i, |core| core.handle_unreachable(Instant::now(), peer));
         }
     }
 
@@ -150,17 +173,7 @@ impl Dispatcher {
                     continue;
                 }
             }
-            let mut batch: Vec<Transmit> = Vec::new();
-            {
-                let mut core = shard.core.lock();
-                core.handle_timeout(Instant::now());
-                while let Some(t) = core.poll_transmit() {
-                    batch.push(t);
-                }
-            }
-            for t in batch {
-                self.transmit(t);
-            }
+            self.with_core(i, |core| core.handle_timeout(Instant::now()));
         }
     }
 

@@ -458,19 +458,106 @@ pub fn proxy_with_dnc_file(
     (p, lists, list)
 }
 
-/// Sends an initial INVITE over UDP and returns the first answer that is
-/// not `100 Trying`.
+/// Sends an initial INVITE over UDP and returns its first answer that is
+/// not `100 Trying` (matched by Call-ID: stray retransmissions of earlier
+/// calls are skipped). A non-2xx final is ACKed, as a dialer would, so it
+/// is not retransmitted into later calls.
 pub fn call(p: &Proxy, uac: &Ua, callee: &str, call_id: &str) -> Message {
+    let branch = format!("z9hG4bK{call_id}");
     uac.send(
         p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            callee,
-            call_id,
-            &format!("z9hG4bK{call_id}"),
-        ),
+        &invite(&uac.hostport(), "UDP", p.addr(), callee, call_id, &branch),
     );
-    uac.recv_final_or_request(Duration::from_secs(3))
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = uac.recv_final_or_request(left.max(Duration::from_millis(1)));
+        if m.call_id() != Some(call_id.as_bytes()) {
+            continue;
+        }
+        if m.status().is_some_and(|s| s >= 300) {
+            let to = String::from_utf8_lossy(m.header(HeaderName::To).unwrap_or_default());
+            let hp = uac.hostport();
+            uac.send(
+                p.addr(),
+                &format!(
+                    "ACK sip:{callee}@{} SIP/2.0\r\nVia: SIP/2.0/UDP {hp};branch={branch};rport\r\n\
+                     Max-Forwards: 70\r\nFrom: \"Dialer\" <sip:+33162000001@{hp}>;tag=uac-{call_id}\r\n\
+                     To: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+                    p.addr()
+                ),
+            );
+        }
+        return m;
+    }
+}
+
+pub fn reason(m: &Message) -> String {
+    String::from_utf8_lossy(m.header_by_name("X-Callguard-Reason").unwrap_or_default()).into_owned()
+}
+
+/// A carrier that answers every INVITE 486 (the transaction ends at once)
+/// and counts them, until `stop` INVITEs or the deadline.
+pub fn busy_carrier(uas: Ua, stop: usize) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut seen = std::collections::HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let Some((m, from)) = uas.recv(Duration::from_millis(300)) else {
+                if seen.len() >= stop {
+                    break;
+                }
+                continue;
+            };
+            if m.method() == Some(&b"INVITE"[..]) {
+                seen.insert(m.call_id().unwrap_or_default().to_vec());
+                uas.send(from, &reply(&m, 486, "Busy Here", "c", ""));
+            }
+        }
+        seen.len()
+    })
+}
+
+/// 100 INVITEs to one callee, sent at once from 4 dialer sockets (socket
+/// `u` sends to `proxies[u % len]`): the Call-IDs spread over every shard
+/// (and every instance), so the counts race for real. Returns how many
+/// final answers came back per (status, X-Callguard-Reason).
+pub fn race_invites(
+    proxies: &[SocketAddr],
+    callee: &str,
+    tag: &str,
+) -> std::collections::HashMap<(u16, String), usize> {
+    let uacs: Vec<Ua> = (0..4).map(|_| Ua::bind("127.0.0.1:0")).collect();
+    std::thread::scope(|s| {
+        for (u, uac) in uacs.iter().enumerate() {
+            let to = proxies[u % proxies.len()];
+            s.spawn(move || {
+                for i in 0..25 {
+                    let id = format!("{tag}-{u}-{i}");
+                    uac.send(
+                        to,
+                        &invite(
+                            &uac.hostport(),
+                            "UDP",
+                            to,
+                            callee,
+                            &id,
+                            &format!("z9hG4bK{id}"),
+                        ),
+                    );
+                }
+            });
+        }
+    });
+    let mut finals = std::collections::HashMap::new();
+    for uac in &uacs {
+        for _ in 0..25 {
+            let m = uac.recv_final_or_request(Duration::from_secs(5));
+            *finals.entry((m.status().unwrap(), reason(&m))).or_default() += 1;
+            if m.status() == Some(480) {
+                assert!(m.header_by_name("Retry-After").is_some());
+            }
+        }
+    }
+    finals
 }

@@ -572,3 +572,105 @@ fn draining_refuses_new_invites_and_finishes_calls_in_progress() {
     assert_eq!(only(out, UAC).status(), Some(200));
     assert_eq!(net.core.unfinished_transactions(), 0);
 }
+
+/// Defers every decision, as the gate does with a shared state store.
+struct Deferring;
+impl Gatekeeper for Deferring {
+    fn check(&self, _m: &Message, _source: &Peer) -> Verdict {
+        Verdict::Pending(Pending(Box::pin(std::future::pending())))
+    }
+}
+
+fn deferring_net() -> Net {
+    let mut net = Net::new(&[C1]);
+    net.core = Core::new(
+        Arc::new(settings(&[C1])),
+        Arc::new(Deferring),
+        Arc::new(NoObserver),
+        0,
+    );
+    net
+}
+
+#[test]
+fn pending_decision_answers_100_then_forwards_on_the_verdict() {
+    let mut net = deferring_net();
+    let out = net.input(UAC, &invite("z9hG4bKp1", "call-p1"));
+    assert_eq!(only(out, UAC).status(), Some(100));
+    let (id, _job) = net.core.poll_decision().expect("a decision to run");
+    assert!(net.core.poll_decision().is_none());
+    // A retransmitted INVITE meanwhile gets the 100 again, nothing else.
+    let out = net.input(UAC, &invite("z9hG4bKp1", "call-p1"));
+    assert_eq!(only(out, UAC).status(), Some(100));
+    assert!(net.core.poll_decision().is_none());
+
+    net.core.handle_verdict(
+        net.now,
+        id,
+        Verdict::Forward {
+            tenant: "t1".into(),
+            headers: vec![("X-Callguard-Warning".into(), "w; why".into())],
+            warn: Some("w"),
+        },
+    );
+    let fwd = only(net.drain(), C1);
+    assert_eq!(fwd.method(), Some(&b"INVITE"[..]));
+    assert_eq!(
+        fwd.header_by_name("X-Callguard-Warning"),
+        Some(&b"w; why"[..])
+    );
+    // A second verdict for the same transaction changes nothing.
+    net.core.handle_verdict(
+        net.now,
+        id,
+        Verdict::Reject(crate::tenant::source_not_authorized(&udp(UAC))),
+    );
+    assert!(net.drain().is_empty());
+}
+
+#[test]
+fn pending_decision_rejected_with_explanation() {
+    let mut net = deferring_net();
+    net.input(UAC, &invite("z9hG4bKp2", "call-p2"));
+    let (id, _job) = net.core.poll_decision().unwrap();
+    let r = Rejection {
+        tenant: Some("t1".into()),
+        status: 503,
+        phrase: "Service Unavailable".into(),
+        code: "policy_unavailable",
+        explanation: "call state unavailable".into(),
+        retry_after: Some(60),
+    };
+    net.core.handle_verdict(net.now, id, Verdict::Reject(r));
+    let m = only(net.drain(), UAC);
+    assert_eq!(m.status(), Some(503));
+    assert_eq!(m.header_by_name("Retry-After"), Some(&b"60"[..]));
+    assert_eq!(
+        m.header_by_name("X-Callguard-Reason"),
+        Some(&b"policy_unavailable"[..])
+    );
+    // Retransmitted until ACKed (Timer G), as any local rejection.
+    let again = net.advance(Duration::from_millis(500));
+    assert_eq!(only(again, UAC).status(), Some(503));
+}
+
+#[test]
+fn cancel_while_deciding_ends_the_call_before_anything_is_forwarded() {
+    let mut net = deferring_net();
+    net.input(UAC, &invite("z9hG4bKp3", "call-p3"));
+    let (id, _job) = net.core.poll_decision().unwrap();
+    let out = net.input(UAC, &cancel("call-p3").replace("z9hG4bKa1", "z9hG4bKp3"));
+    let codes: Vec<_> = out.iter().map(|(to, m)| (*to, m.status())).collect();
+    let uac: SocketAddr = UAC.parse().unwrap();
+    assert_eq!(codes, [(uac, Some(200)), (uac, Some(487))]);
+    net.core.handle_verdict(
+        net.now,
+        id,
+        Verdict::Forward {
+            tenant: "t1".into(),
+            headers: vec![],
+            warn: None,
+        },
+    );
+    assert!(net.drain().is_empty(), "forwarded after the CANCEL");
+}

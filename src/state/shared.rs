@@ -1,0 +1,298 @@
+//! Call state shared by several callguard instances behind one trunk, in
+//! Redis: refusals (rule 6) and attempt counts (rule 9).
+//!
+//! Keys (`P` = `state.redis.key_prefix`):
+//! - `P:refusal:TENANT:DIGITS`: Unix seconds of the latest refusal, expiring
+//!   after the longest cool-off;
+//! - `P:attempts:TENANT:DIGITS`: a sorted set of attempts scored by Unix
+//!   seconds, expiring after the window.
+//!
+//! Check-and-count is one Lua script, so it is atomic across instances:
+//! concurrent INVITEs to one callee, whichever instance they reach, never
+//! exceed the cap. Every operation is bounded by `timeout_ms`; an error or a
+//! timeout is reported to the caller, which fails closed (or open) — this
+//! module never decides.
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use redis::aio::ConnectionManager;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::RedisConfig;
+use crate::numbering::E164;
+use crate::policy::Cap;
+use crate::state::Attempts;
+
+/// Most attempts kept per callee, as in the embedded store.
+const MAX_ATTEMPTS_KEPT: usize = 32;
+
+/// Trims the window, reads the attempts left, and adds this one unless the
+/// cap is enforced and reached. Returns the scores before this attempt.
+/// KEYS[1] attempts; ARGV: now, since (exclusive), cap, enforce (0/1),
+/// member, ttl seconds, most kept.
+const COUNT: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local prior = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local out = {}
+for i = 2, #prior, 2 do out[#out + 1] = prior[i] end
+if ARGV[4] == '1' and #out >= tonumber(ARGV[3]) then return out end
+if #out >= tonumber(ARGV[7]) then redis.call('ZPOPMIN', KEYS[1]) end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+return out
+";
+
+/// Keeps the later of the stored and the given refusal.
+/// KEYS[1] refusal; ARGV: at, ttl seconds.
+const REFUSE: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 1
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected answer from redis: {0}")]
+    Parse(#[from] redis::ParsingError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// What ops see of the backend (`callguard_state_backend_up`,
+/// `callguard_state_errors_total`).
+#[derive(Clone, Default)]
+pub struct Health {
+    pub up: Gauge,
+    pub errors: Counter,
+}
+
+/// Handle to the shared state; cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conns: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    prefix: String,
+    timeout: Duration,
+    count: redis::Script,
+    refuse: redis::Script,
+    /// Makes attempt members unique across instances and calls.
+    instance: u32,
+    seq: AtomicU64,
+    /// Last known reachability (the gauge follows it at once).
+    up: AtomicBool,
+    /// An outage was logged and its end is not yet: the end is logged once.
+    logged_down: AtomicBool,
+    /// When an outage was last logged (ms since `epoch`): under overload
+    /// the state flaps at the timeout, and one line per 10 s is enough; the
+    /// error counter has the rest.
+    last_down_log: AtomicU64,
+    epoch: std::time::Instant,
+    health: Health,
+}
+
+/// Least time between two "unavailable" log lines.
+const DOWN_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A callee's history as read from the shared state.
+#[derive(Debug, Default, Clone)]
+pub struct Read {
+    pub refused_at: Option<DateTime<Utc>>,
+    pub attempts: Attempts,
+}
+
+impl Shared {
+    /// Connections are made lazily and re-made after a failure (with
+    /// backoff), so the proxy starts, and recovers, while Redis is down.
+    pub fn connect(cfg: &RedisConfig, health: Health) -> Result<Shared, SharedError> {
+        let client = redis::Client::open(cfg.url.as_str())?;
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let conn_cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conns = (0..cfg.connections.max(1))
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), conn_cfg.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        health.up.set(1);
+        Ok(Shared {
+            inner: Arc::new(Inner {
+                conns,
+                next: AtomicUsize::new(0),
+                prefix: cfg.key_prefix.clone(),
+                timeout,
+                count: redis::Script::new(COUNT),
+                refuse: redis::Script::new(REFUSE),
+                instance: rand::random(),
+                seq: AtomicU64::new(0),
+                up: AtomicBool::new(true),
+                logged_down: AtomicBool::new(false),
+                last_down_log: AtomicU64::new(0),
+                epoch: std::time::Instant::now(),
+                health,
+            }),
+        })
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.conns.len();
+        self.inner.conns[i].clone()
+    }
+
+    fn key(&self, kind: &str, tenant: &str, callee: E164) -> String {
+        format!("{}:{kind}:{tenant}:{}", self.inner.prefix, callee.digits())
+    }
+
+    /// Runs one operation under the timeout and keeps the health up to
+    /// date. The gauge follows every switch; the log gets the start of an
+    /// outage (at most one line per `DOWN_LOG_EVERY`) and its end.
+    async fn run<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, SharedError> {
+        let r = match tokio::time::timeout(self.inner.timeout, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(SharedError::Redis(e)),
+            Err(_) => Err(SharedError::Timeout(self.inner.timeout)),
+        };
+        let inner = &self.inner;
+        match &r {
+            Ok(_) => {
+                if !inner.up.swap(true, Ordering::Relaxed) {
+                    inner.health.up.set(1);
+                }
+                if inner.logged_down.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("shared call state (Redis) reachable again");
+                }
+            }
+            Err(e) => {
+                inner.health.errors.inc();
+                if inner.up.swap(false, Ordering::Relaxed) {
+                    inner.health.up.set(0);
+                }
+                let now = inner.epoch.elapsed().as_millis() as u64 + 1;
+                let last = inner.last_down_log.load(Ordering::Relaxed);
+                let due =
+                    last == 0 || now.saturating_sub(last) >= DOWN_LOG_EVERY.as_millis() as u64;
+                if due
+                    && !inner.logged_down.load(Ordering::Relaxed)
+                    && inner
+                        .last_down_log
+                        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    inner.logged_down.store(true, Ordering::Relaxed);
+                    tracing::error!(
+                        error = %e,
+                        errors_so_far = inner.health.errors.get(),
+                        "shared call state (Redis) unavailable"
+                    );
+                }
+            }
+        }
+        r
+    }
+
+    /// Whether the last operation succeeded.
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+
+    /// The callee's refusal and attempts in the window, in one round trip.
+    /// `refusals`/`window`: what the tenant's rules use (None: not read).
+    pub async fn read(
+        &self,
+        tenant: &str,
+        callee: E164,
+        refusals: bool,
+        window: Option<chrono::Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<Read, SharedError> {
+        let mut pipe = redis::pipe();
+        if refusals {
+            pipe.get(self.key("refusal", tenant, callee));
+        }
+        if let Some(w) = window {
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(self.key("attempts", tenant, callee))
+                .arg(format!("({}", now.timestamp() - w.num_seconds()))
+                .arg("+inf")
+                .arg("WITHSCORES");
+        }
+        let mut conn = self.conn();
+        let values: Vec<redis::Value> = self.run(pipe.query_async(&mut conn)).await?;
+        let mut it = values.into_iter();
+        let mut read = Read::default();
+        if refusals {
+            let v: Option<i64> = redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
+            read.refused_at = v.and_then(|s| DateTime::from_timestamp(s, 0));
+        }
+        if window.is_some() {
+            let v: Vec<(String, f64)> =
+                redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil))?;
+            read.attempts = v
+                .into_iter()
+                .filter_map(|(_, s)| DateTime::from_timestamp(s as i64, 0))
+                .collect();
+        }
+        Ok(read)
+    }
+
+    /// Counts an attempt at `now` unless `enforce` and the cap is reached;
+    /// atomic across every instance. Returns the attempts before this one.
+    pub async fn count(
+        &self,
+        tenant: &str,
+        callee: E164,
+        now: DateTime<Utc>,
+        cap: Cap,
+        enforce: bool,
+    ) -> Result<Attempts, SharedError> {
+        let now_s = now.timestamp();
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+        let member = format!("{now_s}:{:08x}:{seq}", self.inner.instance);
+        let mut inv = self.inner.count.prepare_invoke();
+        inv.key(self.key("attempts", tenant, callee))
+            .arg(now_s)
+            .arg(now_s - cap.window.num_seconds())
+            .arg(cap.attempts)
+            .arg(u8::from(enforce))
+            .arg(member)
+            .arg(cap.window.num_seconds().max(1))
+            .arg(MAX_ATTEMPTS_KEPT);
+        let mut conn = self.conn();
+        let prior: Vec<f64> = self.run(inv.invoke_async(&mut conn)).await?;
+        Ok(prior
+            .into_iter()
+            .filter_map(|s| DateTime::from_timestamp(s as i64, 0))
+            .collect())
+    }
+
+    /// Records a refusal (the later one wins), kept for `keep`.
+    pub async fn record_refusal(
+        &self,
+        tenant: &str,
+        callee: E164,
+        at: DateTime<Utc>,
+        keep: chrono::Duration,
+    ) -> Result<(), SharedError> {
+        let mut inv = self.inner.refuse.prepare_invoke();
+        inv.key(self.key("refusal", tenant, callee))
+            .arg(at.timestamp())
+            .arg(keep.num_seconds().max(1));
+        let mut conn = self.conn();
+        let _: i64 = self.run(inv.invoke_async(&mut conn)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,290 @@
+//! The Redis backend through real processes: a `redis-server` started by
+//! the test on a loopback port, and one or two callguard instances sharing
+//! it. The cap holds across instances, a refusal recorded on one blocks the
+//! other, Redis going away fails closed (or open when configured) and the
+//! service comes back by itself when Redis returns.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(3);
+
+/// A private `redis-server` (no persistence) on a free loopback port.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Redis {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.run();
+        r
+    }
+
+    fn run(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server is not installed (Debian package redis-server; .ci/run installs it)",
+            );
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ping() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `[state]` keys pointing a callguard at this server.
+    fn state_config(&self, fail_open: bool) -> String {
+        format!(
+            "backend = \"redis\"\nfail_open = {fail_open}\n[state.redis]\n\
+             url = \"redis://127.0.0.1:{}/0\"\ntimeout_ms = 200\n",
+            self.port
+        )
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn proxy_on(redis: &Redis, carrier: &Ua, fail_open: bool) -> Proxy {
+    Proxy::start_with(
+        &[format!("udp:{}", carrier.addr())],
+        &redis.state_config(fail_open),
+        "",
+    )
+}
+
+#[test]
+fn two_instances_share_the_cap_and_refusals() {
+    let redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let a = proxy_on(&redis, &uas, false);
+    let b = proxy_on(&redis, &uas, false);
+    let carrier = busy_carrier(uas, 4);
+    // 100 INVITEs at once to one callee, half through each instance.
+    let finals = race_invites(&[a.addr(), b.addr()], "+33142000077", "shared");
+    assert_eq!(
+        carrier.join().unwrap(),
+        4,
+        "INVITEs that reached the carrier"
+    );
+    let expected: HashMap<(u16, String), usize> = [
+        ((486, String::new()), 4),
+        ((480, "frequency_cap".to_owned()), 96),
+    ]
+    .into();
+    assert_eq!(finals, expected);
+
+    // A refusal recorded through one instance blocks calls through the other.
+    let (status, body) = a.http(
+        "POST",
+        "/v1/refusals",
+        r#"{"tenant":"test","number":"+33142000088"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let uac = Ua::bind("127.0.0.1:0");
+    let r = call(&b, &uac, "+33142000088", "shared-refused");
+    assert_eq!(r.status(), Some(603));
+    assert_eq!(reason(&r), "refusal_cooloff");
+    // And `/v1/check` on either instance sees the shared history.
+    let (status, body) = a.http(
+        "POST",
+        "/v1/check",
+        r#"{"tenant":"test","from":"+33162000001","to":"+33142000077"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"reason\":\"frequency_cap\""), "{body}");
+    // 31 days later the four attempts have left the 30-day window.
+    let (status, body) = b.http(
+        "POST",
+        "/v1/check",
+        r#"{"tenant":"test","from":"+33162000001","to":"+33142000077","at":"2026-12-18T11:00:00+01:00"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"decision\":\"allow\""), "{body}");
+}
+
+#[test]
+fn redis_down_fails_closed_then_service_resumes_by_itself() {
+    let mut redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = Proxy::start_with(
+        &[format!("udp:{}", uas.addr())],
+        &format!(
+            "{}[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
+            redis.state_config(false),
+            write_list("+33142000099\n").display()
+        ),
+        "dnc_lists = [\"d\"]\n",
+    );
+    let uac = Ua::bind("127.0.0.1:0");
+    let answer = |callee: &str, id: &str| call(&p, &uac, callee, id);
+    // Up: forwarded (the carrier sees it).
+    let first = Ua::bind("127.0.0.1:0");
+    first.send(
+        p.addr(),
+        &invite(
+            &first.hostport(),
+            "UDP",
+            p.addr(),
+            "+33142000001",
+            "down-1",
+            "z9hG4bKdown-1",
+        ),
+    );
+    let (fwd, _) = uas.recv(T).expect("forwarded while Redis is up");
+    uas.send(p.addr(), &reply(&fwd, 486, "Busy Here", "c", ""));
+    assert_eq!(first.recv_final_or_request(T).status(), Some(486));
+    let (ack, _) = uas.recv(T).expect("hop-by-hop ACK of the 486");
+    assert_eq!(ack.method(), Some(&b"ACK"[..]));
+
+    redis.stop();
+    let r = answer("+33142000002", "down-2");
+    assert_eq!(r.status(), Some(503), "{}", first_line(&r));
+    assert_eq!(reason(&r), "policy_unavailable");
+    assert_eq!(r.header_by_name("Retry-After"), Some(&b"60"[..]));
+    uas.expect_silence(Duration::from_millis(200));
+    // A call the stateless rules refuse keeps its own answer.
+    let r = answer("+33142000099", "down-dnc");
+    assert_eq!((r.status(), reason(&r)), (Some(603), "dnc".to_owned()));
+    assert_eq!(p.metric("callguard_state_backend_up"), 0.0);
+    assert!(p.metric("callguard_state_errors_total") >= 1.0);
+    assert_eq!(
+        p.metric(r#"callguard_invites_total{tenant="test",decision="reject",reason="policy_unavailable"}"#),
+        1.0
+    );
+    assert!(p.log().contains("shared call state (Redis) unavailable"));
+    assert!(p.log().contains("shared call state (Redis) unavailable"));
+
+    // An outage of a few seconds, long enough for the client's reconnect
+    // attempts to run out: every call meanwhile is refused, none forwarded.
+    let outage = Instant::now();
+    let mut i = 0;
+    while outage.elapsed() < Duration::from_secs(4) {
+        i += 1;
+        let r = answer(&format!("+3314202{i:04}"), &format!("outage-{i}"));
+        assert_eq!(r.status(), Some(503));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    uas.expect_silence(Duration::from_millis(100));
+
+    // Redis returns on the same port: calls go through again, with no
+    // restart or reload of callguard.
+    redis.run();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in 0.. {
+        let id = format!("back-{n}");
+        uac.send(
+            p.addr(),
+            &invite(
+                &uac.hostport(),
+                "UDP",
+                p.addr(),
+                &format!("+3314201{n:04}"),
+                &id,
+                &format!("z9hG4bK{id}"),
+            ),
+        );
+        if let Some((fwd, _)) = uas.recv(Duration::from_millis(500)) {
+            assert_eq!(fwd.method(), Some(&b"INVITE"[..]));
+            break;
+        }
+        let r = loop {
+            let r = uac.recv_final_or_request(T);
+            if r.call_id() == Some(id.as_bytes()) {
+                break r;
+            }
+        };
+        assert_eq!(r.status(), Some(503));
+        assert!(
+            Instant::now() < deadline,
+            "still 503 15 s after Redis came back"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(p.metric("callguard_state_backend_up"), 1.0);
+    assert!(p.log().contains("reachable again"));
+}
+
+#[test]
+fn fail_open_forwards_with_a_warning_when_redis_is_down() {
+    let mut redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = proxy_on(&redis, &uas, true);
+    redis.stop();
+    let uac = Ua::bind("127.0.0.1:0");
+    uac.send(
+        p.addr(),
+        &invite(
+            &uac.hostport(),
+            "UDP",
+            p.addr(),
+            "+33142000003",
+            "open-1",
+            "z9hG4bKopen-1",
+        ),
+    );
+    let (fwd, _) = uas.recv(T).expect("forwarded unchecked (fail_open)");
+    let warning = String::from_utf8_lossy(fwd.header_by_name("X-Callguard-Warning").unwrap());
+    assert!(warning.starts_with("policy_unavailable;"), "{warning}");
+    assert_eq!(
+        p.metric(
+            r#"callguard_invites_total{tenant="test",decision="warn",reason="policy_unavailable"}"#
+        ),
+        1.0
+    );
+}
+
+/// A list file that lives as long as the test process.
+fn write_list(text: &str) -> std::path::PathBuf {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let path = dir.join("dnc.txt");
+    std::fs::write(&path, text).unwrap();
+    path
+}
