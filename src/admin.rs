@@ -251,6 +251,21 @@ async fn dnc_get(
 }
 
 async fn dnc_change(s: AdminState, list: String, numbers: Vec<E164>, listed: bool) -> ApiResult {
+    if let Some(shared) = &s.reloader.gate().shared {
+        // Every instance applies it from the shared state; this one also
+        // does right away, below.
+        shared
+            .store
+            .dnc_publish(&list, &numbers, listed)
+            .await
+            .map_err(|e| {
+                tracing::error!("DNC change not recorded: {e}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not recorded: {e}"),
+                )
+            })?;
+    }
     let state = s.reloader.state().clone();
     let count = numbers.len();
     let l = list.clone();

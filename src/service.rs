@@ -210,6 +210,93 @@ fn shared_policy(
     })
 }
 
+/// Keeps this instance's run-time DNC changes in step with the other
+/// instances (Redis backend): a full load of every list's changes at start
+/// and after any error (the stream may have been trimmed meanwhile), then
+/// the change stream, polled every 500 ms.
+async fn dnc_sync(r: Arc<Reloader>, shared: crate::state::shared::Shared) {
+    let mut after: Option<String> = None;
+    loop {
+        let step = match after.clone() {
+            None => dnc_full_load(&r, &shared).await,
+            Some(id) => dnc_follow(&r, &shared, id).await,
+        };
+        match step {
+            Ok(next) => after = Some(next),
+            Err(e) => {
+                if after.is_some() {
+                    tracing::warn!("DNC changes from other instances: {e:#}; reloading them all");
+                }
+                after = None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn dnc_apply(
+    r: &Arc<Reloader>,
+    list: String,
+    digits: Vec<u64>,
+    listed: bool,
+) -> anyhow::Result<usize> {
+    let state = r.state.clone();
+    let n = tokio::task::spawn_blocking(move || state.dnc_apply(&list, &digits, listed))
+        .await
+        .context("DNC apply task")??;
+    Ok(n)
+}
+
+async fn dnc_full_load(
+    r: &Arc<Reloader>,
+    shared: &crate::state::shared::Shared,
+) -> anyhow::Result<String> {
+    // The stream position first: a change made during the load is then
+    // applied twice, never missed.
+    let latest = shared.dnc_latest().await?;
+    let lists: Vec<String> = r
+        .gate()
+        .tenants
+        .dnc_lists()
+        .map(|l| l.name().to_owned())
+        .collect();
+    let mut changed = 0;
+    for list in lists {
+        let all = shared.dnc_all(&list).await?;
+        for listed in [true, false] {
+            let digits = all
+                .iter()
+                .filter(|(_, l)| *l == listed)
+                .map(|(d, _)| *d)
+                .collect();
+            changed += dnc_apply(r, list.clone(), digits, listed).await?;
+        }
+    }
+    if changed > 0 {
+        r.metrics.dnc_sizes(&r.gate().tenants);
+    }
+    tracing::info!(changed, "DNC changes of the other instances loaded");
+    Ok(latest)
+}
+
+async fn dnc_follow(
+    r: &Arc<Reloader>,
+    shared: &crate::state::shared::Shared,
+    after: String,
+) -> anyhow::Result<String> {
+    let mut last = after;
+    let mut changed = 0;
+    for c in shared.dnc_changes(&last).await? {
+        changed += dnc_apply(r, c.list.clone(), c.numbers, c.listed).await?;
+        last = c.id;
+    }
+    if changed > 0 {
+        r.metrics.dnc_sizes(&r.gate().tenants);
+        tracing::info!(changed, "DNC changes from another instance applied");
+    }
+    Ok(last)
+}
+
 /// Command-line overrides of the config (`serve` flags).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -538,6 +625,9 @@ pub async fn start(
         reloader: reloader.clone(),
     };
     tokio::spawn(crate::admin::serve(admin_listener, state));
+    if let Some(shared) = reloader.shared.clone() {
+        tokio::spawn(dnc_sync(reloader.clone(), shared));
+    }
 
     for b in &bound {
         tracing::info!(listen = %b, "SIP listener ready");

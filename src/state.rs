@@ -314,6 +314,23 @@ impl Store {
         Ok(())
     }
 
+    /// Applies DNC changes made elsewhere (another instance, through the
+    /// shared state): only the numbers whose run-time state differs are
+    /// written, so an instance's own changes coming back cost nothing.
+    /// Returns how many changed.
+    pub fn dnc_apply(&self, list: &str, digits: &[u64], listed: bool) -> Result<usize, StateError> {
+        let delta = self.dnc_delta(list);
+        let changed: Vec<E164> = digits
+            .iter()
+            .filter(|&&d| delta.get(d) != Some(listed))
+            .map(|&d| E164::from_digits(d))
+            .collect();
+        if !changed.is_empty() {
+            self.dnc_set(list, &changed, listed)?;
+        }
+        Ok(changed.len())
+    }
+
     /// Writes every pending batch to disk and waits for it (shutdown, tests).
     pub fn flush(&self) -> Result<(), StateError> {
         let (tx, rx) = mpsc::sync_channel(1);

@@ -288,3 +288,66 @@ fn write_list(text: &str) -> std::path::PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+#[test]
+fn dnc_changes_through_one_instance_reach_the_others() {
+    let redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let list = write_list("# empty\n");
+    let start = || {
+        Proxy::start_with(
+            &[format!("udp:{}", uas.addr())],
+            &format!(
+                "{}[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
+                redis.state_config(false),
+                list.display()
+            ),
+            "dnc_lists = [\"d\"]\n",
+        )
+    };
+    let a = start();
+    let mut b = start();
+    let uac = Ua::bind("127.0.0.1:0");
+    let listed_on = |p: &Proxy, n: &str, want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = p.http("GET", &format!("/v1/dnc/d/{n}"), "");
+            assert_eq!(status, 200, "{body}");
+            if body.contains(&format!("\"listed\":{want}")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} listed={want} never seen: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // Added on A: B refuses calls to it.
+    let (status, body) = a.http("PUT", "/v1/dnc/d/+33142000055", "");
+    assert_eq!(status, 200, "{body}");
+    listed_on(&b, "+33142000055", true);
+    let r = call(&b, &uac, "+33142000055", "dnc-b-1");
+    assert_eq!((r.status(), reason(&r)), (Some(603), "dnc".to_owned()));
+    assert_eq!(b.metric(r#"callguard_dnc_entries{list="d"}"#), 1.0);
+
+    // A bulk addition on B reaches A.
+    let (status, body) = b.http("POST", "/v1/dnc/d", "+33142000056\n+33142000057\n");
+    assert_eq!(status, 200, "{body}");
+    listed_on(&a, "+33142000057", true);
+
+    // Removed on B: A lets it through again.
+    let (status, body) = b.http("DELETE", "/v1/dnc/d/+33142000055", "");
+    assert_eq!(status, 200, "{body}");
+    listed_on(&a, "+33142000055", false);
+
+    // Changes made while B is down reach it when it starts again.
+    b.kill9_and_restart_after(|| {
+        let (status, body) = a.http("PUT", "/v1/dnc/d/+33142000058", "");
+        assert_eq!(status, 200, "{body}");
+    });
+    listed_on(&b, "+33142000058", true);
+    listed_on(&b, "+33142000057", true);
+    listed_on(&b, "+33142000055", false);
+}

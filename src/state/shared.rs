@@ -7,6 +7,10 @@
 //! - `P:attempts:TENANT:DIGITS`: a sorted set of attempts scored by Unix
 //!   seconds, expiring after the window.
 //!
+//! - `P:dnc:LIST`: a hash of run-time DNC changes (digits -> 1 listed,
+//!   0 removed), and `P:dnc-changes`, a stream of those changes that every
+//!   instance reads to apply them locally (see `service`).
+//!
 //! Check-and-count is one Lua script, so it is atomic across instances:
 //! concurrent INVITEs to one callee, whichever instance they reach, never
 //! exceed the cap. Every operation is bounded by `timeout_ms`; an error or a
@@ -101,6 +105,22 @@ struct Inner {
     health: Health,
 }
 
+/// The stream of DNC changes is trimmed to about this many entries; an
+/// instance that falls further behind reloads the hashes instead.
+const DNC_STREAM_LEN: usize = 100_000;
+/// Bound on admin-side operations (bulk DNC changes, full reloads), which
+/// may carry many numbers.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One run-time DNC change read from the stream.
+#[derive(Debug, Clone)]
+pub struct DncChange {
+    pub id: String,
+    pub list: String,
+    pub listed: bool,
+    pub numbers: Vec<u64>,
+}
+
 /// Least time between two "unavailable" log lines.
 const DOWN_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -161,10 +181,18 @@ impl Shared {
         &self,
         op: impl std::future::Future<Output = Result<T, redis::RedisError>>,
     ) -> Result<T, SharedError> {
-        let r = match tokio::time::timeout(self.inner.timeout, op).await {
+        self.run_within(self.inner.timeout, op).await
+    }
+
+    async fn run_within<T>(
+        &self,
+        timeout: Duration,
+        op: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, SharedError> {
+        let r = match tokio::time::timeout(timeout, op).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(SharedError::Redis(e)),
-            Err(_) => Err(SharedError::Timeout(self.inner.timeout)),
+            Err(_) => Err(SharedError::Timeout(timeout)),
         };
         let inner = &self.inner;
         match &r {
@@ -294,5 +322,123 @@ impl Shared {
         let mut conn = self.conn();
         let _: i64 = self.run(inv.invoke_async(&mut conn)).await?;
         Ok(())
+    }
+
+    fn dnc_stream(&self) -> String {
+        format!("{}:dnc-changes", self.inner.prefix)
+    }
+
+    /// Publishes a run-time DNC change to every instance: the list's hash
+    /// and the change stream, in one transaction.
+    pub async fn dnc_publish(
+        &self,
+        list: &str,
+        numbers: &[E164],
+        listed: bool,
+    ) -> Result<(), SharedError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let hash = format!("{}:dnc:{list}", self.inner.prefix);
+        let flag = u8::from(listed);
+        for chunk in numbers.chunks(10_000) {
+            let pairs: Vec<(u64, u8)> = chunk.iter().map(|n| (n.digits(), flag)).collect();
+            pipe.hset_multiple(&hash, &pairs).ignore();
+        }
+        let joined = numbers
+            .iter()
+            .map(|n| n.digits().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        pipe.cmd("XADD")
+            .arg(self.dnc_stream())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(DNC_STREAM_LEN)
+            .arg("*")
+            .arg("list")
+            .arg(list)
+            .arg("listed")
+            .arg(flag)
+            .arg("numbers")
+            .arg(joined)
+            .ignore();
+        let mut conn = self.conn();
+        let () = self
+            .run_within(ADMIN_TIMEOUT, pipe.query_async(&mut conn))
+            .await?;
+        Ok(())
+    }
+
+    /// Every run-time change of a list: (digits, listed).
+    pub async fn dnc_all(&self, list: &str) -> Result<Vec<(u64, bool)>, SharedError> {
+        let mut conn = self.conn();
+        let hash = format!("{}:dnc:{list}", self.inner.prefix);
+        let all: Vec<(u64, u8)> = self
+            .run_within(
+                ADMIN_TIMEOUT,
+                redis::cmd("HGETALL").arg(hash).query_async(&mut conn),
+            )
+            .await?;
+        Ok(all.into_iter().map(|(n, v)| (n, v == 1)).collect())
+    }
+
+    /// The id of the latest change in the stream (`0-0` when empty).
+    pub async fn dnc_latest(&self) -> Result<String, SharedError> {
+        let mut conn = self.conn();
+        let last: Vec<(String, Vec<(String, String)>)> = self
+            .run(
+                redis::cmd("XREVRANGE")
+                    .arg(self.dnc_stream())
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(last
+            .into_iter()
+            .next()
+            .map(|(id, _)| id)
+            .unwrap_or_else(|| "0-0".into()))
+    }
+
+    /// Changes after `after`, oldest first, at most 1000.
+    pub async fn dnc_changes(&self, after: &str) -> Result<Vec<DncChange>, SharedError> {
+        let mut conn = self.conn();
+        let entries: Vec<(String, Vec<(String, String)>)> = self
+            .run_within(
+                ADMIN_TIMEOUT,
+                redis::cmd("XRANGE")
+                    .arg(self.dnc_stream())
+                    .arg(format!("({after}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let mut c = DncChange {
+                    id,
+                    list: String::new(),
+                    listed: false,
+                    numbers: Vec::new(),
+                };
+                for (k, v) in fields {
+                    match k.as_str() {
+                        "list" => c.list = v,
+                        "listed" => c.listed = v == "1",
+                        "numbers" => {
+                            c.numbers = v.split(',').filter_map(|n| n.parse().ok()).collect()
+                        }
+                        _ => {}
+                    }
+                }
+                c
+            })
+            .collect())
     }
 }

@@ -101,8 +101,14 @@ impl Proxy {
     /// `kill -9` the process, then start it again on the same config,
     /// ports and data directory: what survives is what was durable.
     pub fn kill9_and_restart(&mut self) {
+        self.kill9_and_restart_after(|| {});
+    }
+
+    /// Same, running `meanwhile` while the process is down.
+    pub fn kill9_and_restart_after(&mut self, meanwhile: impl FnOnce()) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+        meanwhile();
         for _ in 0..5 {
             self.child = spawn(&self.dir);
             if self.wait_ready() {
