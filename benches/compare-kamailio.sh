@@ -124,7 +124,9 @@ RSS=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$CG/status)
 	echo
 	column -t -s $'\t' "$OUT/results.tsv"
 	echo
-	echo "highest clean rate: kamailio $KAM_MAX calls/s, callguard $CG_MAX calls/s, ratio $(echo "scale=2; $CG_MAX / ($KAM_MAX + 0.0001)" | bc)"
+	ratio="-"
+	[[ "$KAM_MAX" =~ ^[0-9]+$ ]] && ratio=$(echo "scale=2; $CG_MAX / ($KAM_MAX + 0.0001)" | bc)
+	echo "highest clean rate: kamailio $KAM_MAX calls/s, callguard $CG_MAX calls/s, ratio $ratio"
 	awk -F'\t' '$14=="PASS" && $9+0<=50 {if($2+0>m[$1]) m[$1]=$2+0} END{printf "highest rate with p99 <= 50 ms: kamailio %d, callguard %d\n", m["kamailio"], m["callguard"]}' "$OUT/results.tsv"
 	echo "callguard peak RSS: $RSS"
 	echo "raw files: $OUT"
