@@ -211,14 +211,26 @@ fn shared_policy(
 }
 
 /// Keeps this instance's run-time DNC changes in step with the other
-/// instances (Redis backend): a full load of every list's changes at start
-/// and after any error (the stream may have been trimmed meanwhile), then
-/// the change stream, polled every 500 ms.
-async fn dnc_sync(r: Arc<Reloader>, shared: crate::state::shared::Shared) {
-    let mut after: Option<String> = None;
+/// instances (Redis backend): the change stream, polled every 500 ms from
+/// `after` (the position of the load at start), and a full load of every
+/// list's changes after any error (the stream may have been trimmed
+/// meanwhile).
+async fn dnc_sync(
+    r: Arc<Reloader>,
+    shared: crate::state::shared::Shared,
+    mut after: Option<String>,
+) {
     loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let step = match after.clone() {
-            None => dnc_full_load(&r, &shared).await,
+            None => {
+                let lists = dnc_list_names(&r.gate().tenants);
+                let loaded = dnc_full_load(&r.state, &shared, lists).await;
+                if matches!(loaded, Ok((_, n)) if n > 0) {
+                    r.metrics.dnc_sizes(&r.gate().tenants);
+                }
+                loaded.map(|(latest, _)| latest)
+            }
             Some(id) => dnc_follow(&r, &shared, id).await,
         };
         match step {
@@ -230,36 +242,36 @@ async fn dnc_sync(r: Arc<Reloader>, shared: crate::state::shared::Shared) {
                 after = None;
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
+fn dnc_list_names(tenants: &Tenants) -> Vec<String> {
+    tenants.dnc_lists().map(|l| l.name().to_owned()).collect()
+}
+
 async fn dnc_apply(
-    r: &Arc<Reloader>,
+    state: &Store,
     list: String,
     digits: Vec<u64>,
     listed: bool,
 ) -> anyhow::Result<usize> {
-    let state = r.state.clone();
+    let state = state.clone();
     let n = tokio::task::spawn_blocking(move || state.dnc_apply(&list, &digits, listed))
         .await
         .context("DNC apply task")??;
     Ok(n)
 }
 
+/// Applies every run-time change of `lists` recorded in Redis; returns the
+/// stream position to follow from, and how many numbers changed here.
 async fn dnc_full_load(
-    r: &Arc<Reloader>,
+    state: &Store,
     shared: &crate::state::shared::Shared,
-) -> anyhow::Result<String> {
+    lists: Vec<String>,
+) -> anyhow::Result<(String, usize)> {
     // The stream position first: a change made during the load is then
     // applied twice, never missed.
     let latest = shared.dnc_latest().await?;
-    let lists: Vec<String> = r
-        .gate()
-        .tenants
-        .dnc_lists()
-        .map(|l| l.name().to_owned())
-        .collect();
     let mut changed = 0;
     for list in lists {
         let all = shared.dnc_all(&list).await?;
@@ -269,14 +281,11 @@ async fn dnc_full_load(
                 .filter(|(_, l)| *l == listed)
                 .map(|(d, _)| *d)
                 .collect();
-            changed += dnc_apply(r, list.clone(), digits, listed).await?;
+            changed += dnc_apply(state, list.clone(), digits, listed).await?;
         }
     }
-    if changed > 0 {
-        r.metrics.dnc_sizes(&r.gate().tenants);
-    }
     tracing::info!(changed, "DNC changes of the other instances loaded");
-    Ok(latest)
+    Ok((latest, changed))
 }
 
 async fn dnc_follow(
@@ -287,7 +296,7 @@ async fn dnc_follow(
     let mut last = after;
     let mut changed = 0;
     for c in shared.dnc_changes(&last).await? {
-        changed += dnc_apply(r, c.list.clone(), c.numbers, c.listed).await?;
+        changed += dnc_apply(&r.state, c.list.clone(), c.numbers, c.listed).await?;
         last = c.id;
     }
     if changed > 0 {
@@ -490,6 +499,21 @@ pub async fn start(
             Some(s)
         }
     };
+    // DNC changes made through other instances while this one was down are
+    // applied before the first call, so none of those numbers is called.
+    let mut dnc_after = None;
+    if let Some(s) = &shared {
+        let load = dnc_full_load(&state, s, dnc_list_names(&tenants));
+        match tokio::time::timeout(Duration::from_secs(10), load).await {
+            Ok(Ok((latest, _))) => dnc_after = Some(latest),
+            Ok(Err(e)) => tracing::warn!(
+                "DNC changes of the other instances not loaded ({e:#}): retried in the background"
+            ),
+            Err(_) => tracing::warn!(
+                "DNC changes of the other instances not loaded within 10 s: retried in the background"
+            ),
+        }
+    }
     for l in &lists {
         if l.report.invalid > 0 {
             tracing::warn!(kind = l.kind, list = %l.name, "{}", l.report);
@@ -626,7 +650,7 @@ pub async fn start(
     };
     tokio::spawn(crate::admin::serve(admin_listener, state));
     if let Some(shared) = reloader.shared.clone() {
-        tokio::spawn(dnc_sync(reloader.clone(), shared));
+        tokio::spawn(dnc_sync(reloader.clone(), shared, dnc_after));
     }
 
     for b in &bound {
