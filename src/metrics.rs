@@ -118,12 +118,12 @@ impl Metrics {
         let state_errors = Counter::default();
         registry.register(
             "state_backend_up",
-            "1 while the call state answers (always 1 for the embedded store), 0 after a failed operation",
+            "1 while the call state answers, 0 after a failed operation (a Redis call, or a batch the embedded store could not write)",
             state_backend_up.clone(),
         );
         registry.register(
             "state_errors",
-            "Shared call state (Redis) operations that failed or timed out",
+            "Call state operations that failed: Redis calls (error or timeout), embedded batches not written",
             state_errors.clone(),
         );
         registry.register(

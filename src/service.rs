@@ -483,6 +483,7 @@ pub async fn start(
     let (state, loaded) = Store::open(&cfg.state.data_dir, clock)
         .context("opening the call state (is another callguard using this data directory?)")?;
     tracing::info!(dir = %cfg.state.data_dir.display(), "state loaded: {loaded}");
+    state.report_to(metrics.state_health());
     let (tenants, lists) = Tenants::build(&cfg, &origin.base_dir(), Some(&state))?;
     let (window, cooloff) = tenants.retention();
     state.retain(window, cooloff);

@@ -86,6 +86,8 @@ struct Inner {
     keep_refusals: AtomicI64,
     writer: mpsc::Sender<Dirty>,
     clock: Clock,
+    /// Where failed writes are reported (metrics), once the service sets it.
+    health: std::sync::OnceLock<shared::Health>,
 }
 
 enum Dirty {
@@ -161,6 +163,7 @@ impl Store {
             keep_refusals: AtomicI64::new(chrono::Duration::days(62).num_seconds()),
             writer: tx,
             clock,
+            health: std::sync::OnceLock::new(),
         });
         let loaded = inner.load().map_err(|e| match e {
             StateError::Db(source) => StateError::Open { path, source },
@@ -331,6 +334,13 @@ impl Store {
         Ok(changed.len())
     }
 
+    /// Reports failed background writes to these metrics from now on:
+    /// `callguard_state_backend_up` drops to 0 and
+    /// `callguard_state_errors_total` counts each failed batch.
+    pub fn report_to(&self, health: shared::Health) {
+        let _ = self.inner.health.set(health);
+    }
+
     /// Writes every pending batch to disk and waits for it (shutdown, tests).
     pub fn flush(&self) -> Result<(), StateError> {
         let (tx, rx) = mpsc::sync_channel(1);
@@ -477,6 +487,7 @@ fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
     let mut waiting: Vec<mpsc::SyncSender<Result<(), String>>> = Vec::new();
     let mut next_flush = std::time::Instant::now() + FLUSH_EVERY;
     let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
+    let mut failing = false;
     loop {
         let wait = next_flush.saturating_duration_since(std::time::Instant::now());
         let gone = match rx.recv_timeout(wait) {
@@ -507,14 +518,29 @@ fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
         let mut result = Ok(());
         if !attempts.is_empty() || !refusals.is_empty() {
             result = inner.write_batch(&attempts, &refusals);
+            let health = inner.health.get();
             match &result {
                 Ok(()) => {
                     attempts.clear();
                     refusals.clear();
+                    if std::mem::take(&mut failing) {
+                        tracing::warn!("state batches are written again");
+                        if let Some(h) = health {
+                            h.up.set(1);
+                        }
+                    }
                 }
                 // Kept dirty: written with the next batch once the disk
-                // answers again.
-                Err(e) => tracing::error!("state batch not written, retrying: {e}"),
+                // answers again. Logged once per outage, counted each time.
+                Err(e) => {
+                    if let Some(h) = health {
+                        h.errors.inc();
+                        h.up.set(0);
+                    }
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::error!("state batch not written, retrying every 100 ms: {e}");
+                    }
+                }
             }
         }
         for tx in waiting.drain(..) {
