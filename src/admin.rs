@@ -342,7 +342,24 @@ async fn readyz(State(s): State<AdminState>) -> Response {
             "shutting down: new calls are refused, calls in progress finish",
         )
     } else if s.ready.load(Ordering::Acquire) {
-        "ready\n".into_response()
+        // Carriers out of rotation (OPTIONS unanswered): ready while one
+        // is left, since calls then go to it.
+        let settings = s.reloader.settings();
+        let mut text = String::from("ready\n");
+        let mut up = 0;
+        for c in &settings.carriers {
+            let is_up = settings.status.is_up(&c.name);
+            up += usize::from(is_up);
+            let word = if is_up { "up" } else { "down" };
+            text.push_str(&format!("carrier {}: {word}\n", c.name));
+        }
+        if up == 0 && !settings.carriers.is_empty() {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: no carrier answers its OPTIONS pings",
+            );
+        }
+        text.into_response()
     } else {
         error(
             StatusCode::SERVICE_UNAVAILABLE,

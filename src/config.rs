@@ -76,6 +76,8 @@ pub struct Config {
     pub state: State,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
     #[serde(default, rename = "dnc_list")]
@@ -88,6 +90,37 @@ pub struct Config {
     /// Status and reason phrase per rule code.
     #[serde(default)]
     pub responses: std::collections::BTreeMap<String, ResponseConfig>,
+}
+
+/// OPTIONS health checks of the carriers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Time between two pings of each carrier; 0 (the default) turns them
+    /// off.
+    #[serde(default = "d_ping_interval")]
+    pub options_interval_ms: u64,
+    /// Unanswered pings in a row that take a carrier out of rotation.
+    #[serde(default = "d_down_after")]
+    pub down_after: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            options_interval_ms: d_ping_interval(),
+            down_after: d_down_after(),
+        }
+    }
+}
+
+// Off unless asked for: a carrier (or a SIPp UAS standing in for one)
+// that does not expect OPTIONS should not get them by surprise.
+fn d_ping_interval() -> u64 {
+    0
+}
+fn d_down_after() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -494,6 +527,15 @@ impl Config {
                 "sip.max_message_bytes",
                 "must be between 1024 and 1048576".into(),
             ));
+        }
+        if self.health.options_interval_ms != 0 && self.health.options_interval_ms < 100 {
+            return Err(invalid(
+                "health.options_interval_ms",
+                "must be 0 (off) or at least 100".into(),
+            ));
+        }
+        if self.health.down_after == 0 {
+            return Err(invalid("health.down_after", "must be at least 1".into()));
         }
         let r = &self.state.redis;
         if !(1..=64).contains(&r.connections) {

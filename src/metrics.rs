@@ -83,6 +83,7 @@ pub struct Metrics {
     pub carrier_responses: Family<CarrierLabels, Counter>,
     pub carrier_failovers: Family<CarrierName, Counter>,
     pub carrier_failures: Family<CarrierFailure, Counter>,
+    pub carrier_up: Family<CarrierName, Gauge>,
     pub malformed: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub dnc_entries: Family<ListLabels, Gauge>,
@@ -110,6 +111,12 @@ impl Metrics {
         let carrier_responses = Family::<CarrierLabels, Counter>::default();
         let carrier_failovers = Family::<CarrierName, Counter>::default();
         let carrier_failures = Family::<CarrierFailure, Counter>::default();
+        let carrier_up = Family::<CarrierName, Gauge>::default();
+        registry.register(
+            "carrier_up",
+            "1 while the carrier answers its OPTIONS pings, 0 once it is out of rotation",
+            carrier_up.clone(),
+        );
         let malformed = Counter::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
         let dnc_entries = Family::<ListLabels, Gauge>::default();
@@ -191,6 +198,7 @@ impl Metrics {
             carrier_responses,
             carrier_failovers,
             carrier_failures,
+            carrier_up,
             malformed,
             config_reloads,
             dnc_entries,
@@ -322,6 +330,13 @@ impl Observer for Metrics {
                 reason,
             })
             .inc();
+    }
+    fn carrier_up(&self, carrier: &str, up: bool) {
+        self.carrier_up
+            .get_or_create(&CarrierName {
+                carrier: carrier.to_owned(),
+            })
+            .set(i64::from(up));
     }
     fn failover(&self, carrier: &str) {
         self.carrier_failovers

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::{Config, SipAddr};
 use crate::metrics::Metrics;
-use crate::proxy::{Carrier, Core, LocalEndpoint, Peer, Settings, Transport};
+use crate::proxy::{Carrier, CarrierStatus, Core, LocalEndpoint, Peer, Settings, Transport};
 use crate::state::Store;
 use crate::tenant::{Clock, Gate, RefusalSignal, Tenants};
 use crate::transport::Dispatcher;
@@ -116,6 +116,8 @@ pub struct Reloader {
     data_dir: std::path::PathBuf,
     /// The gate the shards use now (the admin API decides with it too).
     current: arc_swap::ArcSwap<Gate>,
+    /// The settings the shards use now (carriers for the health checks).
+    current_settings: arc_swap::ArcSwap<Settings>,
     one_at_a_time: parking_lot::Mutex<()>,
 }
 
@@ -150,6 +152,11 @@ impl Reloader {
         &self.state
     }
 
+    /// The settings new transactions get (carriers, timers).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.current_settings.load_full()
+    }
+
     fn try_reload(&self) -> anyhow::Result<String> {
         let mut cfg = Config::load(&self.origin.path)?;
         self.origin.overrides.apply(&mut cfg);
@@ -163,11 +170,13 @@ impl Reloader {
         if cfg.sip.listen != self.listen {
             tracing::warn!("sip.listen changed: listeners change only on restart");
         }
+        self.settings().status.set_down_after(cfg.health.down_after);
         let settings = Arc::new(settings_from(
             &cfg,
             &self.bound,
             self.route_key,
             self.instance,
+            self.settings().status.clone(),
         ));
         let n_tenants = tenants.len();
         let (window, cooloff) = tenants.retention();
@@ -183,6 +192,7 @@ impl Reloader {
         });
         self.metrics.dnc_sizes(&gate.tenants);
         self.current.store(gate.clone());
+        self.current_settings.store(settings.clone());
         let gate: Arc<dyn crate::proxy::Gatekeeper> = gate;
         self.dispatcher
             .for_each_core(|c| c.reconfigure(settings.clone(), gate.clone()));
@@ -208,6 +218,20 @@ fn shared_policy(
         fail_open: cfg.state.fail_open,
         retry_after: cfg.state.unavailable_retry_after_s,
     })
+}
+
+/// Pings every carrier of the running config each `interval`; the core
+/// records the answers in the carrier status.
+async fn ping_carriers(r: Arc<Reloader>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let settings = r.settings();
+        for c in &settings.carriers {
+            r.dispatcher.ping(c);
+        }
+    }
 }
 
 /// Keeps this instance's run-time DNC changes in step with the other
@@ -424,6 +448,7 @@ pub fn settings_from(
     bound: &[SipAddr],
     route_key: [u8; 16],
     instance: u32,
+    status: Arc<CarrierStatus>,
 ) -> Settings {
     let carriers: Vec<Carrier> = cfg
         .carriers
@@ -464,6 +489,7 @@ pub fn settings_from(
         carriers,
         route_key,
         instance,
+        status,
     }
 }
 
@@ -563,7 +589,8 @@ pub async fn start(
         }
     }
     let instance: u32 = rand::random();
-    let settings = Arc::new(settings_from(&cfg, &bound, key, instance));
+    let status = Arc::new(CarrierStatus::new(cfg.health.down_after));
+    let settings = Arc::new(settings_from(&cfg, &bound, key, instance, status.clone()));
     let audit_dir = cfg
         .audit
         .dir
@@ -639,6 +666,7 @@ pub async fn start(
         shared,
         backend: cfg.state.backend,
         current: arc_swap::ArcSwap::new(gatekeeper.clone()),
+        current_settings: arc_swap::ArcSwap::new(settings.clone()),
         data_dir: cfg.state.data_dir.clone(),
         one_at_a_time: parking_lot::Mutex::new(()),
     });
@@ -650,6 +678,14 @@ pub async fn start(
         reloader: reloader.clone(),
     };
     tokio::spawn(crate::admin::serve(admin_listener, state));
+    if cfg.health.options_interval_ms > 0 {
+        let interval = Duration::from_millis(cfg.health.options_interval_ms);
+        for c in &settings.carriers {
+            // Known from the start, so the gauge reads 1 before any ping.
+            crate::proxy::Observer::carrier_up(&*metrics, &c.name, true);
+        }
+        tokio::spawn(ping_carriers(reloader.clone(), interval));
+    }
     if let Some(shared) = reloader.shared.clone() {
         tokio::spawn(dnc_sync(reloader.clone(), shared, dnc_after));
     }

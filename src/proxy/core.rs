@@ -87,6 +87,9 @@ struct ClientTxn {
     retransmit: Duration,
     server: Option<(usize, u64)>,
     carrier: Option<Arc<str>>,
+    /// An OPTIONS health check: its outcome goes to the carrier status,
+    /// not to a server transaction.
+    ping: bool,
     got_provisional: bool,
     cancel_pending: bool,
     cancel_sent: bool,
@@ -189,7 +192,7 @@ impl Core {
                     Some(code) => self.observer.decision(Some(&tenant), "warn", code, took),
                     None => self.observer.decision(Some(&tenant), "allow", "", took),
                 }
-                let targets: VecDeque<Carrier> = self.settings.carriers.iter().cloned().collect();
+                let targets = self.targets();
                 if targets.is_empty() {
                     let r = local_rejection(
                         503,
@@ -467,7 +470,7 @@ impl Core {
                     Some(code) => self.observer.decision(Some(&tenant), "warn", code, took),
                     None => self.observer.decision(Some(&tenant), "allow", "", took),
                 }
-                let targets: VecDeque<Carrier> = self.settings.carriers.iter().cloned().collect();
+                let targets = self.targets();
                 if targets.is_empty() {
                     let r = local_rejection(
                         503,
@@ -577,6 +580,57 @@ impl Core {
         );
     }
 
+    /// Sends an OPTIONS health check to `carrier`. Any final answer but
+    /// 503 and 408 counts as alive; no answer within `carrier_timeout`
+    /// counts as a miss (see [`super::CarrierStatus`]).
+    /// The driver picks `call_id`, so that the shard it hashes to is the
+    /// one that sends the ping and gets its answer.
+    pub fn ping(&mut self, now: Instant, carrier: &Carrier, call_id: &str) {
+        let dest = carrier.peer;
+        let branch = self.new_branch();
+        let via = self.via_value(dest, &branch);
+        let (host, port) = self.endpoint_for(dest);
+        let target = match dest.addr {
+            std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+            a => a.to_string(),
+        };
+        let text = format!(
+            "OPTIONS sip:{target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
+             From: <sip:callguard@{host}:{port}>;tag={branch}\r\nTo: <sip:{target}>\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        let idx = self.start_client(
+            now,
+            branch,
+            false,
+            dest,
+            Bytes::from(text),
+            None,
+            Some(carrier.name.clone()),
+        );
+        self.clients[idx].ping = true;
+    }
+
+    fn ping_result(&self, carrier: &Arc<str>, answered: bool) {
+        if let Some(up) = self.settings.status.report(carrier, answered) {
+            self.observer.carrier_up(carrier, up);
+            if up {
+                tracing::warn!(carrier = %carrier, "carrier answers OPTIONS again: back in rotation");
+            } else {
+                tracing::error!(carrier = %carrier, "carrier does not answer OPTIONS: out of rotation");
+            }
+        }
+    }
+
+    /// Carriers to try for a new call: those up in priority order, then
+    /// those down (a last resort, rather than refusing the call).
+    fn targets(&self) -> VecDeque<Carrier> {
+        let s = &self.settings;
+        let (up, down): (Vec<&Carrier>, Vec<&Carrier>) =
+            s.carriers.iter().partition(|c| s.status.is_up(&c.name));
+        up.into_iter().chain(down).cloned().collect()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn start_client(
         &mut self,
@@ -587,7 +641,7 @@ impl Core {
         bytes: Bytes,
         server: Option<(usize, u64)>,
         carrier: Option<Arc<str>>,
-    ) {
+    ) -> usize {
         let to_carrier = carrier.is_some();
         let sent = Message::parse(bytes.clone()).ok().map(Box::new);
         let class = if invite { b'I' } else { b'N' };
@@ -605,6 +659,7 @@ impl Core {
             retransmit: t1,
             server,
             carrier,
+            ping: false,
             got_provisional: false,
             cancel_pending: false,
             cancel_sent: false,
@@ -621,7 +676,9 @@ impl Core {
             self.timers
                 .arm(now + t1, idx, gen, if invite { Kind::A } else { Kind::E });
         }
-        let timeout = if invite && to_carrier {
+        // Carrier INVITEs and health checks use the short bound: a dialer,
+        // or a rotation, cannot wait RFC 3261's 32 s.
+        let timeout = if to_carrier {
             self.settings
                 .carrier_timeout
                 .min(self.settings.timer_64t1())
@@ -634,6 +691,7 @@ impl Core {
             gen,
             if invite { Kind::B } else { Kind::F },
         );
+        idx
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -842,6 +900,7 @@ impl Core {
             retransmit: t1,
             server: None,
             carrier: None,
+            ping: false,
             got_provisional: false,
             cancel_pending: false,
             cancel_sent: false,
@@ -1011,7 +1070,13 @@ impl Core {
         key.extend_from_slice(branch);
         match self.client_index.get(&key[..]).copied() {
             Some(cidx) => {
-                if let Some(name) = &self.clients[cidx].carrier {
+                let c = &self.clients[cidx];
+                if let (Some(name), true) = (&c.carrier, c.ping) {
+                    if code >= 200 {
+                        let name = name.clone();
+                        self.ping_result(&name, !matches!(code, 503 | 408));
+                    }
+                } else if let Some(name) = &c.carrier {
                     self.observer.carrier_response(name, code);
                 }
                 if self.clients[cidx].invite {
@@ -1310,6 +1375,12 @@ impl Core {
 
     fn client_failed(&mut self, now: Instant, cidx: usize, why: Failure) {
         let c = &self.clients[cidx];
+        if c.ping {
+            if let Some(name) = c.carrier.clone() {
+                self.ping_result(&name, false);
+            }
+            return self.remove_client(cidx);
+        }
         let server = c.server;
         let carrier = c.carrier.clone();
         if let Some(name) = &carrier {

@@ -107,6 +107,8 @@ pub struct Settings {
     pub aliases: Vec<String>,
     /// Carriers in priority order, for serial failover.
     pub carriers: Vec<Carrier>,
+    /// Which carriers answer their OPTIONS pings; kept across reloads.
+    pub status: Arc<CarrierStatus>,
     /// Key for the Record-Route token that stops anyone from using forged
     /// Route headers to relay through this proxy.
     pub route_key: [u8; 16],
@@ -117,6 +119,64 @@ pub struct Settings {
 impl Settings {
     pub fn timer_64t1(&self) -> Duration {
         self.t1 * 64
+    }
+}
+
+/// Reachability of each carrier, from OPTIONS pings: a carrier that leaves
+/// `down_after` pings in a row unanswered is down until one is answered.
+/// Shared by every shard; plain memory, no I/O.
+#[derive(Debug)]
+pub struct CarrierStatus {
+    down_after: std::sync::atomic::AtomicU32,
+    /// name -> (up, unanswered pings in a row)
+    map: parking_lot::RwLock<std::collections::HashMap<Arc<str>, (bool, u32)>>,
+}
+
+impl CarrierStatus {
+    pub fn new(down_after: u32) -> CarrierStatus {
+        CarrierStatus {
+            down_after: down_after.max(1).into(),
+            map: Default::default(),
+        }
+    }
+
+    pub fn set_down_after(&self, n: u32) {
+        self.down_after
+            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Carriers never pinged count as up.
+    pub fn is_up(&self, name: &str) -> bool {
+        self.map.read().get(name).map_or(true, |e| e.0)
+    }
+
+    /// Records one ping result; returns the new state when it changed.
+    pub fn report(&self, name: &Arc<str>, answered: bool) -> Option<bool> {
+        let down_after = self.down_after.load(std::sync::atomic::Ordering::Relaxed);
+        let mut map = self.map.write();
+        let e = map.entry(name.clone()).or_insert((true, 0));
+        let was = e.0;
+        if answered {
+            *e = (true, 0);
+        } else {
+            e.1 += 1;
+            if e.1 >= down_after {
+                e.0 = false;
+            }
+        }
+        (e.0 != was).then_some(e.0)
+    }
+
+    /// (name, up) of every carrier pinged so far.
+    pub fn snapshot(&self) -> Vec<(Arc<str>, bool)> {
+        let mut v: Vec<_> = self
+            .map
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.0))
+            .collect();
+        v.sort();
+        v
     }
 }
 
@@ -198,6 +258,8 @@ pub trait Observer: Send + Sync {
     ) {
     }
     fn carrier_response(&self, _carrier: &str, _code: u16) {}
+    /// A carrier went up or down (OPTIONS pings).
+    fn carrier_up(&self, _carrier: &str, _up: bool) {}
     /// The carrier never answered (`timeout`) or could not be reached
     /// (`unreachable`): the signal that it is down.
     fn carrier_failed(&self, _carrier: &str, _reason: &'static str) {}

@@ -94,6 +94,14 @@ impl Dispatcher {
         self.with_core(i, |core| core.handle_message(Instant::now(), from, data));
     }
 
+    /// Sends an OPTIONS health check to `carrier`, from the shard its
+    /// Call-ID hashes to: the answer is routed by Call-ID like any message.
+    pub fn ping(&self, carrier: &crate::proxy::Carrier) {
+        let call_id = format!("cg-ping-{:016x}", rand::random::<u64>());
+        let i = (fnv1a(call_id.as_bytes()) % self.shards.len() as u64) as usize;
+        self.with_core(i, |core| core.ping(Instant::now(), carrier, &call_id));
+    }
+
     /// Runs one event through shard `i`'s core, then does what it asked:
     /// sends its messages, re-arms its timer task when the next deadline
     /// moved earlier, and starts the decisions it parked.
@@ -357,6 +365,16 @@ impl Dispatcher {
 
 /// FNV-1a of the Call-ID value, found by a line scan that is far cheaper
 /// than a full parse (the core parses the message once, under the lock).
+/// FNV-1a: a few multiplications, enough to spread Call-IDs over shards.
+fn fnv1a(value: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in value {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
 fn call_id_hash(data: &[u8]) -> u64 {
     let mut pos = 0;
     while let Some(nl) = memchr::memchr(b'\n', &data[pos..]) {
@@ -372,12 +390,7 @@ fn call_id_hash(data: &[u8]) -> u64 {
         };
         let name = line[..colon].trim_ascii();
         if name.eq_ignore_ascii_case(b"call-id") || name.eq_ignore_ascii_case(b"i") {
-            let mut h: u64 = 0xcbf29ce484222325;
-            for &b in line[colon + 1..].trim_ascii() {
-                h ^= b as u64;
-                h = h.wrapping_mul(0x100000001b3);
-            }
-            return h;
+            return fnv1a(line[colon + 1..].trim_ascii());
         }
     }
     0

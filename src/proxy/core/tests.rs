@@ -60,6 +60,7 @@ fn settings(carriers: &[&str]) -> Settings {
             .collect(),
         route_key: [7; 16],
         instance: 1,
+        status: Arc::new(crate::proxy::CarrierStatus::new(2)),
     }
 }
 
@@ -673,4 +674,48 @@ fn cancel_while_deciding_ends_the_call_before_anything_is_forwarded() {
         },
     );
     assert!(net.drain().is_empty(), "forwarded after the CANCEL");
+}
+
+#[test]
+fn options_pings_take_a_silent_carrier_out_of_rotation_and_back() {
+    let mut net = Net::new(&[C1, C2]);
+    let c1 = net.core.settings.carriers[0].clone();
+    let status = net.core.settings.status.clone();
+    // Answered: stays up. The ping is an OPTIONS from us, not relayed.
+    net.core.ping(net.now, &c1, "ping-1");
+    let ping = only(net.drain(), C1);
+    assert_eq!(ping.method(), Some(&b"OPTIONS"[..]));
+    assert!(ping
+        .top_via()
+        .unwrap()
+        .branch
+        .unwrap()
+        .starts_with(b"z9hG4bKcg"));
+    assert!(net
+        .input(C1, &reply(&ping, 200, "OK", Some("p")))
+        .is_empty());
+    assert!(status.is_up("c1"));
+
+    // Two pings unanswered (down_after = 2): out of rotation.
+    for round in 0..2 {
+        net.core.ping(net.now, &c1, "ping-1");
+        let out = net.drain();
+        assert_eq!(out.len(), 1, "round {round}");
+        net.advance(Duration::from_secs(6));
+    }
+    assert!(!status.is_up("c1"));
+    // A new call goes to C2 first; C1 stays as the last resort.
+    let out = net.input(UAC, &invite("z9hG4bKh1", "call-h1"));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].0, C2.parse::<SocketAddr>().unwrap());
+
+    // A 503 to a ping counts as no answer; any other answer brings it back.
+    net.core.ping(net.now, &c1, "ping-1");
+    let ping = only(net.drain(), C1);
+    net.input(C1, &reply(&ping, 503, "Busy", Some("p")));
+    assert!(!status.is_up("c1"));
+    net.core.ping(net.now, &c1, "ping-1");
+    let ping = only(net.drain(), C1);
+    net.input(C1, &reply(&ping, 404, "Not Found", Some("p")));
+    assert!(status.is_up("c1"));
 }

@@ -1,0 +1,122 @@
+//! Carrier health checks through a real process: OPTIONS pings take a
+//! carrier that stops answering out of rotation, so calls go straight to
+//! the next one, and bring it back when it answers again.
+
+mod common;
+
+use common::*;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A carrier on its own thread: answers OPTIONS 200 and INVITEs 486 while
+/// `alive`, ignores everything otherwise; counts the INVITEs it answered.
+struct Carrier {
+    addr: std::net::SocketAddr,
+    alive: Arc<AtomicBool>,
+    invites: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Carrier {
+    fn start() -> Carrier {
+        let ua = Ua::bind("127.0.0.1:0");
+        let c = Carrier {
+            addr: ua.addr(),
+            alive: Arc::new(AtomicBool::new(true)),
+            invites: Arc::new(AtomicUsize::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (alive, invites, stop) = (c.alive.clone(), c.invites.clone(), c.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let Some((m, from)) = ua.recv(Duration::from_millis(100)) else {
+                    continue;
+                };
+                if !alive.load(Ordering::Relaxed) {
+                    continue;
+                }
+                match m.method() {
+                    Some(b"OPTIONS") => ua.send(from, &reply(&m, 200, "OK", "o", "")),
+                    Some(b"INVITE") => {
+                        invites.fetch_add(1, Ordering::Relaxed);
+                        ua.send(from, &reply(&m, 486, "Busy Here", "c", ""));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        c
+    }
+}
+
+impl Drop for Carrier {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn wait_for(p: &Proxy, sample: &str, value: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while p.metric(sample) != value {
+        assert!(
+            Instant::now() < deadline,
+            "{sample} never read {value}: {}",
+            p.metric(sample)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_carrier_that_stops_answering_options_leaves_rotation_and_comes_back() {
+    let (primary, secondary) = (Carrier::start(), Carrier::start());
+    let p = Proxy::start_with(
+        &[
+            format!("udp:{}", primary.addr),
+            format!("udp:{}", secondary.addr),
+        ],
+        "[health]\noptions_interval_ms = 200\ndown_after = 2\n",
+        "",
+    );
+    let uac = Ua::bind("127.0.0.1:0");
+    let up = |c: &str| format!("callguard_carrier_up{{carrier=\"{c}\"}}");
+    assert_eq!(p.metric(&up("c1")), 1.0);
+    assert_eq!(call(&p, &uac, "+33142000001", "h-1").status(), Some(486));
+    assert_eq!(primary.invites.load(Ordering::Relaxed), 1);
+
+    // The primary goes silent: two unanswered pings (1 s time-out each)
+    // take it out of rotation.
+    primary.alive.store(false, Ordering::Relaxed);
+    wait_for(&p, &up("c1"), 0.0, Duration::from_secs(5));
+    let ready = p.http_get("/readyz").unwrap();
+    assert!(ready.contains("carrier c1: down"), "{ready}\n{}", p.log());
+    assert!(ready.contains("carrier c2: up"), "{ready}");
+    // Calls now go straight to the secondary: no time-out on the primary.
+    let started = Instant::now();
+    for i in 0..5 {
+        let r = call(&p, &uac, &format!("+3314200010{i}"), &format!("h-down-{i}"));
+        assert_eq!(r.status(), Some(486));
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "calls waited for the silent primary: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(secondary.invites.load(Ordering::Relaxed), 5);
+    assert!(p.log().contains("out of rotation"), "{}", p.log());
+
+    // Back: the next answered ping returns it to rotation.
+    primary.alive.store(true, Ordering::Relaxed);
+    wait_for(&p, &up("c1"), 1.0, Duration::from_secs(5));
+    assert_eq!(call(&p, &uac, "+33142000200", "h-back").status(), Some(486));
+    assert_eq!(primary.invites.load(Ordering::Relaxed), 2);
+
+    // Both silent: not ready, and calls still try them (then 408).
+    primary.alive.store(false, Ordering::Relaxed);
+    secondary.alive.store(false, Ordering::Relaxed);
+    wait_for(&p, &up("c2"), 0.0, Duration::from_secs(5));
+    wait_for(&p, &up("c1"), 0.0, Duration::from_secs(5));
+    let ready = p.http_get("/readyz").unwrap();
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+}
