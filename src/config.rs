@@ -266,6 +266,18 @@ fn d_drain() -> u64 {
 pub struct CarrierConfig {
     pub name: String,
     pub address: SipAddr,
+    /// Lower is tried first; default: the carrier's place in the list, so
+    /// a plain list means serial failover in that order.
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// Share of the calls among carriers of the same priority (RFC 2782
+    /// style weighted choice).
+    #[serde(default = "d_weight")]
+    pub weight: u32,
+}
+
+fn d_weight() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -561,6 +573,12 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for c in &self.carriers {
+            if c.weight > 65_535 {
+                return Err(invalid(
+                    "carrier.weight",
+                    format!("carrier `{}`: weight must be at most 65535", c.name),
+                ));
+            }
             if !names.insert(c.name.as_str()) {
                 return Err(invalid(
                     "carrier.name",

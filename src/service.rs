@@ -352,6 +352,8 @@ impl Overrides {
                 .map(|(i, a)| crate::config::CarrierConfig {
                     name: format!("cli-{}", i + 1),
                     address: *a,
+                    priority: None,
+                    weight: 1,
                 })
                 .collect();
         }
@@ -453,12 +455,15 @@ pub fn settings_from(
     let carriers: Vec<Carrier> = cfg
         .carriers
         .iter()
-        .map(|c| Carrier {
+        .enumerate()
+        .map(|(i, c)| Carrier {
             name: c.name.as_str().into(),
             peer: Peer {
                 transport: c.address.transport,
                 addr: c.address.addr,
             },
+            priority: c.priority.unwrap_or(i as u32),
+            weight: c.weight,
         })
         .collect();
     let local = bound

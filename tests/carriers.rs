@@ -120,3 +120,32 @@ fn a_carrier_that_stops_answering_options_leaves_rotation_and_comes_back() {
     let ready = p.http_get("/readyz").unwrap();
     assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
 }
+
+#[test]
+fn carriers_of_one_priority_share_the_calls_by_weight() {
+    let (heavy, light, backup) = (Carrier::start(), Carrier::start(), Carrier::start());
+    let carriers = format!(
+        "[[carrier]]\nname = \"heavy\"\naddress = \"udp:{}\"\npriority = 1\nweight = 3\n\
+         [[carrier]]\nname = \"light\"\naddress = \"udp:{}\"\npriority = 1\nweight = 1\n\
+         [[carrier]]\nname = \"backup\"\naddress = \"udp:{}\"\npriority = 2\n",
+        heavy.addr, light.addr, backup.addr
+    );
+    let p = Proxy::start_with(&[], &carriers, "");
+    let uac = Ua::bind("127.0.0.1:0");
+    for i in 0..400 {
+        let r = call(&p, &uac, &format!("+331420{i:05}"), &format!("w-{i}"));
+        assert_eq!(r.status(), Some(486));
+    }
+    let (h, l) = (
+        heavy.invites.load(Ordering::Relaxed),
+        light.invites.load(Ordering::Relaxed),
+    );
+    // 3:1 of 400 is 300:100 (binomial sd about 8.7).
+    assert_eq!(h + l, 400);
+    assert!((260..=340).contains(&h), "heavy {h}, light {l}");
+    assert_eq!(backup.invites.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        p.metric(r#"callguard_carrier_responses_total{carrier="heavy",code="486"}"#),
+        h as f64
+    );
+}

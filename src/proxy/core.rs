@@ -131,6 +131,9 @@ pub struct Core {
     draining: bool,
     /// Pending decisions not yet handed to the driver.
     decisions: VecDeque<(DecisionId, Pending)>,
+    /// Weighted carrier choice. Seeded per shard: runs in simulated time
+    /// repeat exactly.
+    rng: rand::rngs::StdRng,
 }
 
 impl Core {
@@ -155,6 +158,7 @@ impl Core {
             branch_seq: 0,
             draining: false,
             decisions: VecDeque::new(),
+            rng: rand::SeedableRng::seed_from_u64(u64::from(shard)),
         }
     }
 
@@ -622,13 +626,45 @@ impl Core {
         }
     }
 
-    /// Carriers to try for a new call: those up in priority order, then
-    /// those down (a last resort, rather than refusing the call).
-    fn targets(&self) -> VecDeque<Carrier> {
-        let s = &self.settings;
+    /// Carriers to try for a new call, in order: those up, then those out
+    /// of rotation (a last resort, rather than refusing the call); within
+    /// each, by priority, and within a priority in a weighted random order
+    /// (as RFC 2782 orders SRV records: each pick has a chance proportional
+    /// to its weight among those left; weight 0 comes after the others).
+    fn targets(&mut self) -> VecDeque<Carrier> {
+        let s = self.settings.clone();
         let (up, down): (Vec<&Carrier>, Vec<&Carrier>) =
             s.carriers.iter().partition(|c| s.status.is_up(&c.name));
-        up.into_iter().chain(down).cloned().collect()
+        let mut out = VecDeque::with_capacity(s.carriers.len());
+        for mut group in [up, down] {
+            group.sort_by_key(|c| c.priority);
+            for same in group.chunk_by_mut(|a, b| a.priority == b.priority) {
+                let mut left: Vec<&Carrier> = same.to_vec();
+                while !left.is_empty() {
+                    // Weight 0 only once every weighted carrier is taken.
+                    let weight = |c: &Carrier| match left.iter().any(|c| c.weight > 0) {
+                        true => u64::from(c.weight),
+                        false => 1,
+                    };
+                    let total: u64 = left.iter().map(|c| weight(c)).sum();
+                    let mut pick = rand::Rng::gen_range(&mut self.rng, 0..total);
+                    let i = left
+                        .iter()
+                        .position(|c| {
+                            let w = weight(c);
+                            if pick < w {
+                                true
+                            } else {
+                                pick -= w;
+                                false
+                            }
+                        })
+                        .unwrap_or(0);
+                    out.push_back(left.remove(i).clone());
+                }
+            }
+        }
+        out
     }
 
     #[allow(clippy::too_many_arguments)]

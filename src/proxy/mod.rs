@@ -89,6 +89,10 @@ pub struct LocalEndpoint {
 pub struct Carrier {
     pub name: Arc<str>,
     pub peer: Peer,
+    /// Lower is tried first.
+    pub priority: u32,
+    /// Share of the calls among carriers of the same priority.
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone)]

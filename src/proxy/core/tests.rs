@@ -56,6 +56,8 @@ fn settings(carriers: &[&str]) -> Settings {
             .map(|(i, c)| Carrier {
                 name: format!("c{}", i + 1).into(),
                 peer: udp(c),
+                priority: i as u32,
+                weight: 1,
             })
             .collect(),
         route_key: [7; 16],
@@ -718,4 +720,45 @@ fn options_pings_take_a_silent_carrier_out_of_rotation_and_back() {
     let ping = only(net.drain(), C1);
     net.input(C1, &reply(&ping, 404, "Not Found", Some("p")));
     assert!(status.is_up("c1"));
+}
+
+#[test]
+fn carriers_of_one_priority_share_calls_by_weight() {
+    let mut net = Net::new(&[C1, C2]);
+    let mut s = settings(&[C1, C2]);
+    for c in &mut s.carriers {
+        c.priority = 0;
+    }
+    s.carriers[0].weight = 3;
+    s.carriers[1].weight = 1;
+    net.core.reconfigure(Arc::new(s), Arc::new(OnlyTenNet));
+    let mut first = [0usize; 2];
+    for i in 0..4000 {
+        let out = net.input(UAC, &invite(&format!("z9hG4bKw{i}"), &format!("call-w{i}")));
+        let to = out[1].0;
+        first[usize::from(to != C1.parse::<SocketAddr>().unwrap())] += 1;
+        // The other carrier is next, after a 503.
+        let fwd = out.into_iter().nth(1).unwrap().1;
+        let from = if to == C1.parse().unwrap() { C1 } else { C2 };
+        let out = net.input(from, &reply(&fwd, 503, "Busy", Some("x")));
+        let next = out
+            .iter()
+            .find(|(_, m)| m.method() == Some(&b"INVITE"[..]))
+            .unwrap();
+        assert_ne!(next.0, to);
+    }
+    // 3:1 of 4000 is 3000:1000; binomial sd is about 27.
+    assert!((2850..=3150).contains(&first[0]), "{first:?}");
+
+    // Weight 0: only after the weighted ones.
+    let mut s = settings(&[C1, C2]);
+    for c in &mut s.carriers {
+        c.priority = 0;
+    }
+    s.carriers[0].weight = 0;
+    net.core.reconfigure(Arc::new(s), Arc::new(OnlyTenNet));
+    for i in 0..50 {
+        let out = net.input(UAC, &invite(&format!("z9hG4bKz{i}"), &format!("call-z{i}")));
+        assert_eq!(out[1].0, C2.parse::<SocketAddr>().unwrap());
+    }
 }
