@@ -22,10 +22,11 @@ fi
 command -v sipp >/dev/null || { echo "sipp not found: apt-get install -y sip-tester"; exit 2; }
 command -v curl >/dev/null || { echo "curl not found"; exit 2; }
 command -v redis-server >/dev/null || { echo "redis-server not found: apt-get install -y redis-server"; exit 2; }
+command -v dnsmasq >/dev/null || { echo "dnsmasq not found: apt-get install -y dnsmasq-base"; exit 2; }
 
 BASE=${SIPP_BASE_PORT:-15060}
 SIP=$BASE SIP2=$((BASE + 2)) CARRIER=$((BASE + 20)) CARRIER2=$((BASE + 21)) DEAD=$((BASE + 29))
-UAC_PORT=$((BASE + 40)) REDIS=$((BASE + 50))
+UAC_PORT=$((BASE + 40)) REDIS=$((BASE + 50)) DNS=$((BASE + 51))
 ADMIN=$((BASE + 4000)) ADMIN2=$((BASE + 4001))
 WORK=$(mktemp -d /tmp/callguard-sipp.XXXXXX)
 PIDS=""
@@ -242,6 +243,23 @@ wait "$UAS_PID"; c=$?
 CSV=$SHARED uac shared-capped-a "$(reject_scenario 480 frequency_cap 70 true)" 1 "127.0.0.1:$((SIP + 30))" -i 127.0.0.1; d=$?
 CSV=$SHARED uac shared-capped-b "$(reject_scenario 480 frequency_cap 70 true)" 1 "127.0.0.1:$((SIP + 31))" -i 127.0.0.1; e=$?
 verdict "Redis backend: 2 calls via each of two instances, then 480 frequency_cap on both" $((a | b | c | d | e))
+
+# A carrier given as a SIP domain: NAPTR -> SRV -> A from a local dnsmasq,
+# pointing at the SIPp carrier.
+dnsmasq --keep-in-foreground --bind-interfaces --no-resolv --no-hosts --listen-address=127.0.0.1 \
+	--pid-file= --user=root --port="$DNS" \
+	--naptr-record=carrier.test,10,10,S,SIP+D2U,,_sip._udp.carrier.test \
+	--srv-host=_sip._udp.carrier.test,sbc.carrier.test,"$CARRIER",0,1 \
+	--host-record=sbc.carrier.test,127.0.0.1 > "$WORK/dnsmasq.log" 2>&1 &
+PIDS="$PIDS $!"
+sed "/^\[\[carrier\]\]/,/^address/d" "$WORK/cg.toml" > "$WORK/cg-dns.toml"
+printf '[[carrier]]\nname = "trunk"\ndomain = "carrier.test"\n[dns]\nservers = ["127.0.0.1:%s"]\n' "$DNS" >> "$WORK/cg-dns.toml"
+sleep 0.3
+CG_CONFIG=$WORK/cg-dns.toml start_cg dns $((ADMIN + 22)) --at "$OPEN_AT" --sip-listen "udp:127.0.0.1:$((SIP + 32))"
+uas dns "$HERE/uas.xml" "$CARRIER" 5
+uac dns "$HERE/uac.xml" 5 "127.0.0.1:$((SIP + 32))" -i 127.0.0.1; a=$?
+wait "$UAS_PID"; b=$?
+verdict "carrier as a SIP domain (NAPTR, SRV, A from dnsmasq): 5 calls complete" $((a | b))
 
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]

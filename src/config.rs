@@ -78,6 +78,8 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub dns: DnsConfig,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
     #[serde(default, rename = "dnc_list")]
@@ -90,6 +92,15 @@ pub struct Config {
     /// Status and reason phrase per rule code.
     #[serde(default)]
     pub responses: std::collections::BTreeMap<String, ResponseConfig>,
+}
+
+/// Where carrier domains are resolved.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// `IP:PORT` of the DNS servers; empty: the system's resolv.conf.
+    #[serde(default)]
+    pub servers: Vec<SocketAddr>,
 }
 
 /// OPTIONS health checks of the carriers.
@@ -265,7 +276,12 @@ fn d_drain() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct CarrierConfig {
     pub name: String,
-    pub address: SipAddr,
+    /// A static target, `udp:IP:PORT` / `tcp:IP:PORT`...
+    #[serde(default)]
+    pub address: Option<SipAddr>,
+    /// ...or a SIP domain located per RFC 3263 (NAPTR, SRV, A/AAAA).
+    #[serde(default)]
+    pub domain: Option<String>,
     /// Lower is tried first; default: the carrier's place in the list, so
     /// a plain list means serial failover in that order.
     #[serde(default)]
@@ -573,6 +589,18 @@ impl Config {
         }
         let mut names = std::collections::HashSet::new();
         for c in &self.carriers {
+            if c.address.is_some() == c.domain.is_some() {
+                return Err(invalid(
+                    "carrier.address",
+                    format!("carrier `{}`: set either `address` or `domain`", c.name),
+                ));
+            }
+            if c.priority.is_some_and(|p| p > 65_535) {
+                return Err(invalid(
+                    "carrier.priority",
+                    format!("carrier `{}`: priority must be at most 65535", c.name),
+                ));
+            }
             if c.weight > 65_535 {
                 return Err(invalid(
                     "carrier.weight",

@@ -9,6 +9,7 @@
 //! - [`numbering`]: numbers to E.164, French number categories, callee time zones.
 //! - [`schedule`]: contact hours, holidays, the next allowed instant.
 //! - [`dnc`]: do-not-call and consent lists: file snapshots plus run-time changes.
+//! - [`dns`]: carriers given as SIP domains, located per RFC 3263 (NAPTR, SRV, A/AAAA).
 //! - [`policy`]: the pure decision engine (facts + clock → decision).
 //! - [`state`]: refusals, attempt counts and run-time DNC changes, durable in an embedded store;
 //!   [`state::shared`]: refusals and counts shared by several instances in Redis.
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod dnc;
+pub mod dns;
 pub mod metrics;
 pub mod numbering;
 pub mod policy;

@@ -118,6 +118,15 @@ pub struct Reloader {
     current: arc_swap::ArcSwap<Gate>,
     /// The settings the shards use now (carriers for the health checks).
     current_settings: arc_swap::ArcSwap<Settings>,
+    /// Carriers as configured, and the last good DNS answer of each
+    /// domain carrier: the two make `Settings::carriers`.
+    carrier_cfg: parking_lot::Mutex<Vec<crate::config::CarrierConfig>>,
+    resolved: parking_lot::Mutex<Resolved>,
+    dns_servers: parking_lot::Mutex<Vec<SocketAddr>>,
+    resolver: parking_lot::Mutex<Option<Arc<crate::dns::Resolver>>>,
+    /// Domain carriers with a refresh task running.
+    resolving: parking_lot::Mutex<std::collections::HashSet<String>>,
+    me: std::sync::Weak<Reloader>,
     one_at_a_time: parking_lot::Mutex<()>,
 }
 
@@ -152,6 +161,61 @@ impl Reloader {
         &self.state
     }
 
+    /// Starts a refresh task for each domain carrier that has none.
+    fn start_resolving(self: &Arc<Self>) {
+        let names: Vec<String> = self
+            .carrier_cfg
+            .lock()
+            .iter()
+            .filter(|c| c.domain.is_some())
+            .map(|c| c.name.clone())
+            .collect();
+        for name in names {
+            if self.resolving.lock().insert(name.clone()) {
+                tokio::spawn(resolve_loop(self.clone(), name));
+            }
+        }
+    }
+
+    fn resolver(&self) -> anyhow::Result<Arc<crate::dns::Resolver>> {
+        let mut r = self.resolver.lock();
+        if let Some(r) = r.as_ref() {
+            return Ok(r.clone());
+        }
+        let made = Arc::new(crate::dns::Resolver::new(&self.dns_servers.lock())?);
+        *r = Some(made.clone());
+        Ok(made)
+    }
+
+    /// A new DNS answer for a domain carrier: new calls use it at once.
+    fn set_resolved(&self, name: &str, targets: Vec<crate::dns::Target>) {
+        let _guard = self.one_at_a_time.lock();
+        {
+            let mut resolved = self.resolved.lock();
+            if resolved.get(name) == Some(&targets) {
+                return;
+            }
+            let list: Vec<String> = targets
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{}:{} (priority {}, weight {})",
+                        t.transport, t.addr, t.priority, t.weight
+                    )
+                })
+                .collect();
+            tracing::info!(carrier = name, "carrier resolved: {}", list.join(", "));
+            resolved.insert(name.to_owned(), targets);
+        }
+        let mut s = (*self.settings()).clone();
+        s.carriers = expand_carriers(&self.carrier_cfg.lock(), &self.resolved.lock());
+        let s = Arc::new(s);
+        self.current_settings.store(s.clone());
+        let gate: Arc<dyn crate::proxy::Gatekeeper> = self.gate();
+        self.dispatcher
+            .for_each_core(|c| c.reconfigure(s.clone(), gate.clone()));
+    }
+
     /// The settings new transactions get (carriers, timers).
     pub fn settings(&self) -> Arc<Settings> {
         self.current_settings.load_full()
@@ -171,12 +235,15 @@ impl Reloader {
             tracing::warn!("sip.listen changed: listeners change only on restart");
         }
         self.settings().status.set_down_after(cfg.health.down_after);
+        *self.carrier_cfg.lock() = cfg.carriers.clone();
+        *self.dns_servers.lock() = cfg.dns.servers.clone();
         let settings = Arc::new(settings_from(
             &cfg,
             &self.bound,
             self.route_key,
             self.instance,
             self.settings().status.clone(),
+            &self.resolved.lock(),
         ));
         let n_tenants = tenants.len();
         let (window, cooloff) = tenants.retention();
@@ -196,6 +263,9 @@ impl Reloader {
         let gate: Arc<dyn crate::proxy::Gatekeeper> = gate;
         self.dispatcher
             .for_each_core(|c| c.reconfigure(settings.clone(), gate.clone()));
+        if let Some(me) = self.me.upgrade() {
+            me.start_resolving();
+        }
         let lists: Vec<String> = lists
             .iter()
             .map(|l| format!("{} `{}`: {}", l.kind, l.name, l.report))
@@ -351,7 +421,8 @@ impl Overrides {
                 .enumerate()
                 .map(|(i, a)| crate::config::CarrierConfig {
                     name: format!("cli-{}", i + 1),
-                    address: *a,
+                    address: Some(*a),
+                    domain: None,
                     priority: None,
                     weight: 1,
                 })
@@ -445,27 +516,87 @@ fn uri_host(ip: IpAddr) -> String {
     }
 }
 
+/// Re-resolves one domain carrier when its answer expires; a failure keeps
+/// the last good answer and is retried soon. Ends when a reload removes
+/// the carrier.
+async fn resolve_loop(r: Arc<Reloader>, name: String) {
+    let mut wait = Duration::ZERO;
+    loop {
+        tokio::time::sleep(wait).await;
+        let domain = r
+            .carrier_cfg
+            .lock()
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.domain.clone());
+        let Some(domain) = domain else {
+            r.resolving.lock().remove(&name);
+            r.resolved.lock().remove(&name);
+            return;
+        };
+        let answer = match r.resolver() {
+            Ok(resolver) => resolver.resolve(&domain).await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(a) => {
+                wait = a.valid_for;
+                r.set_resolved(&name, a.targets);
+            }
+            Err(e) => {
+                let kept = r.resolved.lock().get(&name).map_or(0, Vec::len);
+                tracing::warn!(carrier = %name, kept, "carrier domain not resolved: {e:#}; the last answer stays");
+                wait = crate::dns::MIN_REFRESH;
+            }
+        }
+    }
+}
+
+/// Carrier name -> its targets from DNS (the last good answer).
+pub type Resolved = std::collections::HashMap<String, Vec<crate::dns::Target>>;
+
+/// The carriers new calls choose from: static ones as configured, and one
+/// per resolved target of each domain. A carrier's priority comes first;
+/// SRV priority and weight order the targets within it.
+fn expand_carriers(cfg: &[crate::config::CarrierConfig], resolved: &Resolved) -> Vec<Carrier> {
+    let mut out = Vec::new();
+    for (i, c) in cfg.iter().enumerate() {
+        let priority = c.priority.unwrap_or(i as u32).min(65_535) << 16;
+        if let Some(a) = c.address {
+            out.push(Carrier {
+                name: c.name.as_str().into(),
+                peer: Peer {
+                    transport: a.transport,
+                    addr: a.addr,
+                },
+                priority,
+                weight: c.weight,
+            });
+        }
+        for t in resolved.get(&c.name).into_iter().flatten() {
+            out.push(Carrier {
+                name: format!("{}/{}", c.name, t.addr).into(),
+                peer: Peer {
+                    transport: t.transport,
+                    addr: t.addr,
+                },
+                priority: priority | u32::from(t.priority),
+                weight: u32::from(t.weight),
+            });
+        }
+    }
+    out
+}
+
 pub fn settings_from(
     cfg: &Config,
     bound: &[SipAddr],
     route_key: [u8; 16],
     instance: u32,
     status: Arc<CarrierStatus>,
+    resolved: &Resolved,
 ) -> Settings {
-    let carriers: Vec<Carrier> = cfg
-        .carriers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Carrier {
-            name: c.name.as_str().into(),
-            peer: Peer {
-                transport: c.address.transport,
-                addr: c.address.addr,
-            },
-            priority: c.priority.unwrap_or(i as u32),
-            weight: c.weight,
-        })
-        .collect();
+    let carriers = expand_carriers(&cfg.carriers, resolved);
     let local = bound
         .iter()
         .map(|b| {
@@ -595,7 +726,30 @@ pub async fn start(
     }
     let instance: u32 = rand::random();
     let status = Arc::new(CarrierStatus::new(cfg.health.down_after));
-    let settings = Arc::new(settings_from(&cfg, &bound, key, instance, status.clone()));
+    // Domain carriers are resolved once before the first call (bounded),
+    // then kept fresh in the background.
+    let mut resolved = Resolved::new();
+    if cfg.carriers.iter().any(|c| c.domain.is_some()) {
+        let resolver = crate::dns::Resolver::new(&cfg.dns.servers)?;
+        for c in &cfg.carriers {
+            let Some(domain) = &c.domain else { continue };
+            match tokio::time::timeout(Duration::from_secs(5), resolver.resolve(domain)).await {
+                Ok(Ok(a)) => {
+                    resolved.insert(c.name.clone(), a.targets);
+                }
+                Ok(Err(e)) => tracing::warn!(carrier = %c.name, "not resolved at start: {e}"),
+                Err(_) => tracing::warn!(carrier = %c.name, "not resolved within 5 s at start"),
+            }
+        }
+    }
+    let settings = Arc::new(settings_from(
+        &cfg,
+        &bound,
+        key,
+        instance,
+        status.clone(),
+        &resolved,
+    ));
     let audit_dir = cfg
         .audit
         .dir
@@ -657,7 +811,7 @@ pub async fn start(
         .await
         .with_context(|| format!("binding admin listener {}", cfg.admin.listen))?;
     let admin = admin_listener.local_addr()?;
-    let reloader = Arc::new(Reloader {
+    let reloader = Arc::new_cyclic(|me| Reloader {
         origin,
         clock,
         bound: bound.clone(),
@@ -672,9 +826,16 @@ pub async fn start(
         backend: cfg.state.backend,
         current: arc_swap::ArcSwap::new(gatekeeper.clone()),
         current_settings: arc_swap::ArcSwap::new(settings.clone()),
+        carrier_cfg: parking_lot::Mutex::new(cfg.carriers.clone()),
+        resolved: parking_lot::Mutex::new(resolved),
+        dns_servers: parking_lot::Mutex::new(cfg.dns.servers.clone()),
+        resolver: parking_lot::Mutex::new(None),
+        resolving: Default::default(),
+        me: me.clone(),
         data_dir: cfg.state.data_dir.clone(),
         one_at_a_time: parking_lot::Mutex::new(()),
     });
+    reloader.start_resolving();
     let state = crate::admin::AdminState {
         metrics: metrics.clone(),
         ready: ready.clone(),

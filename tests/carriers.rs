@@ -5,72 +5,12 @@
 mod common;
 
 use common::*;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// A carrier on its own thread: answers OPTIONS 200 and INVITEs 486 while
-/// `alive`, ignores everything otherwise; counts the INVITEs it answered.
-struct Carrier {
-    addr: std::net::SocketAddr,
-    alive: Arc<AtomicBool>,
-    invites: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Carrier {
-    fn start() -> Carrier {
-        let ua = Ua::bind("127.0.0.1:0");
-        let c = Carrier {
-            addr: ua.addr(),
-            alive: Arc::new(AtomicBool::new(true)),
-            invites: Arc::new(AtomicUsize::new(0)),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let (alive, invites, stop) = (c.alive.clone(), c.invites.clone(), c.stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let Some((m, from)) = ua.recv(Duration::from_millis(100)) else {
-                    continue;
-                };
-                if !alive.load(Ordering::Relaxed) {
-                    continue;
-                }
-                match m.method() {
-                    Some(b"OPTIONS") => ua.send(from, &reply(&m, 200, "OK", "o", "")),
-                    Some(b"INVITE") => {
-                        invites.fetch_add(1, Ordering::Relaxed);
-                        ua.send(from, &reply(&m, 486, "Busy Here", "c", ""));
-                    }
-                    _ => {}
-                }
-            }
-        });
-        c
-    }
-}
-
-impl Drop for Carrier {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn wait_for(p: &Proxy, sample: &str, value: f64, within: Duration) {
-    let deadline = Instant::now() + within;
-    while p.metric(sample) != value {
-        assert!(
-            Instant::now() < deadline,
-            "{sample} never read {value}: {}",
-            p.metric(sample)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_carrier_that_stops_answering_options_leaves_rotation_and_comes_back() {
-    let (primary, secondary) = (Carrier::start(), Carrier::start());
+    let (primary, secondary) = (TestCarrier::start(), TestCarrier::start());
     let p = Proxy::start_with(
         &[
             format!("udp:{}", primary.addr),
@@ -123,7 +63,11 @@ fn a_carrier_that_stops_answering_options_leaves_rotation_and_comes_back() {
 
 #[test]
 fn carriers_of_one_priority_share_the_calls_by_weight() {
-    let (heavy, light, backup) = (Carrier::start(), Carrier::start(), Carrier::start());
+    let (heavy, light, backup) = (
+        TestCarrier::start(),
+        TestCarrier::start(),
+        TestCarrier::start(),
+    );
     let carriers = format!(
         "[[carrier]]\nname = \"heavy\"\naddress = \"udp:{}\"\npriority = 1\nweight = 3\n\
          [[carrier]]\nname = \"light\"\naddress = \"udp:{}\"\npriority = 1\nweight = 1\n\

@@ -567,3 +567,63 @@ pub fn race_invites(
     }
     finals
 }
+
+/// A carrier on its own thread: answers OPTIONS 200 and INVITEs 486 while
+/// `alive`, ignores everything otherwise; counts the INVITEs it answered.
+pub struct TestCarrier {
+    pub addr: std::net::SocketAddr,
+    pub alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub invites: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TestCarrier {
+    pub fn start() -> TestCarrier {
+        let ua = Ua::bind("127.0.0.1:0");
+        let c = TestCarrier {
+            addr: ua.addr(),
+            alive: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            invites: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            stop: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let (alive, invites, stop) = (c.alive.clone(), c.invites.clone(), c.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some((m, from)) = ua.recv(Duration::from_millis(100)) else {
+                    continue;
+                };
+                if !alive.load(std::sync::atomic::Ordering::Relaxed) {
+                    continue;
+                }
+                match m.method() {
+                    Some(b"OPTIONS") => ua.send(from, &reply(&m, 200, "OK", "o", "")),
+                    Some(b"INVITE") => {
+                        invites.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        ua.send(from, &reply(&m, 486, "Busy Here", "c", ""));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        c
+    }
+}
+
+impl Drop for TestCarrier {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Waits (bounded) until a metric sample reads exactly `value`.
+pub fn wait_for(p: &Proxy, sample: &str, value: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while p.metric(sample) != value {
+        assert!(
+            Instant::now() < deadline,
+            "{sample} never read {value}: {}",
+            p.metric(sample)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
