@@ -113,6 +113,12 @@ fn srv_weights_are_honoured_and_a_dead_target_is_skipped() {
     // Target a stops answering: out of rotation, every call reaches b
     // without waiting on a.
     a.alive.store(false, Ordering::Relaxed);
+    // Until its health check takes it out, a call sent to a fails over to
+    // b after `carrier_timeout_ms`: slower, never failed.
+    for i in 0..6 {
+        let r = call(&p, &uac, &format!("+331423{i:05}"), &format!("d-dying-{i}"));
+        assert_eq!(r.status(), Some(486), "call {i} while a was going down");
+    }
     let a_up = format!(
         "callguard_carrier_up{{carrier=\"trunk/127.0.0.1:{}\"}}",
         a.addr.port()
