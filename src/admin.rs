@@ -348,9 +348,13 @@ async fn readyz(State(s): State<AdminState>) -> Response {
         let mut text = String::from("ready\n");
         let mut up = 0;
         for c in &settings.carriers {
-            let is_up = settings.status.is_up(&c.name);
-            up += usize::from(is_up);
-            let word = if is_up { "up" } else { "down" };
+            let checked = settings.status.checked(&c.name);
+            up += usize::from(checked != Some(false));
+            let word = match checked {
+                Some(true) => "up",
+                Some(false) => "down",
+                None => "not checked",
+            };
             text.push_str(&format!("carrier {}: {word}\n", c.name));
         }
         if up == 0 && !settings.carriers.is_empty() {

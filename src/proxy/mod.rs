@@ -151,7 +151,12 @@ impl CarrierStatus {
 
     /// Carriers never pinged count as up.
     pub fn is_up(&self, name: &str) -> bool {
-        self.map.read().get(name).map_or(true, |e| e.0)
+        self.checked(name).unwrap_or(true)
+    }
+
+    /// The state from pings; `None` before any ping result.
+    pub fn checked(&self, name: &str) -> Option<bool> {
+        self.map.read().get(name).map(|e| e.0)
     }
 
     /// Records one ping result; returns the new state when it changed.
