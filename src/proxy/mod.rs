@@ -175,18 +175,6 @@ impl CarrierStatus {
         }
         (e.0 != was).then_some(e.0)
     }
-
-    /// (name, up) of every carrier pinged so far.
-    pub fn snapshot(&self) -> Vec<(Arc<str>, bool)> {
-        let mut v: Vec<_> = self
-            .map
-            .read()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.0))
-            .collect();
-        v.sort();
-        v
-    }
 }
 
 /// What the policy layer decided for an initial INVITE.
