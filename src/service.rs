@@ -521,6 +521,8 @@ fn uri_host(ip: IpAddr) -> String {
 /// the carrier.
 async fn resolve_loop(r: Arc<Reloader>, name: String) {
     let mut wait = Duration::ZERO;
+    // An outage is logged when it starts and when it ends, not every retry.
+    let mut failing = false;
     loop {
         tokio::time::sleep(wait).await;
         let domain = r
@@ -540,12 +542,19 @@ async fn resolve_loop(r: Arc<Reloader>, name: String) {
         };
         match answer {
             Ok(a) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(carrier = %name, "carrier domain resolves again");
+                }
                 wait = a.valid_for;
                 r.set_resolved(&name, a.targets);
             }
             Err(e) => {
                 let kept = r.resolved.lock().get(&name).map_or(0, Vec::len);
-                tracing::warn!(carrier = %name, kept, "carrier domain not resolved: {e:#}; the last answer stays");
+                if std::mem::replace(&mut failing, true) {
+                    tracing::debug!(carrier = %name, kept, "carrier domain still not resolved: {e:#}");
+                } else {
+                    tracing::warn!(carrier = %name, kept, "carrier domain not resolved: {e:#}; the last answer stays, retried every 5 s");
+                }
                 wait = crate::dns::MIN_REFRESH;
             }
         }
@@ -585,6 +594,8 @@ fn expand_carriers(cfg: &[crate::config::CarrierConfig], resolved: &Resolved) ->
             });
         }
     }
+    // The core walks carriers by priority group.
+    out.sort_by_key(|c| c.priority);
     out
 }
 

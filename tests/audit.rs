@@ -15,44 +15,14 @@ fn every_decision_is_on_disk_and_survives_kill_9() {
     let (p, _lists, _) = proxy_with_dnc_file(&uas, "+33612345678\n");
     let uac = Ua::bind("127.0.0.1:0");
     // 1: allowed, forwarded
-    uac.send(
-        p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            "+33142000000",
-            "a-allow",
-            "z9hG4bKa1",
-        ),
-    );
+    send_invite(&p, &uac, "+33142000000", "a-allow");
     assert!(uas.recv(T).is_some());
     // 2: DNC
-    uac.send(
-        p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            "0612345678",
-            "a-dnc",
-            "z9hG4bKa2",
-        ),
-    );
+    send_invite(&p, &uac, "0612345678", "a-dnc");
     assert_eq!(uac.recv_final_or_request(T).status(), Some(603));
     // 3: unknown source
     let stranger = Ua::bind("127.0.0.2:0");
-    stranger.send(
-        p.addr(),
-        &invite(
-            &stranger.hostport(),
-            "UDP",
-            p.addr(),
-            "+33142000000",
-            "a-stranger",
-            "z9hG4bKa3",
-        ),
-    );
+    send_invite(&p, &stranger, "+33142000000", "a-stranger");
     assert_eq!(stranger.recv_final_or_request(T).status(), Some(403));
 
     // The writer flushes every 100 ms; then the process dies without warning.

@@ -13,17 +13,7 @@ const T: Duration = Duration::from_secs(3);
 
 /// One allowed call answered 200 and hung up, and one DNC rejection.
 fn traffic(p: &Proxy, uac: &Ua, uas: &Ua) {
-    uac.send(
-        p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            "+33142000001",
-            "m-ok",
-            "z9hG4bKm-ok",
-        ),
-    );
+    send_invite(p, uac, "+33142000001", "m-ok");
     let (fwd, _) = uas.recv(T).expect("allowed call forwarded");
     uas.send(p.addr(), &reply(&fwd, 200, "OK", "callee", &uas.hostport()));
     let ok = uac.recv_final_or_request(T);
@@ -207,17 +197,7 @@ fn sigterm_refuses_new_calls_finishes_calls_in_progress_and_flushes() {
     let mut p = Proxy::start(&[format!("udp:{}", uas.addr())]);
     let uac = Ua::bind("127.0.0.1:0");
     // A call in progress: forwarded, not yet answered.
-    uac.send(
-        p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            "+33142000010",
-            "d-inflight",
-            "z9hG4bKd-inflight",
-        ),
-    );
+    send_invite(&p, &uac, "+33142000010", "d-inflight");
     let (fwd, _) = uas.recv(T).expect("forwarded");
     assert_eq!(uac.recv(T).unwrap().0.status(), Some(100));
 
@@ -279,17 +259,7 @@ fn drain_is_bounded_by_drain_timeout() {
     );
     let uac = Ua::bind("127.0.0.1:0");
     // Ringing forever: only the drain bound ends it.
-    uac.send(
-        p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            "+33142000020",
-            "d-ringing",
-            "z9hG4bKd-ringing",
-        ),
-    );
+    send_invite(&p, &uac, "+33142000020", "d-ringing");
     let (fwd, _) = uas.recv(T).expect("forwarded");
     uas.send(p.addr(), &reply(&fwd, 180, "Ringing", "callee", ""));
     assert_eq!(uac.recv_final_or_request(T).status(), Some(180));

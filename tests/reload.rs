@@ -15,17 +15,7 @@ fn sighup_swaps_the_dnc_list_and_a_broken_config_is_refused() {
     let (p, _lists, list) = proxy_with_dnc_file(&uas, "# empty at start\n");
     let uac = Ua::bind("127.0.0.1:0");
     // Not listed: the call reaches the carrier (which answers 486).
-    uac.send(
-        p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            "+33142000050",
-            "r-1",
-            "z9hG4bKr-1",
-        ),
-    );
+    send_invite(&p, &uac, "+33142000050", "r-1");
     let (fwd, _) = uas.recv(T).expect("forwarded before the reload");
     uas.send(p.addr(), &reply(&fwd, 486, "Busy Here", "c", ""));
     assert_eq!(uac.recv_final_or_request(T).status(), Some(486));
@@ -67,17 +57,7 @@ fn sighup_swaps_the_dnc_list_and_a_broken_config_is_refused() {
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("\"result\":\"success\""), "{resp}");
-    uac.send(
-        p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            "+33142000050",
-            "r-5",
-            "z9hG4bKr-5",
-        ),
-    );
+    send_invite(&p, &uac, "+33142000050", "r-5");
     assert!(
         uas.recv(T).is_some(),
         "forwarded again after the list was emptied"

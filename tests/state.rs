@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(3);
@@ -14,19 +13,7 @@ const T: Duration = Duration::from_secs(3);
 fn hundred_simultaneous_invites_to_one_callee_forward_exactly_four() {
     let uas = Ua::bind("127.0.0.1:0");
     let p = Proxy::start(&[format!("udp:{}", uas.addr())]);
-    let carrier = busy_carrier(uas, 4);
-    let finals = race_invites(&[p.addr()], "+33142000077", "cap");
-    assert_eq!(
-        carrier.join().unwrap(),
-        4,
-        "INVITEs that reached the carrier"
-    );
-    let expected: HashMap<(u16, String), usize> = [
-        ((486, String::new()), 4),
-        ((480, "frequency_cap".to_owned()), 96),
-    ]
-    .into();
-    assert_eq!(finals, expected);
+    race_forwards_exactly_four(&[p.addr()], uas, "+33142000077", "cap");
     p.wait_metric(
         "callguard_invites_total{tenant=\"test\",decision=\"reject\",reason=\"frequency_cap\"}",
         96.0,
@@ -101,17 +88,7 @@ fn a_refusal_signalled_on_a_bye_blocks_the_next_call() {
     let uas = Ua::bind("127.0.0.1:0");
     let p = Proxy::start(&[format!("udp:{}", uas.addr())]);
     let uac = Ua::bind("127.0.0.1:0");
-    uac.send(
-        p.addr(),
-        &invite(
-            &uac.hostport(),
-            "UDP",
-            p.addr(),
-            "+33142000020",
-            "b-1",
-            "z9hG4bKb-1",
-        ),
-    );
+    send_invite(&p, &uac, "+33142000020", "b-1");
     let (inv, from) = uas.recv(T).unwrap();
     uas.send(from, &reply(&inv, 200, "OK", "callee", &uas.hostport()));
     let ok = uac.recv_final_or_request(T);

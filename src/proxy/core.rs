@@ -184,7 +184,9 @@ impl Core {
             Verdict::Reject(r) => {
                 self.observer
                     .decision(r.tenant.as_deref(), "reject", r.code, took);
-                self.log_rejection(id.slot, &r);
+                let s = &self.servers[id.slot];
+                let call_id = s.request.as_ref().and_then(|m| m.call_id());
+                log_rejected(call_id.unwrap_or_default(), s.source, &r);
                 self.reject_server(now, id.slot, &r);
             }
             Verdict::Forward {
@@ -192,19 +194,10 @@ impl Core {
                 headers,
                 warn,
             } => {
-                match warn {
-                    Some(code) => self.observer.decision(Some(&tenant), "warn", code, took),
-                    None => self.observer.decision(Some(&tenant), "allow", "", took),
-                }
+                self.observe_forward(&tenant, warn, took);
                 let targets = self.targets();
                 if targets.is_empty() {
-                    let r = local_rejection(
-                        503,
-                        "Service Unavailable",
-                        "no_carrier",
-                        "no carrier is configured",
-                    );
-                    return self.reject_server(now, id.slot, &r);
+                    return self.reject_server(now, id.slot, &no_carrier());
                 }
                 let s = &mut self.servers[id.slot];
                 s.targets = targets;
@@ -218,17 +211,47 @@ impl Core {
         }
     }
 
-    fn log_rejection(&self, sidx: usize, r: &Rejection) {
-        let s = &self.servers[sidx];
-        let call_id = s
-            .request
-            .as_ref()
-            .and_then(|m| m.call_id())
-            .unwrap_or_default();
-        tracing::info!(
-            call_id = %String::from_utf8_lossy(call_id),
-            from = %s.source, status = r.status, reason = r.code, "call rejected: {}", r.explanation
-        );
+    fn observe_forward(&self, tenant: &str, warn: Option<&'static str>, took: f64) {
+        match warn {
+            Some(code) => self.observer.decision(Some(tenant), "warn", code, took),
+            None => self.observer.decision(Some(tenant), "allow", "", took),
+        }
+    }
+
+    /// Keeps an initial INVITE in a Proceeding server transaction and
+    /// answers `100 Trying`, which stops the dialer's retransmissions.
+    #[allow(clippy::too_many_arguments)]
+    fn park(
+        &mut self,
+        from: Peer,
+        msg: Message,
+        key: Key,
+        top_via: Option<Vec<u8>>,
+        reply_to: Peer,
+        targets: VecDeque<Carrier>,
+        extra: Vec<(String, String)>,
+        deciding: Option<Instant>,
+    ) -> usize {
+        let trying = build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]);
+        let idx = self.insert_server(ServerTxn {
+            gen: 0,
+            key,
+            invite: true,
+            reply_to,
+            source: from,
+            request: Some(Box::new(msg)),
+            top_via,
+            state: SState::Proceeding,
+            last: Some(trying.clone()),
+            retransmit: self.settings.t1,
+            client: None,
+            targets,
+            cancelled: false,
+            extra,
+            deciding,
+        });
+        self.send(reply_to, trying);
+        idx
     }
 
     /// Answers a parked INVITE with an explained rejection.
@@ -459,10 +482,7 @@ impl Core {
             Verdict::Reject(r) => {
                 self.observer
                     .decision(r.tenant.as_deref(), "reject", r.code, took);
-                tracing::info!(
-                    call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()),
-                    %from, status = r.status, reason = r.code, "call rejected: {}", r.explanation
-                );
+                log_rejected(msg.call_id().unwrap_or_default(), from, &r);
                 self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
             }
             Verdict::Forward {
@@ -470,63 +490,28 @@ impl Core {
                 headers,
                 warn,
             } => {
-                match warn {
-                    Some(code) => self.observer.decision(Some(&tenant), "warn", code, took),
-                    None => self.observer.decision(Some(&tenant), "allow", "", took),
-                }
+                self.observe_forward(&tenant, warn, took);
                 let targets = self.targets();
                 if targets.is_empty() {
-                    let r = local_rejection(
-                        503,
-                        "Service Unavailable",
-                        "no_carrier",
-                        "no carrier is configured",
-                    );
+                    let r = no_carrier();
                     return self.reject_invite(now, from, msg, key, top_via, reply_to, r, false);
                 }
-                let trying = build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]);
-                let idx = self.insert_server(ServerTxn {
-                    gen: 0,
-                    key,
-                    invite: true,
-                    reply_to,
-                    source: from,
-                    request: Some(Box::new(msg)),
-                    top_via,
-                    state: SState::Proceeding,
-                    last: Some(trying.clone()),
-                    retransmit: self.settings.t1,
-                    client: None,
-                    targets,
-                    cancelled: false,
-                    extra: headers,
-                    deciding: None,
-                });
-                self.send(reply_to, trying);
+                let idx = self.park(from, msg, key, top_via, reply_to, targets, headers, None);
                 self.try_next_carrier(now, idx);
             }
             Verdict::Pending(job) => {
-                // 100 Trying now: the dialer stops retransmitting while the
-                // decision waits on the state store.
-                let trying = build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]);
-                let idx = self.insert_server(ServerTxn {
-                    gen: 0,
+                // Parked while the decision waits on the state store.
+                let none = VecDeque::new();
+                let idx = self.park(
+                    from,
+                    msg,
                     key,
-                    invite: true,
-                    reply_to,
-                    source: from,
-                    request: Some(Box::new(msg)),
                     top_via,
-                    state: SState::Proceeding,
-                    last: Some(trying.clone()),
-                    retransmit: self.settings.t1,
-                    client: None,
-                    targets: VecDeque::new(),
-                    cancelled: false,
-                    extra: Vec::new(),
-                    deciding: Some(started),
-                });
-                self.send(reply_to, trying);
+                    reply_to,
+                    none,
+                    Vec::new(),
+                    Some(started),
+                );
                 let id = DecisionId {
                     slot: idx,
                     gen: self.servers[idx].gen,
@@ -632,36 +617,40 @@ impl Core {
     /// (as RFC 2782 orders SRV records: each pick has a chance proportional
     /// to its weight among those left; weight 0 comes after the others).
     fn targets(&mut self) -> VecDeque<Carrier> {
-        let s = self.settings.clone();
-        let (up, down): (Vec<&Carrier>, Vec<&Carrier>) =
-            s.carriers.iter().partition(|c| s.status.is_up(&c.name));
+        // Disjoint fields: the RNG is borrowed mutably beside the settings.
+        let (s, rng) = (&self.settings, &mut self.rng);
         let mut out = VecDeque::with_capacity(s.carriers.len());
-        for mut group in [up, down] {
-            group.sort_by_key(|c| c.priority);
-            for same in group.chunk_by_mut(|a, b| a.priority == b.priority) {
-                let mut left: Vec<&Carrier> = same.to_vec();
-                while !left.is_empty() {
+        // The common case, no carrier out of rotation, needs one pass and
+        // no status lookup per carrier.
+        let any_down = s.status.any_down();
+        for in_rotation in [true, false] {
+            if !in_rotation && !any_down {
+                break;
+            }
+            // `Settings::carriers` is sorted by priority.
+            for same in s.carriers.chunk_by(|a, b| a.priority == b.priority) {
+                let mut left: SmallVec<[&Carrier; 4]> = same
+                    .iter()
+                    .filter(|c| !any_down || s.status.is_up(&c.name) == in_rotation)
+                    .collect();
+                while left.len() > 1 {
                     // Weight 0 only once every weighted carrier is taken.
-                    let weight = |c: &Carrier| match left.iter().any(|c| c.weight > 0) {
-                        true => u64::from(c.weight),
-                        false => 1,
-                    };
+                    let weighted = left.iter().any(|c| c.weight > 0);
+                    let weight = |c: &Carrier| if weighted { u64::from(c.weight) } else { 1 };
                     let total: u64 = left.iter().map(|c| weight(c)).sum();
-                    let mut pick = rand::Rng::gen_range(&mut self.rng, 0..total);
+                    let mut pick = rand::Rng::gen_range(&mut *rng, 0..total);
                     let i = left
                         .iter()
                         .position(|c| {
                             let w = weight(c);
-                            if pick < w {
-                                true
-                            } else {
-                                pick -= w;
-                                false
-                            }
+                            let hit = pick < w;
+                            pick = pick.saturating_sub(w);
+                            hit
                         })
                         .unwrap_or(0);
                     out.push_back(left.remove(i).clone());
                 }
+                out.extend(left.into_iter().cloned());
             }
         }
         out
@@ -1673,6 +1662,23 @@ impl Core {
 enum Failure {
     Timeout,
     Unreachable,
+}
+
+fn no_carrier() -> Rejection {
+    local_rejection(
+        503,
+        "Service Unavailable",
+        "no_carrier",
+        "no carrier is configured",
+    )
+}
+
+/// One info line per rejected call, with its rule code (ops grep these).
+fn log_rejected(call_id: &[u8], from: Peer, r: &Rejection) {
+    tracing::info!(
+        call_id = %String::from_utf8_lossy(call_id),
+        %from, status = r.status, reason = r.code, "call rejected: {}", r.explanation
+    );
 }
 
 fn local_rejection(status: u16, phrase: &str, code: &'static str, why: &str) -> Rejection {

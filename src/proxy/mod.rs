@@ -109,7 +109,7 @@ pub struct Settings {
     pub local: Vec<LocalEndpoint>,
     /// Extra host names that designate this proxy in Route headers.
     pub aliases: Vec<String>,
-    /// Carriers in priority order, for serial failover.
+    /// Carriers sorted by priority (stable), for serial failover.
     pub carriers: Vec<Carrier>,
     /// Which carriers answer their OPTIONS pings; kept across reloads.
     pub status: Arc<CarrierStatus>,
@@ -132,6 +132,8 @@ impl Settings {
 #[derive(Debug)]
 pub struct CarrierStatus {
     down_after: std::sync::atomic::AtomicU32,
+    /// Carriers out of rotation now.
+    down: std::sync::atomic::AtomicUsize,
     /// name -> (up, unanswered pings in a row)
     map: parking_lot::RwLock<std::collections::HashMap<Arc<str>, (bool, u32)>>,
 }
@@ -140,6 +142,7 @@ impl CarrierStatus {
     pub fn new(down_after: u32) -> CarrierStatus {
         CarrierStatus {
             down_after: down_after.max(1).into(),
+            down: Default::default(),
             map: Default::default(),
         }
     }
@@ -147,6 +150,12 @@ impl CarrierStatus {
     pub fn set_down_after(&self, n: u32) {
         self.down_after
             .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether any carrier is out of rotation (lets the call path skip
+    /// the per-carrier lookup in the common case).
+    pub fn any_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// Carriers never pinged count as up.
@@ -173,7 +182,16 @@ impl CarrierStatus {
                 e.0 = false;
             }
         }
-        (e.0 != was).then_some(e.0)
+        if e.0 == was {
+            return None;
+        }
+        let down = &self.down;
+        if e.0 {
+            down.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            down.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(e.0)
     }
 }
 

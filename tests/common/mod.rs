@@ -464,16 +464,29 @@ pub fn proxy_with_dnc_file(
     (p, lists, list)
 }
 
+/// Sends an initial INVITE from `uac` to the proxy over UDP (IPv4), with
+/// branch `z9hG4bK<call_id>`.
+pub fn send_invite(p: &Proxy, uac: &Ua, callee: &str, call_id: &str) {
+    uac.send(
+        p.addr(),
+        &invite(
+            &uac.hostport(),
+            "UDP",
+            p.addr(),
+            callee,
+            call_id,
+            &format!("z9hG4bK{call_id}"),
+        ),
+    );
+}
+
 /// Sends an initial INVITE over UDP and returns its first answer that is
 /// not `100 Trying` (matched by Call-ID: stray retransmissions of earlier
 /// calls are skipped). A non-2xx final is ACKed, as a dialer would, so it
 /// is not retransmitted into later calls.
 pub fn call(p: &Proxy, uac: &Ua, callee: &str, call_id: &str) -> Message {
     let branch = format!("z9hG4bK{call_id}");
-    uac.send(
-        p.addr(),
-        &invite(&uac.hostport(), "UDP", p.addr(), callee, call_id, &branch),
-    );
+    send_invite(p, uac, callee, call_id);
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -522,6 +535,25 @@ pub fn busy_carrier(uas: Ua, stop: usize) -> std::thread::JoinHandle<usize> {
         }
         seen.len()
     })
+}
+
+/// The fr cap under a race: 100 INVITEs at once to one fresh callee
+/// (see [`race_invites`]) with `uas` as the carrier answering 486. Exactly
+/// 4 may reach it; the 96 others get `480 frequency_cap`.
+pub fn race_forwards_exactly_four(proxies: &[SocketAddr], uas: Ua, callee: &str, tag: &str) {
+    let carrier = busy_carrier(uas, 4);
+    let finals = race_invites(proxies, callee, tag);
+    assert_eq!(
+        carrier.join().unwrap(),
+        4,
+        "INVITEs that reached the carrier"
+    );
+    let expected: std::collections::HashMap<(u16, String), usize> = [
+        ((486, String::new()), 4),
+        ((480, "frequency_cap".to_owned()), 96),
+    ]
+    .into();
+    assert_eq!(finals, expected);
 }
 
 /// 100 INVITEs to one callee, sent at once from 4 dialer sockets (socket
