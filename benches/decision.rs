@@ -70,11 +70,7 @@ fn benches(c: &mut Criterion) {
         .with_ymd_and_hms(2026, 11, 20, 20, 30, 0)
         .unwrap()
         .with_timezone(&Utc);
-    let facts = Facts {
-        caller: Some("+33162000000"),
-        callee: "+33142000000",
-        mode: Some("predictive"),
-    };
+    let facts = Facts::new("+33162000000", "+33142000000", Some("predictive"));
     let none = callguard::policy::History::default();
     assert_eq!(
         t.decide(&facts, &none, open).decision,
@@ -86,19 +82,11 @@ fn benches(c: &mut Criterion) {
     c.bench_function("decision_reject_outside_hours_with_retry_after", |b| {
         b.iter(|| t.decide(black_box(&facts), &none, black_box(closed)))
     });
-    let dnc_facts = Facts {
-        caller: Some("+33162000000"),
-        callee: "+33600098765",
-        mode: None,
-    };
+    let dnc_facts = Facts::new("+33162000000", "+33600098765", None);
     c.bench_function("decision_reject_dnc", |b| {
         b.iter(|| t.decide(black_box(&dnc_facts), &none, black_box(open)))
     });
-    let nanp = Facts {
-        caller: Some("+33162000000"),
-        callee: "+12083005555",
-        mode: None,
-    };
+    let nanp = Facts::new("+33162000000", "+12083005555", None);
     c.bench_function("zone_lookup_nanp", |b| {
         let n = numbering::parse(nanp.callee, Country::FR).unwrap();
         b.iter(|| numbering::callee_zones(black_box(n)))
@@ -124,11 +112,7 @@ fn benches(c: &mut Criterion) {
     let callees: Vec<String> = (0..1_000_000u64)
         .map(|i| format!("+3314{:07}", i * 7 % 10_000_000))
         .collect();
-    let probe = Facts {
-        caller: Some("+33162000000"),
-        callee: &callees[0],
-        mode: None,
-    };
+    let probe = Facts::new("+33162000000", &callees[0], None);
     // Counted on a copy of the clock far from the measured instants.
     let d = gate.decide(&t, &probe, open - chrono::Duration::days(400), true);
     assert_eq!(
@@ -147,11 +131,7 @@ fn benches(c: &mut Criterion) {
             if i == 0 {
                 at += chrono::Duration::weeks(5);
             }
-            let f = Facts {
-                caller: Some("+33162000000"),
-                callee: &callees[i],
-                mode: None,
-            };
+            let f = Facts::new("+33162000000", &callees[i], None);
             gate.decide(&t, black_box(&f), at, true)
         })
     });

@@ -74,11 +74,7 @@ fn embedded(c: &mut Criterion) {
     };
     let decide = |gate: &Gate| {
         let to = callee();
-        let f = Facts {
-            caller: Some("+33162000000"),
-            callee: &to,
-            mode: None,
-        };
+        let f = Facts::new("+33162000000", &to, None);
         gate.decide(&t, black_box(&f), open_at(), true)
     };
     c.bench_function("state_embedded_decide_and_count", |b| {
@@ -157,11 +153,7 @@ fn redis(c: &mut Criterion) {
     });
     async fn decide(p: &SharedPolicy, t: &TenantPolicy) {
         let to = callee();
-        let f = Facts {
-            caller: Some("+33162000000"),
-            callee: &to,
-            mode: None,
-        };
+        let f = Facts::new("+33162000000", &to, None);
         let d = p.decide(t, &f, open_at(), true).await;
         assert_eq!(d.reason, None, "{}", d.explanation);
     }

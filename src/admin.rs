@@ -165,6 +165,7 @@ async fn check(
         caller: r.from.as_deref(),
         callee: &r.to,
         mode: r.mode.as_deref(),
+        ..Default::default()
     };
     Ok(Json(gate.decide_any(t, &facts, now).await).into_response())
 }

@@ -10,6 +10,9 @@ use crate::numbering::Country;
 use crate::policy::{Campaign, Enforce, Mode};
 use crate::proxy::Transport;
 
+mod locate;
+pub use locate::{Locator, Seg};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -526,55 +529,60 @@ impl Config {
     }
 
     fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| {
-            let line = line_of_key(text, key);
-            ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                key: key.to_owned(),
-                message,
-            }
+        use locate::Seg::{Index, Key};
+        let locator = locate::Locator::new(text);
+        let invalid = |at: &[locate::Seg<'_>], message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            line: locator.line(at),
+            key: locate::display(at),
+            message,
         };
         if self.sip.listen.is_empty() {
             return Err(invalid(
-                "sip.listen",
+                &[Key("sip"), Key("listen")],
                 "at least one listener is required".into(),
             ));
         }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
             return Err(invalid(
-                "sip.t2_ms",
+                &[Key("sip"), Key("t2_ms")],
                 "timers need 0 < t1_ms <= t2_ms".into(),
             ));
         }
         if self.sip.carrier_timeout_ms == 0 {
-            return Err(invalid("sip.carrier_timeout_ms", "must be positive".into()));
+            return Err(invalid(
+                &[Key("sip"), Key("carrier_timeout_ms")],
+                "must be positive".into(),
+            ));
         }
         if !(1024..=1 << 20).contains(&self.sip.max_message_bytes) {
             return Err(invalid(
-                "sip.max_message_bytes",
+                &[Key("sip"), Key("max_message_bytes")],
                 "must be between 1024 and 1048576".into(),
             ));
         }
         if self.health.options_interval_ms != 0 && self.health.options_interval_ms < 100 {
             return Err(invalid(
-                "health.options_interval_ms",
+                &[Key("health"), Key("options_interval_ms")],
                 "must be 0 (off) or at least 100".into(),
             ));
         }
         if self.health.down_after == 0 {
-            return Err(invalid("health.down_after", "must be at least 1".into()));
+            return Err(invalid(
+                &[Key("health"), Key("down_after")],
+                "must be at least 1".into(),
+            ));
         }
         let r = &self.state.redis;
         if !(1..=64).contains(&r.connections) {
             return Err(invalid(
-                "state.redis.connections",
+                &[Key("state"), Key("redis"), Key("connections")],
                 "must be between 1 and 64".into(),
             ));
         }
         if !(1..=10_000).contains(&r.timeout_ms) {
             return Err(invalid(
-                "state.redis.timeout_ms",
+                &[Key("state"), Key("redis"), Key("timeout_ms")],
                 "must be between 1 and 10000".into(),
             ));
         }
@@ -583,93 +591,102 @@ impl Config {
             || r.url.starts_with("unix://"))
         {
             return Err(invalid(
-                "state.redis.url",
+                &[Key("state"), Key("redis"), Key("url")],
                 "must start with redis://, rediss:// or unix://".into(),
             ));
         }
         let mut names = std::collections::HashSet::new();
-        for c in &self.carriers {
+        for (i, c) in self.carriers.iter().enumerate() {
+            let at = |k| [Key("carrier"), Index(i), Key(k)];
             if c.address.is_some() == c.domain.is_some() {
                 return Err(invalid(
-                    "carrier.address",
+                    &at("address"),
                     format!("carrier `{}`: set either `address` or `domain`", c.name),
                 ));
             }
             if c.priority.is_some_and(|p| p > 65_535) {
                 return Err(invalid(
-                    "carrier.priority",
+                    &at("priority"),
                     format!("carrier `{}`: priority must be at most 65535", c.name),
                 ));
             }
             if c.weight > 65_535 {
                 return Err(invalid(
-                    "carrier.weight",
+                    &at("weight"),
                     format!("carrier `{}`: weight must be at most 65535", c.name),
                 ));
             }
             if !names.insert(c.name.as_str()) {
                 return Err(invalid(
-                    "carrier.name",
+                    &at("name"),
                     format!("carrier `{}` is defined twice", c.name),
                 ));
             }
         }
         let mut ids = std::collections::HashSet::new();
-        for t in &self.tenants {
+        for (i, t) in self.tenants.iter().enumerate() {
             let id = t.id.get_ref();
-            let line = text[..t.id.span().start].lines().count().max(1);
-            let err = |message: String| ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                key: "tenant.id".into(),
-                message,
-            };
+            let at = |k| [Key("tenant"), Index(i), Key(k)];
             if id.is_empty()
                 || !id
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                return Err(err(format!("`{id}`: use letters, digits, `-` and `_`")));
+                return Err(invalid(
+                    &at("id"),
+                    format!("`{id}`: use letters, digits, `-` and `_`"),
+                ));
             }
             if !ids.insert(id.clone()) {
-                return Err(err(format!("tenant `{id}` is defined twice")));
+                return Err(invalid(
+                    &at("id"),
+                    format!("tenant `{id}` is defined twice"),
+                ));
             }
             if t.sources.is_empty() {
-                return Err(err(format!(
-                    "tenant `{id}` has no `sources`: no dialer could use it"
-                )));
-            }
-            if crate::policy::builtin_rule_set(&t.rule_set).is_none()
-                && !self.rule_sets.contains_key(&t.rule_set)
-            {
                 return Err(invalid(
-                    "rule_set",
+                    &at("sources"),
+                    format!("tenant `{id}` has no `sources`: no dialer could use it"),
+                ));
+            }
+            let rules = match self.rule_sets.get(&t.rule_set) {
+                Some(custom) => crate::tenant::compile_rule_set(&t.rule_set, custom).ok(),
+                None => crate::policy::builtin_rule_set(&t.rule_set),
+            };
+            let Some(mut rules) = rules.or_else(|| {
+                // A custom set with an error is reported below, at its own key.
+                self.rule_sets
+                    .get(&t.rule_set)
+                    .and_then(|c| crate::policy::builtin_rule_set(&c.base))
+            }) else {
+                return Err(invalid(
+                    &at("rule_set"),
                     format!(
                         "tenant `{id}`: unknown rule set `{}` (fr, us, or a [rule_set.NAME])",
                         t.rule_set
                     ),
                 ));
-            }
-            for l in &t.dnc_lists {
+            };
+            for (j, l) in t.dnc_lists.iter().enumerate() {
                 if !self.dnc_lists.iter().any(|d| &d.name == l) {
                     return Err(invalid(
-                        "dnc_lists",
+                        &[Key("tenant"), Index(i), Key("dnc_lists"), Index(j)],
                         format!("tenant `{id}`: no [[dnc_list]] named `{l}`"),
                     ));
                 }
             }
-            for l in &t.consent_lists {
+            for (j, l) in t.consent_lists.iter().enumerate() {
                 if !self.consent_lists.iter().any(|d| &d.name == l) {
                     return Err(invalid(
-                        "consent_lists",
+                        &[Key("tenant"), Index(i), Key("consent_lists"), Index(j)],
                         format!("tenant `{id}`: no [[consent_list]] named `{l}`"),
                     ));
                 }
             }
-            for c in &t.caller_ids {
+            for (j, c) in t.caller_ids.iter().enumerate() {
                 if crate::policy::caller_prefix(c, t.country).is_none() {
                     return Err(invalid(
-                        "caller_ids",
+                        &[Key("tenant"), Index(i), Key("caller_ids"), Index(j)],
                         format!("tenant `{id}`: `{c}` is not a number or a prefix ending in *"),
                     ));
                 }
@@ -681,7 +698,13 @@ impl Config {
                 for rule in table.keys() {
                     if crate::policy::Rule::from_code(rule).is_none() {
                         return Err(invalid(
-                            rule,
+                            &[
+                                Key("tenant"),
+                                Index(i),
+                                Key("enforcement"),
+                                Key(mode),
+                                Key(rule),
+                            ],
                             format!(
                                 "tenant `{id}`: enforcement.{mode}: unknown rule code `{rule}`"
                             ),
@@ -690,30 +713,55 @@ impl Config {
                 }
             }
             if let Some(w) = &t.schedule {
-                crate::tenant::compile_week(w)
-                    .map_err(|m| invalid("schedule", format!("tenant `{id}`: {m}")))?;
+                let week = crate::tenant::compile_week(w).map_err(|(k, m)| {
+                    invalid(
+                        &[Key("tenant"), Index(i), Key("schedule"), Key(k)],
+                        format!("tenant `{id}`: {m}"),
+                    )
+                })?;
+                rules.window.tenant = Some(week);
+                if !rules.window.opens_in_a_week() {
+                    return Err(invalid(
+                        &at("schedule"),
+                        format!(
+                            "tenant `{id}`: this schedule and the hours of rule set `{}` never overlap: every call would be refused",
+                            t.rule_set
+                        ),
+                    ));
+                }
             }
         }
         for (name, rs) in &self.rule_sets {
+            let at = |k| [Key("rule_set"), Key(name.as_str()), Key(k)];
             if crate::policy::builtin_rule_set(&rs.base).is_none() {
                 return Err(invalid(
-                    "base",
+                    &at("base"),
                     format!("rule_set.{name}: base must be `fr` or `us`"),
                 ));
             }
-            crate::tenant::compile_rule_set(name, rs)
-                .map_err(|m| invalid(name, format!("rule_set.{name}: {m}")))?;
+            let compiled = crate::tenant::compile_rule_set(name, rs).map_err(|(k, m)| {
+                let mut p = vec![Key("rule_set"), Key(name.as_str())];
+                p.extend(k.split('.').map(Key));
+                invalid(&p, format!("rule_set.{name}: {m}"))
+            })?;
+            if !compiled.window.opens_in_a_week() {
+                return Err(invalid(
+                    &at("hours"),
+                    format!("rule_set.{name}: these hours never open: every call would be refused"),
+                ));
+            }
         }
         for (code, r) in &self.responses {
+            let at = [Key("responses"), Key(code.as_str())];
             if crate::policy::Rule::from_code(code).is_none() {
                 return Err(invalid(
-                    code,
+                    &at,
                     format!("responses: unknown rule code `{code}`"),
                 ));
             }
             if !(400..700).contains(&r.status) {
                 return Err(invalid(
-                    code,
+                    &at,
                     format!(
                         "responses.{code}: status {} is not a 4xx-6xx rejection",
                         r.status
@@ -722,29 +770,27 @@ impl Config {
             }
         }
         let mut names = std::collections::HashSet::new();
-        for l in self.dnc_lists.iter().chain(&self.consent_lists) {
+        let lists = self
+            .dnc_lists
+            .iter()
+            .enumerate()
+            .map(|(i, l)| ("dnc_list", i, l))
+            .chain(
+                self.consent_lists
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| ("consent_list", i, l)),
+            );
+        for (table, i, l) in lists {
             if !names.insert(l.name.as_str()) {
                 return Err(invalid(
-                    "name",
+                    &[Key(table), Index(i), Key("name")],
                     format!("list `{}` is defined twice", l.name),
                 ));
             }
         }
         Ok(())
     }
-}
-
-/// Best-effort line number of `a.b` (the last key part) for errors found
-/// after parsing; serde spans cover only the values we wrapped.
-fn line_of_key(text: &str, key: &str) -> usize {
-    let last = key.rsplit('.').next().unwrap_or(key);
-    text.lines()
-        .position(|l| {
-            let l = l.trim_start();
-            l.starts_with(last) && l[last.len()..].trim_start().starts_with('=')
-        })
-        .map(|i| i + 1)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

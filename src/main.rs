@@ -146,11 +146,7 @@ fn check(
             "--mode must be automated or manual"
         );
     }
-    let facts = callguard::policy::Facts {
-        caller: Some(from.as_str()),
-        callee: &to,
-        mode: mode.as_deref(),
-    };
+    let facts = callguard::policy::Facts::new(&from, &to, mode.as_deref());
     let now = at
         .map(|a| a.with_timezone(&chrono::Utc))
         .unwrap_or_else(chrono::Utc::now);

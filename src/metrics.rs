@@ -87,6 +87,7 @@ pub struct Metrics {
     pub malformed: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub dnc_entries: Family<ListLabels, Gauge>,
+    pub dnc_unreadable: Family<ListLabels, Gauge>,
     pub state_backend_up: Gauge,
     pub state_errors: Counter,
 }
@@ -120,6 +121,12 @@ impl Metrics {
         let malformed = Counter::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
         let dnc_entries = Family::<ListLabels, Gauge>::default();
+        let dnc_unreadable = Family::<ListLabels, Gauge>::default();
+        registry.register(
+            "dnc_unreadable_lines",
+            "Lines of each DNC list file that held no readable number (skipped: check the file)",
+            dnc_unreadable.clone(),
+        );
         let state_backend_up = Gauge::default();
         state_backend_up.set(1);
         let state_errors = Counter::default();
@@ -202,6 +209,7 @@ impl Metrics {
             malformed,
             config_reloads,
             dnc_entries,
+            dnc_unreadable,
             state_backend_up,
             state_errors,
         }
@@ -211,12 +219,15 @@ impl Metrics {
     /// reload, and after each API change).
     pub fn dnc_sizes(&self, tenants: &crate::tenant::Tenants) {
         self.dnc_entries.clear();
+        self.dnc_unreadable.clear();
         for l in tenants.dnc_lists() {
-            self.dnc_entries
-                .get_or_create(&ListLabels {
-                    list: l.name().to_owned(),
-                })
-                .set(l.len() as i64);
+            let labels = ListLabels {
+                list: l.name().to_owned(),
+            };
+            self.dnc_entries.get_or_create(&labels).set(l.len() as i64);
+            self.dnc_unreadable
+                .get_or_create(&labels)
+                .set(l.unreadable_lines() as i64);
         }
     }
 

@@ -210,11 +210,31 @@ impl Default for Responses {
 /// The facts of one call, as received.
 #[derive(Debug, Clone, Default)]
 pub struct Facts<'a> {
-    /// Caller ID user part or number (P-Asserted-Identity before From).
+    /// The caller ID: the first P-Asserted-Identity, else the From user.
     pub caller: Option<&'a str>,
+    /// Every other identity the carrier will see and may present to the
+    /// callee: further P-Asserted-Identity values, and the From user when
+    /// it is a number. Each must pass the caller-ID rules too, so that
+    /// what is checked is exactly what is presented.
+    pub also_presented: SmallVec<[&'a str; 2]>,
+    /// The caller asked for its identity to be withheld from the callee
+    /// (RFC 3323 `Privacy: id` or `user`): an anonymous call.
+    pub withheld: bool,
     pub callee: &'a str,
     /// Mode header value, when present.
     pub mode: Option<&'a str>,
+}
+
+impl<'a> Facts<'a> {
+    /// The facts of a call stated by hand (`check`, `POST /v1/check`).
+    pub fn new(caller: &'a str, callee: &'a str, mode: Option<&'a str>) -> Facts<'a> {
+        Facts {
+            caller: Some(caller),
+            callee,
+            mode,
+            ..Facts::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -351,29 +371,42 @@ impl TenantPolicy {
                 format!("callee `{}` is not a valid number: {e}", facts.callee),
             ));
         }
-        // 3 and 4: caller ID
+        // 3: a caller ID the callee will see
+        let anonymous = match facts.caller {
+            None => Some("the call presents no caller ID"),
+            Some(c) if caller_is_anonymous(c) => Some("the caller ID is anonymous"),
+            Some(_) if facts.withheld => {
+                Some("the caller ID is withheld from the callee (Privacy: id)")
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = anonymous {
+            failures.push(fail(Rule::AnonymousCallerId, why.into()));
+        }
+        // 4: every identity presented is a valid number of an allowed
+        // category that the tenant is entitled to
         let mut caller_number = None;
-        match facts.caller {
-            None => failures.push(fail(
-                Rule::AnonymousCallerId,
-                "the call presents no caller ID".into(),
-            )),
-            Some(c) if caller_is_anonymous(c) => failures.push(fail(
-                Rule::AnonymousCallerId,
-                "the caller ID is anonymous".into(),
-            )),
-            Some(c) => match numbering::parse_caller(c, self.country) {
-                Err(e) => failures.push(fail(
-                    Rule::CallerIdCategory,
-                    format!("caller ID `{c}` is not a valid number: {e}"),
-                )),
+        let mut problems: SmallVec<[String; 1]> = SmallVec::new();
+        let presented = facts
+            .caller
+            .filter(|_| anonymous.is_none())
+            .into_iter()
+            .chain(facts.also_presented.iter().copied());
+        for (i, c) in presented.enumerate() {
+            match numbering::parse_caller(c, self.country) {
+                Err(e) => problems.push(format!("caller ID `{c}` is not a valid number: {e}")),
                 Ok(n) => {
-                    caller_number = Some(n);
+                    if i == 0 && anonymous.is_none() {
+                        caller_number = Some(n);
+                    }
                     if let Some(why) = self.caller_id_problem(n, mode) {
-                        failures.push(fail(Rule::CallerIdCategory, why));
+                        problems.push(why);
                     }
                 }
-            },
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(fail(Rule::CallerIdCategory, problems.join("; ")));
         }
 
         let mut zones: &'static [Tz] = &[];
@@ -390,17 +423,17 @@ impl TenantPolicy {
             if let (Some(days), Some(refused)) = (self.rules.cooloff_days, history.refused_at) {
                 let until = cooloff_end(refused, days, zones);
                 if now < until {
-                    let (retry, next) = self.retry_from(until, now, zones);
+                    let next = self.rules.window.next_allowed(until, zones);
                     let l = refused.with_timezone(&zones[0]);
                     failures.push((
                         Rule::RefusalCooloff,
                         format!(
-                            "callee {callee} refused calls from tenant {} on {}; no call for {days} full days, next allowed {}",
+                            "callee {callee} refused calls from tenant {} on {}; no call for {days} full days, {}",
                             self.id,
                             l.date_naive(),
-                            local_text(next, zones[0])
+                            next_text(next, zones[0])
                         ),
-                        Some(retry),
+                        seconds_until(next, now),
                     ));
                 }
             }
@@ -424,11 +457,26 @@ impl TenantPolicy {
                     ),
                 ));
             }
-            // 8: time of day in the callee's zones
-            match self.rules.window.check(now, zones) {
-                Ok(()) => {}
-                Err(Closed::OutsideHours) if consent.is_some_and(|c| c.hours) => {}
-                Err(closed) => failures.push(self.closed_failure(closed, zones, now)),
+            // 8: time of day in every zone of the callee: each zone's
+            // failure counts, so a warned weekend in one zone cannot hide
+            // closed hours in another
+            let closed = self.rules.window.closed_zones(now, zones);
+            if !closed.is_empty() {
+                let hours_consent = consent.is_some_and(|c| c.hours);
+                let next = self.rules.window.next_allowed(now, zones);
+                for rule in [Rule::PublicHoliday, Rule::Weekend, Rule::OutsideHours] {
+                    if rule == Rule::OutsideHours && hours_consent {
+                        continue;
+                    }
+                    let these: SmallVec<[(Tz, Closed); 2]> = closed
+                        .iter()
+                        .copied()
+                        .filter(|(_, c)| closed_rule(*c) == rule)
+                        .collect();
+                    if !these.is_empty() {
+                        failures.push(self.closed_failure(rule, &these, zones, now, next));
+                    }
+                }
             }
             // 9: frequency cap (as last read; the proxy counts atomically
             // when it forwards, see `cap_reached`)
@@ -469,39 +517,37 @@ impl TenantPolicy {
         }
     }
 
-    /// Seconds until the first allowed instant at or after `from`, and
-    /// that instant: a dialer told to retry must not be sent into closed
-    /// hours.
-    fn retry_from(
+    fn closed_failure(
         &self,
-        from: DateTime<Utc>,
-        now: DateTime<Utc>,
+        rule: Rule,
+        these: &[(Tz, Closed)],
         zones: &[Tz],
-    ) -> (u64, DateTime<Utc>) {
-        let next = match self.rules.window.check(from, zones) {
-            Ok(()) => from,
-            Err(_) => self.rules.window.next_allowed(from, zones).unwrap_or(from),
-        };
-        ((next - now).num_seconds().max(1) as u64, next)
-    }
-
-    fn closed_failure(&self, closed: Closed, zones: &[Tz], now: DateTime<Utc>) -> Failed {
-        let rule = match closed {
-            Closed::PublicHoliday(_) => Rule::PublicHoliday,
-            Closed::Weekend => Rule::Weekend,
-            Closed::OutsideHours => Rule::OutsideHours,
-        };
+        now: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+    ) -> Failed {
         // Formatted by hand: chrono's strftime-style parser costs more
         // than the rest of the decision.
         use std::fmt::Write;
         let mut why = String::with_capacity(128);
-        let _ = match closed {
-            Closed::PublicHoliday(name) => write!(why, "it is a public holiday ({name})"),
-            Closed::Weekend => write!(why, "no calls on weekends"),
-            Closed::OutsideHours => write!(why, "outside the allowed contact hours"),
-        };
+        match rule {
+            Rule::PublicHoliday => {
+                why.push_str("it is a public holiday (");
+                let mut names: SmallVec<[&str; 2]> = SmallVec::new();
+                for (_, c) in these {
+                    if let Closed::PublicHoliday(n) = c {
+                        if !names.contains(n) {
+                            names.push(n);
+                        }
+                    }
+                }
+                why.push_str(&names.join(", "));
+                why.push(')');
+            }
+            Rule::Weekend => why.push_str("no calls on weekends"),
+            _ => why.push_str("outside the allowed contact hours"),
+        }
         why.push_str(": callee local time");
-        for (i, z) in zones.iter().enumerate() {
+        for (i, (z, _)) in these.iter().enumerate() {
             let l = now.with_timezone(z);
             let sep = if i == 0 { " " } else { " / " };
             let _ = write!(
@@ -511,13 +557,12 @@ impl TenantPolicy {
                 l.hour(),
                 l.minute()
             );
+            if zones.len() > 1 {
+                let _ = write!(why, " ({})", z.name());
+            }
         }
-        let mut retry = None;
-        if let Some(next) = self.rules.window.next_allowed(now, zones) {
-            retry = Some((next - now).num_seconds().max(1) as u64);
-            let _ = write!(why, "; next allowed {}", local_text(next, zones[0]));
-        }
-        (rule, why, retry)
+        let _ = write!(why, "; {}", next_text(next, zones[0]));
+        (rule, why, seconds_until(next, now))
     }
 
     /// Rule 9 over the attempts counted so far: `None` while under the cap.
@@ -529,24 +574,32 @@ impl TenantPolicy {
     ) -> Option<Failed> {
         let cap = self.rules.cap?;
         let since = now - cap.window;
-        let mut in_window = attempts.iter().filter(|&&a| a > since && a <= now);
-        let oldest = in_window.clone().min()?;
-        let n = in_window.by_ref().count();
+        let mut in_window: SmallVec<[DateTime<Utc>; 8]> = attempts
+            .iter()
+            .copied()
+            .filter(|&a| a > since && a <= now)
+            .collect();
+        let n = in_window.len();
         if n < cap.attempts as usize {
             return None;
         }
+        in_window.sort_unstable();
+        // Below the cap again once the attempts that make it up leave the
+        // window: with n counted, the (n - cap + 1)-th oldest is the last
+        // of them (n can exceed the cap: attempts counted under `warn`).
+        let free = in_window[n - cap.attempts as usize] + cap.window;
         let zones = numbering::callee_zones(callee);
-        let (retry, next) = self.retry_from(*oldest + cap.window, now, zones);
+        let next = self.rules.window.next_allowed(free, zones);
         Some((
             Rule::FrequencyCap,
             format!(
-                "{n} attempts to {callee} by tenant {} in the last {} days (limit {}); next allowed {}",
+                "{n} attempts to {callee} by tenant {} in the last {} days (limit {}); {}",
                 self.id,
                 cap.window.num_days(),
                 cap.attempts,
-                local_text(next, zones[0])
+                next_text(next, zones[0])
             ),
-            Some(retry),
+            seconds_until(next, now),
         ))
     }
 
@@ -582,7 +635,11 @@ impl TenantPolicy {
             enforcement: enforcement.as_str(),
         });
         match (enforcement, d.decision) {
-            (_, Outcome::Reject) => {}
+            (Enforce::Block, Outcome::Reject) => {
+                // Already refused: the retry must also wait for the cap.
+                d.retry_after = latest(d.retry_after, retry);
+            }
+            (Enforce::Warn, Outcome::Reject) => {}
             (Enforce::Block, _) => {
                 let (status, phrase) = &self.responses.by_rule[rule.index()];
                 d.decision = Outcome::Reject;
@@ -638,7 +695,25 @@ impl TenantPolicy {
         };
         match blocking {
             Some(i) => {
-                let (rule, why, retry) = failures.swap_remove(i);
+                // Retry when every blocking rule lets the call through:
+                // the latest of their instants; never when one of them has
+                // none (a permanent rule, or no allowed instant in a year).
+                let retry = failures
+                    .iter()
+                    .filter(|(r, _, _)| self.enforcement(mode, *r) == Enforce::Block)
+                    .map(|(_, _, retry)| *retry)
+                    .reduce(latest)
+                    .flatten();
+                let (rule, mut why, own) = failures.swap_remove(i);
+                if retry.is_some() && retry != own {
+                    if let (Some(secs), Some(&zone)) = (retry, zones.first()) {
+                        let at = now + chrono::Duration::seconds(secs as i64);
+                        why.push_str(&format!(
+                            "; other rules also refuse the call until {}",
+                            local_text(at, zone)
+                        ));
+                    }
+                }
                 let (status, phrase) = &self.responses.by_rule[rule.index()];
                 d.decision = Outcome::Reject;
                 d.status = *status;
@@ -656,6 +731,36 @@ impl TenantPolicy {
             }
         }
         d
+    }
+}
+
+/// The later of two retry delays; `None` (never) wins.
+fn latest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    Some(a?.max(b?))
+}
+
+fn closed_rule(c: Closed) -> Rule {
+    match c {
+        Closed::PublicHoliday(_) => Rule::PublicHoliday,
+        Closed::Weekend => Rule::Weekend,
+        Closed::OutsideHours => Rule::OutsideHours,
+    }
+}
+
+/// Seconds from `now` to `next` (at least 1: a dialer told 0 would retry
+/// at once).
+fn seconds_until(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<u64> {
+    next.map(|n| (n - now).num_seconds().max(1) as u64)
+}
+
+/// "next allowed Mon 2026-11-23 10:00 +01:00", or that there is none.
+fn next_text(next: Option<DateTime<Utc>>, zone: Tz) -> String {
+    match next {
+        Some(n) => format!("next allowed {}", local_text(n, zone)),
+        None => format!(
+            "no allowed instant within {} days",
+            crate::schedule::SEARCH_DAYS
+        ),
     }
 }
 
@@ -760,3 +865,6 @@ pub fn caller_prefix(s: &str, country: Country) -> Option<(u64, u32)> {
         },
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,9 +5,7 @@
 //! may be in, the local date is not a holiday and the local time lies in
 //! the intersection of the legal blocks and the tenant's own blocks.
 
-use chrono::{
-    DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Timelike, Utc, Weekday,
-};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use smallvec::SmallVec;
 
@@ -217,8 +215,14 @@ pub struct Window {
     pub tenant: Option<Weekly>,
 }
 
-/// How far ahead `next_allowed` looks (two weeks covers any holiday run).
-const HORIZON_DAYS: i64 = 16;
+/// How far ahead [`Window::next_allowed`] searches. A year covers every
+/// holiday run and every weekly schedule; a window that stays closed longer
+/// is reported as having no allowed instant, never as a guess.
+pub const SEARCH_DAYS: i64 = 366;
+
+/// An interval of UTC seconds, half-open.
+type Span = (i64, i64);
+type Spans = SmallVec<[Span; 16]>;
 
 impl Window {
     fn day_blocks(&self, date: NaiveDate, zone: Tz) -> Result<Blocks, Closed> {
@@ -243,7 +247,10 @@ impl Window {
         Ok(b)
     }
 
-    /// Whether `at` is allowed in `zone`; the reason when it is not.
+    /// Whether `at` is allowed in `zone`; the reason when it is not. A day
+    /// that is a holiday, or a weekend day with no legal hours, is closed
+    /// as a whole (`public_holiday`, `weekend`); otherwise the local
+    /// minute must lie in a block (`outside_hours`).
     pub fn check_zone(&self, at: DateTime<Utc>, zone: Tz) -> Result<(), Closed> {
         let local = at.with_timezone(&zone);
         let blocks = self.day_blocks(local.date_naive(), zone)?;
@@ -255,57 +262,178 @@ impl Window {
         }
     }
 
+    /// Whether `at` is allowed in every zone; the first zone's reason when
+    /// it is not. See [`Window::closed_zones`] for every zone's reason.
     pub fn check(&self, at: DateTime<Utc>, zones: &[Tz]) -> Result<(), Closed> {
         zones.iter().try_for_each(|z| self.check_zone(at, *z))
     }
 
-    /// The first instant after `at` allowed in every zone: the start of
-    /// some zone's block, so only those are tried.
+    /// The zones in which `at` is not allowed, each with its reason: a call
+    /// is allowed only when this is empty.
+    pub fn closed_zones(&self, at: DateTime<Utc>, zones: &[Tz]) -> SmallVec<[(Tz, Closed); 2]> {
+        zones
+            .iter()
+            .filter_map(|&z| self.check_zone(at, z).err().map(|c| (z, c)))
+            .collect()
+    }
+
+    /// Whether some hour of the week is open, holidays aside: a schedule
+    /// for which this is false refuses every call.
+    pub fn opens_in_a_week(&self) -> bool {
+        [
+            Weekday::Mon,
+            Weekday::Tue,
+            Weekday::Wed,
+            Weekday::Thu,
+            Weekday::Fri,
+            Weekday::Sat,
+            Weekday::Sun,
+        ]
+        .iter()
+        .any(|&d| {
+            let legal = self.legal.day(d);
+            match &self.tenant {
+                Some(t) => !intersect(legal, t.day(d)).is_empty(),
+                None => !legal.is_empty(),
+            }
+        })
+    }
+
+    /// The first instant at or after `at` allowed in every zone, searched
+    /// up to [`SEARCH_DAYS`] ahead; `None` when there is none.
+    ///
+    /// Exact, not sampled: each zone's allowed time is built as UTC
+    /// intervals from its blocks, piece by piece between UTC-offset
+    /// changes (so a block start that falls in a DST gap opens when the
+    /// clock jumps, and an hour repeated at the end of DST is allowed both
+    /// times), and the zones' intervals are intersected.
     pub fn next_allowed(&self, at: DateTime<Utc>, zones: &[Tz]) -> Option<DateTime<Utc>> {
-        let mut candidates: SmallVec<[DateTime<Utc>; 64]> = SmallVec::new();
-        for &zone in zones {
-            let today = at.with_timezone(&zone).date_naive();
-            for d in 0..HORIZON_DAYS {
-                let date = today + Duration::days(d);
-                let Ok(blocks) = self.day_blocks(date, zone) else {
-                    continue;
+        let start = at.timestamp();
+        let mut from = start;
+        // Most answers lie within days: search near first.
+        for days in [3, 14, 60, SEARCH_DAYS - 77] {
+            let to = from + days * 86_400;
+            if let Some(t) = self.first_allowed(start, from, to, zones) {
+                return if t == start {
+                    Some(at)
+                } else {
+                    DateTime::from_timestamp(t, 0)
                 };
-                for (s, _) in blocks {
-                    let t = NaiveTime::from_hms_opt((s / 60).min(23) as u32, (s % 60) as u32, 0)
-                        .unwrap_or_default();
-                    let Some(utc) = local_to_utc(zone, date.and_time(t)) else {
-                        continue;
-                    };
-                    if utc <= at {
-                        continue;
+            }
+            from = to;
+        }
+        None
+    }
+
+    /// The first second `>= at` in `[from, to)` allowed in every zone.
+    fn first_allowed(&self, at: i64, from: i64, to: i64, zones: &[Tz]) -> Option<i64> {
+        let (first, rest) = zones.split_first()?;
+        let mut acc = Spans::new();
+        self.allowed_spans(*first, from, to, &mut acc);
+        let mut other = Spans::new();
+        for &z in rest {
+            if acc.is_empty() {
+                return None;
+            }
+            other.clear();
+            self.allowed_spans(z, from, to, &mut other);
+            acc = intersect_spans(&acc, &other);
+        }
+        acc.iter().find(|s| s.1 > at).map(|s| s.0.max(at))
+    }
+
+    /// Appends the UTC intervals of `[from, to)` that are allowed in `zone`.
+    fn allowed_spans(&self, zone: Tz, from: i64, to: i64, out: &mut Spans) {
+        let mut u0 = from;
+        while u0 < to {
+            let offset = offset_at(zone, u0);
+            // Offsets change at most once a day: probe a day ahead, and
+            // bisect to the second when it changed.
+            let mut u1 = (u0 + 86_400).min(to);
+            if offset_at(zone, u1 - 1) != offset {
+                // offset_at(lo) == offset, offset_at(hi) != offset
+                let (mut lo, mut hi) = (u0, u1 - 1);
+                while hi - lo > 1 {
+                    let mid = lo + (hi - lo) / 2;
+                    if offset_at(zone, mid) == offset {
+                        lo = mid;
+                    } else {
+                        hi = mid;
                     }
-                    // One zone: block starts come in time order and each is
-                    // allowed by construction, so the first one is the answer.
-                    if zones.len() == 1 {
-                        return Some(utc);
-                    }
-                    candidates.push(utc);
+                }
+                u1 = hi;
+            }
+            self.spans_with_offset(zone, u0, u1, offset, out);
+            u0 = u1;
+        }
+    }
+
+    /// The allowed intervals of `[u0, u1)`, during which `zone`'s clock is
+    /// UTC + `offset` seconds.
+    fn spans_with_offset(&self, zone: Tz, u0: i64, u1: i64, offset: i64, out: &mut Spans) {
+        let (l0, l1) = (u0 + offset, u1 + offset);
+        for day in l0.div_euclid(86_400)..=(l1 - 1).div_euclid(86_400) {
+            let Some(date) = i32::try_from(day)
+                .ok()
+                .and_then(|d| d.checked_add(UNIX_EPOCH_CE))
+                .and_then(NaiveDate::from_num_days_from_ce_opt)
+            else {
+                continue;
+            };
+            let Ok(blocks) = self.day_blocks(date, zone) else {
+                continue;
+            };
+            let midnight = day * 86_400;
+            for (s, e) in blocks {
+                let a = (midnight + i64::from(s) * 60).max(l0);
+                let b = (midnight + i64::from(e) * 60).min(l1);
+                if a < b {
+                    push_span(out, (a - offset, b - offset));
                 }
             }
         }
-        candidates.sort_unstable();
-        candidates
-            .into_iter()
-            .find(|c| self.check(*c, zones).is_ok())
     }
 }
 
-/// Local wall time to UTC: the earlier instant when ambiguous (DST end),
-/// the end of the gap when it does not exist (DST start).
-fn local_to_utc(zone: Tz, local: chrono::NaiveDateTime) -> Option<DateTime<Utc>> {
-    match zone.from_local_datetime(&local) {
-        chrono::LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
-        chrono::LocalResult::Ambiguous(a, _) => Some(a.with_timezone(&Utc)),
-        chrono::LocalResult::None => (1..=4)
-            .map(|h| local + Duration::minutes(30 * h))
-            .find_map(|l| zone.from_local_datetime(&l).earliest())
-            .map(|t| t.with_timezone(&Utc)),
+/// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
+const UNIX_EPOCH_CE: i32 = 719_163;
+
+fn offset_at(zone: Tz, secs: i64) -> i64 {
+    use chrono::Offset;
+    let Some(t) = DateTime::from_timestamp(secs, 0) else {
+        return 0;
+    };
+    i64::from(
+        zone.offset_from_utc_datetime(&t.naive_utc())
+            .fix()
+            .local_minus_utc(),
+    )
+}
+
+/// Appends a span, merging it with the last one when they touch.
+fn push_span(out: &mut Spans, s: Span) {
+    match out.last_mut() {
+        Some(last) if s.0 <= last.1 => last.1 = last.1.max(s.1),
+        _ => out.push(s),
     }
+}
+
+/// The intersection of two sorted lists of disjoint spans.
+fn intersect_spans(a: &[Span], b: &[Span]) -> Spans {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Spans::new();
+    while i < a.len() && j < b.len() {
+        let (s, e) = (a[i].0.max(b[j].0), a[i].1.min(b[j].1));
+        if s < e {
+            out.push((s, e));
+        }
+        if a[i].1 < b[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
 }
 
 /// The French legal window (D.223-9): Monday–Friday 10:00–13:00 and

@@ -46,43 +46,56 @@ pub struct ListLoaded {
     pub report: LoadReport,
 }
 
-pub fn compile_week(w: &WeekConfig) -> Result<Weekly, String> {
+/// A schedule's error: the key it concerns (within the schedule table) and
+/// what is wrong.
+pub type WeekError = (&'static str, String);
+
+pub fn compile_week(w: &WeekConfig) -> Result<Weekly, WeekError> {
     if let Some(q) = &w.quiet_hours {
         let has_days = [&w.mon, &w.tue, &w.wed, &w.thu, &w.fri, &w.sat, &w.sun]
             .iter()
             .any(|d| d.is_some());
         if has_days {
-            return Err("use either day blocks or quiet_hours, not both".into());
+            return Err((
+                "quiet_hours",
+                "use either day blocks or quiet_hours, not both".into(),
+            ));
         }
-        return schedule::parse_span(q)
-            .map(Weekly::from_quiet_hours)
-            .map_err(|e| e.to_string());
+        let (start, end) = schedule::parse_span(q).map_err(|e| ("quiet_hours", e.to_string()))?;
+        if start == end || (start == 0 && end == 1440) || (start == 1440 && end == 0) {
+            return Err((
+                "quiet_hours",
+                format!("`{q}`: quiet hours that cover the whole day (or none of it) leave no hour to call; write the blocked window, e.g. \"20:00-10:00\""),
+            ));
+        }
+        return Ok(Weekly::from_quiet_hours((start % 1440, end % 1440)));
     }
     let open = match w.unlisted_days.as_deref() {
         None | Some("closed") => false,
         Some("open") => true,
         Some(o) => {
-            return Err(format!(
-                "unlisted_days must be `closed` or `open`, not `{o}`"
+            return Err((
+                "unlisted_days",
+                format!("unlisted_days must be `closed` or `open`, not `{o}`"),
             ))
         }
     };
     let mut days = Vec::new();
-    for (d, blocks) in [
-        (Weekday::Mon, &w.mon),
-        (Weekday::Tue, &w.tue),
-        (Weekday::Wed, &w.wed),
-        (Weekday::Thu, &w.thu),
-        (Weekday::Fri, &w.fri),
-        (Weekday::Sat, &w.sat),
-        (Weekday::Sun, &w.sun),
+    for (d, key, blocks) in [
+        (Weekday::Mon, "mon", &w.mon),
+        (Weekday::Tue, "tue", &w.tue),
+        (Weekday::Wed, "wed", &w.wed),
+        (Weekday::Thu, "thu", &w.thu),
+        (Weekday::Fri, "fri", &w.fri),
+        (Weekday::Sat, "sat", &w.sat),
+        (Weekday::Sun, "sun", &w.sun),
     ] {
         if let Some(blocks) = blocks {
             let mut b = Vec::new();
             for s in blocks {
-                let (start, end) = schedule::parse_span(s).map_err(|e| e.to_string())?;
+                let (start, end) = schedule::parse_span(s).map_err(|e| (key, e.to_string()))?;
                 if end <= start {
-                    return Err(format!("`{s}`: a day block must end after it starts (use quiet_hours across midnight)"));
+                    return Err((key, format!("`{s}`: a day block must end after it starts (use quiet_hours across midnight)")));
                 }
                 b.push((start, end));
             }
@@ -92,13 +105,16 @@ pub fn compile_week(w: &WeekConfig) -> Result<Weekly, String> {
     Ok(Weekly::from_days(&days, open))
 }
 
-pub fn compile_rule_set(name: &str, c: &RuleSetConfig) -> Result<RuleSet, String> {
-    let mut rs =
-        policy::builtin_rule_set(&c.base).ok_or_else(|| format!("unknown base `{}`", c.base))?;
+/// A rule set's error: the key it concerns (dotted, within the rule set's
+/// table) and what is wrong.
+pub fn compile_rule_set(name: &str, c: &RuleSetConfig) -> Result<RuleSet, (String, String)> {
+    let mut rs = policy::builtin_rule_set(&c.base)
+        .ok_or_else(|| ("base".to_owned(), format!("unknown base `{}`", c.base)))?;
     rs.name = name.to_owned();
     if let Some(h) = &c.hours {
-        rs.window.legal = compile_week(h)?;
+        rs.window.legal = compile_week(h).map_err(|(k, m)| (format!("hours.{k}"), m))?;
     }
+    let err = |k: &str, m: String| (k.to_owned(), m);
     match c.holidays.as_deref() {
         None => {}
         Some("fr") => {
@@ -107,38 +123,60 @@ pub fn compile_rule_set(name: &str, c: &RuleSetConfig) -> Result<RuleSet, String
             }
         }
         Some("none") => rs.window.calendar = Calendar::None,
-        Some(o) => return Err(format!("holidays must be `fr` or `none`, not `{o}`")),
+        Some(o) => {
+            return Err(err(
+                "holidays",
+                format!("holidays must be `fr` or `none`, not `{o}`"),
+            ))
+        }
     }
     match c.caller_id.as_deref() {
         None => {}
         Some("fr") => rs.caller_id = CallerIdRule::France,
         Some("none") => rs.caller_id = CallerIdRule::None,
-        Some(o) => return Err(format!("caller_id must be `fr` or `none`, not `{o}`")),
+        Some(o) => {
+            return Err(err(
+                "caller_id",
+                format!("caller_id must be `fr` or `none`, not `{o}`"),
+            ))
+        }
     }
     match c.consent_required_since.as_deref() {
         None => {}
         Some("none") => rs.consent_since = None,
         Some(d) => {
-            rs.consent_since = Some(
-                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                    .map_err(|_| format!("consent_required_since `{d}` is not YYYY-MM-DD"))?,
-            )
+            rs.consent_since = Some(chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(
+                |_| {
+                    err(
+                        "consent_required_since",
+                        format!("consent_required_since `{d}` is not YYYY-MM-DD"),
+                    )
+                },
+            )?)
         }
     }
     match c.refusal_cooloff_days {
         None => {}
         Some(0) => rs.cooloff_days = None,
-        Some(d) if d > 3650 => return Err(format!("refusal_cooloff_days {d} is over ten years")),
+        Some(d) if d > 3650 => {
+            return Err(err(
+                "refusal_cooloff_days",
+                format!("refusal_cooloff_days {d} is over ten years"),
+            ))
+        }
         Some(d) => rs.cooloff_days = Some(d),
     }
     match c.frequency_cap {
         None => {}
         Some(c) if c.attempts == 0 => rs.cap = None,
         Some(c) if c.window_hours == 0 || c.window_hours > 24 * 366 => {
-            return Err(format!(
-                "frequency_cap.window_hours must be 1 to {}, not {}",
-                24 * 366,
-                c.window_hours
+            return Err(err(
+                "frequency_cap.window_hours",
+                format!(
+                    "frequency_cap.window_hours must be 1 to {}, not {}",
+                    24 * 366,
+                    c.window_hours
+                ),
             ))
         }
         Some(c) => {
@@ -172,10 +210,11 @@ impl Tenants {
             loaded.push(ListLoaded {
                 kind: "dnc",
                 name: l.name.clone(),
-                report,
+                report: report.clone(),
             });
             let delta = state.map(|s| s.dnc_delta(&l.name)).unwrap_or_default();
-            let list = DncList::new(l.name.as_str().into(), Arc::new(set), delta);
+            let list = DncList::new(l.name.as_str().into(), Arc::new(set), delta)
+                .with_unreadable(report.invalid);
             lists.insert(l.name.clone(), (list, country));
         }
         let mut consent: HashMap<&str, Arc<ConsentList>> = HashMap::new();
@@ -206,9 +245,9 @@ impl Tenants {
         for (i, tc) in cfg.tenants.iter().enumerate() {
             let id = tc.id.get_ref().as_str();
             let mut rules = match cfg.rule_sets.get(&tc.rule_set) {
-                Some(custom) => {
-                    compile_rule_set(&tc.rule_set, custom).map_err(BuildError::Invalid)?
-                }
+                Some(custom) => compile_rule_set(&tc.rule_set, custom).map_err(|(k, m)| {
+                    BuildError::Invalid(format!("rule_set.{}.{k}: {m}", tc.rule_set))
+                })?,
                 None => policy::builtin_rule_set(&tc.rule_set).ok_or_else(|| {
                     BuildError::Invalid(format!(
                         "tenant `{id}`: unknown rule set `{}`",
@@ -224,10 +263,9 @@ impl Tenants {
                 }
             }
             if let Some(w) = &tc.schedule {
-                rules.window.tenant = Some(
-                    compile_week(w)
-                        .map_err(|e| BuildError::Invalid(format!("tenant `{id}`: {e}")))?,
-                );
+                rules.window.tenant = Some(compile_week(w).map_err(|(k, m)| {
+                    BuildError::Invalid(format!("tenant `{id}`: schedule.{k}: {m}"))
+                })?);
             }
             let caller_ids = tc
                 .caller_ids
@@ -376,23 +414,91 @@ fn uri_user(v: &[u8]) -> Option<&str> {
 }
 
 /// The call's facts as the INVITE states them: callee from the
-/// Request-URI, caller from P-Asserted-Identity, else From.
+/// Request-URI; caller from the first P-Asserted-Identity, else From; every
+/// other identity the carrier will see (further P-Asserted-Identity values,
+/// P-Preferred-Identity, Remote-Party-ID, From when it holds a number) to
+/// be checked as well.
 pub fn facts<'a>(invite: &'a Message, mode_header: &str) -> Facts<'a> {
     let callee = invite.request_uri().and_then(uri_user).unwrap_or("");
-    let caller = invite
-        .header_by_name("P-Asserted-Identity")
-        .and_then(|v| crate::sip::message::split_commas(v).next())
-        .and_then(uri_user)
-        .or_else(|| invite.header(HeaderName::From).and_then(uri_user))
-        .filter(|u| !u.is_empty());
+    let mut identities = invite
+        .headers_by_name("P-Asserted-Identity")
+        .flat_map(crate::sip::message::split_commas)
+        // A value that is not a URI is kept as written: it fails the
+        // caller-ID check instead of being skipped.
+        .map(|v| {
+            uri_user(v)
+                .or_else(|| std::str::from_utf8(v).ok())
+                .unwrap_or("?")
+        });
+    let from = invite.header(HeaderName::From).and_then(uri_user);
+    // Identities a carrier may also present: P-Preferred-Identity (RFC
+    // 3325, a hint some networks assert as is) and Remote-Party-ID (the
+    // pre-standard header many trunks still read the calling number from).
+    let others = ["P-Preferred-Identity", "Remote-Party-ID"]
+        .into_iter()
+        .flat_map(|h| invite.headers_by_name(h))
+        .flat_map(crate::sip::message::split_commas)
+        .filter(|v| {
+            // Remote-Party-ID also names the called party and diversions.
+            crate::sip::message::header_param(v, b"party")
+                .is_none_or(|p| p.eq_ignore_ascii_case(b"calling"))
+        })
+        .map(|v| {
+            uri_user(v)
+                .or_else(|| std::str::from_utf8(v).ok())
+                .unwrap_or("?")
+        });
+    let mut also_presented = smallvec::SmallVec::new();
+    let caller = match identities.next() {
+        Some(first) => {
+            also_presented.extend(identities);
+            also_presented.extend(others);
+            // From is presented too when it holds a number (a name such
+            // as `dialer` or `anonymous` is not a caller ID).
+            if let Some(f) = from.filter(|f| looks_like_number(f)) {
+                also_presented.push(f);
+            }
+            Some(first)
+        }
+        None => {
+            also_presented.extend(others);
+            from
+        }
+    }
+    .filter(|u| !u.is_empty());
+    let withheld = invite.headers_by_name("Privacy").any(|v| {
+        v.split(|&c| c == b';')
+            .map(|t| t.trim_ascii())
+            .any(|t| t.eq_ignore_ascii_case(b"id") || t.eq_ignore_ascii_case(b"user"))
+    }) || invite
+        .headers_by_name("Remote-Party-ID")
+        .flat_map(crate::sip::message::split_commas)
+        .any(|v| {
+            crate::sip::message::header_param(v, b"privacy")
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"full") || p.eq_ignore_ascii_case(b"uri"))
+        });
     let mode = invite
         .header_by_name(mode_header)
         .and_then(|v| std::str::from_utf8(v).ok());
     Facts {
         caller,
+        also_presented,
+        withheld,
         callee,
         mode,
     }
+}
+
+/// A user part that is written as a telephone number (digits, with an
+/// optional `+` and visual separators).
+fn looks_like_number(u: &str) -> bool {
+    let u = u.trim();
+    let digits = u.trim_start_matches('+');
+    !digits.is_empty()
+        && digits.starts_with(|c: char| c.is_ascii_digit())
+        && digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '-' | '.' | ' ' | '(' | ')'))
 }
 
 /// A refusal signalled by the dialer on a BYE (`X-Disposition: refused`).
@@ -454,6 +560,8 @@ pub struct SharedPolicy {
 /// The facts of a call, owned, for a decision that outlives the message.
 struct OwnedFacts {
     caller: Option<Box<str>>,
+    also_presented: Vec<Box<str>>,
+    withheld: bool,
     callee: Box<str>,
     mode: Option<Box<str>>,
 }
@@ -462,6 +570,8 @@ impl OwnedFacts {
     fn new(f: &Facts<'_>) -> OwnedFacts {
         OwnedFacts {
             caller: f.caller.map(Into::into),
+            also_presented: f.also_presented.iter().map(|&c| c.into()).collect(),
+            withheld: f.withheld,
             callee: f.callee.into(),
             mode: f.mode.map(Into::into),
         }
@@ -469,6 +579,8 @@ impl OwnedFacts {
     fn get(&self) -> Facts<'_> {
         Facts {
             caller: self.caller.as_deref(),
+            also_presented: self.also_presented.iter().map(|c| &**c).collect(),
+            withheld: self.withheld,
             callee: &self.callee,
             mode: self.mode.as_deref(),
         }

@@ -407,3 +407,88 @@ To: <sip:x@y>\r\nCall-ID: m-{method}\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\
         }
     }
 }
+
+/// An INVITE from `uac` with `extra` header lines inserted after From.
+fn invite_with(p: &Proxy, uac: &Ua, call_id: &str, extra: &str) -> String {
+    invite(
+        &uac.hostport(),
+        "UDP",
+        p.addr(),
+        "+33142000000",
+        call_id,
+        &format!("z9hG4bK{call_id}"),
+    )
+    .replacen("\r\nTo:", &format!("\r\n{extra}To:"), 1)
+}
+
+#[test]
+fn what_is_checked_is_what_is_presented() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    for (n, extra, status, code) in [
+        // An NPV From, a garbage identity, then a mobile one.
+        (
+            1,
+            "P-Asserted-Identity: garbage\r\nP-Asserted-Identity: <sip:+33612345678@d>\r\n",
+            "403",
+            "caller_id_category",
+        ),
+        // The mobile identity in a second value of one header.
+        (
+            2,
+            "P-Asserted-Identity: <sip:+33162000001@d>, <tel:+33612345678>\r\n",
+            "403",
+            "caller_id_category",
+        ),
+        // The caller asks the network to withhold its identity.
+        (
+            3,
+            "P-Asserted-Identity: <sip:+33162000001@d>\r\nPrivacy: id\r\n",
+            "433",
+            "anonymous_caller_id",
+        ),
+    ] {
+        let call_id = format!("pai-{n}");
+        uac.send(p.addr(), &invite_with(&p, &uac, &call_id, extra));
+        let r = uac.recv_final_or_request(T);
+        assert_eq!(
+            first_line(&r).split(' ').nth(1),
+            Some(status),
+            "{extra}: {}",
+            first_line(&r)
+        );
+        assert_eq!(reason(&r), code, "{extra}");
+    }
+    // Two From headers, and RFC 4475's multi01 shape (two To, two
+    // Call-ID, two CSeq): 400, whichever identity was meant.
+    for (n, extra) in [
+        (4, "From: <sip:+33612345678@d>;tag=x\r\n"),
+        (
+            5,
+            "To: sip:other@example.net\r\nCall-ID: multi01.98asdh@192.0.2.2\r\nCSeq: 59 INVITE\r\n",
+        ),
+    ] {
+        let call_id = format!("dup-{n}");
+        uac.send(p.addr(), &invite_with(&p, &uac, &call_id, extra));
+        let r = uac.recv_final_or_request(T);
+        assert!(
+            first_line(&r).starts_with("SIP/2.0 400 Duplicate"),
+            "{extra}: {}",
+            first_line(&r)
+        );
+    }
+    uas.expect_silence(Duration::from_millis(300));
+    // Identities that all pass are forwarded, unchanged.
+    uac.send(
+        p.addr(),
+        &invite_with(
+            &p,
+            &uac,
+            "pai-ok",
+            "P-Asserted-Identity: <sip:+33162000001@d>, <tel:+33162000002>\r\n",
+        ),
+    );
+    let (fwd, _) = uas.recv(T).expect("INVITE at the carrier");
+    assert_eq!(fwd.headers_by_name("P-Asserted-Identity").count(), 1);
+}

@@ -5,6 +5,8 @@
 //! Numbers are kept as their E.164 digits in a `u64` (at most 15 digits,
 //! never a leading zero), which makes list lookups a hash of one integer.
 
+pub mod nanp;
+pub mod plan;
 mod zones;
 
 pub use zones::{callee_zones, Zones};
@@ -37,8 +39,9 @@ pub enum NumberError {
     TooShort,
     #[error("too many digits")]
     TooLong,
-    #[error("not a valid number for its country")]
-    Invalid,
+    /// Why the number does not exist in its country's numbering plan.
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 /// An E.164 number (digits only, country code first).
@@ -111,25 +114,40 @@ fn user_part(input: &str) -> &str {
 }
 
 /// Digits of a dial string, with visual separators removed (RFC 3966:
-/// space, `.`, `-`, `(`, `)`). Returns whether it started with `+`.
+/// space, `.`, `-`, `(`, `)`; also tabs, no-break and zero-width spaces and
+/// byte-order marks, which spreadsheets leave in exported numbers). The
+/// trunk-prefix notation `+33 (0)1 …` drops its `(0)`. Returns whether it
+/// started with `+`.
 fn clean(s: &str) -> Result<(bool, String), NumberError> {
-    let s = s.trim();
+    let s = s.trim_matches(|c: char| c.is_whitespace() || is_invisible(c));
     let (plus, body) = match s.strip_prefix('+') {
         Some(b) => (true, b),
         None => (false, s),
     };
     let mut digits = String::with_capacity(body.len());
-    for c in body.chars() {
+    let mut rest = body;
+    while let Some(c) = rest.chars().next() {
+        if plus && !digits.is_empty() && rest.starts_with("(0)") {
+            rest = &rest[3..];
+            continue;
+        }
         match c {
             '0'..='9' => digits.push(c),
             ' ' | '.' | '-' | '(' | ')' | '\t' => {}
+            c if c.is_whitespace() || is_invisible(c) => {}
             _ => return Err(NumberError::BadCharacters),
         }
+        rest = &rest[c.len_utf8()..];
     }
     if digits.is_empty() {
         return Err(NumberError::Empty);
     }
     Ok((plus, digits))
+}
+
+/// Characters with no glyph that editors and spreadsheets put around text.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{feff}' | '\u{200b}'..='\u{200d}' | '\u{2060}')
 }
 
 /// French national format (`0` + 9 digits) to E.164, including the
@@ -178,39 +196,63 @@ fn fr_national(nsn: &str) -> Result<u64, NumberError> {
         .find(|(p, _)| nsn.starts_with(p))
         .map(|(_, cc)| *cc)
         .unwrap_or(33);
-    let n: u64 = nsn.parse().map_err(|_| NumberError::Invalid)?;
-    Ok(cc * 1_000_000_000 + n)
+    let n: u64 = nsn.parse().map_err(|_| NumberError::BadCharacters)?;
+    let e = cc * 1_000_000_000 + n;
+    // The overseas ranges and the metropolitan plan are checked like any
+    // E.164 number.
+    plan::check(&e.to_string())?;
+    Ok(e)
 }
 
 fn check_e164(d: &str) -> Result<E164, NumberError> {
     if d.starts_with('0') {
-        return Err(NumberError::Invalid);
+        return Err(NumberError::Invalid("a country code never starts with 0"));
     }
     if d.len() > 15 {
         return Err(NumberError::TooLong);
     }
-    if d.len() < 8 {
+    if d.len() < 7 {
         return Err(NumberError::TooShort);
     }
-    let n: u64 = d.parse().map_err(|_| NumberError::Invalid)?;
-    let e = E164(n);
-    // Country-specific lengths where we know them: France and its
-    // overseas codes have 9 national digits, NANP has 10.
-    let expected = if d.starts_with('1') {
-        Some(11)
-    } else if ["33", "262", "590", "594", "596"]
-        .iter()
-        .any(|cc| d.starts_with(cc))
-    {
-        Some(if d.starts_with("33") { 11 } else { 12 })
-    } else {
-        None
-    };
-    match expected {
-        Some(l) if d.len() < l => Err(NumberError::TooShort),
-        Some(l) if d.len() > l => Err(NumberError::TooLong),
-        _ => Ok(e),
-    }
+    plan::check(d)?;
+    let n: u64 = d.parse().map_err(|_| NumberError::BadCharacters)?;
+    Ok(E164(n))
+}
+
+/// The state a Brazilian DDD (area code) belongs to, `None` when the DDD
+/// is not assigned (Anatel plan; DDD 61 serves the Federal District and the
+/// Goiás towns around it).
+pub fn brazil_ddd_assigned(ddd: u16) -> Option<&'static str> {
+    Some(match ddd {
+        11..=19 => "BR-SP",
+        21 | 22 | 24 => "BR-RJ",
+        27 | 28 => "BR-ES",
+        31..=35 | 37 | 38 => "BR-MG",
+        41..=46 => "BR-PR",
+        47..=49 => "BR-SC",
+        51 | 53..=55 => "BR-RS",
+        61 => "BR-DF&BR-GO",
+        62 | 64 => "BR-GO",
+        63 => "BR-TO",
+        65 | 66 => "BR-MT",
+        67 => "BR-MS",
+        68 => "BR-AC",
+        69 => "BR-RO",
+        71 | 73..=75 | 77 => "BR-BA",
+        79 => "BR-SE",
+        81 | 87 => "BR-PE",
+        82 => "BR-AL",
+        83 => "BR-PB",
+        84 => "BR-RN",
+        85 | 88 => "BR-CE",
+        86 | 89 => "BR-PI",
+        91 | 93 | 94 => "BR-PA",
+        92 | 97 => "BR-AM",
+        95 => "BR-RR",
+        96 => "BR-AP",
+        98 | 99 => "BR-MA",
+        _ => return None,
+    })
 }
 
 /// Parses a number written as E.164 (`+33162000000`), digits with a
@@ -253,7 +295,7 @@ pub fn parse_caller(input: &str, country: Country) -> Result<CallerNumber, Numbe
         && (d.starts_with("30") || d.starts_with("31"))
     {
         return Ok(CallerNumber::FrShort(
-            d.parse().map_err(|_| NumberError::Invalid)?,
+            d.parse().map_err(|_| NumberError::BadCharacters)?,
         ));
     }
     parse(input, country).map(CallerNumber::E164)
@@ -402,7 +444,14 @@ mod tests {
         assert_eq!(p("016200000000"), Err(NumberError::TooLong));
         assert_eq!(p("+3316200000"), Err(NumberError::TooShort));
         assert_eq!(p("+1234567890123456"), Err(NumberError::TooLong));
-        assert_eq!(p("+0162000000"), Err(NumberError::Invalid));
+        assert!(matches!(p("+0162000000"), Err(NumberError::Invalid(_))));
+        // BOMs, no-break spaces and the (0) trunk notation are read.
+        assert_eq!(p("\u{feff}+33612345678").as_deref(), Ok("+33612345678"));
+        assert_eq!(
+            p("06\u{a0}12\u{a0}34\u{a0}56\u{a0}78").as_deref(),
+            Ok("+33612345678")
+        );
+        assert_eq!(p("+33 (0)6 12 34 56 78").as_deref(), Ok("+33612345678"));
         assert_eq!(p("12345"), Err(NumberError::TooShort));
         assert_eq!(p("+33 1 62 00 00 0x"), Err(NumberError::BadCharacters));
     }

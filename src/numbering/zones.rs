@@ -27,6 +27,14 @@ const FR_OVERRIDES: &[(&str, &str)] = &[
     ("26270937", "Indian/Mayotte"),
 ];
 
+/// Area codes NANPA put in service after the libphonenumber data was cut:
+/// the zone of the codes they overlay (`nanp.txt`).
+const NANP_OVERRIDES: &[(&str, &str)] = &[
+    ("1436", "America/New_York"), // Ohio, overlay of 440
+    ("1679", "America/Detroit"),  // Michigan, overlay of 313
+    ("1861", "America/Chicago"),  // Illinois, overlay of 815/779
+];
+
 struct Table {
     /// (prefix length, prefix) → zones
     rows: FxHashMap<(u32, u64), Zones>,
@@ -55,7 +63,7 @@ fn table() -> &'static Table {
                 add(p, z);
             }
         }
-        for (p, z) in FR_OVERRIDES {
+        for (p, z) in FR_OVERRIDES.iter().chain(NANP_OVERRIDES) {
             add(p, z);
         }
         Table { rows, max_len }

@@ -1731,6 +1731,36 @@ fn response_destination(via: &Via<'_>, from: Peer) -> Peer {
 }
 
 fn validate_request(msg: &Message, method: &[u8]) -> Option<&'static str> {
+    // RFC 3261 §7.3.1 allows a header field several times only when its
+    // value is a comma-separated list. Two From, To, Call-ID, CSeq,
+    // Max-Forwards or Content-Length headers make the request ambiguous
+    // (RFC 4475 §3.1.2.19 `multi01`, §3.1.2.11 `mcl01`): the identity this
+    // proxy checks might not be the one the next hop reads.
+    let mut seen = [0u8; 6];
+    for h in &msg.headers {
+        let i = match h.name {
+            HeaderName::From => 0,
+            HeaderName::To => 1,
+            HeaderName::CallId => 2,
+            HeaderName::CSeq => 3,
+            HeaderName::MaxForwards => 4,
+            HeaderName::ContentLength => 5,
+            _ => continue,
+        };
+        seen[i] += 1;
+        if seen[i] > 1 {
+            return Some(
+                [
+                    "Duplicate From",
+                    "Duplicate To",
+                    "Duplicate Call-ID",
+                    "Duplicate CSeq",
+                    "Duplicate Max-Forwards",
+                    "Duplicate Content-Length",
+                ][i],
+            );
+        }
+    }
     if msg.call_id().is_none() {
         return Some("Missing Call-ID");
     }

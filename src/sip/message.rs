@@ -272,6 +272,15 @@ impl Message {
             .map(|h| self.slice(h.value))
     }
 
+    /// The value of every header whose name matches case-insensitively, in
+    /// order (repeated extension headers such as P-Asserted-Identity).
+    pub fn headers_by_name<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s [u8]> + 's {
+        self.headers
+            .iter()
+            .filter(move |h| self.slice(h.raw_name).eq_ignore_ascii_case(name.as_bytes()))
+            .map(move |h| self.slice(h.value))
+    }
+
     /// Every value of a possibly comma-separated, possibly repeated header,
     /// in order (Via, Route, Record-Route).
     pub fn values(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> {

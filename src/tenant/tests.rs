@@ -66,6 +66,7 @@ fn decide(
             caller,
             callee,
             mode,
+            ..Default::default()
         },
         &History::default(),
         at,
@@ -390,15 +391,10 @@ fn paris(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
 }
 
 fn decide_with(f: &Fixture, callee: &str, h: &History, at: DateTime<Utc>) -> Decision {
-    f.tenants.by_id("acme").unwrap().decide(
-        &Facts {
-            caller: Some("0162000000"),
-            callee,
-            mode: None,
-        },
-        h,
-        at,
-    )
+    f.tenants
+        .by_id("acme")
+        .unwrap()
+        .decide(&Facts::new("0162000000", callee, None), h, at)
 }
 
 #[test]
@@ -578,4 +574,117 @@ fn custom_rule_sets_set_or_drop_the_cap_and_the_cooloff() {
             .to_string();
         assert!(e.contains(why) && e.contains("rule_set.x"), "{e}");
     }
+}
+
+#[test]
+fn retry_after_waits_for_every_blocking_rule() {
+    let f = fixture("", "");
+    // Saturday 21 November 2026, 11:00: weekend. Four attempts, the oldest
+    // on 27 October 15:00, so the cap frees on Thursday 26 November 15:00
+    // (30 × 24 h later; Paris is on winter time throughout).
+    let now = paris(2026, 11, 21, 11, 0);
+    let first = paris(2026, 10, 27, 15, 0);
+    let mut h = History::default();
+    for d in [0, 1, 2, 3] {
+        h.attempts.push(first + chrono::Duration::days(d));
+    }
+    let d = decide_with(&f, "0142000000", &h, now);
+    assert_eq!(d.reason, Some("weekend"));
+    assert_eq!(
+        d.retry_after,
+        Some((paris(2026, 11, 26, 15, 0) - now).num_seconds() as u64),
+        "{}",
+        d.explanation
+    );
+    assert!(
+        d.explanation
+            .contains("other rules also refuse the call until Thu 2026-11-26 15:00"),
+        "{}",
+        d.explanation
+    );
+    // A permanent refusal among them: no Retry-After at all.
+    let d = decide_with(&f, "+33142000099", &h, now);
+    assert_eq!((d.reason, d.retry_after), (Some("dnc"), None));
+}
+
+#[test]
+fn the_cap_frees_when_enough_attempts_have_left_the_window() {
+    let f = fixture("", "");
+    let t = f.tenants.by_id("acme").unwrap();
+    let now = paris(2026, 11, 17, 11, 0);
+    // Six attempts, 20 to 25 October (counted while the cap was only
+    // warned): the cap of 4 frees when the third oldest leaves the window,
+    // on Saturday 21 November, so Monday 23 November 10:00 (the oldest
+    // alone would have said Thursday 19 November).
+    let attempts: Vec<_> = (0..6).map(|i| paris(2026, 10, 20 + i, 11, 0)).collect();
+    let (_, why, retry) = t
+        .cap_failure(numbering("0142000000"), &attempts, now)
+        .unwrap();
+    assert_eq!(
+        retry,
+        Some((paris(2026, 11, 23, 10, 0) - now).num_seconds() as u64),
+        "{why}"
+    );
+}
+
+fn numbering(s: &str) -> crate::numbering::E164 {
+    crate::numbering::parse(s, Country::FR).unwrap()
+}
+
+#[test]
+fn every_presented_identity_is_checked() {
+    let parse = |s: &'static str| Message::parse(bytes::Bytes::from(s)).unwrap();
+    let m = parse(
+        "INVITE sip:0142000000@proxy SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: <sip:+33162000001@dialer>;tag=1\r\nP-Asserted-Identity: garbage\r\n\
+P-Asserted-Identity: <sip:+33612345678@d>, <tel:+33162000002>\r\n\
+To: <sip:0142000000@proxy>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+    );
+    let f = facts(&m, "X-Dial-Mode");
+    assert_eq!(f.caller, Some("garbage"));
+    assert_eq!(
+        &f.also_presented[..],
+        ["+33612345678", "+33162000002", "+33162000001"]
+    );
+    assert!(!f.withheld);
+    let fx = fixture("", "");
+    let d = fx
+        .tenants
+        .by_id("acme")
+        .unwrap()
+        .decide(&f, &History::default(), tuesday_11());
+    assert_eq!(d.reason, Some("caller_id_category"));
+    assert!(d.explanation.contains("`garbage`"), "{}", d.explanation);
+    assert!(d.explanation.contains("+33612345678"), "{}", d.explanation);
+    // A From that is a name is not a caller ID; Privacy: id withholds it.
+    let m = parse(
+        "INVITE sip:0142000000@proxy SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1\r\n\
+P-Asserted-Identity: <sip:+33162000001@d>\r\nPrivacy: header; id\r\n\
+To: <sip:0142000000@proxy>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+    );
+    let f = facts(&m, "X-Dial-Mode");
+    assert_eq!(
+        (f.caller, f.also_presented.len(), f.withheld),
+        (Some("+33162000001"), 0, true)
+    );
+    // Remote-Party-ID: the calling party is presented, its privacy obeyed.
+    let m2 = parse(
+        "INVITE sip:0142000000@proxy SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+From: <sip:+33162000001@dialer>;tag=1\r\n\
+Remote-Party-ID: <sip:+33612345678@d>;party=calling;screen=yes;privacy=off\r\n\
+Remote-Party-ID: <sip:+33142000000@d>;party=called\r\n\
+To: <sip:0142000000@proxy>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
+    );
+    let f2 = facts(&m2, "X-Dial-Mode");
+    assert_eq!(
+        (f2.caller, &f2.also_presented[..], f2.withheld),
+        (Some("+33162000001"), &["+33612345678"][..], false)
+    );
+    let d = fx
+        .tenants
+        .by_id("acme")
+        .unwrap()
+        .decide(&f, &History::default(), tuesday_11());
+    assert_eq!((d.status, d.reason), (433, Some("anonymous_caller_id")));
 }
