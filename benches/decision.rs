@@ -107,6 +107,7 @@ fn benches(c: &mut Criterion) {
         refusal: RefusalSignal::default(),
         config_version: "bench".into(),
         shared: None,
+        durations: None,
     };
     let t = gate.tenants.by_id("t").unwrap().clone();
     let callees: Vec<String> = (0..1_000_000u64)

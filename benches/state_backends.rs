@@ -71,6 +71,7 @@ fn embedded(c: &mut Criterion) {
         refusal: RefusalSignal::default(),
         config_version: "bench".into(),
         shared: None,
+        durations: None,
     };
     let decide = |gate: &Gate| {
         let to = callee();

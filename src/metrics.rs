@@ -309,13 +309,7 @@ impl Observer for Metrics {
     fn transactions(&self, delta: i64) {
         self.transactions_active.inc_by(delta);
     }
-    fn decision(
-        &self,
-        tenant: Option<&str>,
-        decision: &'static str,
-        reason: &'static str,
-        seconds: f64,
-    ) {
+    fn decision(&self, tenant: Option<&str>, decision: &'static str, reason: &'static str) {
         let tenant = tenant.unwrap_or("").to_owned();
         self.invites
             .get_or_create(&InviteLabels {
@@ -324,7 +318,6 @@ impl Observer for Metrics {
                 reason,
             })
             .inc();
-        self.decision_duration.observe(seconds);
     }
     fn carrier_response(&self, carrier: &str, code: u16) {
         self.carrier_responses

@@ -256,6 +256,7 @@ impl Reloader {
             refusal: RefusalSignal::from_config(&cfg.state),
             config_version: config_version(&self.origin.path).into(),
             shared: shared_policy(self.shared.as_ref(), &cfg),
+            durations: Some(self.metrics.decision_duration.clone()),
         });
         self.metrics.dnc_sizes(&gate.tenants);
         self.current.store(gate.clone());
@@ -574,6 +575,7 @@ fn expand_carriers(cfg: &[crate::config::CarrierConfig], resolved: &Resolved) ->
         if let Some(a) = c.address {
             out.push(Carrier {
                 name: c.name.as_str().into(),
+                group: c.name.as_str().into(),
                 peer: Peer {
                     transport: a.transport,
                     addr: a.addr,
@@ -585,6 +587,7 @@ fn expand_carriers(cfg: &[crate::config::CarrierConfig], resolved: &Resolved) ->
         for t in resolved.get(&c.name).into_iter().flatten() {
             out.push(Carrier {
                 name: format!("{}/{}", c.name, t.addr).into(),
+                group: c.name.as_str().into(),
                 peer: Peer {
                     transport: t.transport,
                     addr: t.addr,
@@ -723,6 +726,7 @@ pub async fn start(
                 });
                 *slot = Some(s);
             }
+            Transport::Tls => bail!("{l}: TLS listeners are not built yet"),
             Transport::Tcp => {
                 let s =
                     tcp_listener(l.addr).with_context(|| format!("binding SIP listener {l}"))?;
@@ -777,6 +781,7 @@ pub async fn start(
         refusal: RefusalSignal::from_config(&cfg.state),
         config_version: config_version(&origin.path).into(),
         shared: shared_policy(shared.as_ref(), &cfg),
+        durations: Some(metrics.decision_duration.clone()),
     });
     metrics.dnc_sizes(&gatekeeper.tenants);
     if gatekeeper.tenants.is_empty() {

@@ -547,6 +547,9 @@ pub struct Gate {
     /// Refusals and attempts shared with other instances (Redis). When
     /// set, it replaces `state` for rules 6 and 9.
     pub shared: Option<SharedPolicy>,
+    /// Where the time each decision takes is observed
+    /// (`callguard_decision_duration_seconds`).
+    pub durations: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 /// Deciding with the shared state: how to behave when it is unavailable.
@@ -737,30 +740,16 @@ impl Gate {
 
 impl Gatekeeper for Gate {
     fn check(&self, invite: &Message, source: &Peer) -> Verdict {
-        let now = self.clock.now();
-        let Some(t) = self.tenants.find(source.addr.ip()) else {
-            self.audit(invite, source, None, now);
-            return Verdict::Reject(source_not_authorized(source));
-        };
-        let f = facts(invite, &t.mode_header);
-        if let Some(shared) = self.shared.as_ref().filter(|_| SharedPolicy::needed(t)) {
-            // Redis is I/O: the core parks the call and the driver runs this.
-            let job = PendingCall {
-                shared: shared.clone(),
-                tenant: t.clone(),
-                facts: OwnedFacts::new(&f),
-                now,
-                audit: self.audit.clone(),
-                call_id: String::from_utf8_lossy(invite.call_id().unwrap_or_default()).into_owned(),
-                source: source.addr,
-                config_version: self.config_version.clone(),
-            };
-            return Verdict::Pending(crate::proxy::Pending(Box::pin(job.run())));
+        let started = std::time::Instant::now();
+        let verdict = self.check_untimed(invite, source, started);
+        if !matches!(verdict, Verdict::Pending(_)) {
+            self.observe_duration(started);
         }
-        let d = self.decide(t, &f, now, true);
-        let verdict = Self::verdict(t, &d);
-        self.audit(invite, source, Some(d), now);
         verdict
+    }
+
+    fn tenant_of(&self, addr: std::net::IpAddr) -> Option<Arc<str>> {
+        self.tenants.find(addr).map(|t| t.id.clone())
     }
 
     /// A BYE from a tenant's dialer that says the callee refused: the
@@ -802,6 +791,48 @@ impl Gatekeeper for Gate {
     }
 }
 
+impl Gate {
+    fn observe_duration(&self, started: std::time::Instant) {
+        if let Some(h) = &self.durations {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+    }
+
+    fn check_untimed(
+        &self,
+        invite: &Message,
+        source: &Peer,
+        started: std::time::Instant,
+    ) -> Verdict {
+        let now = self.clock.now();
+        let Some(t) = self.tenants.find(source.addr.ip()) else {
+            self.audit(invite, source, None, now);
+            return Verdict::Reject(source_not_authorized(source));
+        };
+        let f = facts(invite, &t.mode_header);
+        if let Some(shared) = self.shared.as_ref().filter(|_| SharedPolicy::needed(t)) {
+            // Redis is I/O: the core parks the call and the driver runs this.
+            let job = PendingCall {
+                shared: shared.clone(),
+                tenant: t.clone(),
+                facts: OwnedFacts::new(&f),
+                now,
+                audit: self.audit.clone(),
+                call_id: String::from_utf8_lossy(invite.call_id().unwrap_or_default()).into_owned(),
+                source: source.addr,
+                config_version: self.config_version.clone(),
+                started,
+                durations: self.durations.clone(),
+            };
+            return Verdict::Pending(crate::proxy::Pending(Box::pin(job.run())));
+        }
+        let d = self.decide(t, &f, now, true);
+        let verdict = Self::verdict(t, &d);
+        self.audit(invite, source, Some(d), now);
+        verdict
+    }
+}
+
 /// A call waiting for the shared state: owns what the decision and its
 /// audit line need, since the INVITE stays with the core.
 struct PendingCall {
@@ -813,6 +844,9 @@ struct PendingCall {
     call_id: String,
     source: std::net::SocketAddr,
     config_version: Arc<str>,
+    /// When the INVITE came: the decision's duration includes the wait.
+    started: std::time::Instant,
+    durations: Option<prometheus_client::metrics::histogram::Histogram>,
 }
 
 impl PendingCall {
@@ -822,6 +856,9 @@ impl PendingCall {
             .decide(&self.tenant, &self.facts.get(), self.now, true)
             .await;
         let verdict = Gate::verdict(&self.tenant, &d);
+        if let Some(h) = &self.durations {
+            h.observe(self.started.elapsed().as_secs_f64());
+        }
         if let Some(a) = &self.audit {
             a.record(crate::audit::Record {
                 call_id: self.call_id,

@@ -1,11 +1,19 @@
-//! The proxy's transaction layer and routing logic.
+//! The proxy core: what RFC 3261 §16 says a stateful proxy does, on top of
+//! the §17 transaction machines of [`super::txn`].
 //!
-//! A *server transaction* faces the sender of a request (a dialer, or the
-//! carrier for in-dialog requests from the callee side); a *client
-//! transaction* faces the next hop. An initial INVITE owns one server
-//! transaction and, over its life, one client transaction per carrier tried
-//! (serial failover). They refer to each other by slab index plus a
-//! generation, so a stale reference is detected instead of misrouted.
+//! An initial INVITE owns one server transaction and, over its life, one
+//! INVITE client transaction per carrier tried (serial failover). The
+//! request being proxied and what the proxy does with it (targets left,
+//! CANCEL, a pending decision) live beside the server transaction in a
+//! [`Forwarding`]; per-branch proxy state (Timer C, the CANCEL of the
+//! branch) lives beside the client transaction. Transactions refer to each
+//! other by slab index plus a generation, so a stale reference is detected
+//! instead of misrouted.
+//!
+//! Methods: `handle_*` take input (messages, timeouts, verdicts), `poll_*`
+//! hand out what to do (datagrams, deadlines, decisions to run); the rest
+//! read state. The core never reads the clock: every instant comes in as an
+//! argument.
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -15,13 +23,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::build::{self, Forward};
-use super::timer::{Kind, Timers};
-use super::{
-    Carrier, DecisionId, Gatekeeper, Observer, Peer, Pending, Rejection, Settings, Transmit,
-    Transport, Verdict,
+use super::carriers::{self, Carrier};
+use super::routing::{self, Refusal};
+use super::txn::{
+    AckFor, ClientInvite, ClientNonInvite, Ctx, Fate, Fired, InviteEvent, KeyMethod,
+    NonInviteEvent, Outbox, ServerInvite, ServerNonInvite, Timer, Timers, TxnKey,
 };
-use crate::sip::message::{name_addr_uri, HeaderName};
-use crate::sip::{Message, Uri, Via, BRANCH_COOKIE};
+use super::{
+    DecisionId, Gatekeeper, Observer, Peer, Pending, Rejection, Settings, Transmit, Transport,
+    Verdict,
+};
+use crate::sip::check::check_request;
+use crate::sip::message::HeaderName;
+use crate::sip::{Message, ParseError, Via};
 
 /// Marks branches this proxy generated; responses whose top Via lacks it
 /// were not sent by us and are dropped.
@@ -32,84 +46,162 @@ const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REF
 /// Retry-After on INVITEs refused while shutting down: a restart, or the
 /// dialer's other trunk, is expected within seconds.
 const DRAIN_RETRY_AFTER_S: u64 = 5;
-/// Record-Route parameter carrying the anti-relay token.
-const TOKEN_PARAM: &[u8] = b"cgr";
 
-type Key = Box<[u8]>;
+/// A transaction in a slab: index and generation.
+type Link = (usize, u64);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SState {
-    Proceeding,
-    Completed,
-    Confirmed,
-    Accepted,
+enum ServerMachine {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CState {
-    /// Calling (INVITE) or Trying (non-INVITE): nothing received yet.
-    Calling,
-    Proceeding,
-    Completed,
-    Accepted,
+impl ServerMachine {
+    fn proceeding(&self) -> bool {
+        match self {
+            ServerMachine::Invite(m) => m.proceeding(),
+            ServerMachine::NonInvite(m) => m.proceeding(),
+        }
+    }
+    fn provisional(&mut self, response: Bytes, ctx: &mut Ctx<'_>) {
+        match self {
+            ServerMachine::Invite(m) => m.provisional(response, ctx),
+            ServerMachine::NonInvite(m) => m.provisional(response, ctx),
+        }
+    }
+    fn final_response(&mut self, code: u16, response: Bytes, ctx: &mut Ctx<'_>) {
+        match self {
+            ServerMachine::Invite(m) => m.final_response(code, response, ctx),
+            ServerMachine::NonInvite(m) => m.final_response(response, ctx),
+        }
+    }
 }
 
-struct ServerTxn {
+struct ServerEntry {
     gen: u64,
-    key: Key,
-    invite: bool,
-    reply_to: Peer,
+    key: TxnKey,
     source: Peer,
-    /// The received request, kept until a final response is sent: needed to
-    /// build local responses and to forward it again on failover.
-    request: Option<Box<Message>>,
+    machine: ServerMachine,
+    /// The request being proxied; dropped once it has its final response.
+    fwd: Option<Box<Forwarding>>,
+}
+
+/// §16: a request being proxied and what the proxy does with it.
+struct Forwarding {
+    request: Message,
+    /// The received top Via with `received`/`rport` filled in.
     top_via: Option<Vec<u8>>,
-    state: SState,
-    last: Option<Bytes>,
-    retransmit: Duration,
-    client: Option<(usize, u64)>,
-    /// Remaining carriers to try, in order (initial INVITEs only).
+    /// The client transaction trying the current target.
+    branch: Option<Link>,
+    /// Carriers still to try, in order (initial INVITEs).
     targets: VecDeque<Carrier>,
+    /// The tenant that placed the call (initial INVITEs): bound into the
+    /// Record-Route token.
+    tenant: Option<Arc<str>>,
     cancelled: bool,
+    /// Headers added to the forwarded request (a `warn` tag).
     extra: Vec<(String, String)>,
     /// Waiting for a pending decision since this instant.
     deciding: Option<Instant>,
 }
 
-struct ClientTxn {
-    gen: u64,
-    key: Key,
-    invite: bool,
-    dest: Peer,
-    /// The request as sent, for retransmission and to derive ACK/CANCEL.
-    sent: Option<Box<Message>>,
-    state: CState,
-    retransmit: Duration,
-    server: Option<(usize, u64)>,
-    carrier: Option<Arc<str>>,
-    /// An OPTIONS health check: its outcome goes to the carrier status,
-    /// not to a server transaction.
-    ping: bool,
-    got_provisional: bool,
-    cancel_pending: bool,
-    cancel_sent: bool,
-    timer_c_at: Option<Instant>,
-    ack: Option<Bytes>,
-}
+impl Forwarding {
+    fn new(request: Message, top_via: Option<Vec<u8>>) -> Box<Forwarding> {
+        Box::new(Forwarding {
+            request,
+            top_via,
+            branch: None,
+            targets: VecDeque::new(),
+            tenant: None,
+            cancelled: false,
+            extra: Vec::new(),
+            deciding: None,
+        })
+    }
 
-impl ServerTxn {
-    fn upstream(&self) -> Option<(&Message, Option<&[u8]>)> {
-        self.request
-            .as_deref()
-            .map(|r| (r, self.top_via.as_deref()))
+    fn upstream(&self) -> (&Message, Option<&[u8]>) {
+        (&self.request, self.top_via.as_deref())
     }
 }
 
-enum RouteOutcome {
-    Next { dest: Peer, pops: usize },
-    NotOurs,
-    BadToken,
-    Unresolvable,
+enum ClientMachine {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+impl ClientMachine {
+    fn dest(&self) -> Peer {
+        match self {
+            ClientMachine::Invite(m) => m.dest(),
+            ClientMachine::NonInvite(m) => m.dest(),
+        }
+    }
+    fn waiting(&self) -> bool {
+        match self {
+            ClientMachine::Invite(m) => m.waiting(),
+            ClientMachine::NonInvite(m) => m.waiting(),
+        }
+    }
+    fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx<'_>) -> Fate {
+        match self {
+            ClientMachine::Invite(m) => m.on_timer(timer, ctx),
+            ClientMachine::NonInvite(m) => m.on_timer(timer, ctx),
+        }
+    }
+}
+
+/// Why a client transaction exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A request proxied for a server transaction.
+    Branch,
+    /// An OPTIONS health check of a carrier.
+    Ping,
+    /// A CANCEL this proxy sent for an INVITE branch.
+    Cancel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelState {
+    None,
+    /// Asked for before any provisional: sent when one comes (§9.1).
+    Held,
+    Sent,
+}
+
+struct ClientEntry {
+    gen: u64,
+    key: TxnKey,
+    machine: ClientMachine,
+    role: Role,
+    server: Option<Link>,
+    carrier: Option<Arc<str>>,
+    /// Any 1xx received (100 included: a CANCEL may then be sent, §9.1).
+    provisional: bool,
+    cancel: CancelState,
+    /// When Timer C is due (§16.6 step 11, reset by 101–199, §16.7 step 2).
+    timer_c_due: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Timeout,
+    Unreachable,
+}
+
+/// A `Ctx` for the machine in slot `$slot`, generation `$gen`: built from
+/// disjoint fields, so a machine in a slab can act while the outbox and
+/// the timers are borrowed.
+macro_rules! ctx {
+    ($self:ident, $now:expr, $slot:expr, $gen:expr) => {
+        Ctx {
+            now: $now,
+            out: &mut $self.out,
+            timers: &mut $self.timers,
+            t: $self.settings.intervals(),
+            slot: $slot,
+            gen: $gen,
+        }
+    };
 }
 
 /// One shard of proxy state. See the module docs of [`crate::proxy`].
@@ -118,12 +210,12 @@ pub struct Core {
     gatekeeper: Arc<dyn Gatekeeper>,
     observer: Arc<dyn Observer>,
     shard: u16,
-    servers: slab::Slab<ServerTxn>,
-    clients: slab::Slab<ClientTxn>,
-    server_index: HashMap<Key, usize>,
-    client_index: HashMap<Key, usize>,
+    servers: slab::Slab<ServerEntry>,
+    clients: slab::Slab<ClientEntry>,
+    server_index: HashMap<TxnKey, usize>,
+    client_index: HashMap<TxnKey, usize>,
     timers: Timers,
-    out: VecDeque<Transmit>,
+    out: Outbox,
     gen: u64,
     branch_seq: u64,
     /// Shutting down: new calls are refused so that the dialer places them
@@ -146,6 +238,7 @@ impl Core {
         Core {
             settings,
             gatekeeper,
+            out: Outbox::new(observer.clone()),
             observer,
             shard,
             servers: slab::Slab::new(),
@@ -153,7 +246,6 @@ impl Core {
             server_index: HashMap::new(),
             client_index: HashMap::new(),
             timers: Timers::default(),
-            out: VecDeque::new(),
             gen: 0,
             branch_seq: 0,
             draining: false,
@@ -162,152 +254,19 @@ impl Core {
         }
     }
 
-    /// The next decision the driver must run (see [`Verdict::Pending`]).
-    pub fn poll_decision(&mut self) -> Option<(DecisionId, Pending)> {
-        self.decisions.pop_front()
-    }
-
-    /// The outcome of a pending decision. Ignored when the transaction has
-    /// ended meanwhile; a CANCEL that came first has already answered 487.
-    pub fn handle_verdict(&mut self, now: Instant, id: DecisionId, verdict: Verdict) {
-        let Some(s) = self.servers.get_mut(id.slot).filter(|s| s.gen == id.gen) else {
-            return;
-        };
-        let Some(started) = s.deciding.take() else {
-            return;
-        };
-        if s.state != SState::Proceeding {
-            return;
-        }
-        let took = now.saturating_duration_since(started).as_secs_f64();
-        match verdict {
-            Verdict::Reject(r) => {
-                self.observer
-                    .decision(r.tenant.as_deref(), "reject", r.code, took);
-                let s = &self.servers[id.slot];
-                let call_id = s.request.as_ref().and_then(|m| m.call_id());
-                log_rejected(call_id.unwrap_or_default(), s.source, &r);
-                self.reject_server(now, id.slot, &r);
-            }
-            Verdict::Forward {
-                tenant,
-                headers,
-                warn,
-            } => {
-                self.observe_forward(&tenant, warn, took);
-                let targets = self.targets();
-                if targets.is_empty() {
-                    return self.reject_server(now, id.slot, &no_carrier());
-                }
-                let s = &mut self.servers[id.slot];
-                s.targets = targets;
-                s.extra = headers;
-                self.try_next_carrier(now, id.slot);
-            }
-            Verdict::Pending(_) => {
-                tracing::error!("a pending decision resolved to another pending decision");
-                self.local_final(now, id.slot, 500, "Server Internal Error");
-            }
-        }
-    }
-
-    fn observe_forward(&self, tenant: &str, warn: Option<&'static str>, took: f64) {
-        match warn {
-            Some(code) => self.observer.decision(Some(tenant), "warn", code, took),
-            None => self.observer.decision(Some(tenant), "allow", "", took),
-        }
-    }
-
-    /// Keeps an initial INVITE in a Proceeding server transaction and
-    /// answers `100 Trying`, which stops the dialer's retransmissions.
-    #[allow(clippy::too_many_arguments)]
-    fn park(
-        &mut self,
-        from: Peer,
-        msg: Message,
-        key: Key,
-        top_via: Option<Vec<u8>>,
-        reply_to: Peer,
-        targets: VecDeque<Carrier>,
-        extra: Vec<(String, String)>,
-        deciding: Option<Instant>,
-    ) -> usize {
-        let trying = build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]);
-        let idx = self.insert_server(ServerTxn {
-            gen: 0,
-            key,
-            invite: true,
-            reply_to,
-            source: from,
-            request: Some(Box::new(msg)),
-            top_via,
-            state: SState::Proceeding,
-            last: Some(trying.clone()),
-            retransmit: self.settings.t1,
-            client: None,
-            targets,
-            cancelled: false,
-            extra,
-            deciding,
-        });
-        self.send(reply_to, trying);
-        idx
-    }
-
-    /// Answers a parked INVITE with an explained rejection.
-    fn reject_server(&mut self, now: Instant, sidx: usize, r: &Rejection) {
-        let s = &mut self.servers[sidx];
-        let Some(req) = s.request.take() else { return };
-        let top_via = s.top_via.take();
-        let tag = local_tag(&s.key);
-        let bytes = self.explained_response(&req, top_via.as_deref(), &tag, r);
-        let s = &mut self.servers[sidx];
-        s.state = SState::Completed;
-        s.last = Some(bytes.clone());
-        let to = s.reply_to;
-        self.send(to, bytes);
-        self.arm_completed(now, sidx);
-    }
-
-    /// Starts a graceful shutdown: from now on initial INVITEs get `503`
-    /// with `Retry-After` and OPTIONS pings get `503`, so dialers and load
-    /// balancers move new calls elsewhere; everything else (responses,
-    /// CANCEL, ACK, in-dialog requests) is still handled.
-    pub fn drain(&mut self) {
-        self.draining = true;
-    }
-
-    /// Transactions that still wait for a final response: the shutdown
-    /// should not cut them short. Those that only absorb retransmissions
-    /// (Timers H, I, J, K, L) do not count; otherwise the INVITEs refused
-    /// during the drain would keep it from ever ending.
-    pub fn unfinished_transactions(&self) -> usize {
-        let servers = self
-            .servers
-            .iter()
-            .filter(|(_, s)| s.state == SState::Proceeding)
-            .count();
-        let clients = self
-            .clients
-            .iter()
-            .filter(|(_, c)| matches!(c.state, CState::Calling | CState::Proceeding))
-            .count();
-        servers + clients
-    }
-
-    /// Replaces settings and gatekeeper for new transactions (reload);
-    /// transactions in flight keep the carriers they were given.
-    pub fn reconfigure(&mut self, settings: Arc<Settings>, gatekeeper: Arc<dyn Gatekeeper>) {
-        self.settings = settings;
-        self.gatekeeper = gatekeeper;
-    }
+    // ---------------------------------------------------------------- getters
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        self.out.pop()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next_deadline()
+    }
+
+    /// The next decision the driver must run (see [`Verdict::Pending`]).
+    pub fn poll_decision(&mut self) -> Option<(DecisionId, Pending)> {
+        self.decisions.pop_front()
     }
 
     pub fn active_transactions(&self) -> usize {
@@ -319,14 +278,82 @@ impl Core {
         self.timers.len()
     }
 
+    /// Transactions that still wait for a final response: the shutdown
+    /// should not cut them short. Those that only absorb retransmissions
+    /// (Timers D, H, I, J, K, L, M) do not count; otherwise the INVITEs
+    /// refused during the drain would keep it from ever ending.
+    pub fn unfinished_transactions(&self) -> usize {
+        let servers = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.machine.proceeding())
+            .count();
+        let clients = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.machine.waiting())
+            .count();
+        servers + clients
+    }
+
+    // --------------------------------------------------------------- mutators
+
+    /// Starts a graceful shutdown: from now on initial INVITEs get `503`
+    /// with `Retry-After` and OPTIONS pings get `503`, so dialers and load
+    /// balancers move new calls elsewhere; everything else (responses,
+    /// CANCEL, ACK, in-dialog requests) is still handled.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Replaces settings and gatekeeper for new transactions (reload);
+    /// transactions in flight keep the carriers they were given.
+    pub fn reconfigure(&mut self, settings: Arc<Settings>, gatekeeper: Arc<dyn Gatekeeper>) {
+        self.settings = settings;
+        self.gatekeeper = gatekeeper;
+    }
+
+    /// Sends an OPTIONS health check to `carrier`. Any final answer but
+    /// 503 and 408 counts as alive; no answer within `carrier_timeout`
+    /// counts as a miss (see [`super::CarrierStatus`]). The driver picks
+    /// `call_id`, so that the shard it hashes to is the one that sends the
+    /// ping and gets its answer.
+    pub fn ping(&mut self, now: Instant, carrier: &Carrier, call_id: &str) {
+        let dest = carrier.peer;
+        let branch = self.new_branch();
+        let via = routing::via_value(&self.settings, dest, &branch);
+        let (host, port) = routing::endpoint_for(&self.settings, dest);
+        let text = carriers::ping(dest, &via, host, port, &branch, call_id);
+        let timeout = self.carrier_timeout();
+        let key = TxnKey::client(branch.as_bytes(), b"OPTIONS");
+        self.new_client(
+            now,
+            key,
+            Role::Ping,
+            None,
+            Some(carrier.name.clone()),
+            |ctx| {
+                ClientMachine::NonInvite(ClientNonInvite::start(
+                    dest,
+                    Bytes::from(text),
+                    timeout,
+                    ctx,
+                ))
+            },
+        );
+    }
+
     // ------------------------------------------------------------------ input
 
     pub fn handle_message(&mut self, now: Instant, from: Peer, data: Bytes) {
-        let msg = match Message::parse(data) {
+        let msg = match Message::parse(data.clone()) {
             Ok(m) => m,
             Err(e) => {
                 self.observer.malformed();
-                tracing::debug!(%from, error = %e, "dropping unparsable message");
+                tracing::debug!(%from, error = %e, "unparsable message");
+                if let Some((m, problem)) = Message::salvage(data) {
+                    self.answer_broken_request(from, &m, problem);
+                }
                 return;
             }
         };
@@ -340,10 +367,18 @@ impl Core {
     /// A connection to `peer` failed: client transactions waiting on it
     /// fail over at once instead of waiting for their timeout.
     pub fn handle_unreachable(&mut self, now: Instant, peer: Peer) {
-        let dead: Vec<usize> = self
+        let dead: SmallVec<[usize; 4]> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.dest == peer && c.state == CState::Calling)
+            .filter(|(_, c)| {
+                c.machine.dest() == peer
+                    && match &c.machine {
+                        ClientMachine::Invite(m) => {
+                            m.state() == super::txn::ClientInviteState::Calling
+                        }
+                        ClientMachine::NonInvite(m) => m.waiting(),
+                    }
+            })
             .map(|(i, _)| i)
             .collect();
         for idx in dead {
@@ -353,22 +388,78 @@ impl Core {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(f) = self.timers.pop_due(now) {
-            match f.kind {
-                Kind::G | Kind::H | Kind::I | Kind::J | Kind::L => {
-                    if self.servers.get(f.slot).is_some_and(|s| s.gen == f.gen) {
-                        self.server_timer(now, f.slot, f.kind);
-                    }
+            if f.timer.on_server() {
+                if self.servers.get(f.slot).is_some_and(|s| s.gen == f.gen) {
+                    self.server_timer(now, f);
                 }
-                _ => {
-                    if self.clients.get(f.slot).is_some_and(|c| c.gen == f.gen) {
-                        self.client_timer(now, f.slot, f.kind);
-                    }
+            } else if self.clients.get(f.slot).is_some_and(|c| c.gen == f.gen) {
+                self.client_timer(now, f);
+            }
+        }
+    }
+
+    /// The outcome of a pending decision. Ignored when the transaction has
+    /// ended meanwhile; a CANCEL that came first has already answered 487.
+    pub fn handle_verdict(&mut self, now: Instant, id: DecisionId, verdict: Verdict) {
+        let Some(s) = self.servers.get_mut(id.slot).filter(|s| s.gen == id.gen) else {
+            return;
+        };
+        if !s.machine.proceeding() {
+            return;
+        }
+        let Some(fwd) = s.fwd.as_mut() else { return };
+        if fwd.deciding.take().is_none() {
+            return;
+        }
+        match verdict {
+            Verdict::Reject(r) => {
+                self.observer
+                    .decision(r.tenant.as_deref(), "reject", r.code);
+                let call_id = fwd.request.call_id().unwrap_or_default();
+                log_rejected(call_id, s.source, &r);
+                self.reject_server(now, id.slot, &r);
+            }
+            Verdict::Forward {
+                tenant,
+                headers,
+                warn,
+            } => {
+                self.observe_forward(&tenant, warn);
+                let targets = self.targets();
+                if targets.is_empty() {
+                    return self.reject_server(now, id.slot, &no_carrier());
                 }
+                if let Some(fwd) = self.servers[id.slot].fwd.as_mut() {
+                    fwd.targets = targets;
+                    fwd.extra = headers;
+                    fwd.tenant = Some(tenant);
+                }
+                self.try_next_carrier(now, id.slot);
+            }
+            Verdict::Pending(_) => {
+                tracing::error!("a pending decision resolved to another pending decision");
+                self.local_final(now, id.slot, 500, "Server Internal Error");
             }
         }
     }
 
     // --------------------------------------------------------------- requests
+
+    /// A request whose Request-Line could not be parsed: `505` for an
+    /// unknown SIP version, `400` otherwise, when a response can be routed.
+    fn answer_broken_request(&mut self, from: Peer, msg: &Message, problem: ParseError) {
+        if msg.method() == Some(b"ACK") {
+            return;
+        }
+        let Some(via) = msg.top_via() else { return };
+        let top_via = build::fixed_top_via(&via, from.addr);
+        let reply_to = routing::response_destination(&via, from);
+        let (code, phrase) = match problem {
+            ParseError::BadVersion => (505, "Version Not Supported"),
+            _ => (400, "Bad Request-Line"),
+        };
+        self.reply_stateless(msg, top_via.as_deref(), reply_to, code, phrase, &[]);
+    }
 
     fn on_request(&mut self, now: Instant, from: Peer, msg: Message) {
         let method = msg.method().unwrap_or_default().to_vec();
@@ -379,12 +470,14 @@ impl Core {
             return;
         };
         let top_via = build::fixed_top_via(&via, from.addr);
-        let reply_to = response_destination(&via, from);
-        let key = server_key(&msg, &via, &method);
+        let reply_to = routing::response_destination(&via, from);
+        let key = TxnKey::server(&msg, &via, &method);
 
-        if let Some(problem) = validate_request(&msg, &method) {
+        if let Err(m) = check_request(&msg, &method) {
             self.observer.malformed();
-            self.reply_stateless(&msg, top_via.as_deref(), reply_to, 400, problem, &[]);
+            if method != b"ACK" {
+                self.reply_stateless(&msg, top_via.as_deref(), reply_to, m.status, m.phrase, &[]);
+            }
             return;
         }
         match &method[..] {
@@ -393,12 +486,29 @@ impl Core {
             _ => {}
         }
         if let Some(&idx) = self.server_index.get(&key) {
-            // Retransmission: repeat the last response, if any (§17.2.1/2).
+            // A retransmission: the machine repeats its last response.
             let s = &self.servers[idx];
-            if let Some(last) = s.last.clone() {
-                self.send(s.reply_to, last);
+            let gen = s.gen;
+            let mut ctx = ctx!(self, now, idx, gen);
+            match &s.machine {
+                ServerMachine::Invite(m) => m.on_retransmission(&mut ctx),
+                ServerMachine::NonInvite(m) => m.on_retransmission(&mut ctx),
             }
             return;
+        }
+        // §16.3 step 5: this proxy supports no extension a proxy must
+        // understand.
+        let proxy_require = header_values(&msg, "Proxy-Require");
+        if !proxy_require.is_empty() {
+            let extra = [("Unsupported", proxy_require.as_str())];
+            return self.reply_stateless(
+                &msg,
+                top_via.as_deref(),
+                reply_to,
+                420,
+                "Bad Extension",
+                &extra,
+            );
         }
         if msg.to_tag().is_some() {
             return self.in_dialog(now, from, msg, key, top_via, reply_to, &method);
@@ -414,7 +524,7 @@ impl Core {
                         "this callguard instance is shutting down; place the call through another one",
                     )
                 };
-                self.observer.decision(None, "reject", r.code, 0.0);
+                self.observer.decision(None, "reject", r.code);
                 self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
             }
             b"INVITE" => self.initial_invite(now, from, msg, key, top_via, reply_to),
@@ -430,6 +540,20 @@ impl Core {
                 );
             }
             b"OPTIONS" => {
+                // Answered here as a UAS (§11): an extension it requires is
+                // one we do not have (§8.2.2.3).
+                let require = header_values(&msg, "Require");
+                if !require.is_empty() {
+                    let extra = [("Unsupported", require.as_str())];
+                    return self.reply_stateless(
+                        &msg,
+                        top_via.as_deref(),
+                        reply_to,
+                        420,
+                        "Bad Extension",
+                        &extra,
+                    );
+                }
                 let extra = [("Allow", ALLOW), ("Accept", "application/sdp")];
                 self.reply_stateless(&msg, top_via.as_deref(), reply_to, 200, "OK", &extra);
             }
@@ -452,36 +576,17 @@ impl Core {
         now: Instant,
         from: Peer,
         msg: Message,
-        key: Key,
+        key: TxnKey,
         top_via: Option<Vec<u8>>,
         reply_to: Peer,
     ) {
-        if self
-            .max_forwards(&msg, top_via.as_deref(), reply_to)
-            .is_none()
-        {
-            return;
+        if let Err((code, phrase)) = routing::max_forwards(&msg) {
+            return self.reply_stateless(&msg, top_via.as_deref(), reply_to, code, phrase, &[]);
         }
-        // §16.3 step 5: we support no extensions that a proxy must understand.
-        if let Some(pr) = msg.header(HeaderName::ProxyRequire) {
-            let unsupported = String::from_utf8_lossy(pr).into_owned();
-            let extra = [("Unsupported", unsupported.as_str())];
-            return self.reply_stateless(
-                &msg,
-                top_via.as_deref(),
-                reply_to,
-                420,
-                "Bad Extension",
-                &extra,
-            );
-        }
-        let started = Instant::now();
-        let verdict = self.gatekeeper.check(&msg, &from);
-        let took = started.elapsed().as_secs_f64();
-        match verdict {
+        match self.gatekeeper.check(&msg, &from) {
             Verdict::Reject(r) => {
                 self.observer
-                    .decision(r.tenant.as_deref(), "reject", r.code, took);
+                    .decision(r.tenant.as_deref(), "reject", r.code);
                 log_rejected(msg.call_id().unwrap_or_default(), from, &r);
                 self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
             }
@@ -490,28 +595,24 @@ impl Core {
                 headers,
                 warn,
             } => {
-                self.observe_forward(&tenant, warn, took);
+                self.observe_forward(&tenant, warn);
                 let targets = self.targets();
                 if targets.is_empty() {
                     let r = no_carrier();
                     return self.reject_invite(now, from, msg, key, top_via, reply_to, r, false);
                 }
-                let idx = self.park(from, msg, key, top_via, reply_to, targets, headers, None);
+                let mut fwd = Forwarding::new(msg, top_via);
+                fwd.targets = targets;
+                fwd.extra = headers;
+                fwd.tenant = Some(tenant);
+                let idx = self.park(now, from, key, reply_to, fwd);
                 self.try_next_carrier(now, idx);
             }
             Verdict::Pending(job) => {
                 // Parked while the decision waits on the state store.
-                let none = VecDeque::new();
-                let idx = self.park(
-                    from,
-                    msg,
-                    key,
-                    top_via,
-                    reply_to,
-                    none,
-                    Vec::new(),
-                    Some(started),
-                );
+                let mut fwd = Forwarding::new(msg, top_via);
+                fwd.deciding = Some(now);
+                let idx = self.park(now, from, key, reply_to, fwd);
                 let id = DecisionId {
                     slot: idx,
                     gen: self.servers[idx].gen,
@@ -521,83 +622,633 @@ impl Core {
         }
     }
 
+    /// Keeps an initial INVITE in a Proceeding server transaction and
+    /// answers `100 Trying`, which stops the dialer's retransmissions.
+    fn park(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        key: TxnKey,
+        reply_to: Peer,
+        fwd: Box<Forwarding>,
+    ) -> usize {
+        let trying = build::response(
+            &fwd.request,
+            fwd.top_via.as_deref(),
+            100,
+            "Trying",
+            None,
+            &[],
+        );
+        self.new_server(now, key, from, Some(fwd), |ctx| {
+            ServerMachine::Invite(ServerInvite::new(reply_to, Some(trying), ctx))
+        })
+    }
+
+    /// Answers an initial INVITE with a final response at once (a
+    /// rejection): a Completed server transaction absorbs its ACK.
+    #[allow(clippy::too_many_arguments)]
+    fn reject_invite(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        msg: Message,
+        key: TxnKey,
+        top_via: Option<Vec<u8>>,
+        reply_to: Peer,
+        r: Rejection,
+        explain: bool,
+    ) {
+        let tag = key.local_tag();
+        let bytes = if explain {
+            self.explained_response(&msg, top_via.as_deref(), &tag, &r)
+        } else {
+            build::response(
+                &msg,
+                top_via.as_deref(),
+                r.status,
+                &r.phrase,
+                Some(&tag),
+                &[],
+            )
+        };
+        let status = r.status;
+        self.new_server(now, key, from, None, |ctx| {
+            let mut m = ServerInvite::new(reply_to, None, ctx);
+            m.final_response(status, bytes, ctx);
+            ServerMachine::Invite(m)
+        });
+    }
+
     /// Forwards the INVITE of server transaction `sidx` to its next carrier.
     fn try_next_carrier(&mut self, now: Instant, sidx: usize) {
-        let Some(carrier) = self.servers[sidx].targets.pop_front() else {
+        let settings = self.settings.clone();
+        let s = &mut self.servers[sidx];
+        let (source, sgen) = (s.source, s.gen);
+        let Some(fwd) = s.fwd.as_mut() else { return };
+        let Some(carrier) = fwd.targets.pop_front() else {
             return;
         };
         let dest = carrier.peer;
-        let s = &self.servers[sidx];
-        let Some(req) = s.request.as_ref() else {
-            return;
-        };
-        let uri = rewrite_uri_host(req.request_uri().unwrap_or_default(), &dest);
-        let rr = self.record_route(s.source, dest, req.call_id().unwrap_or_default());
-        let branch = self.new_branch();
-        let s = &self.servers[sidx];
-        let Some(req) = s.request.as_ref() else {
-            return;
-        };
-        let via = self.via_value(dest, &branch);
-        let mf = req
-            .max_forwards()
-            .and_then(|r| r.ok())
-            .unwrap_or(70)
-            .saturating_sub(1)
-            .min(69);
+        let req = &fwd.request;
+        let uri = routing::rewrite_uri_host(req.request_uri().unwrap_or_default(), &dest);
+        let token = routing::token(
+            &settings.route_key,
+            req.call_id().unwrap_or_default(),
+            req.from_tag().unwrap_or_default(),
+            fwd.tenant.as_deref().unwrap_or(""),
+            &carrier.group,
+        );
+        let rr = routing::record_route(&settings, source, dest, &token, &carrier.group);
+        self.branch_seq += 1;
+        let branch = branch_id(settings.instance, self.shard, self.branch_seq);
+        let via = routing::via_value(&settings, dest, &branch);
+        let mf = routing::max_forwards(req).unwrap_or(69);
         let bytes = build::forward_request(
             req,
             &Forward {
                 uri: Some(uri.as_bytes()),
                 via: via.as_bytes(),
-                top_via: s.top_via.as_deref(),
+                top_via: fwd.top_via.as_deref(),
                 record_route: &rr,
-                pop_routes: 0,
+                // §16.4: the Route naming us (a dialer's outbound proxy
+                // setting) goes; see `initial_route_values` for the rest.
+                pop_routes: routing::initial_route_values(req),
                 max_forwards: mf,
-                extra: &s.extra,
+                extra: &fwd.extra,
             },
         );
-        let link = (sidx, s.gen);
-        self.start_client(
+        let timeout = self.carrier_timeout();
+        let key = TxnKey::client(branch.as_bytes(), b"INVITE");
+        let cidx = self.new_client(
             now,
-            branch,
-            true,
-            dest,
-            bytes,
-            Some(link),
+            key,
+            Role::Branch,
+            Some((sidx, sgen)),
             Some(carrier.name),
+            |ctx| ClientMachine::Invite(ClientInvite::start(dest, bytes, timeout, ctx)),
+        );
+        self.start_timer_c(now, cidx);
+        let cgen = self.clients[cidx].gen;
+        if let Some(fwd) = self.servers[sidx].fwd.as_mut() {
+            fwd.branch = Some((cidx, cgen));
+        }
+    }
+
+    /// §16.6 step 11: Timer C runs from the moment an INVITE is forwarded,
+    /// whatever the next hop answers; only a final response ends it.
+    fn start_timer_c(&mut self, now: Instant, cidx: usize) {
+        let due = now + self.settings.timer_c;
+        let c = &mut self.clients[cidx];
+        c.timer_c_due = Some(due);
+        self.timers.arm(due, cidx, c.gen, Timer::C);
+    }
+
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        msg: Message,
+        key: TxnKey,
+        top_via: Option<Vec<u8>>,
+    ) {
+        if let Some(&idx) = self.server_index.get(&key) {
+            let s = &mut self.servers[idx];
+            let gen = s.gen;
+            if let ServerMachine::Invite(m) = &mut s.machine {
+                let mut ctx = ctx!(self, now, idx, gen);
+                match m.on_ack(&mut ctx) {
+                    // ACK for a non-2xx final: hop by hop, absorbed (§17.2.1).
+                    AckFor::NonSuccess | AckFor::Nothing => return,
+                    // An ACK for 2xx that reused the INVITE branch: route it.
+                    AckFor::Success => {}
+                }
+            }
+        }
+        if msg.to_tag().is_none() {
+            return;
+        }
+        // ACK for a 2xx: its own transaction, relayed statelessly by Route.
+        match routing::in_dialog(&self.settings, &*self.gatekeeper, &msg, from) {
+            Ok((dest, pops)) => {
+                let Ok(mf) = routing::max_forwards(&msg) else {
+                    return;
+                };
+                let branch = routing::stateless_branch(&msg);
+                let via = routing::via_value(&self.settings, dest, &branch);
+                let bytes = build::forward_request(
+                    &msg,
+                    &Forward {
+                        uri: None,
+                        via: via.as_bytes(),
+                        top_via: top_via.as_deref(),
+                        record_route: &[],
+                        pop_routes: pops,
+                        max_forwards: mf,
+                        extra: &[],
+                    },
+                );
+                self.out.send(dest, bytes);
+            }
+            Err(why) => {
+                tracing::debug!(%from, ?why, "dropping an ACK that is not routed through us")
+            }
+        }
+    }
+
+    /// §16.10: a CANCEL is answered here, and the branch being tried is
+    /// cancelled once it may be (§9.1: after a provisional response).
+    fn on_cancel(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        key: &TxnKey,
+        top_via: Option<Vec<u8>>,
+        reply_to: Peer,
+    ) {
+        let Some(&sidx) = self.server_index.get(&key.with_method(KeyMethod::Invite)) else {
+            return self.reply_stateless(
+                &msg,
+                top_via.as_deref(),
+                reply_to,
+                481,
+                "Call/Transaction Does Not Exist",
+                &[],
+            );
+        };
+        self.reply_stateless(&msg, top_via.as_deref(), reply_to, 200, "OK", &[]);
+        let s = &mut self.servers[sidx];
+        if !s.machine.proceeding() {
+            return;
+        }
+        let Some(fwd) = s.fwd.as_mut() else { return };
+        if fwd.cancelled {
+            return;
+        }
+        fwd.cancelled = true;
+        fwd.targets.clear();
+        if fwd.deciding.is_some() {
+            // Nothing was forwarded yet: the CANCEL ends the call here. The
+            // verdict, when it comes, finds the transaction completed.
+            return self.local_final(now, sidx, 487, "Request Terminated");
+        }
+        let branch = fwd.branch;
+        let Some(cidx) = self.live_client(branch) else {
+            return;
+        };
+        let c = &mut self.clients[cidx];
+        if c.provisional {
+            self.send_cancel(now, cidx);
+        } else if c.machine.waiting() {
+            c.cancel = CancelState::Held;
+        }
+    }
+
+    /// Sends the CANCEL of INVITE branch `cidx` (its own non-INVITE client
+    /// transaction, with the INVITE's branch) and bounds the wait for the
+    /// INVITE's final response (§9.1).
+    fn send_cancel(&mut self, now: Instant, cidx: usize) {
+        let t = self.settings.intervals();
+        let c = &mut self.clients[cidx];
+        if c.cancel == CancelState::Sent {
+            return;
+        }
+        let ClientMachine::Invite(m) = &c.machine else {
+            return;
+        };
+        let (Some(bytes), Some(branch)) = (m.cancel(), m.branch()) else {
+            return;
+        };
+        let dest = m.dest();
+        c.cancel = CancelState::Sent;
+        self.timers
+            .arm(now + t.t1_64(), cidx, c.gen, Timer::CancelWait);
+        let key = TxnKey::client(&branch, b"CANCEL");
+        self.new_client(now, key, Role::Cancel, None, None, |ctx| {
+            ClientMachine::NonInvite(ClientNonInvite::start(dest, bytes, t.t1_64(), ctx))
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn in_dialog(
+        &mut self,
+        now: Instant,
+        from: Peer,
+        msg: Message,
+        key: TxnKey,
+        top_via: Option<Vec<u8>>,
+        reply_to: Peer,
+        method: &[u8],
+    ) {
+        let mf = match routing::max_forwards(&msg) {
+            Ok(mf) => mf,
+            Err((code, phrase)) => {
+                return self.reply_stateless(&msg, top_via.as_deref(), reply_to, code, phrase, &[])
+            }
+        };
+        let (dest, pops) = match routing::in_dialog(&self.settings, &*self.gatekeeper, &msg, from) {
+            Ok(next) => next,
+            Err(refusal) => {
+                // Not relayed: relaying for anyone else would make us an
+                // open relay.
+                let (code, phrase) = match refusal {
+                    Refusal::NotOurs => (404, "Not Here"),
+                    Refusal::Forbidden(phrase) => (403, phrase),
+                    Refusal::Unresolvable => (478, "Unresolvable Destination"),
+                };
+                tracing::debug!(%from, code, phrase, "in-dialog request refused");
+                return self.reply_stateless(&msg, top_via.as_deref(), reply_to, code, phrase, &[]);
+            }
+        };
+        self.gatekeeper.in_dialog(&msg, &from);
+        let invite = method == b"INVITE";
+        let branch = self.new_branch();
+        let via = routing::via_value(&self.settings, dest, &branch);
+        let bytes = build::forward_request(
+            &msg,
+            &Forward {
+                uri: None,
+                via: via.as_bytes(),
+                top_via: top_via.as_deref(),
+                record_route: &[],
+                pop_routes: pops,
+                max_forwards: mf,
+                extra: &[],
+            },
+        );
+        let trying =
+            invite.then(|| build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]));
+        let fwd = Forwarding::new(msg, top_via);
+        let sidx = self.new_server(now, key, from, Some(fwd), |ctx| {
+            if invite {
+                ServerMachine::Invite(ServerInvite::new(reply_to, trying, ctx))
+            } else {
+                ServerMachine::NonInvite(ServerNonInvite::new(reply_to))
+            }
+        });
+        let link = (sidx, self.servers[sidx].gen);
+        let timeout = self.settings.intervals().t1_64();
+        let key = TxnKey::client(branch.as_bytes(), method);
+        let cidx = self.new_client(now, key, Role::Branch, Some(link), None, |ctx| {
+            if invite {
+                ClientMachine::Invite(ClientInvite::start(dest, bytes, timeout, ctx))
+            } else {
+                ClientMachine::NonInvite(ClientNonInvite::start(dest, bytes, timeout, ctx))
+            }
+        });
+        if invite {
+            self.start_timer_c(now, cidx);
+        }
+        let cgen = self.clients[cidx].gen;
+        if let Some(fwd) = self.servers[sidx].fwd.as_mut() {
+            fwd.branch = Some((cidx, cgen));
+        }
+    }
+
+    // -------------------------------------------------------------- responses
+
+    fn on_response(&mut self, now: Instant, from: Peer, msg: Message) {
+        let code = msg.status().unwrap_or(0);
+        self.observer.response_in(code);
+        let Some(via) = msg.top_via() else {
+            self.observer.malformed();
+            return;
+        };
+        let Some(branch) = via.branch.filter(|b| b.starts_with(OUR_BRANCH)) else {
+            tracing::debug!(%from, "dropping response whose top Via is not ours");
+            return;
+        };
+        let Some((_, cseq_method)) = msg.cseq() else {
+            self.observer.malformed();
+            return;
+        };
+        let key = TxnKey::client(branch, cseq_method);
+        let Some(cidx) = self.client_index.get(&key).copied() else {
+            // §16.7: no transaction matches; relay statelessly by Via.
+            return self.forward_stateless_response(&msg);
+        };
+        let c = &self.clients[cidx];
+        if c.role == Role::Branch {
+            if let Some(name) = &c.carrier {
+                self.observer.carrier_response(name, code);
+            }
+        }
+        if matches!(c.machine, ClientMachine::Invite(_)) {
+            self.invite_response(now, cidx, msg, code)
+        } else {
+            self.non_invite_response(now, cidx, msg, code)
+        }
+    }
+
+    fn invite_response(&mut self, now: Instant, cidx: usize, msg: Message, code: u16) {
+        let timer_c = self.settings.timer_c;
+        let c = &mut self.clients[cidx];
+        let (gen, server) = (c.gen, c.server);
+        let ClientMachine::Invite(m) = &mut c.machine else {
+            return;
+        };
+        let mut ctx = ctx!(self, now, cidx, gen);
+        match m.on_response(code, &msg, &mut ctx) {
+            InviteEvent::Provisional => {
+                c.provisional = true;
+                if code > 100 {
+                    // §16.7 step 2: a provisional other than 100 resets C.
+                    c.timer_c_due = Some(now + timer_c);
+                }
+                if c.cancel == CancelState::Held {
+                    self.send_cancel(now, cidx);
+                }
+                if code > 100 {
+                    self.relay_provisional(now, server, &msg);
+                }
+            }
+            InviteEvent::Success => self.forward_final(now, server, &msg, code),
+            InviteEvent::SuccessAgain => self.relay_success_again(now, server, &msg),
+            InviteEvent::Failure => {
+                let carrier = c.carrier.clone();
+                if let Some(sidx) = self.live_server(server) {
+                    let fwd = self.servers[sidx].fwd.as_deref();
+                    let retry = matches!(code, 503 | 408)
+                        && self.servers[sidx].machine.proceeding()
+                        && fwd.is_some_and(|f| !f.cancelled && !f.targets.is_empty());
+                    if retry {
+                        if let Some(name) = carrier {
+                            self.observer.failover(&name);
+                            tracing::info!(carrier = %name, code, "carrier refused the call, trying the next one");
+                        }
+                        return self.try_next_carrier(now, sidx);
+                    }
+                }
+                self.forward_final(now, server, &msg, code);
+            }
+            InviteEvent::Absorbed => {}
+        }
+    }
+
+    fn non_invite_response(&mut self, now: Instant, cidx: usize, msg: Message, code: u16) {
+        let c = &mut self.clients[cidx];
+        let (gen, server, role) = (c.gen, c.server, c.role);
+        let ClientMachine::NonInvite(m) = &mut c.machine else {
+            return;
+        };
+        let mut ctx = ctx!(self, now, cidx, gen);
+        let event = m.on_response(code, &mut ctx);
+        match (role, event) {
+            (Role::Ping, NonInviteEvent::Final) => {
+                if let Some(name) = c.carrier.clone() {
+                    self.ping_result(&name, !matches!(code, 503 | 408));
+                }
+            }
+            (Role::Branch, NonInviteEvent::Provisional) if code > 100 => {
+                self.relay_provisional(now, server, &msg)
+            }
+            (Role::Branch, NonInviteEvent::Final) => self.forward_final(now, server, &msg, code),
+            _ => {}
+        }
+    }
+
+    fn relay_provisional(&mut self, now: Instant, server: Option<Link>, msg: &Message) {
+        let Some(sidx) = self.live_server(server) else {
+            return;
+        };
+        let s = &mut self.servers[sidx];
+        let gen = s.gen;
+        let bytes = build::forward_response(msg, None, s.fwd.as_deref().map(Forwarding::upstream));
+        let mut ctx = ctx!(self, now, sidx, gen);
+        s.machine.provisional(bytes, &mut ctx);
+    }
+
+    /// Relays a final response to the server transaction it answers.
+    fn forward_final(&mut self, now: Instant, server: Option<Link>, msg: &Message, code: u16) {
+        let Some(sidx) = self.live_server(server) else {
+            if (200..300).contains(&code) {
+                self.forward_stateless_response(msg);
+            }
+            return;
+        };
+        let s = &mut self.servers[sidx];
+        if !s.machine.proceeding() {
+            return;
+        }
+        // §16.7 step 6: a 503 from downstream must not make upstream think
+        // *this* proxy is overloaded.
+        let (status, sent_code) = if code == 503 {
+            (Some((500, "Server Internal Error")), 500)
+        } else {
+            (None, code)
+        };
+        let bytes =
+            build::forward_response(msg, status, s.fwd.as_deref().map(Forwarding::upstream));
+        s.fwd = None;
+        let gen = s.gen;
+        let mut ctx = ctx!(self, now, sidx, gen);
+        s.machine.final_response(sent_code, bytes, &mut ctx);
+    }
+
+    /// A 2xx retransmitted by the UAS: relayed too (RFC 6026).
+    fn relay_success_again(&mut self, now: Instant, server: Option<Link>, msg: &Message) {
+        let Some(sidx) = self.live_server(server) else {
+            return self.forward_stateless_response(msg);
+        };
+        let s = &mut self.servers[sidx];
+        let gen = s.gen;
+        let bytes = build::forward_response(msg, None, None);
+        let mut ctx = ctx!(self, now, sidx, gen);
+        if let ServerMachine::Invite(m) = &s.machine {
+            m.relay_success(bytes, &mut ctx);
+        }
+    }
+
+    fn forward_stateless_response(&mut self, msg: &Message) {
+        let Some(next) = msg.values(HeaderName::Via).nth(1).and_then(Via::parse) else {
+            return;
+        };
+        let Some(transport) = Transport::from_bytes(next.transport) else {
+            return;
+        };
+        let ip = next
+            .received
+            .and_then(crate::sip::uri::parse_ip_host)
+            .or_else(|| crate::sip::uri::parse_ip_host(next.host));
+        let Some(ip) = ip else { return };
+        let port = match next.rport {
+            Some(Some(p)) => std::str::from_utf8(p).ok().and_then(|p| p.parse().ok()),
+            _ => None,
+        }
+        .or(next.port)
+        .unwrap_or(5060);
+        let bytes = build::forward_response(msg, None, None);
+        self.out.send(
+            Peer {
+                transport,
+                addr: (ip, port).into(),
+            },
+            bytes,
         );
     }
 
-    /// Sends an OPTIONS health check to `carrier`. Any final answer but
-    /// 503 and 408 counts as alive; no answer within `carrier_timeout`
-    /// counts as a miss (see [`super::CarrierStatus`]).
-    /// The driver picks `call_id`, so that the shard it hashes to is the
-    /// one that sends the ping and gets its answer.
-    pub fn ping(&mut self, now: Instant, carrier: &Carrier, call_id: &str) {
-        let dest = carrier.peer;
-        let branch = self.new_branch();
-        let via = self.via_value(dest, &branch);
-        let (host, port) = self.endpoint_for(dest);
-        let target = match dest.addr {
-            std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-            a => a.to_string(),
+    // ----------------------------------------------------------------- timers
+
+    fn server_timer(&mut self, now: Instant, f: Fired) {
+        let s = &mut self.servers[f.slot];
+        let mut ctx = ctx!(self, now, f.slot, f.gen);
+        let fate = match &mut s.machine {
+            ServerMachine::Invite(m) => m.on_timer(f.timer, &mut ctx),
+            ServerMachine::NonInvite(m) => m.on_timer(f.timer, &mut ctx),
         };
-        let text = format!(
-            "OPTIONS sip:{target} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n\
-             From: <sip:callguard@{host}:{port}>;tag={branch}\r\nTo: <sip:{target}>\r\n\
-             Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-        );
-        let idx = self.start_client(
-            now,
-            branch,
-            false,
-            dest,
-            Bytes::from(text),
-            None,
-            Some(carrier.name.clone()),
-        );
-        self.clients[idx].ping = true;
+        if fate == Fate::Terminated {
+            self.remove_server(f.slot);
+        }
+    }
+
+    fn client_timer(&mut self, now: Instant, f: Fired) {
+        match f.timer {
+            Timer::C => return self.timer_c(now, f.slot),
+            Timer::CancelWait => return self.cancel_wait(now, f.slot),
+            _ => {}
+        }
+        let c = &mut self.clients[f.slot];
+        let mut ctx = ctx!(self, now, f.slot, f.gen);
+        match c.machine.on_timer(f.timer, &mut ctx) {
+            Fate::Alive => {}
+            Fate::TimedOut => self.client_failed(now, f.slot, Failure::Timeout),
+            Fate::Terminated => self.remove_client(f.slot),
+        }
+    }
+
+    /// §16.8: Timer C fired on an INVITE branch still without a final.
+    fn timer_c(&mut self, now: Instant, cidx: usize) {
+        let c = &mut self.clients[cidx];
+        let Some(due) = c.timer_c_due.filter(|_| c.machine.waiting()) else {
+            return;
+        };
+        if due > now {
+            // Reset by a provisional since it was armed.
+            self.timers.arm(due, cidx, c.gen, Timer::C);
+            return;
+        }
+        c.timer_c_due = None;
+        if !c.provisional {
+            // No provisional: as if the branch had received a 408.
+            return self.client_failed(now, cidx, Failure::Timeout);
+        }
+        // A provisional came: CANCEL the branch, and the caller gets its
+        // final now rather than when (or if) the callee side answers.
+        let server = c.server;
+        self.send_cancel(now, cidx);
+        if let Some(sidx) = self.live_server(server) {
+            if let Some(carrier) = &self.clients[cidx].carrier {
+                tracing::info!(carrier = %carrier, "no final response within timer C: CANCEL and 408");
+            }
+            self.local_final(now, sidx, 408, "Request Timeout");
+        }
+    }
+
+    /// §9.1: 64×T1 after its CANCEL, an INVITE branch still has no final
+    /// response: it is given up.
+    fn cancel_wait(&mut self, now: Instant, cidx: usize) {
+        let c = &self.clients[cidx];
+        if !c.machine.waiting() {
+            return;
+        }
+        let server = c.server;
+        self.remove_client(cidx);
+        if let Some(sidx) = self.live_server(server) {
+            let cancelled = self.servers[sidx].fwd.as_ref().is_some_and(|f| f.cancelled);
+            if cancelled {
+                self.local_final(now, sidx, 487, "Request Terminated");
+            } else {
+                self.local_final(now, sidx, 408, "Request Timeout");
+            }
+        }
+    }
+
+    fn client_failed(&mut self, now: Instant, cidx: usize, why: Failure) {
+        let c = &self.clients[cidx];
+        match c.role {
+            Role::Ping => {
+                if let Some(name) = c.carrier.clone() {
+                    self.ping_result(&name, false);
+                }
+                return self.remove_client(cidx);
+            }
+            Role::Cancel => return self.remove_client(cidx),
+            Role::Branch => {}
+        }
+        let server = c.server;
+        let carrier = c.carrier.clone();
+        if let Some(name) = &carrier {
+            tracing::warn!(carrier = %name, reason = ?why, "carrier did not answer");
+            self.observer.carrier_failed(
+                name,
+                match why {
+                    Failure::Timeout => "timeout",
+                    Failure::Unreachable => "unreachable",
+                },
+            );
+        }
+        self.remove_client(cidx);
+        let Some(sidx) = self.live_server(server) else {
+            return;
+        };
+        let s = &self.servers[sidx];
+        if !s.machine.proceeding() {
+            return;
+        }
+        let Some(fwd) = s.fwd.as_deref() else { return };
+        if !fwd.cancelled && !fwd.targets.is_empty() {
+            if let Some(name) = &carrier {
+                self.observer.failover(name);
+            }
+            return self.try_next_carrier(now, sidx);
+        }
+        match (fwd.cancelled, why) {
+            (true, _) => self.local_final(now, sidx, 487, "Request Terminated"),
+            (false, Failure::Timeout) => self.local_final(now, sidx, 408, "Request Timeout"),
+            (false, Failure::Unreachable) => {
+                self.local_final(now, sidx, 503, "Service Unavailable")
+            }
+        }
     }
 
     fn ping_result(&self, carrier: &Arc<str>, answered: bool) {
@@ -611,158 +1262,40 @@ impl Core {
         }
     }
 
-    /// Carriers to try for a new call, in order: those up, then those out
-    /// of rotation (a last resort, rather than refusing the call); within
-    /// each, by priority, and within a priority in a weighted random order
-    /// (as RFC 2782 orders SRV records: each pick has a chance proportional
-    /// to its weight among those left; weight 0 comes after the others).
-    fn targets(&mut self) -> VecDeque<Carrier> {
-        // Disjoint fields: the RNG is borrowed mutably beside the settings.
-        let (s, rng) = (&self.settings, &mut self.rng);
-        let mut out = VecDeque::with_capacity(s.carriers.len());
-        // The common case, no carrier out of rotation, needs one pass and
-        // no status lookup per carrier.
-        let any_down = s.status.any_down();
-        for in_rotation in [true, false] {
-            if !in_rotation && !any_down {
-                break;
-            }
-            // `Settings::carriers` is sorted by priority.
-            for same in s.carriers.chunk_by(|a, b| a.priority == b.priority) {
-                let mut left: SmallVec<[&Carrier; 4]> = same
-                    .iter()
-                    .filter(|c| !any_down || s.status.is_up(&c.name) == in_rotation)
-                    .collect();
-                while left.len() > 1 {
-                    // Weight 0 only once every weighted carrier is taken.
-                    let weighted = left.iter().any(|c| c.weight > 0);
-                    let weight = |c: &Carrier| if weighted { u64::from(c.weight) } else { 1 };
-                    let total: u64 = left.iter().map(|c| weight(c)).sum();
-                    let mut pick = rand::Rng::gen_range(&mut *rng, 0..total);
-                    let i = left
-                        .iter()
-                        .position(|c| {
-                            let w = weight(c);
-                            let hit = pick < w;
-                            pick = pick.saturating_sub(w);
-                            hit
-                        })
-                        .unwrap_or(0);
-                    out.push_back(left.remove(i).clone());
-                }
-                out.extend(left.into_iter().cloned());
-            }
-        }
-        out
-    }
+    // ---------------------------------------------------------- local finals
 
-    #[allow(clippy::too_many_arguments)]
-    fn start_client(
-        &mut self,
-        now: Instant,
-        branch: String,
-        invite: bool,
-        dest: Peer,
-        bytes: Bytes,
-        server: Option<(usize, u64)>,
-        carrier: Option<Arc<str>>,
-    ) -> usize {
-        let to_carrier = carrier.is_some();
-        let sent = Message::parse(bytes.clone()).ok().map(Box::new);
-        let class = if invite { b'I' } else { b'N' };
-        let mut key = Vec::with_capacity(branch.len() + 1);
-        key.push(class);
-        key.extend_from_slice(branch.as_bytes());
-        let t1 = self.settings.t1;
-        let idx = self.insert_client(ClientTxn {
-            gen: 0,
-            key: key.into(),
-            invite,
-            dest,
-            sent,
-            state: CState::Calling,
-            retransmit: t1,
-            server,
-            carrier,
-            ping: false,
-            got_provisional: false,
-            cancel_pending: false,
-            cancel_sent: false,
-            timer_c_at: None,
-            ack: None,
-        });
-        if let Some((sidx, _)) = server {
-            let gen = self.clients[idx].gen;
-            self.servers[sidx].client = Some((idx, gen));
+    /// A final response generated here for a proxied request.
+    fn local_final(&mut self, now: Instant, sidx: usize, code: u16, phrase: &str) {
+        let s = &mut self.servers[sidx];
+        if !s.machine.proceeding() {
+            return;
         }
-        self.send(dest, bytes);
-        let gen = self.clients[idx].gen;
-        if !dest.transport.is_reliable() {
-            self.timers
-                .arm(now + t1, idx, gen, if invite { Kind::A } else { Kind::E });
-        }
-        // Carrier INVITEs and health checks use the short bound: a dialer,
-        // or a rotation, cannot wait RFC 3261's 32 s.
-        let timeout = if to_carrier {
-            self.settings
-                .carrier_timeout
-                .min(self.settings.timer_64t1())
-        } else {
-            self.settings.timer_64t1()
-        };
-        self.timers.arm(
-            now + timeout,
-            idx,
-            gen,
-            if invite { Kind::B } else { Kind::F },
+        let Some(fwd) = s.fwd.take() else { return };
+        let tag = s.key.local_tag();
+        let bytes = build::response(
+            &fwd.request,
+            fwd.top_via.as_deref(),
+            code,
+            phrase,
+            Some(&tag),
+            &[],
         );
-        idx
+        let gen = s.gen;
+        let mut ctx = ctx!(self, now, sidx, gen);
+        s.machine.final_response(code, bytes, &mut ctx);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn reject_invite(
-        &mut self,
-        now: Instant,
-        from: Peer,
-        msg: Message,
-        key: Key,
-        top_via: Option<Vec<u8>>,
-        reply_to: Peer,
-        r: Rejection,
-        explain: bool,
-    ) {
-        let tag = local_tag(&key);
-        let bytes = if explain {
-            self.explained_response(&msg, top_via.as_deref(), &tag, &r)
-        } else {
-            build::response(
-                &msg,
-                top_via.as_deref(),
-                r.status,
-                &r.phrase,
-                Some(&tag),
-                &[],
-            )
+    /// Answers a parked INVITE with an explained rejection.
+    fn reject_server(&mut self, now: Instant, sidx: usize, r: &Rejection) {
+        let Some(fwd) = self.servers[sidx].fwd.take() else {
+            return;
         };
-        let idx = self.insert_server(ServerTxn {
-            gen: 0,
-            key,
-            invite: true,
-            reply_to,
-            source: from,
-            request: None,
-            top_via: None,
-            state: SState::Completed,
-            last: Some(bytes.clone()),
-            retransmit: self.settings.t1,
-            client: None,
-            targets: VecDeque::new(),
-            cancelled: false,
-            extra: Vec::new(),
-            deciding: None,
-        });
-        self.send(reply_to, bytes);
-        self.arm_completed(now, idx);
+        let tag = self.servers[sidx].key.local_tag();
+        let bytes = self.explained_response(&fwd.request, fwd.top_via.as_deref(), &tag, r);
+        let s = &mut self.servers[sidx];
+        let gen = s.gen;
+        let mut ctx = ctx!(self, now, sidx, gen);
+        s.machine.final_response(r.status, bytes, &mut ctx);
     }
 
     /// A rejection response carrying the contract's explanation headers.
@@ -793,746 +1326,127 @@ impl Core {
         build::response(msg, top_via, r.status, &r.phrase, Some(tag), &extra)
     }
 
-    fn on_ack(
+    fn reply_stateless(
         &mut self,
-        now: Instant,
-        from: Peer,
-        msg: Message,
-        key: Key,
-        top_via: Option<Vec<u8>>,
-    ) {
-        if let Some(&idx) = self.server_index.get(&key) {
-            let s = &mut self.servers[idx];
-            match s.state {
-                SState::Completed => {
-                    // ACK for a non-2xx final: hop by hop, absorbed (§17.2.1).
-                    s.state = SState::Confirmed;
-                    let gen = s.gen;
-                    let wait = if s.reply_to.transport.is_reliable() {
-                        Duration::ZERO
-                    } else {
-                        self.settings.t4
-                    };
-                    self.timers.arm(now + wait, idx, gen, Kind::I);
-                    return;
-                }
-                SState::Confirmed | SState::Proceeding => return,
-                SState::Accepted => {} // an ACK for 2xx that reused the INVITE branch: route it
-            }
-        }
-        if msg.to_tag().is_none() {
-            return;
-        }
-        // ACK for a 2xx: its own transaction, relayed statelessly by Route.
-        match self.route_in_dialog(&msg) {
-            RouteOutcome::Next { dest, pops } => {
-                let branch = stateless_branch(&msg);
-                let via = self.via_value(dest, &branch);
-                let mf = msg.max_forwards().and_then(|r| r.ok()).unwrap_or(70);
-                if mf == 0 {
-                    return;
-                }
-                let bytes = build::forward_request(
-                    &msg,
-                    &Forward {
-                        uri: None,
-                        via: via.as_bytes(),
-                        top_via: top_via.as_deref(),
-                        record_route: &[],
-                        pop_routes: pops,
-                        max_forwards: mf - 1,
-                        extra: &[],
-                    },
-                );
-                self.send(dest, bytes);
-            }
-            _ => tracing::debug!(%from, "dropping ACK that is not routed through us"),
-        }
-    }
-
-    fn on_cancel(
-        &mut self,
-        now: Instant,
-        msg: Message,
-        key: &[u8],
-        top_via: Option<Vec<u8>>,
-        reply_to: Peer,
-    ) {
-        // A CANCEL carries the branch of the INVITE it cancels (§9.1).
-        let mut invite_key = key.to_vec();
-        invite_key[0] = b'I';
-        let Some(&sidx) = self.server_index.get(&invite_key[..]) else {
-            return self.reply_stateless(
-                &msg,
-                top_via.as_deref(),
-                reply_to,
-                481,
-                "Call/Transaction Does Not Exist",
-                &[],
-            );
-        };
-        self.reply_stateless(&msg, top_via.as_deref(), reply_to, 200, "OK", &[]);
-        let s = &mut self.servers[sidx];
-        if s.state != SState::Proceeding || s.cancelled {
-            return;
-        }
-        s.cancelled = true;
-        s.targets.clear();
-        if s.deciding.is_some() {
-            // Nothing was forwarded yet: the CANCEL ends the call here. The
-            // verdict, when it comes, finds the transaction completed.
-            return self.local_final(now, sidx, 487, "Request Terminated");
-        }
-        if let Some((cidx, cgen)) = s.client {
-            if let Some(c) = self.clients.get_mut(cidx).filter(|c| c.gen == cgen) {
-                if c.got_provisional {
-                    self.send_cancel(now, cidx);
-                } else {
-                    // §9.1: a CANCEL may not be sent before a provisional.
-                    c.cancel_pending = true;
-                }
-            }
-        }
-    }
-
-    fn send_cancel(&mut self, now: Instant, cidx: usize) {
-        let c = &mut self.clients[cidx];
-        if c.cancel_sent || !matches!(c.state, CState::Calling | CState::Proceeding) {
-            return;
-        }
-        c.cancel_sent = true;
-        c.cancel_pending = false;
-        let Some(sent) = c.sent.as_ref() else { return };
-        let bytes = build::ack_or_cancel(sent, "CANCEL", None);
-        let dest = c.dest;
-        let branch = sent
-            .top_via()
-            .and_then(|v| v.branch)
-            .unwrap_or_default()
-            .to_vec();
-        let branch = String::from_utf8_lossy(&branch).into_owned();
-        // CANCEL is its own non-INVITE client transaction with the INVITE's branch.
-        let mut key = vec![b'C'];
-        key.extend_from_slice(branch.as_bytes());
-        let t1 = self.settings.t1;
-        let idx = self.insert_client(ClientTxn {
-            gen: 0,
-            key: key.into(),
-            invite: false,
-            dest,
-            sent: Message::parse(bytes.clone()).ok().map(Box::new),
-            state: CState::Calling,
-            retransmit: t1,
-            server: None,
-            carrier: None,
-            ping: false,
-            got_provisional: false,
-            cancel_pending: false,
-            cancel_sent: false,
-            timer_c_at: None,
-            ack: None,
-        });
-        let gen = self.clients[idx].gen;
-        self.send(dest, bytes);
-        if !dest.transport.is_reliable() {
-            self.timers.arm(now + t1, idx, gen, Kind::E);
-        }
-        self.timers
-            .arm(now + self.settings.timer_64t1(), idx, gen, Kind::F);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn in_dialog(
-        &mut self,
-        now: Instant,
-        from: Peer,
-        msg: Message,
-        key: Key,
-        top_via: Option<Vec<u8>>,
-        reply_to: Peer,
-        method: &[u8],
-    ) {
-        let Some(mf) = self.max_forwards(&msg, top_via.as_deref(), reply_to) else {
-            return;
-        };
-        let (dest, pops) = match self.route_in_dialog(&msg) {
-            RouteOutcome::Next { dest, pops } => (dest, pops),
-            RouteOutcome::NotOurs => {
-                // No Route naming us: not a dialog we record-routed. Relaying
-                // it would make us an open relay.
-                return self.reply_stateless(
-                    &msg,
-                    top_via.as_deref(),
-                    reply_to,
-                    404,
-                    "Not Here",
-                    &[],
-                );
-            }
-            RouteOutcome::BadToken => {
-                return self.reply_stateless(
-                    &msg,
-                    top_via.as_deref(),
-                    reply_to,
-                    403,
-                    "Forbidden Route",
-                    &[],
-                );
-            }
-            RouteOutcome::Unresolvable => {
-                return self.reply_stateless(
-                    &msg,
-                    top_via.as_deref(),
-                    reply_to,
-                    478,
-                    "Unresolvable Destination",
-                    &[],
-                );
-            }
-        };
-        // Only for dialogs we record-routed (the token checked out).
-        self.gatekeeper.in_dialog(&msg, &from);
-        let invite = method == b"INVITE";
-        let branch = self.new_branch();
-        let via = self.via_value(dest, &branch);
-        let bytes = build::forward_request(
-            &msg,
-            &Forward {
-                uri: None,
-                via: via.as_bytes(),
-                top_via: top_via.as_deref(),
-                record_route: &[],
-                pop_routes: pops,
-                max_forwards: mf,
-                extra: &[],
-            },
-        );
-        let trying =
-            invite.then(|| build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]));
-        let idx = self.insert_server(ServerTxn {
-            gen: 0,
-            key,
-            invite,
-            reply_to,
-            source: from,
-            request: Some(Box::new(msg)),
-            top_via,
-            state: SState::Proceeding,
-            last: trying.clone(),
-            retransmit: self.settings.t1,
-            client: None,
-            targets: VecDeque::new(),
-            cancelled: false,
-            extra: Vec::new(),
-            deciding: None,
-        });
-        if let Some(t) = trying {
-            self.send(reply_to, t);
-        }
-        let link = (idx, self.servers[idx].gen);
-        self.start_client(now, branch, invite, dest, bytes, Some(link), None);
-    }
-
-    /// Loose routing (§16.4, §16.12): our own Route entries are removed and
-    /// the request goes to the next Route, or to the Request-URI.
-    fn route_in_dialog(&self, msg: &Message) -> RouteOutcome {
-        let call_id = msg.call_id().unwrap_or_default();
-        let mut pops = 0;
-        let mut next: Option<&[u8]> = None;
-        for value in msg.values(HeaderName::Route) {
-            let uri_text = name_addr_uri(value);
-            let Some(uri) = Uri::parse(uri_text) else {
-                if pops == 0 {
-                    return RouteOutcome::NotOurs;
-                }
-                next = Some(uri_text);
-                break;
-            };
-            if self.is_ours(&uri) {
-                if uri.param(TOKEN_PARAM).flatten() != Some(self.route_token(call_id).as_bytes()) {
-                    return RouteOutcome::BadToken;
-                }
-                pops += 1;
-                continue;
-            }
-            next = Some(uri_text);
-            break;
-        }
-        if pops == 0 {
-            return RouteOutcome::NotOurs;
-        }
-        let target = next.unwrap_or_else(|| msg.request_uri().unwrap_or_default());
-        match Uri::parse(target).and_then(|u| uri_destination(&u)) {
-            Some(dest) => RouteOutcome::Next { dest, pops },
-            None => RouteOutcome::Unresolvable,
-        }
-    }
-
-    // -------------------------------------------------------------- responses
-
-    fn on_response(&mut self, now: Instant, from: Peer, msg: Message) {
-        let code = msg.status().unwrap_or(0);
-        self.observer.response_in(code);
-        let Some(via) = msg.top_via() else {
-            self.observer.malformed();
-            return;
-        };
-        let Some(branch) = via.branch.filter(|b| b.starts_with(OUR_BRANCH)) else {
-            tracing::debug!(%from, "dropping response whose top Via is not ours");
-            return;
-        };
-        let Some((_, cseq_method)) = msg.cseq() else {
-            self.observer.malformed();
-            return;
-        };
-        let class = match cseq_method {
-            b"INVITE" => b'I',
-            b"CANCEL" => b'C',
-            _ => b'N',
-        };
-        let mut key = Vec::with_capacity(branch.len() + 1);
-        key.push(class);
-        key.extend_from_slice(branch);
-        match self.client_index.get(&key[..]).copied() {
-            Some(cidx) => {
-                let c = &self.clients[cidx];
-                if let (Some(name), true) = (&c.carrier, c.ping) {
-                    if code >= 200 {
-                        let name = name.clone();
-                        self.ping_result(&name, !matches!(code, 503 | 408));
-                    }
-                } else if let Some(name) = &c.carrier {
-                    self.observer.carrier_response(name, code);
-                }
-                if self.clients[cidx].invite {
-                    self.invite_client_response(now, cidx, msg, code)
-                } else {
-                    self.non_invite_client_response(now, cidx, msg, code)
-                }
-            }
-            // §16.7: no transaction matches; relay statelessly by Via.
-            None => self.forward_stateless_response(&msg),
-        }
-    }
-
-    fn invite_client_response(&mut self, now: Instant, cidx: usize, msg: Message, code: u16) {
-        let settings = self.settings.clone();
-        let c = &mut self.clients[cidx];
-        let server = c.server;
-        match (c.state, code) {
-            (CState::Calling | CState::Proceeding, 100) => {
-                c.state = CState::Proceeding;
-            }
-            (CState::Calling | CState::Proceeding, 101..=199) => {
-                c.state = CState::Proceeding;
-                c.got_provisional = true;
-                let first_timer_c = c.timer_c_at.is_none();
-                c.timer_c_at = Some(now + settings.timer_c);
-                let gen = c.gen;
-                if first_timer_c {
-                    self.timers.arm(now + settings.timer_c, cidx, gen, Kind::C);
-                }
-                if c.cancel_pending {
-                    self.send_cancel(now, cidx);
-                }
-                if let Some(sidx) = self.live_server(server) {
-                    let s = &self.servers[sidx];
-                    let bytes = build::forward_response(&msg, None, s.upstream());
-                    let s = &mut self.servers[sidx];
-                    if s.state == SState::Proceeding {
-                        s.last = Some(bytes.clone());
-                        let to = s.reply_to;
-                        self.send(to, bytes);
-                    }
-                }
-            }
-            (CState::Calling | CState::Proceeding, 200..=299) => {
-                c.state = CState::Accepted;
-                c.sent = None;
-                let gen = c.gen;
-                self.timers
-                    .arm(now + settings.timer_64t1(), cidx, gen, Kind::M);
-                self.forward_final(now, server, &msg, code, true);
-            }
-            (CState::Accepted, 200..=299) => {
-                // 2xx retransmissions are relayed: the UAS repeats them until
-                // the caller's ACK arrives (§13.3.1.4).
-                self.forward_final(now, server, &msg, code, true);
-            }
-            (CState::Calling | CState::Proceeding, _) if code >= 300 => {
-                let ack = c
-                    .sent
-                    .as_ref()
-                    .map(|sent| build::ack_or_cancel(sent, "ACK", msg.header(HeaderName::To)));
-                c.state = CState::Completed;
-                c.sent = None;
-                c.ack = ack.clone();
-                let (dest, gen, carrier) = (c.dest, c.gen, c.carrier.clone());
-                if let Some(ack) = ack {
-                    self.send(dest, ack);
-                }
-                let wait = if dest.transport.is_reliable() {
-                    Duration::ZERO
-                } else {
-                    settings.timer_64t1().max(Duration::from_secs(32))
-                };
-                self.timers.arm(now + wait, cidx, gen, Kind::D);
-                if let Some(sidx) = self.live_server(server) {
-                    let s = &self.servers[sidx];
-                    let retryable = matches!(code, 503 | 408);
-                    if s.state == SState::Proceeding
-                        && retryable
-                        && !s.cancelled
-                        && !s.targets.is_empty()
-                    {
-                        if let Some(name) = carrier {
-                            self.observer.failover(&name);
-                            tracing::info!(carrier = %name, code, "carrier refused the call, trying the next one");
-                        }
-                        self.try_next_carrier(now, sidx);
-                        return;
-                    }
-                }
-                self.forward_final(now, server, &msg, code, false);
-            }
-            (CState::Completed, _) if code >= 300 => {
-                // Retransmitted final: repeat our ACK (§17.1.1.2).
-                if let Some(ack) = c.ack.clone() {
-                    let dest = c.dest;
-                    self.send(dest, ack);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn non_invite_client_response(&mut self, now: Instant, cidx: usize, msg: Message, code: u16) {
-        let settings = self.settings.clone();
-        let c = &mut self.clients[cidx];
-        let server = c.server;
-        match (c.state, code) {
-            (CState::Calling | CState::Proceeding, 100..=199) => {
-                c.state = CState::Proceeding;
-                if code > 100 {
-                    if let Some(sidx) = self.live_server(server) {
-                        let s = &self.servers[sidx];
-                        let bytes = build::forward_response(&msg, None, s.upstream());
-                        let to = s.reply_to;
-                        self.send(to, bytes);
-                    }
-                }
-            }
-            (CState::Calling | CState::Proceeding, _) => {
-                c.state = CState::Completed;
-                c.sent = None;
-                let (gen, reliable) = (c.gen, c.dest.transport.is_reliable());
-                let wait = if reliable {
-                    Duration::ZERO
-                } else {
-                    settings.t4
-                };
-                self.timers.arm(now + wait, cidx, gen, Kind::K);
-                self.forward_final(now, server, &msg, code, false);
-            }
-            _ => {}
-        }
-    }
-
-    /// Relays a final response to the server transaction it answers.
-    fn forward_final(
-        &mut self,
-        now: Instant,
-        server: Option<(usize, u64)>,
-        msg: &Message,
+        req: &Message,
+        top_via: Option<&[u8]>,
+        to: Peer,
         code: u16,
-        success: bool,
+        phrase: &str,
+        extra: &[(&str, &str)],
     ) {
-        let Some(sidx) = self.live_server(server) else {
-            if success {
-                self.forward_stateless_response(msg);
-            }
-            return;
-        };
-        let s = &self.servers[sidx];
-        let accepted_again = success && s.state == SState::Accepted;
-        if s.state != SState::Proceeding && !accepted_again {
-            return;
-        }
-        // §16.7 step 6: a 503 from downstream must not make upstream think
-        // *this* proxy is overloaded.
-        let status = (code == 503).then_some((500, "Server Internal Error"));
-        let bytes = build::forward_response(msg, status, s.upstream());
-        let to = s.reply_to;
-        self.send(to, bytes.clone());
-        if accepted_again {
-            return;
-        }
-        let s = &mut self.servers[sidx];
-        s.request = None;
-        s.top_via = None;
-        s.extra = Vec::new();
-        let gen = s.gen;
-        if s.invite && success {
-            // RFC 6026 Accepted: absorb INVITE retransmissions, relay 2xx.
-            s.state = SState::Accepted;
-            s.last = None;
-            self.timers
-                .arm(now + self.settings.timer_64t1(), sidx, gen, Kind::L);
-        } else if s.invite {
-            s.last = Some(bytes);
-            s.state = SState::Completed;
-            self.arm_completed(now, sidx);
-        } else {
-            // Non-INVITE Completed: answer retransmissions for Timer J.
-            s.last = Some(bytes);
-            s.state = SState::Completed;
-            let wait = if s.reply_to.transport.is_reliable() {
-                Duration::ZERO
-            } else {
-                self.settings.timer_64t1()
-            };
-            self.timers.arm(now + wait, sidx, gen, Kind::J);
-        }
-    }
-
-    fn forward_stateless_response(&mut self, msg: &Message) {
-        let Some(next) = msg.values(HeaderName::Via).nth(1).and_then(Via::parse) else {
-            return;
-        };
-        let Some(transport) = Transport::from_bytes(next.transport) else {
-            return;
-        };
-        let ip = next
-            .received
-            .and_then(crate::sip::uri::parse_ip_host)
-            .or_else(|| crate::sip::uri::parse_ip_host(next.host));
-        let Some(ip) = ip else { return };
-        let port = match next.rport {
-            Some(Some(p)) => std::str::from_utf8(p).ok().and_then(|p| p.parse().ok()),
-            _ => None,
-        }
-        .or(next.port)
-        .unwrap_or(5060);
-        let bytes = build::forward_response(msg, None, None);
-        self.send(
-            Peer {
-                transport,
-                addr: (ip, port).into(),
-            },
-            bytes,
-        );
-    }
-
-    // ----------------------------------------------------------------- timers
-
-    fn server_timer(&mut self, now: Instant, idx: usize, kind: Kind) {
-        let s = &mut self.servers[idx];
-        match (kind, s.state) {
-            (Kind::G, SState::Completed) => {
-                if let Some(last) = s.last.clone() {
-                    s.retransmit = (s.retransmit * 2).min(self.settings.t2);
-                    let (to, gen, next) = (s.reply_to, s.gen, s.retransmit);
-                    self.send(to, last);
-                    self.timers.arm(now + next, idx, gen, Kind::G);
-                }
-            }
-            (Kind::H, SState::Completed)
-            | (Kind::I, SState::Confirmed)
-            | (Kind::L, SState::Accepted) => self.remove_server(idx),
-            (Kind::J, SState::Completed) => self.remove_server(idx),
-            _ => {}
-        }
-    }
-
-    fn client_timer(&mut self, now: Instant, idx: usize, kind: Kind) {
-        let settings = self.settings.clone();
-        let c = &mut self.clients[idx];
-        match (kind, c.state) {
-            (Kind::A, CState::Calling) => {
-                let bytes = c.sent.as_ref().map(|m| m.buf().clone());
-                c.retransmit *= 2;
-                let (dest, gen, next) = (c.dest, c.gen, c.retransmit);
-                if let Some(b) = bytes {
-                    self.send(dest, b);
-                }
-                self.timers.arm(now + next, idx, gen, Kind::A);
-            }
-            (Kind::E, CState::Calling | CState::Proceeding) => {
-                let bytes = c.sent.as_ref().map(|m| m.buf().clone());
-                c.retransmit = if c.state == CState::Proceeding {
-                    settings.t2
-                } else {
-                    (c.retransmit * 2).min(settings.t2)
-                };
-                let (dest, gen, next) = (c.dest, c.gen, c.retransmit);
-                if let Some(b) = bytes {
-                    self.send(dest, b);
-                }
-                self.timers.arm(now + next, idx, gen, Kind::E);
-            }
-            (Kind::B, CState::Calling) | (Kind::F, CState::Calling | CState::Proceeding) => {
-                self.client_failed(now, idx, Failure::Timeout);
-            }
-            (Kind::B, CState::Proceeding) if c.cancel_sent => {
-                // Cancelled and the callee side never sent a final: give up.
-                self.remove_client(idx);
-            }
-            (Kind::C, CState::Proceeding) => {
-                let due = c.timer_c_at.unwrap_or(now);
-                let gen = c.gen;
-                if due > now {
-                    self.timers.arm(due, idx, gen, Kind::C);
-                    return;
-                }
-                // §16.8: Timer C fired with a provisional: CANCEL and 408.
-                let server = c.server;
-                self.send_cancel(now, idx);
-                self.timers
-                    .arm(now + settings.timer_64t1(), idx, gen, Kind::B);
-                if let Some(sidx) = self.live_server(server) {
-                    self.local_final(now, sidx, 408, "Request Timeout");
-                }
-            }
-            (Kind::D | Kind::K | Kind::M, _) => self.remove_client(idx),
-            _ => {}
-        }
-    }
-
-    fn client_failed(&mut self, now: Instant, cidx: usize, why: Failure) {
-        let c = &self.clients[cidx];
-        if c.ping {
-            if let Some(name) = c.carrier.clone() {
-                self.ping_result(&name, false);
-            }
-            return self.remove_client(cidx);
-        }
-        let server = c.server;
-        let carrier = c.carrier.clone();
-        if let Some(name) = &carrier {
-            tracing::warn!(carrier = %name, reason = ?why, "carrier did not answer");
-            self.observer.carrier_failed(
-                name,
-                match why {
-                    Failure::Timeout => "timeout",
-                    Failure::Unreachable => "unreachable",
-                },
-            );
-        }
-        self.remove_client(cidx);
-        let Some(sidx) = self.live_server(server) else {
-            return;
-        };
-        let s = &self.servers[sidx];
-        if s.state != SState::Proceeding {
-            return;
-        }
-        if !s.cancelled && !s.targets.is_empty() {
-            if let Some(name) = &carrier {
-                self.observer.failover(name);
-            }
-            return self.try_next_carrier(now, sidx);
-        }
-        match (s.cancelled, why) {
-            (true, _) => self.local_final(now, sidx, 487, "Request Terminated"),
-            (false, Failure::Timeout) => self.local_final(now, sidx, 408, "Request Timeout"),
-            (false, Failure::Unreachable) => {
-                self.local_final(now, sidx, 503, "Service Unavailable")
-            }
-        }
-    }
-
-    /// A final response generated here for a proxied request.
-    fn local_final(&mut self, now: Instant, sidx: usize, code: u16, phrase: &str) {
-        let s = &mut self.servers[sidx];
-        if s.state != SState::Proceeding {
-            return;
-        }
-        let Some(req) = s.request.take() else { return };
-        let tag = local_tag(&s.key);
-        let bytes = build::response(&req, s.top_via.as_deref(), code, phrase, Some(&tag), &[]);
-        s.top_via = None;
-        s.state = SState::Completed;
-        s.last = Some(bytes.clone());
-        let to = s.reply_to;
-        self.send(to, bytes);
-        if self.servers[sidx].invite {
-            self.arm_completed(now, sidx);
-        } else {
-            let s = &self.servers[sidx];
-            let wait = if s.reply_to.transport.is_reliable() {
-                Duration::ZERO
-            } else {
-                self.settings.timer_64t1()
-            };
-            let gen = s.gen;
-            self.timers.arm(now + wait, sidx, gen, Kind::J);
-        }
-    }
-
-    /// Server INVITE transaction entering Completed: Timer G (UDP) and H.
-    fn arm_completed(&mut self, now: Instant, sidx: usize) {
-        let s = &mut self.servers[sidx];
-        let gen = s.gen;
-        s.retransmit = self.settings.t1;
-        if !s.reply_to.transport.is_reliable() {
-            self.timers.arm(now + self.settings.t1, sidx, gen, Kind::G);
-        }
-        self.timers
-            .arm(now + self.settings.timer_64t1(), sidx, gen, Kind::H);
+        let tag = (code > 100).then(|| {
+            let mut h = siphasher::sip::SipHasher13::new_with_key(&self.settings.route_key);
+            h.write(req.call_id().unwrap_or_default());
+            h.write(req.from_tag().unwrap_or_default());
+            format!("cg{:x}", h.finish())
+        });
+        let bytes = build::response(req, top_via, code, phrase, tag.as_deref(), extra);
+        self.out.send(to, bytes);
     }
 
     // ---------------------------------------------------------------- helpers
 
-    /// §16.3 step 3 / §16.6 step 3: the Max-Forwards to send on, or `None`
-    /// after answering 483 (zero) or 400 (unreadable).
-    fn max_forwards(
-        &mut self,
-        msg: &Message,
-        top_via: Option<&[u8]>,
-        reply_to: Peer,
-    ) -> Option<u32> {
-        match msg.max_forwards() {
-            Some(Ok(0)) => {
-                self.reply_stateless(msg, top_via, reply_to, 483, "Too Many Hops", &[]);
-                None
-            }
-            Some(Err(())) => {
-                self.reply_stateless(msg, top_via, reply_to, 400, "Bad Max-Forwards", &[]);
-                None
-            }
-            Some(Ok(n)) => Some(n.min(70) - 1),
-            None => Some(69),
+    fn observe_forward(&self, tenant: &str, warn: Option<&'static str>) {
+        match warn {
+            Some(code) => self.observer.decision(Some(tenant), "warn", code),
+            None => self.observer.decision(Some(tenant), "allow", ""),
         }
     }
 
-    fn live_server(&self, link: Option<(usize, u64)>) -> Option<usize> {
+    fn targets(&mut self) -> VecDeque<Carrier> {
+        carriers::order(
+            &self.settings.carriers,
+            &self.settings.status,
+            &mut self.rng,
+        )
+    }
+
+    /// Carrier INVITEs and health checks use the short bound: a dialer, or
+    /// a rotation, cannot wait RFC 3261's 32 s.
+    fn carrier_timeout(&self) -> Duration {
+        self.settings
+            .carrier_timeout
+            .min(self.settings.intervals().t1_64())
+    }
+
+    fn new_branch(&mut self) -> String {
+        self.branch_seq += 1;
+        branch_id(self.settings.instance, self.shard, self.branch_seq)
+    }
+
+    fn live_server(&self, link: Option<Link>) -> Option<usize> {
         let (idx, gen) = link?;
         self.servers.get(idx).filter(|s| s.gen == gen).map(|_| idx)
     }
 
-    fn insert_server(&mut self, mut s: ServerTxn) -> usize {
-        self.gen += 1;
-        s.gen = self.gen;
-        let key = s.key.clone();
-        let idx = self.servers.insert(s);
-        self.server_index.insert(key, idx);
-        self.observer.transactions(1);
-        idx
+    fn live_client(&self, link: Option<Link>) -> Option<usize> {
+        let (idx, gen) = link?;
+        self.clients.get(idx).filter(|c| c.gen == gen).map(|_| idx)
     }
 
-    fn insert_client(&mut self, mut c: ClientTxn) -> usize {
+    fn new_server(
+        &mut self,
+        now: Instant,
+        key: TxnKey,
+        source: Peer,
+        fwd: Option<Box<Forwarding>>,
+        make: impl FnOnce(&mut Ctx<'_>) -> ServerMachine,
+    ) -> usize {
         self.gen += 1;
-        c.gen = self.gen;
-        let key = c.key.clone();
-        let idx = self.clients.insert(c);
-        self.client_index.insert(key, idx);
+        let gen = self.gen;
+        let entry = self.servers.vacant_entry();
+        let slot = entry.key();
+        let mut ctx = ctx!(self, now, slot, gen);
+        let machine = make(&mut ctx);
+        entry.insert(ServerEntry {
+            gen,
+            key: key.clone(),
+            source,
+            machine,
+            fwd,
+        });
+        self.server_index.insert(key, slot);
         self.observer.transactions(1);
-        idx
+        slot
+    }
+
+    fn new_client(
+        &mut self,
+        now: Instant,
+        key: TxnKey,
+        role: Role,
+        server: Option<Link>,
+        carrier: Option<Arc<str>>,
+        make: impl FnOnce(&mut Ctx<'_>) -> ClientMachine,
+    ) -> usize {
+        self.gen += 1;
+        let gen = self.gen;
+        let entry = self.clients.vacant_entry();
+        let slot = entry.key();
+        let mut ctx = ctx!(self, now, slot, gen);
+        let machine = make(&mut ctx);
+        entry.insert(ClientEntry {
+            gen,
+            key: key.clone(),
+            machine,
+            role,
+            server,
+            carrier,
+            provisional: false,
+            cancel: CancelState::None,
+            timer_c_due: None,
+        });
+        self.client_index.insert(key, slot);
+        self.observer.transactions(1);
+        slot
     }
 
     fn remove_server(&mut self, idx: usize) {
         let s = self.servers.remove(idx);
-        self.server_index.remove(&s.key);
+        if self.server_index.get(&s.key) == Some(&idx) {
+            self.server_index.remove(&s.key);
+        }
         self.observer.transactions(-1);
     }
 
@@ -1543,125 +1457,29 @@ impl Core {
         }
         self.observer.transactions(-1);
     }
-
-    fn send(&mut self, to: Peer, payload: Bytes) {
-        if payload.starts_with(b"SIP/2.0 ") {
-            let code = std::str::from_utf8(&payload[8..11])
-                .ok()
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            self.observer.response_out(code);
-        } else {
-            let sp = memchr::memchr(b' ', &payload).unwrap_or(0);
-            self.observer.message_out(&payload[..sp]);
-        }
-        self.out.push_back(Transmit { to, payload });
-    }
-
-    fn reply_stateless(
-        &mut self,
-        req: &Message,
-        top_via: Option<&[u8]>,
-        to: Peer,
-        code: u16,
-        phrase: &str,
-        extra: &[(&str, &str)],
-    ) {
-        let tag = req.call_id().map(|c| {
-            let mut h = siphasher::sip::SipHasher13::new_with_key(&self.settings.route_key);
-            h.write(c);
-            h.write(req.from_tag().unwrap_or_default());
-            format!("cg{:x}", h.finish())
-        });
-        let tag = if code > 100 { tag } else { None };
-        let bytes = build::response(req, top_via, code, phrase, tag.as_deref(), extra);
-        self.send(to, bytes);
-    }
-
-    fn new_branch(&mut self) -> String {
-        self.branch_seq += 1;
-        format!(
-            "{}{:08x}.{:x}.{:x}",
-            std::str::from_utf8(OUR_BRANCH).unwrap_or("z9hG4bKcg"),
-            self.settings.instance,
-            self.shard,
-            self.branch_seq
-        )
-    }
-
-    fn endpoint_for(&self, dest: Peer) -> (&str, u16) {
-        let v6 = dest.addr.is_ipv6();
-        let l = &self.settings.local;
-        let e = l
-            .iter()
-            .find(|e| e.transport == dest.transport && e.ipv6 == v6)
-            .or_else(|| l.iter().find(|e| e.transport == dest.transport))
-            .or_else(|| l.first());
-        match e {
-            Some(e) => (e.host.as_str(), e.port),
-            None => ("callguard.invalid", 5060),
-        }
-    }
-
-    fn via_value(&self, dest: Peer, branch: &str) -> String {
-        let (host, port) = self.endpoint_for(dest);
-        format!(
-            "SIP/2.0/{} {}:{};branch={};rport",
-            dest.transport.as_via(),
-            host,
-            port,
-            branch
-        )
-    }
-
-    /// Record-Route values, topmost first. Two entries when the two sides
-    /// differ in transport or address family, so each side reaches us the
-    /// way it first did (the "double record-route" of RFC 3261 §16.6 step 4
-    /// / RFC 5658).
-    fn record_route(&self, inbound: Peer, outbound: Peer, call_id: &[u8]) -> Vec<String> {
-        let token = self.route_token(call_id);
-        let entry = |p: Peer| {
-            let (host, port) = self.endpoint_for(p);
-            let t = if p.transport == Transport::Tcp {
-                ";transport=tcp"
-            } else {
-                ""
-            };
-            format!("<sip:{host}:{port}{t};lr;cgr={token}>")
-        };
-        let out = entry(outbound);
-        let inn = entry(inbound);
-        if out == inn {
-            vec![out]
-        } else {
-            vec![out, inn]
-        }
-    }
-
-    fn route_token(&self, call_id: &[u8]) -> String {
-        let mut h = siphasher::sip::SipHasher13::new_with_key(&self.settings.route_key);
-        h.write(call_id);
-        format!("{:016x}", h.finish())
-    }
-
-    fn is_ours(&self, uri: &Uri<'_>) -> bool {
-        let port = uri.port.unwrap_or(if uri.is_sips() { 5061 } else { 5060 });
-        self.settings
-            .local
-            .iter()
-            .any(|e| e.port == port && e.host.as_bytes().eq_ignore_ascii_case(uri.host))
-            || self
-                .settings
-                .aliases
-                .iter()
-                .any(|a| a.as_bytes().eq_ignore_ascii_case(uri.host))
-    }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Failure {
-    Timeout,
-    Unreachable,
+/// A branch of ours: the cookie, our mark, the process instance (so
+/// branches never repeat across restarts), the shard and a sequence.
+fn branch_id(instance: u32, shard: u16, seq: u64) -> String {
+    format!(
+        "{}{instance:08x}.{shard:x}.{seq:x}",
+        std::str::from_utf8(OUR_BRANCH).unwrap_or("z9hG4bKcg"),
+    )
+}
+
+/// Every value of the headers named `name`, joined (Proxy-Require, Require).
+fn header_values(msg: &Message, name: &str) -> String {
+    let mut out = String::new();
+    for v in msg.headers_by_name(name) {
+        for tag in crate::sip::message::split_commas(v) {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(&String::from_utf8_lossy(tag));
+        }
+    }
+    out
 }
 
 fn no_carrier() -> Rejection {
@@ -1690,172 +1508,6 @@ fn local_rejection(status: u16, phrase: &str, code: &'static str, why: &str) -> 
         explanation: why.into(),
         retry_after: None,
     }
-}
-
-/// §17.2.3 matching key: branch, sent-by and method (ACK and CANCEL map to
-/// the INVITE they belong to / their own class). Pre-RFC 3261 branches fall
-/// back to the dialog identifiers.
-fn server_key(msg: &Message, via: &Via<'_>, method: &[u8]) -> Key {
-    let class: &[u8] = match method {
-        b"INVITE" | b"ACK" => b"I",
-        b"CANCEL" => b"C",
-        m => m,
-    };
-    let mut k = Vec::with_capacity(64);
-    k.extend_from_slice(class);
-    k.push(b'|');
-    match via.branch.filter(|b| b.starts_with(BRANCH_COOKIE)) {
-        Some(b) => k.extend_from_slice(b),
-        None => {
-            k.extend_from_slice(msg.call_id().unwrap_or_default());
-            k.push(b'|');
-            k.extend_from_slice(msg.from_tag().unwrap_or_default());
-            k.push(b'|');
-            k.extend_from_slice(msg.cseq().map(|c| c.0).unwrap_or(0).to_string().as_bytes());
-        }
-    }
-    k.push(b'|');
-    k.extend_from_slice(via.sent_by);
-    k.into()
-}
-
-/// Where responses to a request go (§18.2.2, RFC 3581).
-fn response_destination(via: &Via<'_>, from: Peer) -> Peer {
-    if from.transport.is_reliable() || via.rport.is_some() {
-        return from;
-    }
-    Peer {
-        transport: from.transport,
-        addr: (from.addr.ip(), via.port.unwrap_or(5060)).into(),
-    }
-}
-
-fn validate_request(msg: &Message, method: &[u8]) -> Option<&'static str> {
-    // RFC 3261 §7.3.1 allows a header field several times only when its
-    // value is a comma-separated list. Two From, To, Call-ID, CSeq,
-    // Max-Forwards or Content-Length headers make the request ambiguous
-    // (RFC 4475 §3.1.2.19 `multi01`, §3.1.2.11 `mcl01`): the identity this
-    // proxy checks might not be the one the next hop reads.
-    let mut seen = [0u8; 6];
-    for h in &msg.headers {
-        let i = match h.name {
-            HeaderName::From => 0,
-            HeaderName::To => 1,
-            HeaderName::CallId => 2,
-            HeaderName::CSeq => 3,
-            HeaderName::MaxForwards => 4,
-            HeaderName::ContentLength => 5,
-            _ => continue,
-        };
-        seen[i] += 1;
-        if seen[i] > 1 {
-            return Some(
-                [
-                    "Duplicate From",
-                    "Duplicate To",
-                    "Duplicate Call-ID",
-                    "Duplicate CSeq",
-                    "Duplicate Max-Forwards",
-                    "Duplicate Content-Length",
-                ][i],
-            );
-        }
-    }
-    if msg.call_id().is_none() {
-        return Some("Missing Call-ID");
-    }
-    if msg.header(HeaderName::From).is_none() {
-        return Some("Missing From");
-    }
-    if msg.header(HeaderName::To).is_none() {
-        return Some("Missing To");
-    }
-    match msg.cseq() {
-        None => return Some("Bad CSeq"),
-        Some((_, m)) if m != method => return Some("CSeq Method Mismatch"),
-        _ => {}
-    }
-    if msg.body().is_err() {
-        return Some("Bad Content-Length");
-    }
-    if msg.request_uri().and_then(Uri::parse).is_none() {
-        return Some("Bad Request-URI");
-    }
-    None
-}
-
-/// A deterministic To tag for responses we generate, so retransmitted
-/// requests get byte-identical answers.
-fn local_tag(key: &[u8]) -> String {
-    let mut h = siphasher::sip::SipHasher13::new();
-    h.write(key);
-    format!("cg{:x}", h.finish())
-}
-
-/// Stateless relays must produce the same branch for a retransmitted
-/// request (§16.11), so it is derived from the received one.
-fn stateless_branch(msg: &Message) -> String {
-    let mut h = siphasher::sip::SipHasher13::new();
-    if let Some(v) = msg.top_via() {
-        h.write(v.branch.unwrap_or_default());
-        h.write(v.sent_by);
-    }
-    h.write(msg.call_id().unwrap_or_default());
-    format!("z9hG4bKcgsl{:x}", h.finish())
-}
-
-/// The Request-URI sent to a carrier: the dialed user at the carrier's
-/// address (`tel:` URIs become `sip:`).
-fn rewrite_uri_host(uri: &[u8], dest: &Peer) -> String {
-    let host = match dest.addr {
-        std::net::SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-        std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    };
-    let transport = if dest.transport == Transport::Tcp {
-        ";transport=tcp"
-    } else {
-        ""
-    };
-    match Uri::parse(uri) {
-        Some(u) => {
-            let scheme = if u.is_sips() { "sips" } else { "sip" };
-            let user = u
-                .user
-                .map(|u| format!("{}@", String::from_utf8_lossy(u)))
-                .unwrap_or_default();
-            let params: String = crate::sip::message::params(u.params)
-                .filter(|(n, _)| {
-                    !n.eq_ignore_ascii_case(b"transport")
-                        && !n.eq_ignore_ascii_case(b"phone-context")
-                })
-                .map(|(n, v)| match v {
-                    Some(v) => format!(
-                        ";{}={}",
-                        String::from_utf8_lossy(n),
-                        String::from_utf8_lossy(v)
-                    ),
-                    None => format!(";{}", String::from_utf8_lossy(n)),
-                })
-                .collect();
-            format!("{scheme}:{user}{host}{params}{transport}")
-        }
-        None => format!("sip:{host}{transport}"),
-    }
-}
-
-/// The next hop named by a URI: needs an IP literal (DNS-named in-dialog
-/// targets are answered 478 rather than resolved on the call path).
-fn uri_destination(u: &Uri<'_>) -> Option<Peer> {
-    let ip = u.ip()?;
-    let transport = match u.param(b"transport").flatten() {
-        Some(t) => Transport::from_bytes(t)?,
-        None => Transport::Udp,
-    };
-    let port = u.port.unwrap_or(5060);
-    Some(Peer {
-        transport,
-        addr: (ip, port).into(),
-    })
 }
 
 #[cfg(test)]

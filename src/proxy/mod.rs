@@ -1,17 +1,30 @@
 //! The transaction-stateful proxy (RFC 3261 §16, §17) as a deterministic
 //! state machine: messages and instants go in, datagrams to send and the
 //! next timer deadline come out. No sockets, no clock, no threads here, so
-//! every path is tested with simulated time (see `tests` in `core.rs`).
+//! every path is tested with simulated time (see `core/tests.rs`).
+//!
+//! - [`txn`]: the four §17 transaction machines, their timers and the
+//!   typed transaction key.
+//! - [`core`](Core): §16, what a proxy does with them: dispatch, the
+//!   gatekeeper's verdicts, serial failover, local final responses, Timer C,
+//!   CANCEL, draining.
+//! - `routing`: loose routing, the Record-Route token, Max-Forwards, Via and
+//!   Request-URI rewriting.
+//! - `carriers`: carrier order, weights, health pings.
+//! - `build`: the messages the proxy writes.
 
 mod build;
+pub mod carriers;
 mod core;
-mod timer;
+pub mod routing;
+pub mod txn;
 
 pub use self::core::Core;
 pub use build::escape_quoted;
+pub use carriers::{Carrier, CarrierStatus};
 
 use bytes::Bytes;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,16 +34,18 @@ use crate::sip::Message;
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Transport {
     pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
     pub fn as_via(self) -> &'static str {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
     pub fn from_bytes(b: &[u8]) -> Option<Transport> {
@@ -38,6 +53,8 @@ impl Transport {
             Some(Transport::Udp)
         } else if b.eq_ignore_ascii_case(b"tcp") {
             Some(Transport::Tcp)
+        } else if b.eq_ignore_ascii_case(b"tls") {
+            Some(Transport::Tls)
         } else {
             None
         }
@@ -49,6 +66,7 @@ impl std::fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         })
     }
 }
@@ -84,17 +102,6 @@ pub struct LocalEndpoint {
     pub port: u16,
 }
 
-/// A carrier target (static address; DNS targets are resolved by the driver).
-#[derive(Debug, Clone)]
-pub struct Carrier {
-    pub name: Arc<str>,
-    pub peer: Peer,
-    /// Lower is tried first.
-    pub priority: u32,
-    /// Share of the calls among carriers of the same priority.
-    pub weight: u32,
-}
-
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub t1: Duration,
@@ -104,7 +111,8 @@ pub struct Settings {
     /// carrier, or answer 408 (a Timer B shortened for dialers, which give
     /// up on a call long before RFC 3261's 32 s).
     pub carrier_timeout: Duration,
-    /// RFC 3261 §16.6 Timer C: bound on ringing after a provisional.
+    /// RFC 3261 §16.6 Timer C: bound on a forwarded INVITE without a
+    /// final response (from forwarding, and from each provisional).
     pub timer_c: Duration,
     pub local: Vec<LocalEndpoint>,
     /// Extra host names that designate this proxy in Route headers.
@@ -113,85 +121,20 @@ pub struct Settings {
     pub carriers: Vec<Carrier>,
     /// Which carriers answer their OPTIONS pings; kept across reloads.
     pub status: Arc<CarrierStatus>,
-    /// Key for the Record-Route token that stops anyone from using forged
-    /// Route headers to relay through this proxy.
+    /// Key for the Record-Route token that binds a dialog to its two hops
+    /// (see `routing`).
     pub route_key: [u8; 16],
     /// Random per-process prefix so branches never repeat across restarts.
     pub instance: u32,
 }
 
 impl Settings {
-    pub fn timer_64t1(&self) -> Duration {
-        self.t1 * 64
-    }
-}
-
-/// Reachability of each carrier, from OPTIONS pings: a carrier that leaves
-/// `down_after` pings in a row unanswered is down until one is answered.
-/// Shared by every shard; plain memory, no I/O.
-#[derive(Debug)]
-pub struct CarrierStatus {
-    down_after: std::sync::atomic::AtomicU32,
-    /// Carriers out of rotation now.
-    down: std::sync::atomic::AtomicUsize,
-    /// name -> (up, unanswered pings in a row)
-    map: parking_lot::RwLock<std::collections::HashMap<Arc<str>, (bool, u32)>>,
-}
-
-impl CarrierStatus {
-    pub fn new(down_after: u32) -> CarrierStatus {
-        CarrierStatus {
-            down_after: down_after.max(1).into(),
-            down: Default::default(),
-            map: Default::default(),
+    pub fn intervals(&self) -> txn::Intervals {
+        txn::Intervals {
+            t1: self.t1,
+            t2: self.t2,
+            t4: self.t4,
         }
-    }
-
-    pub fn set_down_after(&self, n: u32) {
-        self.down_after
-            .store(n.max(1), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether any carrier is out of rotation (lets the call path skip
-    /// the per-carrier lookup in the common case).
-    pub fn any_down(&self) -> bool {
-        self.down.load(std::sync::atomic::Ordering::Relaxed) > 0
-    }
-
-    /// Carriers never pinged count as up.
-    pub fn is_up(&self, name: &str) -> bool {
-        self.checked(name).unwrap_or(true)
-    }
-
-    /// The state from pings; `None` before any ping result.
-    pub fn checked(&self, name: &str) -> Option<bool> {
-        self.map.read().get(name).map(|e| e.0)
-    }
-
-    /// Records one ping result; returns the new state when it changed.
-    pub fn report(&self, name: &Arc<str>, answered: bool) -> Option<bool> {
-        let down_after = self.down_after.load(std::sync::atomic::Ordering::Relaxed);
-        let mut map = self.map.write();
-        let e = map.entry(name.clone()).or_insert((true, 0));
-        let was = e.0;
-        if answered {
-            *e = (true, 0);
-        } else {
-            e.1 += 1;
-            if e.1 >= down_after {
-                e.0 = false;
-            }
-        }
-        if e.0 == was {
-            return None;
-        }
-        let down = &self.down;
-        if e.0 {
-            down.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            down.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        Some(e.0)
     }
 }
 
@@ -246,9 +189,15 @@ pub struct Rejection {
 }
 
 /// The decision hook for initial INVITEs. Implementations must not block:
-/// the core calls it inline.
+/// the core calls it inline. They time their own decisions: the core
+/// reads no clock.
 pub trait Gatekeeper: Send + Sync {
     fn check(&self, invite: &Message, source: &Peer) -> Verdict;
+    /// The tenant whose dialers' networks hold `addr`: an in-dialog request
+    /// is relayed only between the tenant and the carrier of its dialog.
+    fn tenant_of(&self, _addr: IpAddr) -> Option<Arc<str>> {
+        None
+    }
     /// Sees each in-dialog request of a dialog this proxy record-routed,
     /// before it is forwarded (e.g. a BYE that signals a refusal). Never
     /// changes how it is routed.
@@ -264,14 +213,8 @@ pub trait Observer: Send + Sync {
     fn response_out(&self, _code: u16) {}
     fn malformed(&self) {}
     fn transactions(&self, _delta: i64) {}
-    fn decision(
-        &self,
-        _tenant: Option<&str>,
-        _decision: &'static str,
-        _reason: &'static str,
-        _seconds: f64,
-    ) {
-    }
+    /// An initial INVITE was decided (`allow`, `warn`, `reject`).
+    fn decision(&self, _tenant: Option<&str>, _decision: &'static str, _reason: &'static str) {}
     fn carrier_response(&self, _carrier: &str, _code: u16) {}
     /// A carrier went up or down (OPTIONS pings).
     fn carrier_up(&self, _carrier: &str, _up: bool) {}

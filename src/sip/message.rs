@@ -167,6 +167,25 @@ fn line_end(buf: &[u8], from: usize) -> Option<(usize, usize)> {
 
 impl Message {
     pub fn parse(buf: Bytes) -> Result<Message, ParseError> {
+        Self::parse_with(buf, false)
+    }
+
+    /// A request whose Request-Line is broken (extra spaces, a space in the
+    /// URI, an unknown SIP version), read leniently so that it can still be
+    /// answered `400` or `505` (RFC 4475 lwsruri, lwsstart, trws, badvers):
+    /// the message and what was wrong with its start line. `None` when even
+    /// the lenient reading fails, or when `buf` parses as is.
+    pub fn salvage(buf: Bytes) -> Option<(Message, ParseError)> {
+        let problem = match Self::parse_with(buf.clone(), false) {
+            Ok(_) => return None,
+            Err(e @ (ParseError::BadStartLine | ParseError::BadVersion)) => e,
+            Err(_) => return None,
+        };
+        let m = Self::parse_with(buf, true).ok()?;
+        m.is_request().then_some((m, problem))
+    }
+
+    fn parse_with(buf: Bytes, lenient: bool) -> Result<Message, ParseError> {
         let b = &buf[..];
         let mut pos = 0;
         // §7.5: CRLFs before the start line are ignored (keep-alives).
@@ -177,7 +196,11 @@ impl Message {
             return Err(ParseError::Empty);
         }
         let (sl_end, mut next) = line_end(b, pos).ok_or(ParseError::Incomplete)?;
-        let start = parse_start_line(b, pos..sl_end)?;
+        let start = if lenient {
+            lenient_request_line(b, pos..sl_end)?
+        } else {
+            parse_start_line(b, pos..sl_end)?
+        };
 
         let mut headers: SmallVec<[HeaderLine; 24]> = SmallVec::new();
         loop {
@@ -395,6 +418,79 @@ fn parse_start_line(b: &[u8], r: Range<usize>) -> Result<StartLine, ParseError> 
         method: Span::new(r.start..r.start + sp1),
         uri: Span::new(r.start + sp1 + 1..r.start + sp2),
     })
+}
+
+/// A Request-Line read as "method SP anything": the method up to the first
+/// space, the URI the text after it (without a trailing version).
+fn lenient_request_line(b: &[u8], r: Range<usize>) -> Result<StartLine, ParseError> {
+    let line = &b[r.clone()];
+    let sp = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+    if sp == 0 || line.starts_with(b"SIP/") || !line[..sp].iter().all(|&c| is_token_char(c)) {
+        return Err(ParseError::BadStartLine);
+    }
+    let mut end = line.len();
+    if let Some(v) = memchr::memmem::rfind(line, b" SIP/").filter(|&v| v > sp) {
+        end = v;
+    }
+    let uri = trim(b, r.start + sp + 1..r.start + end);
+    Ok(StartLine::Request {
+        method: Span::new(r.start..r.start + sp),
+        uri: Span::new(uri),
+    })
+}
+
+/// Splits a header value at top-level commas, keeping empty elements
+/// (for syntax checks: `a,,b` has three).
+pub fn split_commas_raw(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut pos = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let start = pos;
+        let (mut quoted, mut angle, mut escaped) = (false, false, false);
+        while pos < v.len() {
+            let c = v[pos];
+            if escaped {
+                escaped = false;
+            } else if quoted {
+                match c {
+                    b'\\' => escaped = true,
+                    b'"' => quoted = false,
+                    _ => {}
+                }
+            } else {
+                match c {
+                    b'"' => quoted = true,
+                    b'<' => angle = true,
+                    b'>' => angle = false,
+                    b',' if !angle => break,
+                    _ => {}
+                }
+            }
+            pos += 1;
+        }
+        let r = trim(v, start..pos);
+        if pos >= v.len() {
+            done = true;
+        }
+        pos += 1;
+        Some(&v[r])
+    })
+}
+
+/// The `;`-separated parameter texts of `s` (after its first `;`),
+/// keeping empty ones (for syntax checks).
+pub fn params_raw(s: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut quoted = false;
+    s.split(move |&c| {
+        if c == b'"' {
+            quoted = !quoted;
+        }
+        c == b';' && !quoted
+    })
+    .skip(1)
 }
 
 /// Splits a header value at top-level commas (outside quotes and `<>`).

@@ -10,6 +10,7 @@
 //! `Bytes` buffer and parsing the needed ones on demand costs one small
 //! vector per message.
 
+pub mod check;
 pub mod message;
 pub mod uri;
 

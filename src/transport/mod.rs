@@ -189,6 +189,9 @@ impl Dispatcher {
         match t.to.transport {
             Transport::Udp => self.send_udp(t.to.addr, t.payload),
             Transport::Tcp => self.send_tcp(t.to.addr, t.payload),
+            Transport::Tls => {
+                tracing::warn!(to = %t.to.addr, "no TLS transport yet; message dropped")
+            }
         }
     }
 

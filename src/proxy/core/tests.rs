@@ -9,10 +9,11 @@ const UAC: &str = "10.0.0.5:5062";
 const C1: &str = "192.0.2.20:5060";
 const C2: &str = "192.0.2.21:5060";
 
+/// Tenant `t1` owns 10.0.0.0/8.
 struct OnlyTenNet;
 impl Gatekeeper for OnlyTenNet {
     fn check(&self, _m: &Message, source: &Peer) -> Verdict {
-        if source.addr.ip().to_string().starts_with("10.") {
+        if self.tenant_of(source.addr.ip()).is_some() {
             Verdict::Forward {
                 tenant: "t1".into(),
                 headers: vec![],
@@ -21,6 +22,9 @@ impl Gatekeeper for OnlyTenNet {
         } else {
             Verdict::Reject(crate::tenant::source_not_authorized(source))
         }
+    }
+    fn tenant_of(&self, addr: std::net::IpAddr) -> Option<Arc<str>> {
+        addr.to_string().starts_with("10.").then(|| "t1".into())
     }
 }
 
@@ -55,6 +59,7 @@ fn settings(carriers: &[&str]) -> Settings {
             .enumerate()
             .map(|(i, c)| Carrier {
                 name: format!("c{}", i + 1).into(),
+                group: format!("c{}", i + 1).into(),
                 peer: udp(c),
                 priority: i as u32,
                 weight: 1,

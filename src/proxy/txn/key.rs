@@ -1,0 +1,134 @@
+//! Transaction keys (RFC 3261 §17.1.3, §17.2.3): what a message is matched
+//! to its transaction by.
+
+use crate::sip::{Message, Via, BRANCH_COOKIE};
+
+/// The method part of a key: an ACK belongs to the INVITE transaction it
+/// acknowledges, a CANCEL has its own (§9.2, §17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyMethod {
+    Invite,
+    Cancel,
+    Other(Box<[u8]>),
+}
+
+impl KeyMethod {
+    pub fn of(method: &[u8]) -> KeyMethod {
+        match method {
+            b"INVITE" | b"ACK" => KeyMethod::Invite,
+            b"CANCEL" => KeyMethod::Cancel,
+            m => KeyMethod::Other(m.into()),
+        }
+    }
+}
+
+/// A transaction key. Server keys are the received top Via's branch and
+/// sent-by with the method (RFC 3261 branches), or, for a request from an
+/// RFC 2543 element (no magic cookie, or the cookie alone), the dialog
+/// identifiers and CSeq number with the sent-by. Client keys are our own
+/// branch with the CSeq method.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TxnKey {
+    method: KeyMethod,
+    id: Box<[u8]>,
+}
+
+impl TxnKey {
+    /// The server transaction `msg` belongs to (§17.2.3).
+    pub fn server(msg: &Message, via: &Via<'_>, method: &[u8]) -> TxnKey {
+        let mut id = Vec::with_capacity(64);
+        match via
+            .branch
+            .filter(|b| b.starts_with(BRANCH_COOKIE) && b.len() > BRANCH_COOKIE.len())
+        {
+            Some(b) => id.extend_from_slice(b),
+            None => {
+                // §17.2.3 for RFC 2543 requests: To tag is left out so that
+                // the ACK of a non-2xx (which has one) matches its INVITE.
+                id.push(b'|');
+                id.extend_from_slice(msg.call_id().unwrap_or_default());
+                id.push(b'|');
+                id.extend_from_slice(msg.from_tag().unwrap_or_default());
+                id.push(b'|');
+                let cseq = msg.cseq().map(|c| c.0).unwrap_or(0);
+                id.extend_from_slice(cseq.to_string().as_bytes());
+            }
+        }
+        id.push(b'|');
+        id.extend_from_slice(via.sent_by);
+        TxnKey {
+            method: KeyMethod::of(method),
+            id: id.into(),
+        }
+    }
+
+    /// A client transaction of ours (§17.1.3): our branch and the method.
+    pub fn client(branch: &[u8], method: &[u8]) -> TxnKey {
+        TxnKey {
+            method: KeyMethod::of(method),
+            id: branch.into(),
+        }
+    }
+
+    /// The same transaction identifier with another method: the INVITE a
+    /// CANCEL cancels shares its branch (§9.1).
+    pub fn with_method(&self, method: KeyMethod) -> TxnKey {
+        TxnKey {
+            method,
+            id: self.id.clone(),
+        }
+    }
+
+    pub fn method(&self) -> &KeyMethod {
+        &self.method
+    }
+
+    /// A To tag for responses generated here, derived from the key so that
+    /// a retransmitted request gets a byte-identical answer.
+    pub fn local_tag(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = siphasher::sip::SipHasher13::new();
+        self.hash(&mut h);
+        format!("cg{:x}", h.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(via: &str, method: &str) -> Message {
+        Message::parse(Bytes::from(format!(
+            "{method} sip:a@b SIP/2.0\r\nVia: {via}\r\nFrom: <sip:x@y>;tag=f\r\nTo: <sip:a@b>\r\n\
+             Call-ID: c\r\nCSeq: 7 {method}\r\n\r\n"
+        )))
+        .unwrap()
+    }
+
+    fn key(via: &str, method: &str) -> TxnKey {
+        let m = msg(via, method);
+        let v = m.top_via().unwrap();
+        TxnKey::server(&m, &v, method.as_bytes())
+    }
+
+    #[test]
+    fn server_keys() {
+        let via = "SIP/2.0/UDP h:5060;branch=z9hG4bKabc";
+        assert_eq!(key(via, "INVITE"), key(via, "ACK"));
+        assert_ne!(key(via, "INVITE"), key(via, "CANCEL"));
+        assert_ne!(key(via, "BYE"), key(via, "INFO"));
+        assert_ne!(
+            key(via, "INVITE"),
+            key("SIP/2.0/UDP h2:5060;branch=z9hG4bKabc", "INVITE")
+        );
+        // The magic cookie alone identifies nothing (RFC 4475 §3.2.1):
+        // such requests are matched like RFC 2543 ones.
+        let bare = key("SIP/2.0/UDP h:5060;branch=z9hG4bK", "INVITE");
+        assert_eq!(bare, key("SIP/2.0/UDP h:5060", "INVITE"));
+        assert_eq!(
+            TxnKey::client(b"z9hG4bKcg1", b"INVITE").with_method(KeyMethod::Cancel),
+            TxnKey::client(b"z9hG4bKcg1", b"CANCEL")
+        );
+    }
+}
