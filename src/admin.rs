@@ -394,6 +394,51 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Rejections axum makes itself (a path or a body that is not UTF-8, a
+/// body over the limit, a method the route does not have) come as plain
+/// text or with no body: rewritten so that every error of this API is a
+/// JSON `{"error": …}` with the same status.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let mut message = String::from_utf8_lossy(&text).trim().to_owned();
+    if message.is_empty() {
+        message = status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase();
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(allow) = parts
+            .headers
+            .get(header::ALLOW)
+            .and_then(|v| v.to_str().ok())
+        {
+            message = format!("{message}; this endpoint takes {allow}");
+        }
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({ "error": message }).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 pub fn router(state: AdminState) -> Router {
     let protected = Router::new()
         .route("/metrics", get(metrics))
@@ -415,6 +460,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .merge(protected)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
 }
 

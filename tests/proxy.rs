@@ -492,3 +492,80 @@ fn what_is_checked_is_what_is_presented() {
     let (fwd, _) = uas.recv(T).expect("INVITE at the carrier");
     assert_eq!(fwd.headers_by_name("P-Asserted-Identity").count(), 1);
 }
+
+#[test]
+fn a_carrier_that_answers_only_100_gets_a_cancel_and_the_dialer_a_408() {
+    let (uas, spec) = carrier();
+    // Timer C 1 s, T1 50 ms (64×T1 = 3.2 s): the whole life in seconds.
+    let p = Proxy::start_full(&[spec], "timer_c_s = 1\nt1_ms = 50\nt2_ms = 400\n", "", "");
+    let uac = Ua::bind("127.0.0.1:0");
+    let fwd = invite_to_carrier(&p, &uac, &uas, "only-100");
+    uas.send(p.addr(), &reply(&fwd, 100, "Trying", "", ""));
+    let r = uac.recv_final_or_request(Duration::from_secs(3));
+    assert_eq!(r.status(), Some(408), "{}", first_line(&r));
+    let (cancel, _) = uas.recv(T).expect("the carrier gets a CANCEL");
+    assert_eq!(cancel.method(), Some(&b"CANCEL"[..]));
+    // The carrier answers neither: every transaction still ends.
+    wait_for(
+        &p,
+        "callguard_transactions_active",
+        0.0,
+        Duration::from_secs(10),
+    );
+}
+
+#[test]
+fn a_token_relays_nothing_for_a_stranger_and_nothing_elsewhere() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let fwd = invite_to_carrier(&p, &uac, &uas, "token-1");
+    uas.send(p.addr(), &reply(&fwd, 200, "OK", "uas1", &uas.hostport()));
+    let ok = uac.recv_final_or_request(T);
+    assert_eq!(ok.status(), Some(200));
+    // A source of no tenant replays the dialog's Route: a fresh To tag and
+    // a re-INVITE to a DNC number, then a BYE.
+    let stranger = Ua::bind("127.0.0.2:0");
+    for (method, branch) in [("INVITE", "z9hG4bKst1"), ("BYE", "z9hG4bKst2")] {
+        let req = caller_dialog_request(&ok, method, 3, &stranger.hostport(), "UDP", branch)
+            .replace(";tag=uas1", ";tag=fresh");
+        stranger.send(p.addr(), &req);
+        let r = stranger.recv_final_or_request(T);
+        assert_eq!(r.status(), Some(403), "{method}: {}", first_line(&r));
+    }
+    // The dialer itself cannot send the dialog elsewhere: an extra Route.
+    let elsewhere = Ua::bind("127.0.0.3:0");
+    let req = caller_dialog_request(&ok, "MESSAGE", 4, &uac.hostport(), "UDP", "z9hG4bKms1")
+        .replacen(
+            "\r\nMax-Forwards",
+            &format!(", <sip:{};lr>\r\nMax-Forwards", elsewhere.hostport()),
+            1,
+        );
+    uac.send(p.addr(), &req);
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(403));
+    elsewhere.expect_silence(Duration::from_millis(300));
+    uas.expect_silence(Duration::from_millis(100));
+}
+
+#[test]
+fn the_outbound_proxy_route_is_removed() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let text = invite(
+        &uac.hostport(),
+        "UDP",
+        p.addr(),
+        "+33162000000",
+        "obp-1",
+        "z9hG4bKobp1",
+    )
+    .replacen(
+        "\r\nMax-Forwards",
+        &format!("\r\nRoute: <sip:{};lr>\r\nMax-Forwards", p.addr()),
+        1,
+    );
+    uac.send(p.addr(), &text);
+    let (fwd, _) = uas.recv(T).expect("INVITE at the carrier");
+    assert!(fwd.header(HeaderName::Route).is_none());
+}

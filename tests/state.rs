@@ -250,7 +250,23 @@ fn bad_api_calls_get_json_errors_and_change_nothing() {
     }
     // An oversized JSON body is refused before it is read.
     let big = format!(r#"{{"tenant":"test","number":"{}"}}"#, "1".repeat(100_000));
-    assert_eq!(p.http("POST", "/v1/refusals", &big).0, 413);
+    let (got, b) = p.http("POST", "/v1/refusals", &big);
+    assert_eq!(got, 413);
+    assert!(b.starts_with("{\"error\":"), "{b}");
+    // What axum rejects by itself is JSON too: bytes that are not UTF-8 in
+    // a path or a bulk body, a method the endpoint does not take.
+    for (method, path, body, status) in [
+        ("GET", "/v1/dnc/d/%FF%FE", &b""[..], 400),
+        ("POST", "/v1/dnc/d", &b"+33142000005\n\xFF\xFE\n"[..], 400),
+        ("DELETE", "/v1/refusals", &b""[..], 405),
+        ("PATCH", "/v1/check", &b"{}"[..], 405),
+    ] {
+        let (got, b) = p.http_raw(method, path, body, "");
+        assert_eq!(got, status, "{method} {path}: {b}");
+        let v: serde_json::Value =
+            serde_json::from_str(&b).unwrap_or_else(|e| panic!("{method} {path}: {e}: {b}"));
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{b}");
+    }
     // Nothing changed.
     for n in ["+33142000005", "+33142000006", "+33142000001"] {
         let (_, b) = p.http("GET", &format!("/v1/dnc/d/{n}"), "");

@@ -180,7 +180,14 @@ struct ClientEntry {
     cancel: CancelState,
     /// When Timer C is due (§16.6 step 11, reset by 101–199, §16.7 step 2).
     timer_c_due: Option<Instant>,
+    /// Timer C is never reset past this: a next hop that sends a
+    /// provisional every few minutes must not hold the call forever.
+    ring_limit: Option<Instant>,
 }
+
+/// How far provisionals can push Timer C back, in Timer C periods from the
+/// moment the INVITE was forwarded (12 minutes with the default 180 s).
+const RING_LIMIT_PERIODS: u32 = 4;
 
 #[derive(Debug, Clone, Copy)]
 enum Failure {
@@ -741,6 +748,7 @@ impl Core {
         let due = now + self.settings.timer_c;
         let c = &mut self.clients[cidx];
         c.timer_c_due = Some(due);
+        c.ring_limit = Some(now + self.settings.timer_c * RING_LIMIT_PERIODS);
         self.timers.arm(due, cidx, c.gen, Timer::C);
     }
 
@@ -993,7 +1001,8 @@ impl Core {
                 c.provisional = true;
                 if code > 100 {
                     // §16.7 step 2: a provisional other than 100 resets C.
-                    c.timer_c_due = Some(now + timer_c);
+                    let reset = now + timer_c;
+                    c.timer_c_due = Some(c.ring_limit.map_or(reset, |l| reset.min(l)));
                 }
                 if c.cancel == CancelState::Held {
                     self.send_cancel(now, cidx);
@@ -1436,6 +1445,7 @@ impl Core {
             provisional: false,
             cancel: CancelState::None,
             timer_c_due: None,
+            ring_limit: None,
         });
         self.client_index.insert(key, slot);
         self.observer.transactions(1);

@@ -182,6 +182,15 @@ impl Message {
             Err(_) => return None,
         };
         let m = Self::parse_with(buf, true).ok()?;
+        // "SIP/2.0 " with trailing blanks is a malformed line, not an
+        // unknown version.
+        let first = m.buf.split(|&c| c == b'\n').next().unwrap_or_default();
+        let problem = match problem {
+            ParseError::BadVersion if first.trim_ascii().ends_with(b" SIP/2.0") => {
+                ParseError::BadStartLine
+            }
+            p => p,
+        };
         m.is_request().then_some((m, problem))
     }
 

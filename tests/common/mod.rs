@@ -127,15 +127,21 @@ impl Proxy {
 
     /// Same, with extra header lines (each ending in CRLF).
     pub fn http_with(&self, method: &str, path: &str, body: &str, headers: &str) -> (u16, String) {
+        self.http_raw(method, path, body.as_bytes(), headers)
+    }
+
+    /// Same, with a body of any bytes.
+    pub fn http_raw(&self, method: &str, path: &str, body: &[u8], headers: &str) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         write!(
             s,
             "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .unwrap();
+        s.write_all(body).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         let status = out
