@@ -788,16 +788,15 @@ fn run(net: &mut Net, d: Duration) -> Vec<(SocketAddr, Message)> {
     net.advance(d)
 }
 
+/// What the callee side (and the dialer, for CANCEL) do after the INVITE.
+type Peer_ = Box<dyn Fn(&mut Net, &Message) -> Vec<(SocketAddr, Message)>>;
+
 #[test]
 fn every_transaction_ends_whatever_the_peers_do() {
     // The longest any scenario may take: Timer C, its CANCEL's 64×T1, the
     // server's Timer H, and a margin.
     let bound = Duration::from_secs(180 + 32 + 32 + 5);
-    let scenarios: Vec<(
-        &str,
-        Box<dyn Fn(&mut Net, &Message) -> Vec<(SocketAddr, Message)>>,
-        u16,
-    )> = vec![
+    let scenarios: Vec<(&str, Peer_, u16)> = vec![
         (
             "silent carrier",
             Box::new(|_: &mut Net, _: &Message| Vec::new()),
