@@ -98,7 +98,8 @@ pub fn check_request(msg: &Message, method: &[u8]) -> Result<(), Malformed> {
         }
         Some(_) => {}
     }
-    if Uri::parse(ruri).is_none() {
+    // §19.1.1 table 1: a Request-URI carries no headers (RFC 4475 escruri).
+    if Uri::parse(ruri).is_none() || memchr::memchr(b'?', ruri).is_some() {
         return Err(bad("Bad Request-URI"));
     }
     if !name_addr_ok(from) {
