@@ -108,6 +108,7 @@ fn benches(c: &mut Criterion) {
         config_version: "bench".into(),
         shared: None,
         durations: None,
+        peer_names: None,
     };
     let t = gate.tenants.by_id("t").unwrap().clone();
     let callees: Vec<String> = (0..1_000_000u64)

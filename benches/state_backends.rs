@@ -72,6 +72,7 @@ fn embedded(c: &mut Criterion) {
         config_version: "bench".into(),
         shared: None,
         durations: None,
+        peer_names: None,
     };
     let decide = |gate: &Gate| {
         let to = callee();

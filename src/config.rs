@@ -31,7 +31,8 @@ pub enum ConfigError {
     },
 }
 
-/// `transport:ip:port`, e.g. `udp:0.0.0.0:5060` or `tcp:[::1]:5060`.
+/// `transport:ip:port`, e.g. `udp:0.0.0.0:5060`, `tcp:[::1]:5060` or
+/// `tls:0.0.0.0:5061`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct SipAddr {
@@ -45,10 +46,11 @@ impl std::str::FromStr for SipAddr {
         let (transport, rest) = match s.split_once(':') {
             Some((t, rest)) if t.eq_ignore_ascii_case("udp") => (Transport::Udp, rest),
             Some((t, rest)) if t.eq_ignore_ascii_case("tcp") => (Transport::Tcp, rest),
+            Some((t, rest)) if t.eq_ignore_ascii_case("tls") => (Transport::Tls, rest),
             _ => (Transport::Udp, s),
         };
         let addr = rest.parse().map_err(|_| {
-            format!("`{s}` is not `udp:IP:PORT` or `tcp:IP:PORT` (IPv6 in brackets)")
+            format!("`{s}` is not `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT` (IPv6 in brackets)")
         })?;
         Ok(SipAddr { transport, addr })
     }
@@ -83,6 +85,8 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub dns: DnsConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
     #[serde(default, rename = "dnc_list")]
@@ -95,6 +99,27 @@ pub struct Config {
     /// Status and reason phrase per rule code.
     #[serde(default)]
     pub responses: std::collections::BTreeMap<String, ResponseConfig>,
+}
+
+/// SIP over TLS. Relative paths are read from the config file's directory.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Our certificate chain (PEM): presented on `tls:` listeners, and to
+    /// carriers that ask for a client certificate.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
+    /// A CA (PEM) whose certificates dialers may present: a verified one
+    /// names its tenant (`tenant.tls_names`). Absent: none is asked for.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// A CA (PEM) carriers' certificates must chain to. Absent: the
+    /// system's trust store.
+    #[serde(default)]
+    pub carrier_ca: Option<PathBuf>,
 }
 
 /// Where carrier domains are resolved.
@@ -293,6 +318,10 @@ pub struct CarrierConfig {
     /// style weighted choice).
     #[serde(default = "d_weight")]
     pub weight: u32,
+    /// The name the carrier's TLS certificate must carry (a `tls:` address);
+    /// default the address itself. A domain carrier's is its domain.
+    #[serde(default)]
+    pub tls_name: Option<String>,
 }
 
 fn d_weight() -> u32 {
@@ -457,7 +486,13 @@ impl Default for AuditConfig {
 pub struct TenantConfig {
     pub id: toml::Spanned<String>,
     /// Dialer source networks (CIDR).
+    #[serde(default)]
     pub sources: Vec<ipnet::IpNet>,
+    /// Names in a dialer's TLS client certificate (DNS SAN or CN, verified
+    /// against `tls.client_ca`) that identify this tenant, whatever the
+    /// source address.
+    #[serde(default)]
+    pub tls_names: Vec<String>,
     #[serde(default = "d_country")]
     pub country: Country,
     #[serde(default = "d_rule_set")]
@@ -595,9 +630,38 @@ impl Config {
                 "must start with redis://, rediss:// or unix://".into(),
             ));
         }
+        for (i, l) in self.sip.listen.iter().enumerate() {
+            if l.transport == Transport::Tls && self.tls.certificate.is_none() {
+                return Err(invalid(
+                    &[Key("sip"), Key("listen"), Index(i)],
+                    format!("`{l}`: a TLS listener needs `tls.certificate` and `tls.private_key`"),
+                ));
+            }
+        }
+        if self.tls.certificate.is_some() != self.tls.private_key.is_some() {
+            return Err(invalid(
+                &[Key("tls"), Key("private_key")],
+                "`tls.certificate` and `tls.private_key` go together".into(),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.carriers.iter().enumerate() {
             let at = |k| [Key("carrier"), Index(i), Key(k)];
+            // The name goes into Record-Route (`cgc=`) and metric labels.
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+            {
+                return Err(invalid(
+                    &at("name"),
+                    format!(
+                        "carrier `{}`: use letters, digits, `-`, `_` and `.`",
+                        c.name
+                    ),
+                ));
+            }
             if c.address.is_some() == c.domain.is_some() {
                 return Err(invalid(
                     &at("address"),
@@ -643,10 +707,18 @@ impl Config {
                     format!("tenant `{id}` is defined twice"),
                 ));
             }
-            if t.sources.is_empty() {
+            if t.sources.is_empty() && t.tls_names.is_empty() {
                 return Err(invalid(
                     &at("sources"),
-                    format!("tenant `{id}` has no `sources`: no dialer could use it"),
+                    format!(
+                        "tenant `{id}` has no `sources` and no `tls_names`: no dialer could use it"
+                    ),
+                ));
+            }
+            if !t.tls_names.is_empty() && self.tls.client_ca.is_none() {
+                return Err(invalid(
+                    &at("tls_names"),
+                    format!("tenant `{id}`: `tls_names` need `tls.client_ca` to verify dialers' certificates"),
                 ));
             }
             let rules = match self.rule_sets.get(&t.rule_set) {

@@ -1,5 +1,6 @@
 //! Carriers published as SIP domains, located per RFC 3263 §4 with
-//! `hickory-resolver`: NAPTR (SIP+D2U, SIP+D2T), then SRV, then A/AAAA.
+//! `hickory-resolver`: NAPTR (SIP+D2U, SIP+D2T, SIPS+D2T), then SRV, then
+//! A/AAAA.
 //!
 //! Resolution runs in background tasks (see `service`), never on the call
 //! path: a call uses the last good answer, and a failed or empty answer
@@ -115,6 +116,7 @@ impl Resolver {
                 let transport = match &n.services[..] {
                     s if s.eq_ignore_ascii_case(b"SIP+D2U") => Transport::Udp,
                     s if s.eq_ignore_ascii_case(b"SIP+D2T") => Transport::Tcp,
+                    s if s.eq_ignore_ascii_case(b"SIPS+D2T") => Transport::Tls,
                     _ => continue,
                 };
                 if !n.flags.eq_ignore_ascii_case(b"s") {

@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{Carrier, CarrierStatus, Core, LocalEndpoint, Peer, Settings, Transport};
 use crate::state::Store;
 use crate::tenant::{Clock, Gate, RefusalSignal, Tenants};
+use crate::transport::tls::{PeerNames, Tls, TlsFiles};
 use crate::transport::Dispatcher;
 
 /// Socket receive buffer asked for (the kernel caps it at rmem_max): bursts
@@ -128,6 +129,9 @@ pub struct Reloader {
     resolving: parking_lot::Mutex<std::collections::HashSet<String>>,
     me: std::sync::Weak<Reloader>,
     one_at_a_time: parking_lot::Mutex<()>,
+    /// TLS certificates and trust, when any TLS is configured at start.
+    tls: Option<Arc<Tls>>,
+    peer_names: Arc<PeerNames>,
 }
 
 fn config_version(path: &Path) -> String {
@@ -209,6 +213,9 @@ impl Reloader {
         }
         let mut s = (*self.settings()).clone();
         s.carriers = expand_carriers(&self.carrier_cfg.lock(), &self.resolved.lock());
+        if let Some(tls) = &self.tls {
+            tls.set_names(tls_names(&self.carrier_cfg.lock(), &s.carriers));
+        }
         let s = Arc::new(s);
         self.current_settings.store(s.clone());
         let gate: Arc<dyn crate::proxy::Gatekeeper> = self.gate();
@@ -234,6 +241,15 @@ impl Reloader {
         if cfg.sip.listen != self.listen {
             tracing::warn!("sip.listen changed: listeners change only on restart");
         }
+        match &self.tls {
+            Some(tls) => tls
+                .reload(&tls_files(&cfg, &self.origin.base_dir()))
+                .context("reloading the TLS certificates")?,
+            None if uses_tls(&cfg) => {
+                tracing::warn!("TLS was not configured at start: it takes effect only on restart")
+            }
+            None => {}
+        }
         self.settings().status.set_down_after(cfg.health.down_after);
         *self.carrier_cfg.lock() = cfg.carriers.clone();
         *self.dns_servers.lock() = cfg.dns.servers.clone();
@@ -248,6 +264,9 @@ impl Reloader {
         let n_tenants = tenants.len();
         let (window, cooloff) = tenants.retention();
         self.state.retain(window, cooloff);
+        if let Some(tls) = &self.tls {
+            tls.set_names(tls_names(&cfg.carriers, &settings.carriers));
+        }
         let gate = Arc::new(Gate {
             tenants,
             clock: self.clock,
@@ -257,6 +276,7 @@ impl Reloader {
             config_version: config_version(&self.origin.path).into(),
             shared: shared_policy(self.shared.as_ref(), &cfg),
             durations: Some(self.metrics.decision_duration.clone()),
+            peer_names: Some(self.peer_names.clone()),
         });
         self.metrics.dnc_sizes(&gate.tenants);
         self.current.store(gate.clone());
@@ -278,6 +298,47 @@ impl Reloader {
             lists.join("; ")
         ))
     }
+}
+
+/// The TLS files of `cfg`, relative paths read from `base`.
+fn tls_files(cfg: &Config, base: &Path) -> TlsFiles {
+    let at = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| base.join(p));
+    TlsFiles {
+        certificate: at(&cfg.tls.certificate),
+        private_key: at(&cfg.tls.private_key),
+        client_ca: at(&cfg.tls.client_ca),
+        carrier_ca: at(&cfg.tls.carrier_ca),
+    }
+}
+
+/// Whether `cfg` uses TLS anywhere (a domain carrier may publish TLS
+/// targets in NAPTR).
+fn uses_tls(cfg: &Config) -> bool {
+    cfg.tls != Default::default()
+        || cfg.sip.listen.iter().any(|l| l.transport == Transport::Tls)
+        || cfg
+            .carriers
+            .iter()
+            .any(|c| c.domain.is_some() || c.address.is_some_and(|a| a.transport == Transport::Tls))
+}
+
+/// The name each TLS carrier target's certificate must carry: its
+/// `tls_name`, a domain carrier's domain, else the address.
+fn tls_names(
+    cfg: &[crate::config::CarrierConfig],
+    carriers: &[Carrier],
+) -> std::collections::HashMap<SocketAddr, String> {
+    carriers
+        .iter()
+        .filter(|c| c.peer.transport == Transport::Tls)
+        .map(|c| {
+            let conf = cfg.iter().find(|x| *x.name == *c.group);
+            let name = conf
+                .and_then(|x| x.tls_name.clone().or_else(|| x.domain.clone()))
+                .unwrap_or_else(|| c.peer.addr.ip().to_string());
+            (c.peer.addr, name.trim_end_matches('.').to_owned())
+        })
+        .collect()
 }
 
 fn shared_policy(
@@ -426,6 +487,7 @@ impl Overrides {
                     domain: None,
                     priority: None,
                     weight: 1,
+                    tls_name: None,
                 })
                 .collect();
         }
@@ -702,11 +764,20 @@ pub async fn start(
         tracing::warn!(now = %clock.now(), "POLICY CLOCK SHIFTED (--at): decisions use this time, not the real one. Testing only.");
     }
     let key = route_key(&cfg.state.data_dir)?;
+    let tls = if uses_tls(&cfg) {
+        Some(Arc::new(
+            Tls::new(&tls_files(&cfg, &origin.base_dir()))
+                .context("loading the TLS certificates")?,
+        ))
+    } else {
+        None
+    };
+    let peer_names = Arc::new(PeerNames::default());
 
     let mut bound = Vec::new();
     let mut udp_v4 = None;
     let mut udp_v6 = None;
-    let mut tcp = Vec::new();
+    let mut tcp: Vec<(TcpListener, Transport)> = Vec::new();
     for l in &cfg.sip.listen {
         match l.transport {
             Transport::Udp => {
@@ -726,16 +797,18 @@ pub async fn start(
                 });
                 *slot = Some(s);
             }
-            Transport::Tls => bail!("{l}: TLS listeners are not built yet"),
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
+                if l.transport == Transport::Tls && !tls.as_ref().is_some_and(|t| t.can_serve()) {
+                    bail!("{l}: a TLS listener needs `tls.certificate` and `tls.private_key`");
+                }
                 let s =
                     tcp_listener(l.addr).with_context(|| format!("binding SIP listener {l}"))?;
                 let s = TcpListener::from_std(s)?;
                 bound.push(SipAddr {
-                    transport: Transport::Tcp,
+                    transport: l.transport,
                     addr: s.local_addr()?,
                 });
-                tcp.push(s);
+                tcp.push((s, l.transport));
             }
         }
     }
@@ -782,7 +855,11 @@ pub async fn start(
         config_version: config_version(&origin.path).into(),
         shared: shared_policy(shared.as_ref(), &cfg),
         durations: Some(metrics.decision_duration.clone()),
+        peer_names: Some(peer_names.clone()),
     });
+    if let Some(tls) = &tls {
+        tls.set_names(tls_names(&cfg.carriers, &settings.carriers));
+    }
     metrics.dnc_sizes(&gatekeeper.tenants);
     if gatekeeper.tenants.is_empty() {
         tracing::warn!("no tenant is configured: every INVITE will be rejected 403");
@@ -801,6 +878,8 @@ pub async fn start(
         cores,
         udp_v4.clone(),
         udp_v6.clone(),
+        tls.clone(),
+        peer_names.clone(),
         cfg.sip.max_message_bytes,
         Duration::from_secs(cfg.sip.tcp_idle_timeout_s),
     );
@@ -810,8 +889,8 @@ pub async fn start(
             tokio::spawn(dispatcher.clone().udp_loop(sock.clone()));
         }
     }
-    for l in tcp {
-        tokio::spawn(dispatcher.clone().accept_loop(l));
+    for (l, transport) in tcp {
+        tokio::spawn(dispatcher.clone().accept_loop(l, transport));
     }
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -850,6 +929,8 @@ pub async fn start(
         me: me.clone(),
         data_dir: cfg.state.data_dir.clone(),
         one_at_a_time: parking_lot::Mutex::new(()),
+        tls,
+        peer_names,
     });
     reloader.start_resolving();
     let state = crate::admin::AdminState {

@@ -19,11 +19,14 @@ use crate::proxy::{Gatekeeper, Peer, Rejection, Verdict};
 use crate::schedule::{self, Calendar, Weekly};
 use crate::sip::message::{name_addr_uri, HeaderName};
 use crate::sip::{Message, Uri};
+use crate::transport::tls::PeerNames;
 
 /// Source networks to tenants, most specific prefix first.
 #[derive(Debug, Default)]
 pub struct Tenants {
     nets: Vec<(IpNet, usize)>,
+    /// Client-certificate names (lower case) to tenants.
+    tls_names: HashMap<String, usize>,
     tenants: Vec<Arc<TenantPolicy>>,
     /// Every configured DNC list by name, with the country its national
     /// numbers are read in (admin API).
@@ -307,6 +310,9 @@ impl Tenants {
             for net in &tc.sources {
                 t.nets.push((net.trunc(), i));
             }
+            for name in &tc.tls_names {
+                t.tls_names.insert(name.to_ascii_lowercase(), i);
+            }
         }
         t.nets
             .sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
@@ -324,6 +330,23 @@ impl Tenants {
             .iter()
             .find(|(n, _)| n.contains(&ip))
             .map(|(_, i)| &self.tenants[*i])
+    }
+
+    /// The tenant of a peer: by the names of the verified client
+    /// certificate of its TLS connection (or, for a destination, of a TLS
+    /// connection open from its host), else by its source network.
+    pub fn find_peer(&self, peer: &Peer, names: Option<&PeerNames>) -> Option<&Arc<TenantPolicy>> {
+        if peer.transport == crate::proxy::Transport::Tls && !self.tls_names.is_empty() {
+            let ns = names.and_then(|n| n.get(&peer.addr).or_else(|| n.by_ip(peer.addr.ip())));
+            if let Some(&i) = ns
+                .iter()
+                .flat_map(|ns| ns.iter())
+                .find_map(|n| self.tls_names.get(&**n))
+            {
+                return Some(&self.tenants[i]);
+            }
+        }
+        self.find(peer.addr.ip())
     }
 
     pub fn by_id(&self, id: &str) -> Option<&Arc<TenantPolicy>> {
@@ -550,6 +573,8 @@ pub struct Gate {
     /// Where the time each decision takes is observed
     /// (`callguard_decision_duration_seconds`).
     pub durations: Option<prometheus_client::metrics::histogram::Histogram>,
+    /// Client-certificate names of the TLS connections open now.
+    pub peer_names: Option<Arc<PeerNames>>,
 }
 
 /// Deciding with the shared state: how to behave when it is unavailable.
@@ -748,8 +773,10 @@ impl Gatekeeper for Gate {
         verdict
     }
 
-    fn tenant_of(&self, addr: std::net::IpAddr) -> Option<Arc<str>> {
-        self.tenants.find(addr).map(|t| t.id.clone())
+    fn tenant_of(&self, peer: &Peer) -> Option<Arc<str>> {
+        self.tenants
+            .find_peer(peer, self.peer_names.as_deref())
+            .map(|t| t.id.clone())
     }
 
     /// A BYE from a tenant's dialer that says the callee refused: the
@@ -758,7 +785,7 @@ impl Gatekeeper for Gate {
         if req.method() != Some(&b"BYE"[..]) || !self.refusal.matches(req) {
             return;
         }
-        let Some(t) = self.tenants.find(source.addr.ip()) else {
+        let Some(t) = self.tenants.find_peer(source, self.peer_names.as_deref()) else {
             return;
         };
         let callee = req
@@ -805,7 +832,7 @@ impl Gate {
         started: std::time::Instant,
     ) -> Verdict {
         let now = self.clock.now();
-        let Some(t) = self.tenants.find(source.addr.ip()) else {
+        let Some(t) = self.tenants.find_peer(source, self.peer_names.as_deref()) else {
             self.audit(invite, source, None, now);
             return Verdict::Reject(source_not_authorized(source));
         };

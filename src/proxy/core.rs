@@ -489,7 +489,7 @@ impl Core {
         }
         match &method[..] {
             b"ACK" => return self.on_ack(now, from, msg, key, top_via),
-            b"CANCEL" => return self.on_cancel(now, msg, &key, top_via, reply_to),
+            b"CANCEL" => return self.on_cancel(now, from, msg, &key, top_via, reply_to),
             _ => {}
         }
         if let Some(&idx) = self.server_index.get(&key) {
@@ -809,12 +809,24 @@ impl Core {
     fn on_cancel(
         &mut self,
         now: Instant,
+        from: Peer,
         msg: Message,
         key: &TxnKey,
         top_via: Option<Vec<u8>>,
         reply_to: Peer,
     ) {
-        let Some(&sidx) = self.server_index.get(&key.with_method(KeyMethod::Invite)) else {
+        // The CANCEL must come from where the INVITE came from: the branch
+        // and sent-by it is matched on are written by the sender, and anyone
+        // who saw them could otherwise cancel a tenant's call.
+        let same_source = |s: &ServerEntry| {
+            routing::canonical(s.source.addr.ip()) == routing::canonical(from.addr.ip())
+        };
+        let invite = self
+            .server_index
+            .get(&key.with_method(KeyMethod::Invite))
+            .copied()
+            .filter(|&i| same_source(&self.servers[i]));
+        let Some(sidx) = invite else {
             return self.reply_stateless(
                 &msg,
                 top_via.as_deref(),

@@ -24,7 +24,7 @@ pub use build::escape_quoted;
 pub use carriers::{Carrier, CarrierStatus};
 
 use bytes::Bytes;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,9 +193,10 @@ pub struct Rejection {
 /// reads no clock.
 pub trait Gatekeeper: Send + Sync {
     fn check(&self, invite: &Message, source: &Peer) -> Verdict;
-    /// The tenant whose dialers' networks hold `addr`: an in-dialog request
-    /// is relayed only between the tenant and the carrier of its dialog.
-    fn tenant_of(&self, _addr: IpAddr) -> Option<Arc<str>> {
+    /// The tenant `peer` belongs to (its certificate, or its network): an
+    /// in-dialog request is relayed only between the tenant and the
+    /// carrier of its dialog.
+    fn tenant_of(&self, _peer: &Peer) -> Option<Arc<str>> {
         None
     }
     /// Sees each in-dialog request of a dialog this proxy record-routed,

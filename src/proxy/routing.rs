@@ -184,14 +184,14 @@ pub fn in_dialog(
     };
     let from_tag = msg.from_tag().unwrap_or_default();
     let to_tag = msg.to_tag().unwrap_or_default();
-    if valid(from_tag, gate.tenant_of(from.addr.ip())) {
+    if valid(from_tag, gate.tenant_of(&from)) {
         // Caller side: to the carrier the call went to.
         if carrier_has(s, carrier, dest.addr.ip()) {
             return Ok((dest, pops));
         }
         return Err(Refusal::Forbidden("Next Hop Is Not The Carrier"));
     }
-    if valid(to_tag, gate.tenant_of(dest.addr.ip())) {
+    if valid(to_tag, gate.tenant_of(&dest)) {
         // Callee side: from that carrier, to the tenant's network.
         if carrier_has(s, carrier, from.addr.ip()) {
             return Ok((dest, pops));
@@ -272,11 +272,9 @@ pub fn rewrite_uri_host(uri: &[u8], dest: &Peer) -> String {
     };
     match Uri::parse(uri) {
         Some(u) => {
-            let scheme = if u.is_sips() || dest.transport == Transport::Tls {
-                "sips"
-            } else {
-                "sip"
-            };
+            // TLS to the carrier is this hop's transport (`transport=tls`);
+            // `sips:` stays a promise of the caller's to make.
+            let scheme = if u.is_sips() { "sips" } else { "sip" };
             let user = u
                 .user
                 .map(|u| format!("{}@", String::from_utf8_lossy(u)))

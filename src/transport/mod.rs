@@ -9,6 +9,7 @@
 //! whose verdict goes back into the same shard.
 
 pub mod stream;
+pub mod tls;
 
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
@@ -18,17 +19,21 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify};
 
 use crate::proxy::{Core, DecisionId, Peer, Pending, Transmit, Transport};
 use stream::{next_frame, Frame};
+use tls::{PeerNames, Tls};
 
 /// Messages queued per TCP connection before new ones are dropped; a peer
 /// that stops reading must not grow our memory without bound.
 const TCP_QUEUE: usize = 4096;
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A TLS handshake that takes longer is abandoned (a peer that opens
+/// connections and never completes them holds nothing for long).
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Shard {
     core: Mutex<Core>,
@@ -41,7 +46,12 @@ pub struct Dispatcher {
     shards: Box<[Shard]>,
     udp_v4: Option<Arc<UdpSocket>>,
     udp_v6: Option<Arc<UdpSocket>>,
-    tcp: DashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// Open TCP and TLS connections by transport and remote address: their
+    /// writer's queue.
+    streams: DashMap<(Transport, SocketAddr), mpsc::Sender<Bytes>>,
+    tls: Option<Arc<Tls>>,
+    /// Client-certificate names of the TLS connections open now.
+    peer_names: Arc<PeerNames>,
     max_message: usize,
     tcp_idle: Duration,
     base: Instant,
@@ -55,6 +65,8 @@ impl Dispatcher {
         cores: Vec<Core>,
         udp_v4: Option<Arc<UdpSocket>>,
         udp_v6: Option<Arc<UdpSocket>>,
+        tls: Option<Arc<Tls>>,
+        peer_names: Arc<PeerNames>,
         max_message: usize,
         tcp_idle: Duration,
     ) -> Arc<Dispatcher> {
@@ -69,7 +81,9 @@ impl Dispatcher {
                 .collect(),
             udp_v4,
             udp_v6,
-            tcp: DashMap::new(),
+            streams: DashMap::new(),
+            tls,
+            peer_names,
             max_message,
             tcp_idle,
             base: Instant::now(),
@@ -188,10 +202,7 @@ impl Dispatcher {
     fn transmit(&self, t: Transmit) {
         match t.to.transport {
             Transport::Udp => self.send_udp(t.to.addr, t.payload),
-            Transport::Tcp => self.send_tcp(t.to.addr, t.payload),
-            Transport::Tls => {
-                tracing::warn!(to = %t.to.addr, "no TLS transport yet; message dropped")
-            }
+            Transport::Tcp | Transport::Tls => self.send_stream(t.to, t.payload),
         }
     }
 
@@ -220,64 +231,88 @@ impl Dispatcher {
         }
     }
 
-    fn send_tcp(&self, to: SocketAddr, payload: Bytes) {
-        if let Some(tx) = self.tcp.get(&to).map(|t| t.clone()) {
+    /// Sends on the connection to `to`, opening one if there is none. For
+    /// TLS, a connection from the same host is reused first: a dialer's
+    /// Contact is on the host its connection comes from, and a dialer
+    /// rarely holds a certificate for its own address.
+    fn send_stream(&self, to: Peer, payload: Bytes) {
+        let key = (to.transport, to.addr);
+        let mut tx = self.streams.get(&key).map(|t| t.clone());
+        let carrier = self.tls.as_ref().is_some_and(|t| t.is_carrier(to.addr));
+        if tx.is_none() && to.transport == Transport::Tls && !carrier {
+            tx = self
+                .streams
+                .iter()
+                .find(|e| e.key().0 == Transport::Tls && e.key().1.ip() == to.addr.ip())
+                .map(|e| e.value().clone());
+        }
+        if let Some(tx) = tx {
             match tx.try_send(payload) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::warn!(%to, "TCP peer is not reading; message dropped");
+                    tracing::warn!(to = %to, "stream peer is not reading; message dropped");
                     return;
                 }
                 Err(mpsc::error::TrySendError::Closed(p)) => {
-                    self.tcp.remove_if(&to, |_, v| v.same_channel(&tx));
-                    return self.connect_tcp(to, p);
+                    self.streams.remove_if(&key, |_, v| v.same_channel(&tx));
+                    return self.connect(to, p);
                 }
             }
         }
-        self.connect_tcp(to, payload);
+        self.connect(to, payload);
     }
 
-    /// Opens a connection to `to`; messages queue in its channel meanwhile.
-    fn connect_tcp(&self, to: SocketAddr, first: Bytes) {
+    /// Opens a connection to `to` (TCP, then TLS on it for a TLS peer);
+    /// messages queue in its channel meanwhile.
+    fn connect(&self, to: Peer, first: Bytes) {
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         let _ = tx.try_send(first);
-        self.tcp.insert(to, tx.clone());
+        let key = (to.transport, to.addr);
+        self.streams.insert(key, tx.clone());
         let Some(me) = self.me.upgrade() else { return };
         tokio::spawn(async move {
-            match tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect(to)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    me.run_connection(stream, to, tx, rx).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(%to, error = %e, "TCP connect failed");
-                    me.tcp.remove_if(&to, |_, v| v.same_channel(&tx));
-                    me.unreachable(Peer {
-                        transport: Transport::Tcp,
-                        addr: to,
-                    });
-                }
-                Err(_) => {
-                    tracing::warn!(%to, "TCP connect timed out");
-                    me.tcp.remove_if(&to, |_, v| v.same_channel(&tx));
-                    me.unreachable(Peer {
-                        transport: Transport::Tcp,
-                        addr: to,
-                    });
-                }
+            let failed = |why: String| {
+                tracing::warn!(to = %to, "connection failed: {why}");
+                me.streams.remove_if(&key, |_, v| v.same_channel(&tx));
+                me.unreachable(to);
+            };
+            let stream = match tokio::time::timeout(
+                TCP_CONNECT_TIMEOUT,
+                TcpStream::connect(to.addr),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return failed(e.to_string()),
+                Err(_) => return failed("connect timed out".into()),
+            };
+            let _ = stream.set_nodelay(true);
+            if to.transport != Transport::Tls {
+                return me.run_connection(stream, to, tx.clone(), rx).await;
+            }
+            let (Some(tls), Some(name)) = (
+                me.tls.as_ref(),
+                me.tls.as_ref().and_then(|t| t.server_name(to.addr)),
+            ) else {
+                return failed("no TLS configuration".into());
+            };
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.connector().connect(name, stream))
+                .await
+            {
+                Ok(Ok(s)) => me.run_connection(s, to, tx.clone(), rx).await,
+                Ok(Err(e)) => failed(format!("TLS handshake: {e}")),
+                Err(_) => failed("TLS handshake timed out".into()),
             }
         });
     }
 
-    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener) {
+    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, transport: Transport) {
         loop {
             match listener.accept().await {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
-                    let (tx, rx) = mpsc::channel(TCP_QUEUE);
-                    self.tcp.insert(remote, tx.clone());
                     let me = self.clone();
-                    tokio::spawn(async move { me.run_connection(stream, remote, tx, rx).await });
+                    tokio::spawn(async move { me.serve_accepted(stream, remote, transport).await });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -288,31 +323,65 @@ impl Dispatcher {
         }
     }
 
-    async fn run_connection(
+    async fn serve_accepted(&self, stream: TcpStream, remote: SocketAddr, transport: Transport) {
+        let peer = Peer {
+            transport,
+            addr: remote,
+        };
+        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        if transport != Transport::Tls {
+            self.streams.insert((transport, remote), tx.clone());
+            return self.run_connection(stream, peer, tx, rx).await;
+        }
+        let Some(acceptor) = self.tls.as_ref().and_then(|t| t.acceptor()) else {
+            return;
+        };
+        let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
+        };
+        let names = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(tls::certificate_names)
+            .unwrap_or_default();
+        if !names.is_empty() {
+            tracing::debug!(%remote, names = ?names, "TLS client certificate");
+        }
+        self.peer_names.insert(remote, names);
+        self.streams.insert((transport, remote), tx.clone());
+        self.run_connection(tls, peer, tx, rx).await;
+        self.peer_names.remove(&remote);
+    }
+
+    async fn run_connection<S>(
         &self,
-        stream: TcpStream,
-        remote: SocketAddr,
+        stream: S,
+        peer: Peer,
         tx: mpsc::Sender<Bytes>,
         mut rx: mpsc::Receiver<Bytes>,
-    ) {
-        let (mut r, mut w) = stream.into_split();
+    ) where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let remote = peer.addr;
+        let (mut r, mut w) = tokio::io::split(stream);
         let writer = tokio::spawn(async move {
             while let Some(b) = rx.recv().await {
                 if w.write_all(&b).await.is_err() {
                     break;
                 }
             }
+            let _ = w.shutdown().await;
         });
-        let peer = Peer {
-            transport: Transport::Tcp,
-            addr: remote,
-        };
         let mut buf = BytesMut::with_capacity(8192);
         'read: loop {
             match tokio::time::timeout(self.tcp_idle, r.read_buf(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => break,
                 Err(_) => {
-                    tracing::debug!(%remote, "closing idle TCP connection");
+                    tracing::debug!(%remote, "closing idle connection");
                     break;
                 }
                 Ok(Ok(_)) => {}
@@ -327,7 +396,7 @@ impl Dispatcher {
                     Err(e) => {
                         // Framing is lost: nothing after this point can be
                         // trusted, so the connection is closed.
-                        tracing::warn!(%remote, error = %e, "closing TCP connection");
+                        tracing::warn!(%remote, error = %e, "closing connection");
                         let _ = tx.try_send(Bytes::from_static(
                             b"SIP/2.0 513 Message Too Large\r\nContent-Length: 0\r\n\r\n",
                         ));
@@ -336,7 +405,8 @@ impl Dispatcher {
                 }
             }
         }
-        self.tcp.remove_if(&remote, |_, v| v.same_channel(&tx));
+        self.streams
+            .remove_if(&(peer.transport, remote), |_, v| v.same_channel(&tx));
         drop(tx);
         let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     }

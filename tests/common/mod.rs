@@ -14,6 +14,8 @@ pub struct Proxy {
     child: Child,
     pub sip: u16,
     pub admin: u16,
+    /// The TLS listener's port, when started with one.
+    pub tls: u16,
     pub dir: tempfile::TempDir,
 }
 
@@ -45,19 +47,55 @@ impl Proxy {
 
     /// Same, with extra keys of the `[sip]` table.
     pub fn start_full(carriers: &[String], sip: &str, top: &str, tenant: &str) -> Proxy {
+        Self::start_inner(carriers, sip, top, tenant, false, |_| {})
+    }
+
+    /// Same, with a TLS listener too; `prepare` writes files (certificates)
+    /// into the directory before the process starts.
+    pub fn start_tls(
+        carriers: &[String],
+        top: &str,
+        tenant: &str,
+        prepare: impl Fn(&std::path::Path),
+    ) -> Proxy {
+        Self::start_inner(carriers, "", top, tenant, true, prepare)
+    }
+
+    fn start_inner(
+        carriers: &[String],
+        sip: &str,
+        top: &str,
+        tenant: &str,
+        tls: bool,
+        prepare: impl Fn(&std::path::Path),
+    ) -> Proxy {
         for _ in 0..5 {
-            if let Some(p) = Self::try_start(carriers, sip, top, tenant) {
+            if let Some(p) = Self::try_start(carriers, sip, top, tenant, tls, &prepare) {
                 return p;
             }
         }
         panic!("callguard did not start");
     }
 
-    fn try_start(carriers: &[String], sip_extra: &str, top: &str, tenant: &str) -> Option<Proxy> {
+    fn try_start(
+        carriers: &[String],
+        sip_extra: &str,
+        top: &str,
+        tenant: &str,
+        tls: bool,
+        prepare: &dyn Fn(&std::path::Path),
+    ) -> Option<Proxy> {
         let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let (sip, admin) = (free_port(), free_port());
+        let tls_port = if tls { free_port() } else { 0 };
+        let tls_listen = if tls {
+            format!(", \"tls:127.0.0.1:{tls_port}\"")
+        } else {
+            String::new()
+        };
         let mut cfg = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:{sip}\", \"tcp:127.0.0.1:{sip}\", \"udp:[::1]:{sip}\", \"tcp:[::1]:{sip}\"]\n\
+            "[sip]\nlisten = [\"udp:127.0.0.1:{sip}\", \"tcp:127.0.0.1:{sip}\", \"udp:[::1]:{sip}\", \"tcp:[::1]:{sip}\"{tls_listen}]\n\
              carrier_timeout_ms = 1000\nmax_message_bytes = 65535\n{sip_extra}\n\
              [admin]\nlisten = \"127.0.0.1:{admin}\"\n[state]\ndata_dir = \"{}\"\n{top}\n\
              [[tenant]]\nid = \"test\"\nsources = [\"127.0.0.1/32\", \"::1/128\"]\n{tenant}\n",
@@ -76,6 +114,7 @@ impl Proxy {
             child,
             sip,
             admin,
+            tls: tls_port,
             dir,
         };
         p.wait_ready().then_some(p)

@@ -13,7 +13,7 @@ const C2: &str = "192.0.2.21:5060";
 struct OnlyTenNet;
 impl Gatekeeper for OnlyTenNet {
     fn check(&self, _m: &Message, source: &Peer) -> Verdict {
-        if self.tenant_of(source.addr.ip()).is_some() {
+        if self.tenant_of(source).is_some() {
             Verdict::Forward {
                 tenant: "t1".into(),
                 headers: vec![],
@@ -23,8 +23,12 @@ impl Gatekeeper for OnlyTenNet {
             Verdict::Reject(crate::tenant::source_not_authorized(source))
         }
     }
-    fn tenant_of(&self, addr: std::net::IpAddr) -> Option<Arc<str>> {
-        addr.to_string().starts_with("10.").then(|| "t1".into())
+    fn tenant_of(&self, peer: &Peer) -> Option<Arc<str>> {
+        peer.addr
+            .ip()
+            .to_string()
+            .starts_with("10.")
+            .then(|| "t1".into())
     }
 }
 
@@ -1115,5 +1119,20 @@ To: <sip:c@d>\r\nCall-ID: opt-{}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n
     assert_eq!(
         r.header_by_name("Unsupported"),
         Some(&b"nothingSupportsThis"[..])
+    );
+}
+
+#[test]
+fn a_cancel_from_another_address_cancels_nothing() {
+    let mut net = Net::new(&[C1]);
+    let fwd = start_call(&mut net, "cx-1");
+    only(net.input(C1, &reply(&fwd, 180, "Ringing", Some("c1"))), UAC);
+    // Same branch and sent-by as the dialer's INVITE, sent from elsewhere.
+    let out = net.input("10.9.9.9:5062", &cancel("cx-1"));
+    assert_eq!(only(out, "10.9.9.9:5062").status(), Some(481));
+    // The call goes on: the answer reaches the dialer.
+    assert_eq!(
+        only(net.input(C1, &reply(&fwd, 200, "OK", Some("c1"))), UAC).status(),
+        Some(200)
     );
 }
