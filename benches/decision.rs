@@ -4,12 +4,15 @@
 //!
 //!   cargo bench --bench decision
 
+use callguard::app::compile;
+use callguard::clock::Clock;
 use callguard::config::Config;
 use callguard::dnc::NumberSet;
+use callguard::gate::{Gate, GateParts};
 use callguard::numbering::{self, Country, E164};
 use callguard::policy::Facts;
+use callguard::state::Backend;
 use callguard::state::Store;
-use callguard::tenant::{Clock, Gate, RefusalSignal, Tenants};
 use chrono::{TimeZone, Utc};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::io::Write;
@@ -59,7 +62,7 @@ fn benches(c: &mut Criterion) {
         &dir.path().join("c.toml"),
     )
     .unwrap();
-    let (tenants, lists) = Tenants::build(&cfg, dir.path(), None).unwrap();
+    let (tenants, lists) = compile::tenants(&cfg, dir.path(), None).unwrap();
     assert_eq!(lists[0].report.entries as u64, N);
     let t = tenants.by_id("t").unwrap().clone();
     let open = chrono_tz::Tz::Europe__Paris
@@ -98,25 +101,21 @@ fn benches(c: &mut Criterion) {
     // call is counted rather than capped.
     let state_dir = tempfile::tempdir().unwrap();
     let (state, _) = Store::open(state_dir.path(), Clock::System).unwrap();
-    let (tenants, _) = Tenants::build(&cfg, dir.path(), Some(&state)).unwrap();
-    let gate = Gate {
-        tenants,
-        clock: Clock::System,
-        audit: None,
-        state: Some(state),
-        refusal: RefusalSignal::default(),
-        config_version: "bench".into(),
-        shared: None,
-        durations: None,
-        peer_names: None,
-    };
+    let (tenants, _) = compile::tenants(&cfg, dir.path(), Some(&state)).unwrap();
+    let gate: Gate = GateParts {
+        state: Some(Backend::new(state, None)),
+        ..GateParts::new(tenants)
+    }
+    .build();
     let t = gate.tenants.by_id("t").unwrap().clone();
     let callees: Vec<String> = (0..1_000_000u64)
         .map(|i| format!("+3314{:07}", i * 7 % 10_000_000))
         .collect();
     let probe = Facts::new("+33162000000", &callees[0], None);
     // Counted on a copy of the clock far from the measured instants.
-    let d = gate.decide(&t, &probe, open - chrono::Duration::days(400), true);
+    let d = gate
+        .decide_and_count_now(&t, &probe, open - chrono::Duration::days(400))
+        .unwrap();
     assert_eq!(
         d.decision,
         callguard::policy::Outcome::Allow,
@@ -134,7 +133,7 @@ fn benches(c: &mut Criterion) {
                 at += chrono::Duration::weeks(5);
             }
             let f = Facts::new("+33162000000", &callees[i], None);
-            gate.decide(&t, black_box(&f), at, true)
+            gate.decide_and_count_now(&t, black_box(&f), at)
         })
     });
 }

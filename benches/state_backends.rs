@@ -9,12 +9,13 @@
 //! rate with 64 decisions in flight are printed after it. The Redis part
 //! needs `redis-server` (Debian package) and starts its own on loopback.
 
-use callguard::config::{Config, RedisConfig};
+use callguard::app::compile;
+use callguard::clock::Clock;
+use callguard::config::Config;
+use callguard::gate::{Gate, GateParts, Tenants};
 use callguard::policy::Facts;
 use callguard::policy::TenantPolicy;
-use callguard::state::shared::{Health, Shared};
-use callguard::state::Store;
-use callguard::tenant::{Clock, Gate, RefusalSignal, SharedPolicy, Tenants};
+use callguard::state::{Backend, Health, RedisSettings, Shared, Store};
 use chrono::{DateTime, TimeZone, Utc};
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +40,7 @@ fn tenant(dir: &std::path::Path, state: Option<&Store>) -> (Tenants, Arc<TenantP
         &dir.join("c.toml"),
     )
     .unwrap();
-    let (tenants, _) = Tenants::build(&cfg, dir, state).unwrap();
+    let (tenants, _) = compile::tenants(&cfg, dir, state).unwrap();
     let t = tenants.by_id("t").unwrap().clone();
     (tenants, t)
 }
@@ -63,21 +64,15 @@ fn embedded(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let (state, _) = Store::open(dir.path(), Clock::System).unwrap();
     let (tenants, t) = tenant(dir.path(), Some(&state));
-    let gate = Gate {
-        tenants,
-        clock: Clock::System,
-        audit: None,
-        state: Some(state),
-        refusal: RefusalSignal::default(),
-        config_version: "bench".into(),
-        shared: None,
-        durations: None,
-        peer_names: None,
-    };
+    let gate: Gate = GateParts {
+        state: Some(Backend::new(state, None)),
+        ..GateParts::new(tenants)
+    }
+    .build();
     let decide = |gate: &Gate| {
         let to = callee();
         let f = Facts::new("+33162000000", &to, None);
-        gate.decide(&t, black_box(&f), open_at(), true)
+        gate.decide_and_count_now(&t, black_box(&f), open_at())
     };
     c.bench_function("state_embedded_decide_and_count", |b| {
         b.iter(|| decide(&gate))
@@ -140,23 +135,28 @@ fn redis(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let (_tenants, t) = tenant(dir.path(), None);
-    let cfg = RedisConfig {
+    let (tenants, t) = tenant(dir.path(), None);
+    let cfg = RedisSettings {
         url: format!("redis://127.0.0.1:{port}/0"),
-        timeout_ms: 1000,
-        ..RedisConfig::default()
+        key_prefix: "bench".into(),
+        connections: 2,
+        timeout: Duration::from_millis(1000),
     };
-    let policy = rt.block_on(async {
-        SharedPolicy {
-            store: Shared::connect(&cfg, Health::default()).unwrap(),
-            fail_open: false,
-            retry_after: 60,
+    let (local, _) = Store::open(&dir.path().join("local"), Clock::System).unwrap();
+    let policy = Arc::new(rt.block_on(async {
+        GateParts {
+            state: Some(Backend::new(
+                local,
+                Some(Shared::connect(&cfg, Health::default()).unwrap()),
+            )),
+            ..GateParts::new(tenants)
         }
-    });
-    async fn decide(p: &SharedPolicy, t: &TenantPolicy) {
+        .build()
+    }));
+    async fn decide(p: &Gate, t: &TenantPolicy) {
         let to = callee();
         let f = Facts::new("+33162000000", &to, None);
-        let d = p.decide(t, &f, open_at(), true).await;
+        let d = p.decide_and_count(t, &f, open_at()).await;
         assert_eq!(d.reason, None, "{}", d.explanation);
     }
     c.bench_function("state_redis_decide_and_count", |b| {

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::dnc::DncList;
+use crate::gate::Gate;
 use crate::policy::TenantPolicy;
-use crate::tenant::Gate;
+use crate::proxy::Settings;
 
 use crate::metrics::Metrics;
 use crate::numbering::{self, E164};
@@ -22,6 +23,18 @@ use crate::numbering::{self, E164};
 const JSON_LIMIT: usize = 64 << 10;
 const BULK_LIMIT: usize = 16 << 20;
 
+/// What the admin API needs of the running application (`app` implements
+/// it): the API never reaches into the application's wiring.
+pub trait Operations: Send + Sync {
+    /// The gate new calls are decided by (tenants, lists, state).
+    fn gate(&self) -> Arc<Gate>;
+    /// The settings new transactions get (carriers and their health).
+    fn settings(&self) -> Arc<Settings>;
+    /// Re-reads the configuration and lists: a summary, or why the
+    /// running configuration stays.
+    fn reload(&self) -> anyhow::Result<String>;
+}
+
 #[derive(Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
@@ -29,7 +42,7 @@ pub struct AdminState {
     /// Set on SIGTERM: `/readyz` turns 503 so load balancers stop sending.
     pub stopping: Arc<AtomicBool>,
     pub token: Option<String>,
-    pub reloader: Arc<crate::service::Reloader>,
+    pub ops: Arc<dyn Operations>,
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -50,7 +63,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 async fn reload(State(s): State<AdminState>) -> Response {
     // Reading lists can take seconds for millions of numbers: off the
     // async workers.
-    let r = tokio::task::spawn_blocking(move || s.reloader.reload()).await;
+    let r = tokio::task::spawn_blocking(move || s.ops.reload()).await;
     match r {
         Ok(Ok(summary)) => {
             Json(serde_json::json!({ "result": "success", "summary": summary })).into_response()
@@ -116,26 +129,6 @@ fn number(text: &str, country: numbering::Country) -> Result<E164, ApiError> {
         .map_err(|e| ApiError::bad(format!("`{text}` is not a valid number: {e}")))
 }
 
-/// Runs a blocking state write (an fsynced commit) off the async workers.
-async fn write_state<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::state::StateError> + Send + 'static,
-) -> Result<T, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(t)) => Ok(t),
-        Ok(Err(e)) => {
-            tracing::error!("state write failed: {e}");
-            Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not recorded: {e}"),
-            ))
-        }
-        Err(_) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "state write task failed",
-        )),
-    }
-}
-
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CheckRequest {
@@ -153,7 +146,7 @@ async fn check(
     b: Result<Json<CheckRequest>, JsonRejection>,
 ) -> ApiResult {
     let r = body(b)?;
-    let gate = s.reloader.gate();
+    let gate = s.ops.gate();
     let t = tenant(&gate, &r.tenant)?;
     let now = parse_at(r.at.as_deref(), &gate)?;
     if let Some(m) = &r.mode {
@@ -167,7 +160,7 @@ async fn check(
         mode: r.mode.as_deref(),
         ..Default::default()
     };
-    Ok(Json(gate.decide_any(t, &facts, now).await).into_response())
+    Ok(Json(gate.decide(t, &facts, now).await).into_response())
 }
 
 #[derive(serde::Deserialize)]
@@ -185,7 +178,7 @@ async fn refusal(
     b: Result<Json<RefusalRequest>, JsonRejection>,
 ) -> ApiResult {
     let r = body(b)?;
-    let gate = s.reloader.gate();
+    let gate = s.ops.gate();
     let t = tenant(&gate, &r.tenant)?.clone();
     let callee = number(&r.number, t.country)?;
     let at = parse_at(r.at.as_deref(), &gate)?;
@@ -194,26 +187,21 @@ async fn refusal(
             "`at` is in the future: a refusal is recorded when it happened",
         ));
     }
-    match &gate.shared {
-        // Shared with the other instances: Redis's own persistence
-        // (appendonly) is what makes it durable; see the README.
-        Some(shared) => shared
-            .store
-            .record_refusal(&t.id, callee, at, t.refusal_keep())
-            .await
-            .map_err(|e| {
-                tracing::error!("refusal not recorded: {e}");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not recorded: {e}"),
-                )
-            })?,
-        None => {
-            let state = s.reloader.state().clone();
-            let id = t.id.clone();
-            write_state(move || state.record_refusal(&id, callee, at)).await?;
-        }
-    }
+    let state = gate
+        .state()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no call state"))?;
+    // Durable before the answer: an fsynced commit, or Redis's write (its
+    // own persistence, `appendonly`, makes that durable; see the README).
+    state
+        .record_refusal(&t.id, callee, at, t.refusal_keep())
+        .await
+        .map_err(|e| {
+            tracing::error!("refusal not recorded: {e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not recorded: {e}"),
+            )
+        })?;
     let until = t.rules.cooloff_days.map(|d| {
         crate::policy::cooloff_end(at, d, numbering::callee_zones(callee))
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -242,7 +230,7 @@ async fn dnc_get(
     State(s): State<AdminState>,
     Path((list, num)): Path<(String, String)>,
 ) -> ApiResult {
-    let (l, country) = dnc_list(&s.reloader.gate(), &list)?;
+    let (l, country) = dnc_list(&s.ops.gate(), &list)?;
     let n = number(&num, country)?;
     let (listed, source) = l.lookup(n);
     Ok(Json(serde_json::json!({
@@ -252,27 +240,24 @@ async fn dnc_get(
 }
 
 async fn dnc_change(s: AdminState, list: String, numbers: Vec<E164>, listed: bool) -> ApiResult {
-    if let Some(shared) = &s.reloader.gate().shared {
-        // Every instance applies it from the shared state; this one also
-        // does right away, below.
-        shared
-            .store
-            .dnc_publish(&list, &numbers, listed)
-            .await
-            .map_err(|e| {
-                tracing::error!("DNC change not recorded: {e}");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not recorded: {e}"),
-                )
-            })?;
-    }
-    let state = s.reloader.state().clone();
+    let gate = s.ops.gate();
+    let state = gate
+        .state()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no call state"))?;
     let count = numbers.len();
-    let l = list.clone();
     let first = numbers.first().copied();
-    write_state(move || state.dnc_set(&l, &numbers, listed)).await?;
-    s.metrics.dnc_sizes(&s.reloader.gate().tenants);
+    // Published to the other instances first (Redis), then committed here.
+    state
+        .dnc_change(&list, numbers, listed)
+        .await
+        .map_err(|e| {
+            tracing::error!("DNC change not recorded: {e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not recorded: {e}"),
+            )
+        })?;
+    s.metrics.dnc_sizes(&gate.tenants);
     tracing::info!(list = %list, count, listed, "DNC list changed through the API");
     let mut body = serde_json::json!({ "list": list, "listed": listed, "count": count });
     if let (1, Some(n)) = (count, first) {
@@ -294,7 +279,7 @@ async fn dnc_one(
     Path((list, num)): Path<(String, String)>,
     listed: bool,
 ) -> ApiResult {
-    let (_, country) = dnc_list(&s.reloader.gate(), &list)?;
+    let (_, country) = dnc_list(&s.ops.gate(), &list)?;
     let n = number(&num, country)?;
     dnc_change(s, list, vec![n], listed).await
 }
@@ -306,7 +291,7 @@ async fn dnc_bulk(
     Path(list): Path<String>,
     text: String,
 ) -> ApiResult {
-    let (_, country) = dnc_list(&s.reloader.gate(), &list)?;
+    let (_, country) = dnc_list(&s.ops.gate(), &list)?;
     let mut numbers = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -345,7 +330,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
     } else if s.ready.load(Ordering::Acquire) {
         // Carriers out of rotation (OPTIONS unanswered): ready while one
         // is left, since calls then go to it.
-        let settings = s.reloader.settings();
+        let settings = s.ops.settings();
         let mut text = String::from("ready\n");
         let mut up = 0;
         for c in &settings.carriers {

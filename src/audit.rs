@@ -5,8 +5,13 @@
 //! writer thread formats, writes and `fsync`s in batches. A batch is
 //! flushed when it reaches `BATCH` records or `FLUSH_EVERY` has passed, so
 //! a crash loses at most the records of the last `FLUSH_EVERY` (100 ms).
-//! When the channel is full (the disk stalls) the call path waits rather
-//! than drop a record: no decision goes unrecorded.
+//!
+//! Backpressure is explicit and never blocks the call path (which runs
+//! under a proxy shard's lock): when the channel is full (the disk
+//! stalls), the gate refuses new calls `503 audit_unavailable` instead of
+//! placing them unrecorded, and each refusal is counted in
+//! `callguard_audit_overflow_total`. Calls in progress (ACK, BYE, CANCEL)
+//! are not affected.
 //!
 //! Files: `DIR/audit-YYYY-MM-DD.jsonl` (UTC day), rotated to
 //! `audit-YYYY-MM-DD.N.jsonl` when larger than `max_bytes`.
@@ -109,7 +114,17 @@ fn format_line(r: &Record, out: &mut Vec<u8>) {
 #[derive(Clone)]
 pub struct Audit {
     tx: mpsc::SyncSender<Msg>,
+    /// Records handed over and not yet taken by the writer.
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Records refused because the queue was full.
+    overflow: prometheus_client::metrics::counter::Counter,
+    capacity: usize,
 }
+
+/// The record could not be queued: the writer is behind (or gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit trail is not keeping up")]
+pub struct Full;
 
 // Boxing the record would cost an allocation per call to shrink a message
 // that is sent once at shutdown.
@@ -121,10 +136,16 @@ enum Msg {
 }
 
 impl Audit {
-    /// Starts the writer thread on `dir` (created if missing).
-    pub fn start(dir: &Path, max_bytes: u64) -> std::io::Result<Audit> {
+    /// Starts the writer thread on `dir` (created if missing); records
+    /// refused for a full queue are counted in `overflow`.
+    pub fn start(
+        dir: &Path,
+        max_bytes: u64,
+        overflow: prometheus_client::metrics::counter::Counter,
+    ) -> std::io::Result<Audit> {
         std::fs::create_dir_all(dir)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut w = Writer {
             dir: dir.to_owned(),
             max_bytes,
@@ -132,16 +153,68 @@ impl Audit {
             day: String::new(),
             size: 0,
             pending: 0,
+            queued: queued.clone(),
         };
         std::thread::Builder::new()
             .name("callguard-audit".into())
             .spawn(move || w.run(rx))?;
-        Ok(Audit { tx })
+        Ok(Audit {
+            tx,
+            queued,
+            overflow,
+            capacity: QUEUE,
+        })
     }
 
-    pub fn record(&self, r: Record) {
-        if self.tx.send(Msg::Record(r)).is_err() {
-            tracing::error!("audit writer stopped: decision not recorded");
+    /// An audit trail whose writer never runs, with a queue of `queue`
+    /// records: what a stalled disk looks like to the call path.
+    #[cfg(test)]
+    pub(crate) fn stalled(queue: usize) -> (Audit, impl Drop) {
+        struct Keep(#[allow(dead_code)] mpsc::Receiver<Msg>);
+        impl Drop for Keep {
+            fn drop(&mut self) {}
+        }
+        let (tx, rx) = mpsc::sync_channel(queue);
+        let a = Audit {
+            tx,
+            queued: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            overflow: Default::default(),
+            capacity: queue,
+        };
+        (a, Keep(rx))
+    }
+
+    pub fn overflowed(&self) -> u64 {
+        self.overflow.get()
+    }
+
+    /// Whether a record would be queued now (the gate asks before deciding,
+    /// so that a call it cannot record is not counted either).
+    pub fn has_room(&self) -> bool {
+        let room = self.queued.load(std::sync::atomic::Ordering::Relaxed) < self.capacity;
+        if !room {
+            self.overflow.inc();
+        }
+        room
+    }
+
+    /// Queues a record without waiting; `Full` when the writer is behind.
+    pub fn try_record(&self, r: Record) -> Result<(), Full> {
+        match self.tx.try_send(Msg::Record(r)) {
+            Ok(()) => {
+                self.queued
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.overflow.inc();
+                Err(Full)
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                tracing::error!("audit writer stopped: decision not recorded");
+                self.overflow.inc();
+                Err(Full)
+            }
         }
     }
 
@@ -164,6 +237,7 @@ struct Writer {
     size: u64,
     /// Bytes formatted for the current file but not yet written.
     pending: u64,
+    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Writer {
@@ -188,6 +262,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.queued
+                .fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
             // One write per batch, not per line: a syscall per decision
             // cost more than formatting it.
             let mut day = String::new();
@@ -320,10 +396,10 @@ mod tests {
     #[test]
     fn flush_returns_once_every_earlier_record_is_on_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Audit::start(dir.path(), 1 << 20).unwrap();
+        let a = Audit::start(dir.path(), 1 << 20, Default::default()).unwrap();
         let at = "2026-11-17T10:00:00Z".parse().unwrap();
         for i in 0..3000 {
-            a.record(rec(&format!("f{i}"), at));
+            a.try_record(rec(&format!("f{i}"), at)).unwrap();
         }
         assert!(a.flush(Duration::from_secs(10)));
         // No waiting: everything is there when flush returns.
@@ -336,13 +412,13 @@ mod tests {
     #[test]
     fn lines_rotate_by_day_and_size() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Audit::start(dir.path(), 600).unwrap();
+        let a = Audit::start(dir.path(), 600, Default::default()).unwrap();
         let d1 = "2026-11-17T10:00:00Z".parse().unwrap();
         let d2 = "2026-11-18T10:00:00Z".parse().unwrap();
         for i in 0..4 {
-            a.record(rec(&format!("c{i}"), d1));
+            a.try_record(rec(&format!("c{i}"), d1)).unwrap();
         }
-        a.record(rec("next-day", d2));
+        a.try_record(rec("next-day", d2)).unwrap();
         let files = wait_for(dir.path(), 5);
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
@@ -364,5 +440,17 @@ mod tests {
         assert_eq!(line["source"], "10.0.0.1:5060");
         assert_eq!(line["time"], "2026-11-18T10:00:00.000Z");
         assert_eq!(line["config_version"], "v1");
+    }
+
+    #[test]
+    fn a_full_queue_refuses_without_waiting_and_counts() {
+        let (a, _keep) = Audit::stalled(2);
+        let at = chrono::Utc::now();
+        assert!(a.has_room());
+        a.try_record(rec("q1", at)).unwrap();
+        a.try_record(rec("q2", at)).unwrap();
+        assert!(!a.has_room(), "two records wait, none is written");
+        assert_eq!(a.try_record(rec("q3", at)), Err(Full));
+        assert_eq!(a.overflowed(), 2);
     }
 }

@@ -1,9 +1,12 @@
-//! The TOML configuration: typed, validated, with errors that name the key
-//! and the line (`callguard config check`).
+//! The TOML configuration as data: typed, checked for what parsing can
+//! see (values, names, references between tables), with errors that name
+//! the key and the line. Compiling it into policies is `app::compile`'s
+//! job; its errors name key and line the same way (`Config::invalid`).
 
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::numbering::Country;
@@ -72,6 +75,9 @@ impl std::fmt::Display for SipAddr {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file and its text, for errors found after parsing.
+    #[serde(skip)]
+    source: Source,
     pub sip: Sip,
     #[serde(default, rename = "carrier")]
     pub carriers: Vec<CarrierConfig>,
@@ -99,6 +105,12 @@ pub struct Config {
     /// Status and reason phrase per rule code.
     #[serde(default)]
     pub responses: std::collections::BTreeMap<String, ResponseConfig>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Source {
+    path: PathBuf,
+    text: Arc<str>,
 }
 
 /// SIP over TLS. Relative paths are read from the config file's directory.
@@ -555,12 +567,31 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        cfg.source = Source {
+            path: path.to_owned(),
+            text: text.into(),
+        };
         cfg.validate(text, path)?;
         Ok(cfg)
+    }
+
+    /// An error at key `at` of this config, with its line.
+    pub fn invalid(&self, at: &[Seg<'_>], message: String) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.path.clone(),
+            line: Locator::new(&self.source.text).line(at),
+            key: locate::display(at),
+            message,
+        }
+    }
+
+    /// The file this config was read from.
+    pub fn path(&self) -> &Path {
+        &self.source.path
     }
 
     fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
@@ -721,16 +752,9 @@ impl Config {
                     format!("tenant `{id}`: `tls_names` need `tls.client_ca` to verify dialers' certificates"),
                 ));
             }
-            let rules = match self.rule_sets.get(&t.rule_set) {
-                Some(custom) => crate::tenant::compile_rule_set(&t.rule_set, custom).ok(),
-                None => crate::policy::builtin_rule_set(&t.rule_set),
-            };
-            let Some(mut rules) = rules.or_else(|| {
-                // A custom set with an error is reported below, at its own key.
-                self.rule_sets
-                    .get(&t.rule_set)
-                    .and_then(|c| crate::policy::builtin_rule_set(&c.base))
-            }) else {
+            if crate::policy::builtin_rule_set(&t.rule_set).is_none()
+                && !self.rule_sets.contains_key(&t.rule_set)
+            {
                 return Err(invalid(
                     &at("rule_set"),
                     format!(
@@ -738,7 +762,7 @@ impl Config {
                         t.rule_set
                     ),
                 ));
-            };
+            }
             for (j, l) in t.dnc_lists.iter().enumerate() {
                 if !self.dnc_lists.iter().any(|d| &d.name == l) {
                     return Err(invalid(
@@ -784,24 +808,6 @@ impl Config {
                     }
                 }
             }
-            if let Some(w) = &t.schedule {
-                let week = crate::tenant::compile_week(w).map_err(|(k, m)| {
-                    invalid(
-                        &[Key("tenant"), Index(i), Key("schedule"), Key(k)],
-                        format!("tenant `{id}`: {m}"),
-                    )
-                })?;
-                rules.window.tenant = Some(week);
-                if !rules.window.opens_in_a_week() {
-                    return Err(invalid(
-                        &at("schedule"),
-                        format!(
-                            "tenant `{id}`: this schedule and the hours of rule set `{}` never overlap: every call would be refused",
-                            t.rule_set
-                        ),
-                    ));
-                }
-            }
         }
         for (name, rs) in &self.rule_sets {
             let at = |k| [Key("rule_set"), Key(name.as_str()), Key(k)];
@@ -809,17 +815,6 @@ impl Config {
                 return Err(invalid(
                     &at("base"),
                     format!("rule_set.{name}: base must be `fr` or `us`"),
-                ));
-            }
-            let compiled = crate::tenant::compile_rule_set(name, rs).map_err(|(k, m)| {
-                let mut p = vec![Key("rule_set"), Key(name.as_str())];
-                p.extend(k.split('.').map(Key));
-                invalid(&p, format!("rule_set.{name}: {m}"))
-            })?;
-            if !compiled.window.opens_in_a_week() {
-                return Err(invalid(
-                    &at("hours"),
-                    format!("rule_set.{name}: these hours never open: every call would be refused"),
                 ));
             }
         }

@@ -202,6 +202,12 @@ pub struct ConsentList {
 }
 
 impl ConsentList {
+    pub fn from_entries(entries: impl IntoIterator<Item = (E164, Consent)>) -> ConsentList {
+        ConsentList {
+            map: entries.into_iter().map(|(n, c)| (n.digits(), c)).collect(),
+        }
+    }
+
     pub fn get(&self, n: E164) -> Option<&Consent> {
         self.map.get(&n.digits())
     }

@@ -21,17 +21,21 @@
 //! - [`service`]: wiring config, core, transports and admin into one process; reload, drain.
 
 pub mod admin;
+pub mod app;
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod dnc;
 pub mod dns;
+pub mod gate;
 pub mod metrics;
 pub mod numbering;
 pub mod policy;
 pub mod proxy;
 pub mod schedule;
-pub mod service;
 pub mod sip;
 pub mod state;
-pub mod tenant;
 pub mod transport;
+
+#[cfg(test)]
+mod testing;

@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use callguard::app::{self as service, Overrides};
 use callguard::config::{Config, SipAddr};
-use callguard::service::{self, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -136,7 +136,7 @@ fn check(
     let cfg = Config::load(&config)?;
     // Stateless: the state belongs to the running proxy (which holds its
     // lock); `POST /v1/check` answers with refusals and counts included.
-    let (tenants, _) = callguard::tenant::Tenants::build(&cfg, &base_dir(&config), None)?;
+    let (tenants, _) = callguard::app::compile::tenants(&cfg, &base_dir(&config), None)?;
     let t = tenants
         .by_id(&tenant)
         .with_context(|| format!("no tenant `{tenant}` in {}", config.display()))?;
@@ -219,8 +219,8 @@ fn serve(
         .build()?;
     rt.block_on(async move {
         let clock = match at {
-            Some(a) => callguard::tenant::Clock::starting_at(a.with_timezone(&chrono::Utc)),
-            None => callguard::tenant::Clock::System,
+            Some(a) => callguard::clock::Clock::starting_at(a.with_timezone(&chrono::Utc)),
+            None => callguard::clock::Clock::System,
         };
         let origin = service::Origin {
             path: config,
@@ -284,7 +284,7 @@ async fn shut_down(running: &service::Running) -> anyhow::Result<()> {
 
 fn config_check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let c = Config::load(config)?;
-    let (_, lists) = callguard::tenant::Tenants::build(&c, &base_dir(config), None)?;
+    let (_, lists) = callguard::app::compile::tenants(&c, &base_dir(config), None)?;
     println!(
         "{}: OK ({} listeners, {} carriers, {} tenants)",
         config.display(),

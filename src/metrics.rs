@@ -90,6 +90,7 @@ pub struct Metrics {
     pub dnc_unreadable: Family<ListLabels, Gauge>,
     pub state_backend_up: Gauge,
     pub state_errors: Counter,
+    pub audit_overflow: Counter,
 }
 
 impl Default for Metrics {
@@ -130,6 +131,12 @@ impl Metrics {
         let state_backend_up = Gauge::default();
         state_backend_up.set(1);
         let state_errors = Counter::default();
+        let audit_overflow = Counter::default();
+        registry.register(
+            "audit_overflow",
+            "Calls refused 503 audit_unavailable because the audit trail's queue was full (the disk stalls)",
+            audit_overflow.clone(),
+        );
         registry.register(
             "state_backend_up",
             "1 while the call state answers, 0 after a failed operation (a Redis call, or a batch the embedded store could not write)",
@@ -212,12 +219,13 @@ impl Metrics {
             dnc_unreadable,
             state_backend_up,
             state_errors,
+            audit_overflow,
         }
     }
 
     /// Sets `callguard_dnc_entries` for every configured list (start,
     /// reload, and after each API change).
-    pub fn dnc_sizes(&self, tenants: &crate::tenant::Tenants) {
+    pub fn dnc_sizes(&self, tenants: &crate::gate::Tenants) {
         self.dnc_entries.clear();
         self.dnc_unreadable.clear();
         for l in tenants.dnc_lists() {
@@ -232,8 +240,8 @@ impl Metrics {
     }
 
     /// Handles the shared state reports its health through.
-    pub fn state_health(&self) -> crate::state::shared::Health {
-        crate::state::shared::Health {
+    pub fn state_health(&self) -> crate::state::Health {
+        crate::state::Health {
             up: self.state_backend_up.clone(),
             errors: self.state_errors.clone(),
         }

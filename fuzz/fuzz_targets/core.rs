@@ -43,7 +43,7 @@ impl Gatekeeper for TenNet {
                 headers: vec![],
                 warn: None,
             },
-            None => Verdict::Reject(callguard::tenant::source_not_authorized(source)),
+            None => Verdict::Reject(callguard::gate::source_not_authorized(source)),
         }
     }
     fn tenant_of(&self, peer: &Peer) -> Option<Arc<str>> {

@@ -9,6 +9,21 @@ const UAC: &str = "10.0.0.5:5062";
 const C1: &str = "192.0.2.20:5060";
 const C2: &str = "192.0.2.21:5060";
 
+/// The rejection a gatekeeper gives a source of no tenant.
+fn stranger(source: &Peer) -> Rejection {
+    Rejection {
+        tenant: None,
+        status: 403,
+        phrase: "Source Not Authorized".into(),
+        code: "source_not_authorized",
+        explanation: format!(
+            "source {} is not in any tenant's dialer networks",
+            source.addr.ip()
+        ),
+        retry_after: None,
+    }
+}
+
 /// Tenant `t1` owns 10.0.0.0/8.
 struct OnlyTenNet;
 impl Gatekeeper for OnlyTenNet {
@@ -20,7 +35,7 @@ impl Gatekeeper for OnlyTenNet {
                 warn: None,
             }
         } else {
-            Verdict::Reject(crate::tenant::source_not_authorized(source))
+            Verdict::Reject(stranger(source))
         }
     }
     fn tenant_of(&self, peer: &Peer) -> Option<Arc<str>> {
@@ -632,11 +647,8 @@ fn pending_decision_answers_100_then_forwards_on_the_verdict() {
         Some(&b"w; why"[..])
     );
     // A second verdict for the same transaction changes nothing.
-    net.core.handle_verdict(
-        net.now,
-        id,
-        Verdict::Reject(crate::tenant::source_not_authorized(&udp(UAC))),
-    );
+    net.core
+        .handle_verdict(net.now, id, Verdict::Reject(stranger(&udp(UAC))));
     assert!(net.drain().is_empty());
 }
 

@@ -5,7 +5,7 @@
 //! odd offsets and DST rules, instants 2026–2030 with many near DST
 //! changes. Decision, reason and Retry-After must agree exactly.
 
-use super::*;
+use super::super::*;
 use crate::schedule::{Calendar, Weekly, Window};
 use chrono::{Datelike, TimeZone, Timelike, Weekday};
 use proptest::prelude::*;

@@ -1,4 +1,4 @@
-//! Durable call state: refusals (rule 6), attempts per tenant and callee
+//! The embedded store: refusals (rule 6), attempts per tenant and callee
 //! (rule 9) and run-time DNC changes, kept in memory for the call path and
 //! in an embedded database (`DATA_DIR/state.redb`) for restarts.
 //!
@@ -28,12 +28,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-pub mod shared;
-
+use super::{Attempts, Health};
+use crate::clock::Clock;
 use crate::dnc::Delta;
 use crate::numbering::E164;
 use crate::policy::{Cap, History};
-use crate::tenant::Clock;
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How often expired entries are purged from memory and disk.
@@ -65,9 +64,6 @@ fn db_err(e: impl Into<redb::Error>) -> StateError {
 
 type Key = (Arc<str>, u64);
 
-/// Attempt instants of one callee.
-pub type Attempts = SmallVec<[DateTime<Utc>; 4]>;
-
 /// Shared handle to the state; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -87,7 +83,7 @@ struct Inner {
     writer: mpsc::Sender<Dirty>,
     clock: Clock,
     /// Where failed writes are reported (metrics), once the service sets it.
-    health: std::sync::OnceLock<shared::Health>,
+    health: std::sync::OnceLock<Health>,
 }
 
 enum Dirty {
@@ -337,7 +333,7 @@ impl Store {
     /// Reports failed background writes to these metrics from now on:
     /// `callguard_state_backend_up` drops to 0 and
     /// `callguard_state_errors_total` counts each failed batch.
-    pub fn report_to(&self, health: shared::Health) {
+    pub fn report_to(&self, health: Health) {
         let _ = self.inner.health.set(health);
     }
 

@@ -18,17 +18,27 @@
 //! module never decides.
 
 use chrono::{DateTime, Utc};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::RedisConfig;
+use super::{Attempts, Health};
 use crate::numbering::E164;
 use crate::policy::Cap;
-use crate::state::Attempts;
+
+/// Where Redis is and how it is used (`[state.redis]` in the config).
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://[:password@]host:port/db` (or `rediss://`, `unix://`).
+    pub url: String,
+    /// Prefix of every key, so several deployments can share a server.
+    pub key_prefix: String,
+    /// Multiplexed connections, used in turn.
+    pub connections: usize,
+    /// Bound on one state operation.
+    pub timeout: Duration,
+}
 
 /// Most attempts kept per callee, as in the embedded store.
 const MAX_ATTEMPTS_KEPT: usize = 32;
@@ -67,14 +77,6 @@ pub enum SharedError {
     Parse(#[from] redis::ParsingError),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
-}
-
-/// What ops see of the backend (`callguard_state_backend_up`,
-/// `callguard_state_errors_total`).
-#[derive(Clone, Default)]
-pub struct Health {
-    pub up: Gauge,
-    pub errors: Counter,
 }
 
 /// Handle to the shared state; cheap to clone.
@@ -134,9 +136,9 @@ pub struct Read {
 impl Shared {
     /// Connections are made lazily and re-made after a failure (with
     /// backoff), so the proxy starts, and recovers, while Redis is down.
-    pub fn connect(cfg: &RedisConfig, health: Health) -> Result<Shared, SharedError> {
+    pub fn connect(cfg: &RedisSettings, health: Health) -> Result<Shared, SharedError> {
         let client = redis::Client::open(cfg.url.as_str())?;
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let timeout = cfg.timeout;
         let conn_cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
             .set_response_timeout(Some(timeout))

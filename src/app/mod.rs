@@ -1,6 +1,8 @@
 //! Builds a running proxy from a [`Config`]: binds sockets, derives the
 //! addresses we advertise, creates the core shards and starts the tasks.
 
+pub mod compile;
+
 use anyhow::{bail, Context};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
@@ -10,11 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::clock::Clock;
 use crate::config::{Config, SipAddr};
+use crate::gate::{Gate, GateParts, RefusalSignal, Tenants, Unavailable};
 use crate::metrics::Metrics;
 use crate::proxy::{Carrier, CarrierStatus, Core, LocalEndpoint, Peer, Settings, Transport};
-use crate::state::Store;
-use crate::tenant::{Clock, Gate, RefusalSignal, Tenants};
+use crate::state::{Backend, Store};
 use crate::transport::tls::{PeerNames, Tls, TlsFiles};
 use crate::transport::Dispatcher;
 
@@ -112,7 +115,7 @@ pub struct Reloader {
     state: Store,
     /// The shared state, when `state.backend = "redis"`: made once at
     /// start, so a reload never drops its connections.
-    shared: Option<crate::state::shared::Shared>,
+    shared: Option<crate::state::Shared>,
     backend: crate::config::Backend,
     data_dir: std::path::PathBuf,
     /// The gate the shards use now (the admin API decides with it too).
@@ -138,6 +141,18 @@ fn config_version(path: &Path) -> String {
     std::fs::read_to_string(path)
         .map(|t| crate::audit::config_version(&t))
         .unwrap_or_default()
+}
+
+impl crate::admin::Operations for Reloader {
+    fn gate(&self) -> Arc<Gate> {
+        Reloader::gate(self)
+    }
+    fn settings(&self) -> Arc<Settings> {
+        Reloader::settings(self)
+    }
+    fn reload(&self) -> anyhow::Result<String> {
+        Reloader::reload(self)
+    }
 }
 
 impl Reloader {
@@ -231,7 +246,7 @@ impl Reloader {
     fn try_reload(&self) -> anyhow::Result<String> {
         let mut cfg = Config::load(&self.origin.path)?;
         self.origin.overrides.apply(&mut cfg);
-        let (tenants, lists) = Tenants::build(&cfg, &self.origin.base_dir(), Some(&self.state))?;
+        let (tenants, lists) = compile::tenants(&cfg, &self.origin.base_dir(), Some(&self.state))?;
         if cfg.state.data_dir != self.data_dir {
             tracing::warn!("state.data_dir changed: the state moves only on restart");
         }
@@ -267,17 +282,16 @@ impl Reloader {
         if let Some(tls) = &self.tls {
             tls.set_names(tls_names(&cfg.carriers, &settings.carriers));
         }
-        let gate = Arc::new(Gate {
+        let gate = Arc::new(make_gate(
+            &cfg,
             tenants,
-            clock: self.clock,
-            audit: Some(self.audit.clone()),
-            state: Some(self.state.clone()),
-            refusal: RefusalSignal::from_config(&cfg.state),
-            config_version: config_version(&self.origin.path).into(),
-            shared: shared_policy(self.shared.as_ref(), &cfg),
-            durations: Some(self.metrics.decision_duration.clone()),
-            peer_names: Some(self.peer_names.clone()),
-        });
+            self.clock,
+            Backend::new(self.state.clone(), self.shared.clone()),
+            Some(self.audit.clone()),
+            &self.metrics,
+            self.peer_names.clone(),
+            config_version(&self.origin.path).into(),
+        ));
         self.metrics.dnc_sizes(&gate.tenants);
         self.current.store(gate.clone());
         self.current_settings.store(settings.clone());
@@ -341,15 +355,43 @@ fn tls_names(
         .collect()
 }
 
-fn shared_policy(
-    shared: Option<&crate::state::shared::Shared>,
+/// The gate new calls are decided by.
+#[allow(clippy::too_many_arguments)]
+fn make_gate(
     cfg: &Config,
-) -> Option<crate::tenant::SharedPolicy> {
-    shared.map(|s| crate::tenant::SharedPolicy {
-        store: s.clone(),
-        fail_open: cfg.state.fail_open,
-        retry_after: cfg.state.unavailable_retry_after_s,
-    })
+    tenants: Tenants,
+    clock: Clock,
+    state: Backend,
+    audit: Option<crate::audit::Audit>,
+    metrics: &Metrics,
+    peer_names: Arc<PeerNames>,
+    config_version: Arc<str>,
+) -> Gate {
+    GateParts {
+        clock,
+        state: Some(state),
+        unavailable: Unavailable {
+            fail_open: cfg.state.fail_open,
+            retry_after: cfg.state.unavailable_retry_after_s,
+        },
+        audit,
+        refusal: RefusalSignal::new(&cfg.state.refusal_header, &cfg.state.refusal_values),
+        config_version,
+        durations: Some(metrics.decision_duration.clone()),
+        peer_names: Some(peer_names),
+        ..GateParts::new(tenants)
+    }
+    .build()
+}
+
+/// The Redis settings of `[state.redis]`.
+fn redis_settings(c: &crate::config::RedisConfig) -> crate::state::RedisSettings {
+    crate::state::RedisSettings {
+        url: c.url.clone(),
+        key_prefix: c.key_prefix.clone(),
+        connections: c.connections,
+        timeout: Duration::from_millis(c.timeout_ms),
+    }
 }
 
 /// Pings every carrier of the running config each `interval`; the core
@@ -371,11 +413,7 @@ async fn ping_carriers(r: Arc<Reloader>, interval: Duration) {
 /// `after` (the position of the load at start), and a full load of every
 /// list's changes after any error (the stream may have been trimmed
 /// meanwhile).
-async fn dnc_sync(
-    r: Arc<Reloader>,
-    shared: crate::state::shared::Shared,
-    mut after: Option<String>,
-) {
+async fn dnc_sync(r: Arc<Reloader>, shared: crate::state::Shared, mut after: Option<String>) {
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let step = match after.clone() {
@@ -422,7 +460,7 @@ async fn dnc_apply(
 /// stream position to follow from, and how many numbers changed here.
 async fn dnc_full_load(
     state: &Store,
-    shared: &crate::state::shared::Shared,
+    shared: &crate::state::Shared,
     lists: Vec<String>,
 ) -> anyhow::Result<(String, usize)> {
     // The stream position first: a change made during the load is then
@@ -446,7 +484,7 @@ async fn dnc_full_load(
 
 async fn dnc_follow(
     r: &Arc<Reloader>,
-    shared: &crate::state::shared::Shared,
+    shared: &crate::state::Shared,
     after: String,
 ) -> anyhow::Result<String> {
     let mut last = after;
@@ -722,14 +760,17 @@ pub async fn start(
         .context("opening the call state (is another callguard using this data directory?)")?;
     tracing::info!(dir = %cfg.state.data_dir.display(), "state loaded: {loaded}");
     state.report_to(metrics.state_health());
-    let (tenants, lists) = Tenants::build(&cfg, &origin.base_dir(), Some(&state))?;
+    let (tenants, lists) = compile::tenants(&cfg, &origin.base_dir(), Some(&state))?;
     let (window, cooloff) = tenants.retention();
     state.retain(window, cooloff);
     let shared = match cfg.state.backend {
         crate::config::Backend::Embedded => None,
         crate::config::Backend::Redis => {
-            let s = crate::state::shared::Shared::connect(&cfg.state.redis, metrics.state_health())
-                .with_context(|| format!("state.redis.url {}", cfg.state.redis.url))?;
+            let s = crate::state::Shared::connect(
+                &redis_settings(&cfg.state.redis),
+                metrics.state_health(),
+            )
+            .with_context(|| format!("state.redis.url {}", cfg.state.redis.url))?;
             tracing::info!(
                 url = %cfg.state.redis.url,
                 fail_open = cfg.state.fail_open,
@@ -843,20 +884,23 @@ pub async fn start(
         .dir
         .clone()
         .unwrap_or_else(|| cfg.state.data_dir.join("audit"));
-    let audit = crate::audit::Audit::start(&audit_dir, cfg.audit.max_file_mb.max(1) << 20)
-        .with_context(|| format!("starting the audit log in {}", audit_dir.display()))?;
+    let audit = crate::audit::Audit::start(
+        &audit_dir,
+        cfg.audit.max_file_mb.max(1) << 20,
+        metrics.audit_overflow.clone(),
+    )
+    .with_context(|| format!("starting the audit log in {}", audit_dir.display()))?;
     tracing::info!(dir = %audit_dir.display(), "audit log");
-    let gatekeeper = Arc::new(Gate {
+    let gatekeeper = Arc::new(make_gate(
+        &cfg,
         tenants,
         clock,
-        audit: Some(audit.clone()),
-        state: Some(state.clone()),
-        refusal: RefusalSignal::from_config(&cfg.state),
-        config_version: config_version(&origin.path).into(),
-        shared: shared_policy(shared.as_ref(), &cfg),
-        durations: Some(metrics.decision_duration.clone()),
-        peer_names: Some(peer_names.clone()),
-    });
+        Backend::new(state.clone(), shared.clone()),
+        Some(audit.clone()),
+        &metrics,
+        peer_names.clone(),
+        config_version(&origin.path).into(),
+    ));
     if let Some(tls) = &tls {
         tls.set_names(tls_names(&cfg.carriers, &settings.carriers));
     }
@@ -938,7 +982,7 @@ pub async fn start(
         ready: ready.clone(),
         stopping: stopping.clone(),
         token,
-        reloader: reloader.clone(),
+        ops: reloader.clone(),
     };
     tokio::spawn(crate::admin::serve(admin_listener, state));
     if cfg.health.options_interval_ms > 0 {

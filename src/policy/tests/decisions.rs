@@ -1,67 +1,20 @@
-//! Decisions through a compiled config: rule order, codes, explanations.
+//! Decisions of one tenant's policy, built in memory: rule order, codes,
+//! responses, explanations, hours, consent, cool-off, cap and Retry-After.
 
-use super::*;
-use crate::policy::{Decision, History, Mode};
-use chrono::TimeZone;
+use super::super::*;
+use crate::schedule::Weekly;
+use crate::testing::{acme, paris, tuesday_11};
+use chrono::{TimeZone, Weekday};
 use chrono_tz::Tz;
-use std::io::Write;
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    tenants: Tenants,
-}
-
-fn fixture(extra_tenant: &str, extra: &str) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::File::create(dir.path().join("dnc.txt"))
-        .unwrap()
-        .write_all(b"+33612345678\n0142000099\n")
-        .unwrap();
-    std::fs::File::create(dir.path().join("consent.csv"))
-        .unwrap()
-        .write_all(b"number,date,proof,hours\n+33142000001,2026-09-01,form-1,no\n+33142000002,2026-09-01,form-2,yes\n")
-        .unwrap();
-    let text = format!(
-        r#"
-[sip]
-listen = ["udp:127.0.0.1:5060"]
-[[dnc_list]]
-name = "demo"
-file = "dnc.txt"
-[[consent_list]]
-name = "optin"
-file = "consent.csv"
-[[tenant]]
-id = "acme"
-sources = ["10.0.0.0/8"]
-dnc_lists = ["demo"]
-consent_lists = ["optin"]
-{extra_tenant}
-{extra}
-"#
-    );
-    let cfg = Config::parse(&text, &dir.path().join("c.toml")).unwrap();
-    let (tenants, lists) = Tenants::build(&cfg, dir.path(), None).unwrap();
-    assert_eq!(lists.len(), 2);
-    Fixture { _dir: dir, tenants }
-}
-
-/// Tuesday 17 November 2026, 11:00 in Paris.
-fn tuesday_11() -> DateTime<Utc> {
-    Tz::Europe__Paris
-        .with_ymd_and_hms(2026, 11, 17, 11, 0, 0)
-        .unwrap()
-        .with_timezone(&Utc)
-}
 
 fn decide(
-    f: &Fixture,
+    f: &TenantPolicy,
     caller: Option<&str>,
     callee: &str,
     mode: Option<&str>,
     at: DateTime<Utc>,
 ) -> Decision {
-    f.tenants.by_id("acme").unwrap().decide(
+    f.decide(
         &Facts {
             caller,
             callee,
@@ -73,9 +26,17 @@ fn decide(
     )
 }
 
+fn decide_with(f: &TenantPolicy, callee: &str, h: &History, at: DateTime<Utc>) -> Decision {
+    f.decide(&Facts::new("0162000000", callee, None), h, at)
+}
+
+fn numbering(s: &str) -> E164 {
+    crate::numbering::parse(s, Country::FR).unwrap()
+}
+
 #[test]
 fn allowed_call() {
-    let f = fixture("", "");
+    let f = acme(|_| {});
     let d = decide(&f, Some("+33162000000"), "0142000000", None, tuesday_11());
     assert_eq!(d.decision, Outcome::Allow, "{d:?}");
     assert_eq!(
@@ -100,7 +61,7 @@ fn allowed_call() {
 
 #[test]
 fn each_rule_in_order_with_its_response() {
-    let f = fixture("", "");
+    let f = acme(|_| {});
     let t = tuesday_11();
     let cases: &[(Option<&str>, &str, u16, &str)] = &[
         (Some("+33162000000"), "12", 484, "invalid_callee"),
@@ -165,7 +126,7 @@ fn each_rule_in_order_with_its_response() {
 
 #[test]
 fn every_failed_rule_is_listed_and_the_first_reported() {
-    let f = fixture("", "");
+    let f = acme(|_| {});
     let sunday = Tz::Europe__Paris
         .with_ymd_and_hms(2026, 11, 22, 11, 0, 0)
         .unwrap()
@@ -178,7 +139,7 @@ fn every_failed_rule_is_listed_and_the_first_reported() {
 
 #[test]
 fn hours_weekend_holiday_with_retry_after() {
-    let f = fixture("", "");
+    let f = acme(|_| {});
     let paris = Tz::Europe__Paris;
     let at = |y, m, d, h, mi| {
         paris
@@ -250,7 +211,7 @@ fn hours_weekend_holiday_with_retry_after() {
 
 #[test]
 fn consent_for_prospecting_since_august_2026_and_hours_consent() {
-    let f = fixture("campaign = \"prospecting\"", "");
+    let f = acme(|t| t.campaign = Campaign::Prospecting);
     let t = tuesday_11();
     let d = decide(&f, Some("0162000000"), "0142000000", None, t);
     assert_eq!((d.status, d.reason), (608, Some("no_consent")));
@@ -292,10 +253,21 @@ fn consent_for_prospecting_since_august_2026_and_hours_consent() {
 
 #[test]
 fn entitlement_warn_enforcement_schedule_and_custom_codes() {
-    let f = fixture(
-        "caller_ids = [\"+3316200*\", \"3010\"]\nschedule = { tue = [\"10:00-12:00\"] }\n[tenant.enforcement.automated]\ndnc = \"warn\"",
-        "[responses.outside_hours]\nstatus = 486\nphrase = \"Not Now\"",
-    );
+    let f = acme(|t| {
+        t.caller_ids = ["+3316200*", "3010"]
+            .iter()
+            .map(|c| caller_prefix(c, Country::FR).unwrap())
+            .collect();
+        t.rules.window.tenant = Some(Weekly::from_days(
+            &[(Weekday::Tue, vec![(600, 720)])],
+            false,
+        ));
+        t.enforce_automated[Rule::Dnc.index()] = Enforce::Warn;
+        t.enforce_manual[Rule::Dnc.index()] = Enforce::Warn;
+        let mut r = Responses::default();
+        r.by_rule[Rule::OutsideHours.index()] = (486, "Not Now".into());
+        t.responses = Arc::new(r);
+    });
     let t = tuesday_11();
     assert_eq!(
         decide(&f, Some("+33162000123"), "0142000000", None, t).decision,
@@ -328,78 +300,8 @@ fn entitlement_warn_enforcement_schedule_and_custom_codes() {
 }
 
 #[test]
-fn bad_config_references_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[[tenant]]\nid = \"a\"\nsources = [\"10.0.0.0/8\"]\n";
-    for (extra, needle) in [
-        ("dnc_lists = [\"nope\"]", "no [[dnc_list]] named `nope`"),
-        ("rule_set = \"de\"", "unknown rule set `de`"),
-        ("caller_ids = [\"abc\"]", "`abc` is not a number"),
-        (
-            "schedule = { mon = [\"12:00-10:00\"] }",
-            "must end after it starts",
-        ),
-        (
-            "[tenant.enforcement.automated]\nweekends = \"warn\"",
-            "unknown rule code `weekends`",
-        ),
-    ] {
-        let e = Config::parse(&format!("{base}{extra}\n"), &dir.path().join("c.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains(needle), "{extra}: {e}");
-    }
-    let missing =
-        format!("[[dnc_list]]\nname = \"x\"\nfile = \"missing.txt\"\n{base}dnc_lists = [\"x\"]\n");
-    let cfg = Config::parse(&missing, &dir.path().join("c.toml")).unwrap();
-    let e = Tenants::build(&cfg, dir.path(), None)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("missing.txt"), "{e}");
-}
-
-#[test]
-fn facts_from_the_invite() {
-    let m = Message::parse(bytes::Bytes::from_static(
-        b"INVITE sip:0142000000@proxy;user=phone SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
-From: \"Agent\" <sip:+33142999999@dialer>;tag=1\r\nP-Asserted-Identity: <sip:+33162000000@dialer>\r\n\
-To: <sip:0142000000@proxy>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nX-Dial-Mode: preview\r\n\r\n",
-    ))
-    .unwrap();
-    let f = facts(&m, "X-Dial-Mode");
-    assert_eq!(
-        (f.caller, f.callee, f.mode),
-        (Some("+33162000000"), "0142000000", Some("preview"))
-    );
-    let m = Message::parse(bytes::Bytes::from_static(
-        b"INVITE tel:+33142000000 SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
-From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
-    ))
-    .unwrap();
-    let f = facts(&m, "X-Dial-Mode");
-    assert_eq!(
-        (f.caller, f.callee, f.mode),
-        (Some("anonymous"), "+33142000000", None)
-    );
-}
-
-fn paris(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
-    Tz::Europe__Paris
-        .with_ymd_and_hms(y, m, d, h, min, 0)
-        .unwrap()
-        .with_timezone(&Utc)
-}
-
-fn decide_with(f: &Fixture, callee: &str, h: &History, at: DateTime<Utc>) -> Decision {
-    f.tenants
-        .by_id("acme")
-        .unwrap()
-        .decide(&Facts::new("0162000000", callee, None), h, at)
-}
-
-#[test]
 fn refusal_cooloff_runs_sixty_full_days_in_the_callee_zone() {
-    let f = fixture("", "");
+    let f = acme(|_| {});
     // Refused Tuesday 17 November 2026 at 15:00 in Paris: the 60 full days
     // are 18 November .. 16 January; calls may resume on 17 January 2027,
     // a Sunday, so the first allowed instant is Monday 18 January 10:00.
@@ -451,7 +353,7 @@ fn refusal_cooloff_runs_sixty_full_days_in_the_callee_zone() {
 
 #[test]
 fn refusal_cooloff_days_are_counted_in_reunion_time() {
-    let f = fixture("", "");
+    let f = acme(|_| {});
     // 22:30 in Paris on 17 November is already 18 November 01:30 in
     // Réunion (UTC+4): the refusal day there is the 18th, so the cool-off
     // ends on 18 January 2027 00:00 Réunion, and calls resume that Monday
@@ -481,8 +383,8 @@ fn refusal_cooloff_days_are_counted_in_reunion_time() {
 
 #[test]
 fn frequency_cap_is_four_attempts_in_thirty_days() {
-    let f = fixture("", "");
-    let t = f.tenants.by_id("acme").unwrap();
+    let f = acme(|_| {});
+    let t = &f;
     let now = paris(2026, 11, 17, 11, 0);
     // Attempts on 20 October 11:00 and three later ones.
     let first = paris(2026, 10, 20, 11, 0);
@@ -539,10 +441,13 @@ fn frequency_cap_is_four_attempts_in_thirty_days() {
 
 #[test]
 fn custom_rule_sets_set_or_drop_the_cap_and_the_cooloff() {
-    let f = fixture(
-        "rule_set = \"strict\"",
-        "[rule_set.strict]\nbase = \"fr\"\nrefusal_cooloff_days = 0\nfrequency_cap = { attempts = 3, window_hours = 24 }",
-    );
+    let f = acme(|t| {
+        t.rules.cooloff_days = None;
+        t.rules.cap = Some(Cap {
+            attempts: 3,
+            window: chrono::Duration::hours(24),
+        });
+    });
     let now = paris(2026, 11, 17, 11, 0);
     let h = History {
         refused_at: Some(now - chrono::Duration::hours(1)),
@@ -557,28 +462,11 @@ fn custom_rule_sets_set_or_drop_the_cap_and_the_cooloff() {
         d.retry_after,
         Some((paris(2026, 11, 18, 10, 0) - now).num_seconds() as u64)
     );
-    for (bad, why) in [
-        (
-            "frequency_cap = { attempts = 3, window_hours = 0 }",
-            "window_hours",
-        ),
-        ("refusal_cooloff_days = 99999", "ten years"),
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[rule_set.x]\nbase = \"fr\"\n{bad}\n[[tenant]]\nid = \"a\"\nsources = [\"10.0.0.0/8\"]\nrule_set = \"x\"\n"
-        );
-        let e = Config::parse(&text, &dir.path().join("c.toml"))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains(why) && e.contains("rule_set.x"), "{e}");
-    }
 }
 
 #[test]
 fn retry_after_waits_for_every_blocking_rule() {
-    let f = fixture("", "");
+    let f = acme(|_| {});
     // Saturday 21 November 2026, 11:00: weekend. Four attempts, the oldest
     // on 27 October 15:00, so the cap frees on Thursday 26 November 15:00
     // (30 × 24 h later; Paris is on winter time throughout).
@@ -609,8 +497,8 @@ fn retry_after_waits_for_every_blocking_rule() {
 
 #[test]
 fn the_cap_frees_when_enough_attempts_have_left_the_window() {
-    let f = fixture("", "");
-    let t = f.tenants.by_id("acme").unwrap();
+    let f = acme(|_| {});
+    let t = &f;
     let now = paris(2026, 11, 17, 11, 0);
     // Six attempts, 20 to 25 October (counted while the cap was only
     // warned): the cap of 4 frees when the third oldest leaves the window,
@@ -625,66 +513,4 @@ fn the_cap_frees_when_enough_attempts_have_left_the_window() {
         Some((paris(2026, 11, 23, 10, 0) - now).num_seconds() as u64),
         "{why}"
     );
-}
-
-fn numbering(s: &str) -> crate::numbering::E164 {
-    crate::numbering::parse(s, Country::FR).unwrap()
-}
-
-#[test]
-fn every_presented_identity_is_checked() {
-    let parse = |s: &'static str| Message::parse(bytes::Bytes::from(s)).unwrap();
-    let m = parse(
-        "INVITE sip:0142000000@proxy SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
-From: <sip:+33162000001@dialer>;tag=1\r\nP-Asserted-Identity: garbage\r\n\
-P-Asserted-Identity: <sip:+33612345678@d>, <tel:+33162000002>\r\n\
-To: <sip:0142000000@proxy>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
-    );
-    let f = facts(&m, "X-Dial-Mode");
-    assert_eq!(f.caller, Some("garbage"));
-    assert_eq!(
-        &f.also_presented[..],
-        ["+33612345678", "+33162000002", "+33162000001"]
-    );
-    assert!(!f.withheld);
-    let fx = fixture("", "");
-    let d = fx
-        .tenants
-        .by_id("acme")
-        .unwrap()
-        .decide(&f, &History::default(), tuesday_11());
-    assert_eq!(d.reason, Some("caller_id_category"));
-    assert!(d.explanation.contains("`garbage`"), "{}", d.explanation);
-    assert!(d.explanation.contains("+33612345678"), "{}", d.explanation);
-    // A From that is a name is not a caller ID; Privacy: id withholds it.
-    let m = parse(
-        "INVITE sip:0142000000@proxy SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
-From: \"Anonymous\" <sip:anonymous@anonymous.invalid>;tag=1\r\n\
-P-Asserted-Identity: <sip:+33162000001@d>\r\nPrivacy: header; id\r\n\
-To: <sip:0142000000@proxy>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
-    );
-    let f = facts(&m, "X-Dial-Mode");
-    assert_eq!(
-        (f.caller, f.also_presented.len(), f.withheld),
-        (Some("+33162000001"), 0, true)
-    );
-    // Remote-Party-ID: the calling party is presented, its privacy obeyed.
-    let m2 = parse(
-        "INVITE sip:0142000000@proxy SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
-From: <sip:+33162000001@dialer>;tag=1\r\n\
-Remote-Party-ID: <sip:+33612345678@d>;party=calling;screen=yes;privacy=off\r\n\
-Remote-Party-ID: <sip:+33142000000@d>;party=called\r\n\
-To: <sip:0142000000@proxy>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
-    );
-    let f2 = facts(&m2, "X-Dial-Mode");
-    assert_eq!(
-        (f2.caller, &f2.also_presented[..], f2.withheld),
-        (Some("+33162000001"), &["+33612345678"][..], false)
-    );
-    let d = fx
-        .tenants
-        .by_id("acme")
-        .unwrap()
-        .decide(&f, &History::default(), tuesday_11());
-    assert_eq!((d.status, d.reason), (433, Some("anonymous_caller_id")));
 }

@@ -1,0 +1,458 @@
+//! The gate: what happens to an initial INVITE between the proxy core and
+//! its verdict, written once. The tenant is recognised (by source network
+//! or certificate), the call's facts are read from the INVITE, then one
+//! flow runs: the callee's history read from the state, the policy's
+//! decision, the attempt counted (atomically with the cap check) when the
+//! call will be forwarded, the audit record, the verdict. When the state
+//! cannot be read the gate fails closed (`503 policy_unavailable`) or, if
+//! configured, open.
+//!
+//! The flow is one `async fn`. With the embedded state every step is ready
+//! at once: the gate polls the flow once, inline, and answers the core at
+//! once (no task, no allocation). With Redis a step waits on the network:
+//! the flow then owns its inputs and goes to the core as a
+//! [`Verdict::Pending`], which the driver runs as a task.
+
+pub mod facts;
+pub mod tenants;
+
+pub use facts::{facts, RefusalSignal};
+pub use tenants::Tenants;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::histogram::Histogram;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+
+use crate::audit::{Audit, Record};
+use crate::clock::Clock;
+use crate::policy::{Decision, Enforce, Facts, History, Outcome, Rule, TenantPolicy};
+use crate::proxy::{Gatekeeper, Peer, Pending, Rejection, Verdict};
+use crate::sip::message::HeaderName;
+use crate::sip::Message;
+use crate::state::Backend;
+use crate::transport::tls::PeerNames;
+
+/// When the call state cannot be read (Redis down or slow).
+#[derive(Debug, Clone, Copy)]
+pub struct Unavailable {
+    /// Forward unchecked, tagged (`true`), or refuse `503` (`false`).
+    pub fail_open: bool,
+    /// `Retry-After` of the `503`.
+    pub retry_after: u64,
+}
+
+/// What the flow needs beyond the tenant and the facts; clones share
+/// (the pending path owns one).
+#[derive(Clone)]
+struct FlowCtx {
+    /// Refusals and attempts; without it rules 6 and 9 see no history
+    /// (`callguard check`).
+    state: Option<Backend>,
+    unavailable: Unavailable,
+    audit: Option<Audit>,
+    /// Hash of the config text, written in every audit line.
+    config_version: Arc<str>,
+    /// Where the time each decision takes is observed
+    /// (`callguard_decision_duration_seconds`).
+    durations: Option<Histogram>,
+}
+
+/// The gatekeeper the proxy core calls for each initial INVITE.
+pub struct Gate {
+    pub tenants: Tenants,
+    pub clock: Clock,
+    pub refusal: RefusalSignal,
+    /// Client-certificate names of the TLS connections open now.
+    pub peer_names: Option<Arc<PeerNames>>,
+    flow: FlowCtx,
+}
+
+/// How a [`Gate`] is made: everything but the tenants is optional.
+pub struct GateParts {
+    pub tenants: Tenants,
+    pub clock: Clock,
+    pub state: Option<Backend>,
+    pub unavailable: Unavailable,
+    pub audit: Option<Audit>,
+    pub refusal: RefusalSignal,
+    pub config_version: Arc<str>,
+    pub durations: Option<Histogram>,
+    pub peer_names: Option<Arc<PeerNames>>,
+}
+
+impl GateParts {
+    /// A gate with no state, no audit trail and the system clock.
+    pub fn new(tenants: Tenants) -> GateParts {
+        GateParts {
+            tenants,
+            clock: Clock::System,
+            state: None,
+            unavailable: Unavailable {
+                fail_open: false,
+                retry_after: 60,
+            },
+            audit: None,
+            refusal: RefusalSignal::default(),
+            config_version: "".into(),
+            durations: None,
+            peer_names: None,
+        }
+    }
+
+    pub fn build(self) -> Gate {
+        Gate {
+            tenants: self.tenants,
+            clock: self.clock,
+            refusal: self.refusal,
+            peer_names: self.peer_names,
+            flow: FlowCtx {
+                state: self.state,
+                unavailable: self.unavailable,
+                audit: self.audit,
+                config_version: self.config_version,
+                durations: self.durations,
+            },
+        }
+    }
+}
+
+/// Rule 1 of the decision table: the source must belong to a tenant.
+pub fn source_not_authorized(source: &Peer) -> Rejection {
+    Rejection {
+        tenant: None,
+        status: 403,
+        phrase: "Source Not Authorized".into(),
+        code: "source_not_authorized",
+        explanation: format!(
+            "source {} is not in any tenant's dialer networks",
+            source.addr.ip()
+        ),
+        retry_after: None,
+    }
+}
+
+/// The audit trail cannot take another record (the disk stalls): the call
+/// is refused rather than placed unrecorded, and counted.
+fn audit_unavailable() -> Rejection {
+    Rejection {
+        tenant: None,
+        status: 503,
+        phrase: "Service Unavailable".into(),
+        code: "audit_unavailable",
+        explanation:
+            "the audit trail is not keeping up (disk stalled): the call is not placed unrecorded"
+                .into(),
+        retry_after: Some(5),
+    }
+}
+
+impl Gate {
+    /// The state this gate reads and counts with.
+    pub fn state(&self) -> Option<&Backend> {
+        self.flow.state.as_ref()
+    }
+
+    /// The decision the proxy would take for a call, with the state read
+    /// and nothing counted (`POST /v1/check`).
+    pub async fn decide(
+        &self,
+        t: &TenantPolicy,
+        facts: &Facts<'_>,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        decide(&self.flow, t, facts, now, false).await
+    }
+
+    /// The decision for a call that is forwarded if allowed: its attempt
+    /// is counted with the cap check. Neither audited nor timed (the
+    /// Gatekeeper path does both).
+    pub async fn decide_and_count(
+        &self,
+        t: &TenantPolicy,
+        facts: &Facts<'_>,
+        now: DateTime<Utc>,
+    ) -> Decision {
+        decide(&self.flow, t, facts, now, true).await
+    }
+
+    /// [`Gate::decide_and_count`] run inline; `None` when the state would
+    /// wait on the network (Redis).
+    pub fn decide_and_count_now(
+        &self,
+        t: &TenantPolicy,
+        facts: &Facts<'_>,
+        now: DateTime<Utc>,
+    ) -> Option<Decision> {
+        match poll_once(self.decide_and_count(t, facts, now)) {
+            Poll::Ready(d) => Some(d),
+            Poll::Pending => None,
+        }
+    }
+}
+
+/// Read → decide → count: the decision for one call of tenant `t` with its
+/// history from the state. `count`: the call will be forwarded if allowed,
+/// so its attempt is counted atomically with the cap check.
+async fn decide(
+    flow: &FlowCtx,
+    t: &TenantPolicy,
+    facts: &Facts<'_>,
+    now: DateTime<Utc>,
+    count: bool,
+) -> Decision {
+    let cooloff = t.rules.cooloff_days.is_some();
+    let cap = t.rules.cap;
+    let state = flow.state.as_ref().filter(|_| cooloff || cap.is_some());
+    let callee = crate::numbering::parse(facts.callee, t.country).ok();
+    let (Some(state), Some(callee)) = (state, callee) else {
+        return t.decide(facts, &History::default(), now);
+    };
+    // When the call is counted, the count returns the attempts: one access
+    // to them per call (one map entry lock, or one Redis script).
+    let window = if count { None } else { cap.map(|c| c.window) };
+    let history = if cooloff || window.is_some() {
+        match state.history(&t.id, callee, cooloff, window, now).await {
+            Ok(h) => h,
+            Err(e) => {
+                return unavailable(
+                    flow.unavailable,
+                    t.decide(facts, &History::default(), now),
+                    &e,
+                )
+            }
+        }
+    } else {
+        History::default()
+    };
+    let mut d = t.decide(facts, &history, now);
+    if let (Some(cap), Some(callee)) = (cap, d.callee) {
+        let prior = if count && d.decision != Outcome::Reject {
+            let enforce = t.enforcement(d.mode, Rule::FrequencyCap) == Enforce::Block;
+            match state.count(&t.id, callee, now, cap, enforce).await {
+                Ok(p) => p,
+                Err(e) => return unavailable(flow.unavailable, d, &e),
+            }
+        } else {
+            history.attempts
+        };
+        t.fold_cap(&mut d, callee, &prior, now);
+    }
+    d
+}
+
+/// The decision when the state could not be read: the rules that need no
+/// state still apply (a DNC callee is still refused `603`); a call they
+/// allow is refused `503 policy_unavailable` (fail-closed) or forwarded
+/// with a `policy_unavailable` warning (fail-open).
+fn unavailable(u: Unavailable, mut d: Decision, e: &crate::state::Error) -> Decision {
+    if d.decision == Outcome::Reject {
+        return d;
+    }
+    d.reason = Some("policy_unavailable");
+    if u.fail_open {
+        d.decision = Outcome::Warn;
+        d.explanation = format!(
+            "call state unavailable ({e}): forwarded without checking refusals and attempts (fail_open)"
+        )
+        .into();
+    } else {
+        d.decision = Outcome::Reject;
+        d.status = 503;
+        d.phrase = "Service Unavailable".into();
+        d.explanation =
+            format!("call state unavailable ({e}): refusals and attempts cannot be checked").into();
+        d.retry_after = Some(u.retry_after);
+    }
+    d
+}
+
+/// An initial INVITE as the flow remembers it for its audit record.
+struct Call {
+    call_id: String,
+    source: std::net::SocketAddr,
+    started: std::time::Instant,
+}
+
+/// The whole flow for one forwarded-or-not call: decide (counting), time
+/// it, record it, and the verdict.
+async fn call(
+    flow: &FlowCtx,
+    t: &TenantPolicy,
+    facts: &Facts<'_>,
+    now: DateTime<Utc>,
+    c: Call,
+) -> Verdict {
+    let d = decide(flow, t, facts, now, true).await;
+    if let Some(h) = &flow.durations {
+        h.observe(c.started.elapsed().as_secs_f64());
+    }
+    let mut verdict = verdict(t, &d);
+    if let Some(a) = &flow.audit {
+        let record = Record {
+            call_id: c.call_id,
+            source: c.source,
+            decision: Some(d),
+            at: now,
+            config_version: flow.config_version.clone(),
+        };
+        if a.try_record(record).is_err() && matches!(verdict, Verdict::Forward { .. }) {
+            verdict = Verdict::Reject(audit_unavailable());
+        }
+    }
+    verdict
+}
+
+fn verdict(t: &TenantPolicy, d: &Decision) -> Verdict {
+    match d.decision {
+        Outcome::Allow => Verdict::Forward {
+            tenant: t.id.clone(),
+            headers: Vec::new(),
+            warn: None,
+        },
+        Outcome::Warn => Verdict::Forward {
+            tenant: t.id.clone(),
+            headers: vec![(
+                "X-Callguard-Warning".into(),
+                format!("{}; {}", d.reason.unwrap_or(""), d.explanation),
+            )],
+            warn: d.reason,
+        },
+        Outcome::Reject => Verdict::Reject(Rejection {
+            tenant: Some(t.id.clone()),
+            status: d.status,
+            phrase: d.phrase.to_string(),
+            code: d.reason.unwrap_or("policy"),
+            explanation: d.explanation.to_string(),
+            retry_after: d.retry_after,
+        }),
+    }
+}
+
+/// Polls a future once. The flow with the embedded state never waits, so
+/// it completes here without a task or a waker that could be woken.
+fn poll_once<F: Future>(f: F) -> Poll<F::Output> {
+    let mut f = std::pin::pin!(f);
+    f.as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+}
+
+/// The facts of a call, owned, for a flow that outlives the message.
+struct OwnedFacts {
+    caller: Option<Box<str>>,
+    also_presented: Vec<Box<str>>,
+    withheld: bool,
+    callee: Box<str>,
+    mode: Option<Box<str>>,
+}
+
+impl OwnedFacts {
+    fn new(f: &Facts<'_>) -> OwnedFacts {
+        OwnedFacts {
+            caller: f.caller.map(Into::into),
+            also_presented: f.also_presented.iter().map(|&c| c.into()).collect(),
+            withheld: f.withheld,
+            callee: f.callee.into(),
+            mode: f.mode.map(Into::into),
+        }
+    }
+    fn get(&self) -> Facts<'_> {
+        Facts {
+            caller: self.caller.as_deref(),
+            also_presented: self.also_presented.iter().map(|c| &**c).collect(),
+            withheld: self.withheld,
+            callee: &self.callee,
+            mode: self.mode.as_deref(),
+        }
+    }
+}
+
+impl Gatekeeper for Gate {
+    fn check(&self, invite: &Message, source: &Peer) -> Verdict {
+        let started = std::time::Instant::now();
+        let now = self.clock.now();
+        let call_id = || String::from_utf8_lossy(invite.call_id().unwrap_or_default()).into_owned();
+        let Some(t) = self.tenants.find_peer(source, self.peer_names.as_deref()) else {
+            if let Some(a) = &self.flow.audit {
+                let _ = a.try_record(Record {
+                    call_id: call_id(),
+                    source: source.addr,
+                    decision: None,
+                    at: now,
+                    config_version: self.flow.config_version.clone(),
+                });
+            }
+            return Verdict::Reject(source_not_authorized(source));
+        };
+        if self.flow.audit.as_ref().is_some_and(|a| !a.has_room()) {
+            return Verdict::Reject(audit_unavailable());
+        }
+        let f = facts(invite, &t.mode_header);
+        let c = Call {
+            call_id: call_id(),
+            source: source.addr,
+            started,
+        };
+        let needs_state = t.rules.cooloff_days.is_some() || t.rules.cap.is_some();
+        if needs_state && self.flow.state.as_ref().is_some_and(Backend::waits) {
+            // The state is over the network: the core parks the call and
+            // the driver runs the flow, which owns what it reads.
+            let (flow, tenant, owned) = (self.flow.clone(), t.clone(), OwnedFacts::new(&f));
+            return Verdict::Pending(Pending(Box::pin(async move {
+                call(&flow, &tenant, &owned.get(), now, c).await
+            })));
+        }
+        match poll_once(call(&self.flow, t, &f, now, c)) {
+            Poll::Ready(v) => v,
+            Poll::Pending => {
+                // Cannot happen: only Redis waits, and it took the branch
+                // above. Refused rather than forwarded unchecked.
+                tracing::error!("a decision that should not wait did");
+                Verdict::Reject(Rejection {
+                    tenant: Some(t.id.clone()),
+                    status: 503,
+                    phrase: "Service Unavailable".into(),
+                    code: "policy_unavailable",
+                    explanation: "internal error: the decision could not be taken".into(),
+                    retry_after: Some(self.flow.unavailable.retry_after),
+                })
+            }
+        }
+    }
+
+    fn tenant_of(&self, peer: &Peer) -> Option<Arc<str>> {
+        self.tenants
+            .find_peer(peer, self.peer_names.as_deref())
+            .map(|t| t.id.clone())
+    }
+
+    /// A BYE from a tenant's dialer that says the callee refused: the
+    /// callee is the dialog's remote party, named in the To header.
+    fn in_dialog(&self, req: &Message, source: &Peer) {
+        if req.method() != Some(&b"BYE"[..]) || !self.refusal.matches(req) {
+            return;
+        }
+        let Some(t) = self.tenants.find_peer(source, self.peer_names.as_deref()) else {
+            return;
+        };
+        let callee = req
+            .header(HeaderName::To)
+            .and_then(facts::uri_user)
+            .and_then(|u| crate::numbering::parse(u, t.country).ok());
+        match (callee, &self.flow.state) {
+            (Some(c), Some(state)) => {
+                tracing::info!(tenant = %t.id, callee = %c, "refusal signalled on BYE");
+                state.refusal_signalled(&t.id, c, self.clock.now(), t.refusal_keep());
+            }
+            (Some(_), None) => {}
+            (None, _) => tracing::warn!(
+                tenant = %t.id,
+                "refusal signalled on a BYE whose To header holds no valid number; ignored"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

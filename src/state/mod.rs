@@ -1,0 +1,190 @@
+//! The call state: refusals (rule 6), attempts per tenant and callee (rule
+//! 9) and run-time DNC changes, behind one type, [`Backend`].
+//!
+//! - [`embedded`]: this instance's store, in memory for the call path and
+//!   in redb for restarts. Always there: run-time DNC changes live in it
+//!   whichever backend keeps refusals and attempts.
+//! - [`redis`]: refusals and attempts shared by several instances, and the
+//!   stream that carries DNC changes between them.
+//!
+//! Every operation the gate and the admin API need is an `async fn` of
+//! [`Backend`]. With the embedded store alone they complete without ever
+//! waiting, which lets the gate run its one decision flow inline (see
+//! `gate`); with Redis they wait on the network, bounded by its timeout.
+
+pub mod embedded;
+pub mod redis;
+
+pub use embedded::{Loaded, StateError, Store};
+pub use redis::{DncChange, RedisSettings, Shared, SharedError};
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use smallvec::SmallVec;
+use std::sync::Arc;
+
+use crate::numbering::E164;
+use crate::policy::{Cap, History};
+
+/// Attempt instants of one callee.
+pub type Attempts = SmallVec<[DateTime<Utc>; 4]>;
+
+/// What ops see of the backend (`callguard_state_backend_up`,
+/// `callguard_state_errors_total`).
+#[derive(Clone, Default)]
+pub struct Health {
+    pub up: Gauge,
+    pub errors: Counter,
+}
+
+/// A state operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Embedded(#[from] StateError),
+    #[error(transparent)]
+    Redis(#[from] SharedError),
+    #[error("state task failed")]
+    Task,
+}
+
+/// The call state as the gate and the admin API see it.
+#[derive(Clone)]
+pub struct Backend {
+    local: Store,
+    shared: Option<Shared>,
+}
+
+impl Backend {
+    pub fn new(local: Store, shared: Option<Shared>) -> Backend {
+        Backend { local, shared }
+    }
+
+    /// This instance's store (run-time DNC changes, and refusals and
+    /// attempts when nothing is shared).
+    pub fn local(&self) -> &Store {
+        &self.local
+    }
+
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.as_ref()
+    }
+
+    /// Whether refusals and attempts are read over the network: a decision
+    /// that needs them then waits.
+    pub fn waits(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// What the state knows of `callee` for `tenant`: its refusal when
+    /// `refusals`, its attempts within `window` when given.
+    pub async fn history(
+        &self,
+        tenant: &Arc<str>,
+        callee: E164,
+        refusals: bool,
+        window: Option<chrono::Duration>,
+        now: DateTime<Utc>,
+    ) -> Result<History, Error> {
+        match &self.shared {
+            Some(s) => {
+                let r = s.read(tenant, callee, refusals, window, now).await?;
+                Ok(History {
+                    refused_at: r.refused_at,
+                    attempts: r.attempts,
+                })
+            }
+            None => Ok(History {
+                refused_at: refusals
+                    .then(|| self.local.refused_at(tenant, callee))
+                    .flatten(),
+                attempts: match window {
+                    Some(_) => self.local.attempts(tenant, callee),
+                    None => Attempts::new(),
+                },
+            }),
+        }
+    }
+
+    /// Counts an attempt at `now`, unless `enforce` and the cap is already
+    /// reached; atomic for this tenant and callee (across instances with
+    /// Redis). Returns the attempts in the window before this one.
+    pub async fn count(
+        &self,
+        tenant: &Arc<str>,
+        callee: E164,
+        now: DateTime<Utc>,
+        cap: Cap,
+        enforce: bool,
+    ) -> Result<Attempts, Error> {
+        match &self.shared {
+            Some(s) => Ok(s.count(tenant, callee, now, cap, enforce).await?),
+            None => Ok(self.local.count(tenant, callee, now, cap, enforce)),
+        }
+    }
+
+    /// Records a refusal durably before returning (the admin API): an
+    /// fsynced commit of the embedded store, or Redis's write.
+    pub async fn record_refusal(
+        &self,
+        tenant: &Arc<str>,
+        callee: E164,
+        at: DateTime<Utc>,
+        keep: chrono::Duration,
+    ) -> Result<(), Error> {
+        match &self.shared {
+            Some(s) => Ok(s.record_refusal(tenant, callee, at, keep).await?),
+            None => {
+                let (store, tenant) = (self.local.clone(), tenant.clone());
+                tokio::task::spawn_blocking(move || store.record_refusal(&tenant, callee, at))
+                    .await
+                    .map_err(|_| Error::Task)?
+                    .map_err(Error::from)
+            }
+        }
+    }
+
+    /// Records a refusal signalled on the call path (a dialer's BYE)
+    /// without waiting: written in the background.
+    pub fn refusal_signalled(
+        &self,
+        tenant: &Arc<str>,
+        callee: E164,
+        at: DateTime<Utc>,
+        keep: chrono::Duration,
+    ) {
+        match &self.shared {
+            Some(s) => {
+                let (s, tenant) = (s.clone(), tenant.clone());
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        if let Err(e) = s.record_refusal(&tenant, callee, at, keep).await {
+                            tracing::error!(tenant = %tenant, callee = %callee, error = %e, "refusal signalled on BYE not recorded");
+                        }
+                    });
+                }
+            }
+            None => self.local.record_refusal_soon(tenant, callee, at),
+        }
+    }
+
+    /// Adds (`listed`) or removes numbers of a DNC list at run time,
+    /// durably: published to the other instances first when shared, then
+    /// committed here.
+    pub async fn dnc_change(
+        &self,
+        list: &str,
+        numbers: Vec<E164>,
+        listed: bool,
+    ) -> Result<(), Error> {
+        if let Some(s) = &self.shared {
+            s.dnc_publish(list, &numbers, listed).await?;
+        }
+        let (store, list) = (self.local.clone(), list.to_owned());
+        tokio::task::spawn_blocking(move || store.dnc_set(&list, &numbers, listed))
+            .await
+            .map_err(|_| Error::Task)?
+            .map_err(Error::from)
+    }
+}
