@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::codes::{Code, Outcome};
 use crate::policy::Decision;
 
 const BATCH: usize = 1024;
@@ -52,9 +53,9 @@ struct Line<'a> {
     mode: Option<crate::policy::Mode>,
     callee_time_zones: Vec<&'static str>,
     callee_local_time: Vec<String>,
-    decision: &'static str,
+    decision: Outcome,
     status: u16,
-    reason: Option<&'static str>,
+    reason: Option<Code>,
     explanation: &'a str,
     retry_after: Option<u64>,
     failed_rules: &'a [crate::policy::Failure],
@@ -74,11 +75,7 @@ fn format_line(r: &Record, out: &mut Vec<u8>) {
             mode: Some(d.mode),
             callee_time_zones: d.zones.iter().map(|z| z.name()).collect(),
             callee_local_time: d.callee_local_time(),
-            decision: match d.decision {
-                crate::policy::Outcome::Allow => "allow",
-                crate::policy::Outcome::Reject => "reject",
-                crate::policy::Outcome::Warn => "warn",
-            },
+            decision: d.decision,
             status: d.status,
             reason: d.reason,
             explanation: &d.explanation,
@@ -96,9 +93,9 @@ fn format_line(r: &Record, out: &mut Vec<u8>) {
             mode: None,
             callee_time_zones: Vec::new(),
             callee_local_time: Vec::new(),
-            decision: "reject",
+            decision: Outcome::Reject,
             status: 403,
-            reason: Some("source_not_authorized"),
+            reason: Some(Code::SourceNotAuthorized),
             explanation: "the source address is in no tenant's dialer networks",
             retry_after: None,
             failed_rules: &none,

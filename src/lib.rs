@@ -24,6 +24,7 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod clock;
+pub mod codes;
 pub mod config;
 pub mod dnc;
 pub mod dns;

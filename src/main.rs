@@ -159,10 +159,10 @@ fn check(
                 "reject: {} {} [{}]",
                 d.status,
                 d.phrase,
-                d.reason.unwrap_or("")
+                d.reason_str().unwrap_or("")
             ),
             callguard::policy::Outcome::Warn => {
-                format!("forward with warning [{}]", d.reason.unwrap_or(""))
+                format!("forward with warning [{}]", d.reason_str().unwrap_or(""))
             }
             callguard::policy::Outcome::Allow => "forward".to_owned(),
         };
@@ -188,7 +188,12 @@ fn check(
             println!("callee local time: {t} ({})", z.name());
         }
         for f in &d.failed_rules {
-            println!("failed: {} ({}): {}", f.rule, f.enforcement, f.explanation);
+            println!(
+                "failed: {} ({}): {}",
+                f.rule.code(),
+                f.enforcement.as_str(),
+                f.explanation
+            );
         }
         println!("not checked here: refusals and attempt counts (the running proxy's state; ask it with POST /v1/check)");
     }

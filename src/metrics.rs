@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::codes::{Code, Outcome};
 use crate::proxy::Observer;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -317,13 +318,13 @@ impl Observer for Metrics {
     fn transactions(&self, delta: i64) {
         self.transactions_active.inc_by(delta);
     }
-    fn decision(&self, tenant: Option<&str>, decision: &'static str, reason: &'static str) {
+    fn decision(&self, tenant: Option<&str>, decision: Outcome, reason: Option<Code>) {
         let tenant = tenant.unwrap_or("").to_owned();
         self.invites
             .get_or_create(&InviteLabels {
                 tenant,
-                decision,
-                reason,
+                decision: decision.as_str(),
+                reason: reason.map_or("", Code::as_str),
             })
             .inc();
     }

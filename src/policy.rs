@@ -13,6 +13,7 @@ use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+pub use crate::codes::{Code, Outcome};
 use crate::dnc::{ConsentList, DncList};
 use crate::numbering::{self, CallerNumber, Country, FrCategory, E164};
 use crate::schedule::{Closed, Window};
@@ -50,23 +51,23 @@ impl Rule {
         Rule::FrequencyCap,
     ];
 
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> Code {
         match self {
-            Rule::InvalidCallee => "invalid_callee",
-            Rule::AnonymousCallerId => "anonymous_caller_id",
-            Rule::CallerIdCategory => "caller_id_category",
-            Rule::Dnc => "dnc",
-            Rule::RefusalCooloff => "refusal_cooloff",
-            Rule::NoConsent => "no_consent",
-            Rule::PublicHoliday => "public_holiday",
-            Rule::Weekend => "weekend",
-            Rule::OutsideHours => "outside_hours",
-            Rule::FrequencyCap => "frequency_cap",
+            Rule::InvalidCallee => Code::InvalidCallee,
+            Rule::AnonymousCallerId => Code::AnonymousCallerId,
+            Rule::CallerIdCategory => Code::CallerIdCategory,
+            Rule::Dnc => Code::Dnc,
+            Rule::RefusalCooloff => Code::RefusalCooloff,
+            Rule::NoConsent => Code::NoConsent,
+            Rule::PublicHoliday => Code::PublicHoliday,
+            Rule::Weekend => Code::Weekend,
+            Rule::OutsideHours => Code::OutsideHours,
+            Rule::FrequencyCap => Code::FrequencyCap,
         }
     }
 
     pub fn from_code(s: &str) -> Option<Rule> {
-        Rule::ALL.into_iter().find(|r| r.code() == s)
+        Rule::ALL.into_iter().find(|r| r.code().as_str() == s)
     }
 
     /// Default status and reason phrase (contract's decision table).
@@ -90,7 +91,13 @@ impl Rule {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+impl serde::Serialize for Rule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code().as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Enforce {
     Block,
@@ -239,17 +246,9 @@ impl<'a> Facts<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Failure {
-    pub rule: &'static str,
+    pub rule: Rule,
     pub explanation: String,
-    pub enforcement: &'static str,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Allow,
-    Reject,
-    Warn,
+    pub enforcement: Enforce,
 }
 
 /// The decision and its explanation (`callguard check --json`,
@@ -262,7 +261,7 @@ pub struct Decision {
     /// SIP status: 200 when forwarded (the carrier's answer is not known yet).
     pub status: u16,
     pub phrase: Cow<'static, str>,
-    pub reason: Option<&'static str>,
+    pub reason: Option<Code>,
     pub explanation: Cow<'static, str>,
     pub retry_after: Option<u64>,
     pub tenant: Arc<str>,
@@ -275,6 +274,11 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The reason code as the contract writes it.
+    pub fn reason_str(&self) -> Option<&'static str> {
+        self.reason.map(Code::as_str)
+    }
+
     pub fn callee_local_time(&self) -> Vec<String> {
         self.zones
             .iter()
@@ -294,7 +298,7 @@ impl serde::Serialize for Decision {
         m.serialize_entry("decision", &self.decision)?;
         m.serialize_entry("status", &self.status)?;
         if let Some(r) = self.reason {
-            m.serialize_entry("reason", r)?;
+            m.serialize_entry("reason", &r)?;
         }
         m.serialize_entry("explanation", &self.explanation)?;
         if let Some(r) = self.retry_after {
@@ -630,9 +634,9 @@ impl TenantPolicy {
         let (rule, why, retry) = failure;
         let enforcement = self.enforcement(d.mode, rule);
         d.failed_rules.push(Failure {
-            rule: rule.code(),
+            rule,
             explanation: why.clone(),
-            enforcement: enforcement.as_str(),
+            enforcement,
         });
         match (enforcement, d.decision) {
             (Enforce::Block, Outcome::Reject) => {
@@ -673,9 +677,9 @@ impl TenantPolicy {
         let failed_rules: SmallVec<[Failure; 2]> = failures
             .iter()
             .map(|(r, why, _)| Failure {
-                rule: r.code(),
+                rule: *r,
                 explanation: why.clone(),
-                enforcement: self.enforcement(mode, *r).as_str(),
+                enforcement: self.enforcement(mode, *r),
             })
             .collect();
         let mut d = Decision {

@@ -205,7 +205,12 @@ pub fn rule_set(name: &str, c: &RuleSetConfig) -> Result<RuleSet, RuleSetError> 
 }
 
 fn enforcement(table: &std::collections::BTreeMap<String, Enforce>) -> [Enforce; RULES] {
-    Rule::ALL.map(|r| table.get(r.code()).copied().unwrap_or(Enforce::Block))
+    Rule::ALL.map(|r| {
+        table
+            .get(r.code().as_str())
+            .copied()
+            .unwrap_or(Enforce::Block)
+    })
 }
 
 /// A tenant's rule set: built in, or `[rule_set.NAME]`.

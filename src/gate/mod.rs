@@ -27,6 +27,7 @@ use std::task::Poll;
 
 use crate::audit::{Audit, Record};
 use crate::clock::Clock;
+use crate::codes::Code;
 use crate::policy::{Decision, Enforce, Facts, History, Outcome, Rule, TenantPolicy};
 use crate::proxy::{Gatekeeper, Peer, Pending, Rejection, Verdict};
 use crate::sip::message::HeaderName;
@@ -124,7 +125,7 @@ pub fn source_not_authorized(source: &Peer) -> Rejection {
         tenant: None,
         status: 403,
         phrase: "Source Not Authorized".into(),
-        code: "source_not_authorized",
+        code: Code::SourceNotAuthorized,
         explanation: format!(
             "source {} is not in any tenant's dialer networks",
             source.addr.ip()
@@ -140,7 +141,7 @@ fn audit_unavailable() -> Rejection {
         tenant: None,
         status: 503,
         phrase: "Service Unavailable".into(),
-        code: "audit_unavailable",
+        code: Code::AuditUnavailable,
         explanation:
             "the audit trail is not keeping up (disk stalled): the call is not placed unrecorded"
                 .into(),
@@ -250,7 +251,7 @@ fn unavailable(u: Unavailable, mut d: Decision, e: &crate::state::Error) -> Deci
     if d.decision == Outcome::Reject {
         return d;
     }
-    d.reason = Some("policy_unavailable");
+    d.reason = Some(Code::PolicyUnavailable);
     if u.fail_open {
         d.decision = Outcome::Warn;
         d.explanation = format!(
@@ -315,7 +316,7 @@ fn verdict(t: &TenantPolicy, d: &Decision) -> Verdict {
             tenant: t.id.clone(),
             headers: vec![(
                 "X-Callguard-Warning".into(),
-                format!("{}; {}", d.reason.unwrap_or(""), d.explanation),
+                format!("{}; {}", d.reason_str().unwrap_or(""), d.explanation),
             )],
             warn: d.reason,
         },
@@ -323,7 +324,9 @@ fn verdict(t: &TenantPolicy, d: &Decision) -> Verdict {
             tenant: Some(t.id.clone()),
             status: d.status,
             phrase: d.phrase.to_string(),
-            code: d.reason.unwrap_or("policy"),
+            // The policy names the rule of every refusal; a refusal without one
+            // would be a policy defect, reported as the state's failure.
+            code: d.reason.unwrap_or(Code::PolicyUnavailable),
             explanation: d.explanation.to_string(),
             retry_after: d.retry_after,
         }),
@@ -413,7 +416,7 @@ impl Gatekeeper for Gate {
                     tenant: Some(t.id.clone()),
                     status: 503,
                     phrase: "Service Unavailable".into(),
-                    code: "policy_unavailable",
+                    code: Code::PolicyUnavailable,
                     explanation: "internal error: the decision could not be taken".into(),
                     retry_after: Some(self.flow.unavailable.retry_after),
                 })

@@ -50,7 +50,7 @@ Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
 fn code(v: &Verdict) -> &'static str {
     match v {
         Verdict::Forward { .. } => "forward",
-        Verdict::Reject(r) => r.code,
+        Verdict::Reject(r) => r.code.as_str(),
         Verdict::Pending(_) => "pending",
     }
 }
@@ -265,7 +265,7 @@ To: <sip:0142000000@proxy>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
     assert!(!f.withheld);
     let fx = acme(|_| {});
     let d = fx.decide(&f, &History::default(), tuesday_11());
-    assert_eq!(d.reason, Some("caller_id_category"));
+    assert_eq!(d.reason_str(), Some("caller_id_category"));
     assert!(d.explanation.contains("`garbage`"), "{}", d.explanation);
     assert!(d.explanation.contains("+33612345678"), "{}", d.explanation);
     // A From that is a name is not a caller ID; Privacy: id withholds it.
@@ -294,5 +294,8 @@ To: <sip:0142000000@proxy>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n",
         (Some("+33162000001"), &["+33612345678"][..], false)
     );
     let d = fx.decide(&f, &History::default(), tuesday_11());
-    assert_eq!((d.status, d.reason), (433, Some("anonymous_caller_id")));
+    assert_eq!(
+        (d.status, d.reason_str()),
+        (433, Some("anonymous_caller_id"))
+    );
 }

@@ -33,6 +33,7 @@ use super::{
     DecisionId, Gatekeeper, Observer, Peer, Pending, Rejection, Settings, Transmit, Transport,
     Verdict,
 };
+use crate::codes::{Code, Outcome};
 use crate::sip::check::check_request;
 use crate::sip::message::HeaderName;
 use crate::sip::{Message, ParseError, Via};
@@ -421,7 +422,7 @@ impl Core {
         match verdict {
             Verdict::Reject(r) => {
                 self.observer
-                    .decision(r.tenant.as_deref(), "reject", r.code);
+                    .decision(r.tenant.as_deref(), Outcome::Reject, Some(r.code));
                 let call_id = fwd.request.call_id().unwrap_or_default();
                 log_rejected(call_id, s.source, &r);
                 self.reject_server(now, id.slot, &r);
@@ -527,11 +528,11 @@ impl Core {
                     ..local_rejection(
                         503,
                         "Shutting Down",
-                        "shutting_down",
+                        Code::ShuttingDown,
                         "this callguard instance is shutting down; place the call through another one",
                     )
                 };
-                self.observer.decision(None, "reject", r.code);
+                self.observer.decision(None, Outcome::Reject, Some(r.code));
                 self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
             }
             b"INVITE" => self.initial_invite(now, from, msg, key, top_via, reply_to),
@@ -593,7 +594,7 @@ impl Core {
         match self.gatekeeper.check(&msg, &from) {
             Verdict::Reject(r) => {
                 self.observer
-                    .decision(r.tenant.as_deref(), "reject", r.code);
+                    .decision(r.tenant.as_deref(), Outcome::Reject, Some(r.code));
                 log_rejected(msg.call_id().unwrap_or_default(), from, &r);
                 self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
             }
@@ -1340,7 +1341,7 @@ impl Core {
         let mut extra: SmallVec<[(&str, &str); 4]> = SmallVec::new();
         extra.push(("Reason", &reason));
         extra.push(("Warning", &warning));
-        extra.push(("X-Callguard-Reason", r.code));
+        extra.push(("X-Callguard-Reason", r.code.as_str()));
         if let Some(retry) = retry.as_deref() {
             extra.push(("Retry-After", retry));
         }
@@ -1368,11 +1369,13 @@ impl Core {
 
     // ---------------------------------------------------------------- helpers
 
-    fn observe_forward(&self, tenant: &str, warn: Option<&'static str>) {
-        match warn {
-            Some(code) => self.observer.decision(Some(tenant), "warn", code),
-            None => self.observer.decision(Some(tenant), "allow", ""),
-        }
+    fn observe_forward(&self, tenant: &str, warn: Option<Code>) {
+        let outcome = if warn.is_some() {
+            Outcome::Warn
+        } else {
+            Outcome::Allow
+        };
+        self.observer.decision(Some(tenant), outcome, warn);
     }
 
     fn targets(&mut self) -> VecDeque<Carrier> {
@@ -1508,7 +1511,7 @@ fn no_carrier() -> Rejection {
     local_rejection(
         503,
         "Service Unavailable",
-        "no_carrier",
+        Code::NoCarrier,
         "no carrier is configured",
     )
 }
@@ -1517,11 +1520,11 @@ fn no_carrier() -> Rejection {
 fn log_rejected(call_id: &[u8], from: Peer, r: &Rejection) {
     tracing::info!(
         call_id = %String::from_utf8_lossy(call_id),
-        %from, status = r.status, reason = r.code, "call rejected: {}", r.explanation
+        %from, status = r.status, reason = %r.code, "call rejected: {}", r.explanation
     );
 }
 
-fn local_rejection(status: u16, phrase: &str, code: &'static str, why: &str) -> Rejection {
+fn local_rejection(status: u16, phrase: &str, code: Code, why: &str) -> Rejection {
     Rejection {
         tenant: None,
         status,

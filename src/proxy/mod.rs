@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codes::{Code, Outcome};
 use crate::sip::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,7 +147,7 @@ pub enum Verdict {
         /// Headers added to the forwarded INVITE (e.g. a `warn` tag).
         headers: Vec<(String, String)>,
         /// Rule code when a failed rule is enforced as `warn`.
-        warn: Option<&'static str>,
+        warn: Option<Code>,
     },
     Reject(Rejection),
     /// The decision needs I/O (a shared state store). The core answers
@@ -183,7 +184,7 @@ pub struct Rejection {
     pub status: u16,
     pub phrase: String,
     /// Rule code, e.g. `source_not_authorized`.
-    pub code: &'static str,
+    pub code: Code,
     pub explanation: String,
     pub retry_after: Option<u64>,
 }
@@ -215,7 +216,7 @@ pub trait Observer: Send + Sync {
     fn malformed(&self) {}
     fn transactions(&self, _delta: i64) {}
     /// An initial INVITE was decided (`allow`, `warn`, `reject`).
-    fn decision(&self, _tenant: Option<&str>, _decision: &'static str, _reason: &'static str) {}
+    fn decision(&self, _tenant: Option<&str>, _decision: Outcome, _reason: Option<Code>) {}
     fn carrier_response(&self, _carrier: &str, _code: u16) {}
     /// A carrier went up or down (OPTIONS pings).
     fn carrier_up(&self, _carrier: &str, _up: bool) {}

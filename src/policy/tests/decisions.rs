@@ -83,7 +83,7 @@ fn each_rule_in_order_with_its_response() {
     for (caller, callee, status, code) in cases {
         let d = decide(&f, *caller, callee, None, t);
         assert_eq!(
-            (d.decision, d.status, d.reason),
+            (d.decision, d.status, d.reason_str()),
             (Outcome::Reject, *status, Some(*code)),
             "{caller:?} → {callee}: {d:?}"
         );
@@ -111,11 +111,11 @@ fn each_rule_in_order_with_its_response() {
         Outcome::Allow
     );
     assert_eq!(
-        decide(&f, Some("0612345678"), "0142000001", Some("manual"), t).reason,
+        decide(&f, Some("0612345678"), "0142000001", Some("manual"), t).reason_str(),
         Some("caller_id_category")
     );
     assert_eq!(
-        decide(&f, Some("0142000000"), "0142000001", Some("predictive"), t).reason,
+        decide(&f, Some("0142000000"), "0142000001", Some("predictive"), t).reason_str(),
         Some("caller_id_category")
     );
     assert_eq!(
@@ -132,8 +132,12 @@ fn every_failed_rule_is_listed_and_the_first_reported() {
         .unwrap()
         .with_timezone(&Utc);
     let d = decide(&f, Some("0612345678"), "0612345678", None, sunday);
-    assert_eq!(d.reason, Some("caller_id_category"));
-    let rules: Vec<_> = d.failed_rules.iter().map(|r| r.rule).collect();
+    assert_eq!(d.reason_str(), Some("caller_id_category"));
+    let rules: Vec<_> = d
+        .failed_rules
+        .iter()
+        .map(|r| r.rule.code().as_str())
+        .collect();
     assert_eq!(rules, ["caller_id_category", "dnc", "weekend"]);
 }
 
@@ -155,7 +159,7 @@ fn hours_weekend_holiday_with_retry_after() {
         at(2026, 11, 20, 20, 0),
     );
     assert_eq!(
-        (d.status, &*d.phrase, d.reason),
+        (d.status, &*d.phrase, d.reason_str()),
         (480, "Outside Contact Hours", Some("outside_hours"))
     );
     assert_eq!(
@@ -169,7 +173,7 @@ fn hours_weekend_holiday_with_retry_after() {
         None,
         at(2026, 11, 21, 12, 0),
     );
-    assert_eq!((&*d.phrase, d.reason), ("Weekend", Some("weekend")));
+    assert_eq!((&*d.phrase, d.reason_str()), ("Weekend", Some("weekend")));
     let d = decide(
         &f,
         Some("0162000000"),
@@ -178,7 +182,7 @@ fn hours_weekend_holiday_with_retry_after() {
         at(2026, 11, 11, 12, 0),
     );
     assert_eq!(
-        (&*d.phrase, d.reason),
+        (&*d.phrase, d.reason_str()),
         ("Public Holiday", Some("public_holiday"))
     );
     assert!(d.explanation.contains("Armistice"), "{}", d.explanation);
@@ -193,7 +197,7 @@ fn hours_weekend_holiday_with_retry_after() {
             None,
             at(2026, 11, 17, 6, 30)
         )
-        .reason,
+        .reason_str(),
         Some("outside_hours")
     );
     assert_eq!(
@@ -214,7 +218,7 @@ fn consent_for_prospecting_since_august_2026_and_hours_consent() {
     let f = acme(|t| t.campaign = Campaign::Prospecting);
     let t = tuesday_11();
     let d = decide(&f, Some("0162000000"), "0142000000", None, t);
-    assert_eq!((d.status, d.reason), (608, Some("no_consent")));
+    assert_eq!((d.status, d.reason_str()), (608, Some("no_consent")));
     assert_eq!(
         decide(&f, Some("0162000000"), "0142000001", None, t).decision,
         Outcome::Allow
@@ -238,7 +242,7 @@ fn consent_for_prospecting_since_august_2026_and_hours_consent() {
         Outcome::Allow
     );
     assert_eq!(
-        decide(&f, Some("0162000000"), "0142000001", None, evening).reason,
+        decide(&f, Some("0162000000"), "0142000001", None, evening).reason_str(),
         Some("outside_hours")
     );
     let saturday = Tz::Europe__Paris
@@ -246,7 +250,7 @@ fn consent_for_prospecting_since_august_2026_and_hours_consent() {
         .unwrap()
         .with_timezone(&Utc);
     assert_eq!(
-        decide(&f, Some("0162000000"), "0142000002", None, saturday).reason,
+        decide(&f, Some("0162000000"), "0142000002", None, saturday).reason_str(),
         Some("weekend")
     );
 }
@@ -278,14 +282,14 @@ fn entitlement_warn_enforcement_schedule_and_custom_codes() {
         Outcome::Allow
     );
     let d = decide(&f, Some("+33163000000"), "0142000000", None, t);
-    assert_eq!(d.reason, Some("caller_id_category"));
+    assert_eq!(d.reason_str(), Some("caller_id_category"));
     assert!(
         d.explanation.contains("not one of tenant acme's numbers"),
         "{}",
         d.explanation
     );
     let d = decide(&f, Some("+33162000123"), "0612345678", None, t);
-    assert_eq!((d.decision, d.reason), (Outcome::Warn, Some("dnc")));
+    assert_eq!((d.decision, d.reason_str()), (Outcome::Warn, Some("dnc")));
     let noon = Tz::Europe__Paris
         .with_ymd_and_hms(2026, 11, 17, 12, 30, 0)
         .unwrap()
@@ -310,7 +314,7 @@ fn refusal_cooloff_runs_sixty_full_days_in_the_callee_zone() {
         ..Default::default()
     };
     let d = decide_with(&f, "0142000000", &h, paris(2026, 11, 17, 16, 0));
-    assert_eq!((d.status, d.reason), (603, Some("refusal_cooloff")));
+    assert_eq!((d.status, d.reason_str()), (603, Some("refusal_cooloff")));
     assert_eq!(&*d.phrase, "Callee Refused Recently");
     let resume = paris(2027, 1, 18, 10, 0);
     assert_eq!(
@@ -325,15 +329,15 @@ fn refusal_cooloff_runs_sixty_full_days_in_the_callee_zone() {
     );
     // Friday 15 January, the 59th full day: still refused.
     let d = decide_with(&f, "0142000000", &h, paris(2027, 1, 15, 11, 0));
-    assert_eq!(d.reason, Some("refusal_cooloff"));
+    assert_eq!(d.reason_str(), Some("refusal_cooloff"));
     // Saturday 16 January 23:59 is still inside; it is a weekend too, and
     // the cool-off is reported first (decision order).
     let d = decide_with(&f, "0142000000", &h, paris(2027, 1, 16, 23, 59));
-    assert_eq!(d.reason, Some("refusal_cooloff"));
+    assert_eq!(d.reason_str(), Some("refusal_cooloff"));
     assert_eq!(d.failed_rules.len(), 2);
     // Sunday 17 January 00:00: over; only the weekend remains.
     let d = decide_with(&f, "0142000000", &h, paris(2027, 1, 17, 0, 0));
-    assert_eq!(d.reason, Some("weekend"));
+    assert_eq!(d.reason_str(), Some("weekend"));
     assert_eq!(
         decide_with(&f, "0142000000", &h, resume).decision,
         Outcome::Allow
@@ -370,7 +374,7 @@ fn refusal_cooloff_days_are_counted_in_reunion_time() {
             .with_timezone(&Utc)
     };
     let d = decide_with(&f, "0262123456", &h, reunion(15, 11));
-    assert_eq!(d.reason, Some("refusal_cooloff"));
+    assert_eq!(d.reason_str(), Some("refusal_cooloff"));
     assert_eq!(
         d.retry_after,
         Some((reunion(18, 10) - reunion(15, 11)).num_seconds() as u64)
@@ -399,7 +403,7 @@ fn frequency_cap_is_four_attempts_in_thirty_days() {
     h.attempts.push(first + chrono::Duration::days(20));
     let d = decide_with(&f, "0142000000", &h, now);
     assert_eq!(
-        (d.status, &*d.phrase, d.reason),
+        (d.status, &*d.phrase, d.reason_str()),
         (480, "Contact Limit Reached", Some("frequency_cap"))
     );
     // The oldest attempt leaves the window 30 × 24 h later: 19 November
@@ -433,7 +437,7 @@ fn frequency_cap_is_four_attempts_in_thirty_days() {
     let fail = t.cap_failure(callee, &h.attempts, now).unwrap();
     t.cap_reached(&mut d, fail);
     assert_eq!(
-        (d.decision, d.status, d.reason),
+        (d.decision, d.status, d.reason_str()),
         (Outcome::Reject, 480, Some("frequency_cap"))
     );
     assert!(d.retry_after.is_some());
@@ -454,7 +458,7 @@ fn custom_rule_sets_set_or_drop_the_cap_and_the_cooloff() {
         attempts: (1..=3).map(|i| now - chrono::Duration::hours(i)).collect(),
     };
     let d = decide_with(&f, "0142000000", &h, now);
-    assert_eq!(d.reason, Some("frequency_cap"));
+    assert_eq!(d.reason_str(), Some("frequency_cap"));
     assert_eq!(d.failed_rules.len(), 1, "no cool-off rule any more");
     // 24 h after the oldest (08:00 today) is tomorrow 08:00, before the
     // hours open: retry at 10:00.
@@ -477,7 +481,7 @@ fn retry_after_waits_for_every_blocking_rule() {
         h.attempts.push(first + chrono::Duration::days(d));
     }
     let d = decide_with(&f, "0142000000", &h, now);
-    assert_eq!(d.reason, Some("weekend"));
+    assert_eq!(d.reason_str(), Some("weekend"));
     assert_eq!(
         d.retry_after,
         Some((paris(2026, 11, 26, 15, 0) - now).num_seconds() as u64),
@@ -492,7 +496,7 @@ fn retry_after_waits_for_every_blocking_rule() {
     );
     // A permanent refusal among them: no Retry-After at all.
     let d = decide_with(&f, "+33142000099", &h, now);
-    assert_eq!((d.reason, d.retry_after), (Some("dnc"), None));
+    assert_eq!((d.reason_str(), d.retry_after), (Some("dnc"), None));
 }
 
 #[test]

@@ -359,8 +359,8 @@ proptest! {
         }
         let enforce = if mode == "preview" { &manual } else { &automated };
         let blocking = failed.iter().find(|r| enforce[r.index()] == Enforce::Block);
-        let codes: Vec<&str> = d.failed_rules.iter().map(|f| f.rule).collect();
-        prop_assert_eq!(codes, failed.iter().map(|r| r.code()).collect::<Vec<_>>());
+        let rules: Vec<Rule> = d.failed_rules.iter().map(|f| f.rule).collect();
+        prop_assert_eq!(rules, failed.clone());
         match (blocking, failed.first()) {
             (Some(rule), _) => {
                 prop_assert_eq!(d.decision, Outcome::Reject);

@@ -15,7 +15,7 @@ fn stranger(source: &Peer) -> Rejection {
         tenant: None,
         status: 403,
         phrase: "Source Not Authorized".into(),
-        code: "source_not_authorized",
+        code: Code::SourceNotAuthorized,
         explanation: format!(
             "source {} is not in any tenant's dialer networks",
             source.addr.ip()
@@ -637,7 +637,7 @@ fn pending_decision_answers_100_then_forwards_on_the_verdict() {
         Verdict::Forward {
             tenant: "t1".into(),
             headers: vec![("X-Callguard-Warning".into(), "w; why".into())],
-            warn: Some("w"),
+            warn: Some(Code::Weekend),
         },
     );
     let fwd = only(net.drain(), C1);
@@ -661,7 +661,7 @@ fn pending_decision_rejected_with_explanation() {
         tenant: Some("t1".into()),
         status: 503,
         phrase: "Service Unavailable".into(),
-        code: "policy_unavailable",
+        code: Code::PolicyUnavailable,
         explanation: "call state unavailable".into(),
         retry_after: Some(60),
     };
