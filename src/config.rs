@@ -43,25 +43,28 @@ pub struct SipAddr {
     pub addr: SocketAddr,
 }
 
+/// A listen or carrier address that is not `transport:IP:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT` (IPv6 in brackets)")]
+pub struct BadSipAddr(pub String);
+
 impl std::str::FromStr for SipAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadSipAddr;
+    fn from_str(s: &str) -> Result<Self, BadSipAddr> {
         let (transport, rest) = match s.split_once(':') {
             Some((t, rest)) if t.eq_ignore_ascii_case("udp") => (Transport::Udp, rest),
             Some((t, rest)) if t.eq_ignore_ascii_case("tcp") => (Transport::Tcp, rest),
             Some((t, rest)) if t.eq_ignore_ascii_case("tls") => (Transport::Tls, rest),
             _ => (Transport::Udp, s),
         };
-        let addr = rest.parse().map_err(|_| {
-            format!("`{s}` is not `udp:IP:PORT`, `tcp:IP:PORT` or `tls:IP:PORT` (IPv6 in brackets)")
-        })?;
+        let addr = rest.parse().map_err(|_| BadSipAddr(s.to_owned()))?;
         Ok(SipAddr { transport, addr })
     }
 }
 
 impl TryFrom<String> for SipAddr {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = BadSipAddr;
+    fn try_from(s: String) -> Result<Self, BadSipAddr> {
         s.parse()
     }
 }

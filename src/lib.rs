@@ -3,22 +3,33 @@
 //! rejection says why.
 //!
 //! # Layout
-//! - [`sip`]: zero-copy SIP message parser and URI reader.
-//! - [`proxy`]: the sans-IO transaction-stateful proxy core (RFC 3261 §16–17).
-//! - [`transport`]: the tokio UDP/TCP driver around the core.
-//! - [`numbering`]: numbers to E.164, French number categories, callee time zones.
-//! - [`schedule`]: contact hours, holidays, the next allowed instant.
-//! - [`dnc`]: do-not-call and consent lists: file snapshots plus run-time changes.
-//! - [`dns`]: carriers given as SIP domains, located per RFC 3263 (NAPTR, SRV, A/AAAA).
-//! - [`policy`]: the pure decision engine (facts + clock → decision).
-//! - [`state`]: refusals, attempt counts and run-time DNC changes, durable in an embedded store;
-//!   [`state::shared`]: refusals and counts shared by several instances in Redis.
-//! - [`tenant`]: tenants by source address, their compiled policy, the gate.
-//! - [`config`]: the TOML configuration and its validation.
-//! - [`metrics`]: Prometheus counters with the contract's names.
-//! - [`audit`]: the audit trail, one JSON line per decision, written off the call path.
-//! - [`admin`]: the admin HTTP API (metrics, probes, check, DNC, refusals, reload).
-//! - [`service`]: wiring config, core, transports and admin into one process; reload, drain.
+//! Layers, each using only the ones above it (no import cycles):
+//!
+//! 1. Vocabulary and pure data, no I/O:
+//!    - [`sip`]: zero-copy SIP message parser, URI reader, request checks.
+//!    - [`numbering`]: numbers to E.164, numbering plans, callee time zones.
+//!    - [`schedule`]: contact hours, holidays, the next allowed instant.
+//!    - [`dnc`]: do-not-call and consent lists: file snapshots plus run-time changes.
+//!    - [`codes`]: the closed sets a decision is named by (outcome, reason code).
+//!    - [`clock`]: the policy clock, read only by drivers.
+//! 2. Decisions and SIP, sans-IO:
+//!    - [`policy`]: the pure decision engine (facts + history + instant → decision).
+//!    - [`proxy`]: the proxy core (§16) on the transaction machines
+//!      ([`proxy::txn`], §17): messages and instants in, datagrams and deadlines out.
+//! 3. Effects the call path needs:
+//!    - [`state`]: refusals, attempts and DNC changes behind one [`state::Backend`]
+//!      (embedded redb store, or Redis shared by several instances).
+//!    - [`audit`]: the audit trail, one JSON line per decision, written off the call path.
+//!    - [`dns`]: carriers given as SIP domains, located per RFC 3263.
+//!    - [`transport`]: the tokio UDP/TCP/TLS driver around the core.
+//! 4. [`gate`]: the one flow for an initial INVITE (tenant → facts → state →
+//!    policy → count → audit → verdict), the proxy's [`proxy::Gatekeeper`].
+//! 5. The process:
+//!    - [`config`]: the TOML configuration as data, with syntax checks only.
+//!    - [`app`]: compiles the config into policies ([`app::compile`]), binds
+//!      sockets, starts shards and tasks; reload, carriers, DNC sync, drain.
+//!    - [`admin`]: the admin HTTP API, reaching the app through [`admin::Operations`].
+//!    - [`metrics`]: Prometheus series with the contract's names.
 
 pub mod admin;
 pub mod app;

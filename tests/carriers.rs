@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn a_carrier_that_stops_answering_options_leaves_rotation_and_comes_back() {
     let (primary, secondary) = (TestCarrier::start(), TestCarrier::start());
-    let p = Proxy::start_with(
+    let p = Proxy::process_with(
         &[
             format!("udp:{}", primary.addr),
             format!("udp:{}", secondary.addr),

@@ -75,7 +75,7 @@ fn free_udp_port() -> u16 {
 }
 
 fn proxy_for_domain(dns: &Dns, health: &str) -> Proxy {
-    Proxy::start_with(
+    Proxy::process_with(
         &[],
         &format!(
             "[[carrier]]\nname = \"trunk\"\ndomain = \"carrier.test\"\n\

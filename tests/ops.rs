@@ -194,7 +194,7 @@ fn silent_carrier_is_counted_as_a_carrier_failure() {
 #[test]
 fn sigterm_refuses_new_calls_finishes_calls_in_progress_and_flushes() {
     let uas = Ua::bind("127.0.0.1:0");
-    let mut p = Proxy::start(&[format!("udp:{}", uas.addr())]);
+    let mut p = Proxy::process(&[format!("udp:{}", uas.addr())]);
     let uac = Ua::bind("127.0.0.1:0");
     // A call in progress: forwarded, not yet answered.
     send_invite(&p, &uac, "+33142000010", "d-inflight");
@@ -251,7 +251,7 @@ fn sigterm_refuses_new_calls_finishes_calls_in_progress_and_flushes() {
 #[test]
 fn drain_is_bounded_by_drain_timeout() {
     let uas = Ua::bind("127.0.0.1:0");
-    let mut p = Proxy::start_full(
+    let mut p = Proxy::process_full(
         &[format!("udp:{}", uas.addr())],
         "drain_timeout_s = 1",
         "",

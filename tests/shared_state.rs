@@ -92,7 +92,7 @@ impl Drop for Redis {
 }
 
 fn proxy_on(redis: &Redis, carrier: &Ua, fail_open: bool) -> Proxy {
-    Proxy::start_with(
+    Proxy::process_with(
         &[format!("udp:{}", carrier.addr())],
         &redis.state_config(fail_open),
         "",
@@ -141,7 +141,7 @@ fn two_instances_share_the_cap_and_refusals() {
 fn redis_down_fails_closed_then_service_resumes_by_itself() {
     let mut redis = Redis::start();
     let uas = Ua::bind("127.0.0.1:0");
-    let p = Proxy::start_with(
+    let p = Proxy::process_with(
         &[format!("udp:{}", uas.addr())],
         &format!(
             "{}[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
@@ -252,7 +252,7 @@ fn dnc_changes_through_one_instance_reach_the_others() {
     let uas = Ua::bind("127.0.0.1:0");
     let list = write_list("# empty\n");
     let start = || {
-        Proxy::start_with(
+        Proxy::process_with(
             &[format!("udp:{}", uas.addr())],
             &format!(
                 "{}[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",

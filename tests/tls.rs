@@ -379,7 +379,7 @@ fn an_untrusted_carrier_certificate_is_refused_and_certificates_reload_on_sighup
     let impostor = rogue.issue("carrier.test", &["carrier.test"]);
     let (cport, carriers) = carrier(&impostor, &pki.ca_pem);
     let uac = Ua::bind("127.0.0.1:0");
-    let p = Proxy::start_tls(&[format!("tls:127.0.0.1:{cport}")], TLS_TOML, "", |dir| {
+    let p = Proxy::process_tls(&[format!("tls:127.0.0.1:{cport}")], TLS_TOML, "", |dir| {
         write(dir, "cg.pem", &cg.pem);
         write(dir, "cg.key", &cg.key);
         write(dir, "ca.pem", &pki.ca_pem);

@@ -1,7 +1,13 @@
 //! Builds a running proxy from a [`Config`]: binds sockets, derives the
 //! addresses we advertise, creates the core shards and starts the tasks.
 
+mod carriers;
 pub mod compile;
+mod sync;
+
+pub use carriers::Resolved;
+use carriers::{expand_carriers, ping_carriers};
+use sync::{dnc_full_load, dnc_list_names, dnc_sync};
 
 use anyhow::{bail, Context};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -180,64 +186,6 @@ impl Reloader {
         &self.state
     }
 
-    /// Starts a refresh task for each domain carrier that has none.
-    fn start_resolving(self: &Arc<Self>) {
-        let names: Vec<String> = self
-            .carrier_cfg
-            .lock()
-            .iter()
-            .filter(|c| c.domain.is_some())
-            .map(|c| c.name.clone())
-            .collect();
-        for name in names {
-            if self.resolving.lock().insert(name.clone()) {
-                tokio::spawn(resolve_loop(self.clone(), name));
-            }
-        }
-    }
-
-    fn resolver(&self) -> anyhow::Result<Arc<crate::dns::Resolver>> {
-        let mut r = self.resolver.lock();
-        if let Some(r) = r.as_ref() {
-            return Ok(r.clone());
-        }
-        let made = Arc::new(crate::dns::Resolver::new(&self.dns_servers.lock())?);
-        *r = Some(made.clone());
-        Ok(made)
-    }
-
-    /// A new DNS answer for a domain carrier: new calls use it at once.
-    fn set_resolved(&self, name: &str, targets: Vec<crate::dns::Target>) {
-        let _guard = self.one_at_a_time.lock();
-        {
-            let mut resolved = self.resolved.lock();
-            if resolved.get(name) == Some(&targets) {
-                return;
-            }
-            let list: Vec<String> = targets
-                .iter()
-                .map(|t| {
-                    format!(
-                        "{}:{} (priority {}, weight {})",
-                        t.transport, t.addr, t.priority, t.weight
-                    )
-                })
-                .collect();
-            tracing::info!(carrier = name, "carrier resolved: {}", list.join(", "));
-            resolved.insert(name.to_owned(), targets);
-        }
-        let mut s = (*self.settings()).clone();
-        s.carriers = expand_carriers(&self.carrier_cfg.lock(), &self.resolved.lock());
-        if let Some(tls) = &self.tls {
-            tls.set_names(tls_names(&self.carrier_cfg.lock(), &s.carriers));
-        }
-        let s = Arc::new(s);
-        self.current_settings.store(s.clone());
-        let gate: Arc<dyn crate::proxy::Gatekeeper> = self.gate();
-        self.dispatcher
-            .for_each_core(|c| c.reconfigure(s.clone(), gate.clone()));
-    }
-
     /// The settings new transactions get (carriers, timers).
     pub fn settings(&self) -> Arc<Settings> {
         self.current_settings.load_full()
@@ -394,112 +342,6 @@ fn redis_settings(c: &crate::config::RedisConfig) -> crate::state::RedisSettings
     }
 }
 
-/// Pings every carrier of the running config each `interval`; the core
-/// records the answers in the carrier status.
-async fn ping_carriers(r: Arc<Reloader>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let settings = r.settings();
-        for c in &settings.carriers {
-            r.dispatcher.ping(c);
-        }
-    }
-}
-
-/// Keeps this instance's run-time DNC changes in step with the other
-/// instances (Redis backend): the change stream, polled every 500 ms from
-/// `after` (the position of the load at start), and a full load of every
-/// list's changes after any error (the stream may have been trimmed
-/// meanwhile).
-async fn dnc_sync(r: Arc<Reloader>, shared: crate::state::Shared, mut after: Option<String>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let step = match after.clone() {
-            None => {
-                let lists = dnc_list_names(&r.gate().tenants);
-                let loaded = dnc_full_load(&r.state, &shared, lists).await;
-                if matches!(loaded, Ok((_, n)) if n > 0) {
-                    r.metrics.dnc_sizes(&r.gate().tenants);
-                }
-                loaded.map(|(latest, _)| latest)
-            }
-            Some(id) => dnc_follow(&r, &shared, id).await,
-        };
-        match step {
-            Ok(next) => after = Some(next),
-            Err(e) => {
-                if after.is_some() {
-                    tracing::warn!("DNC changes from other instances: {e:#}; reloading them all");
-                }
-                after = None;
-            }
-        }
-    }
-}
-
-fn dnc_list_names(tenants: &Tenants) -> Vec<String> {
-    tenants.dnc_lists().map(|l| l.name().to_owned()).collect()
-}
-
-async fn dnc_apply(
-    state: &Store,
-    list: String,
-    digits: Vec<u64>,
-    listed: bool,
-) -> anyhow::Result<usize> {
-    let state = state.clone();
-    let n = tokio::task::spawn_blocking(move || state.dnc_apply(&list, &digits, listed))
-        .await
-        .context("DNC apply task")??;
-    Ok(n)
-}
-
-/// Applies every run-time change of `lists` recorded in Redis; returns the
-/// stream position to follow from, and how many numbers changed here.
-async fn dnc_full_load(
-    state: &Store,
-    shared: &crate::state::Shared,
-    lists: Vec<String>,
-) -> anyhow::Result<(String, usize)> {
-    // The stream position first: a change made during the load is then
-    // applied twice, never missed.
-    let latest = shared.dnc_latest().await?;
-    let mut changed = 0;
-    for list in lists {
-        let all = shared.dnc_all(&list).await?;
-        for listed in [true, false] {
-            let digits = all
-                .iter()
-                .filter(|(_, l)| *l == listed)
-                .map(|(d, _)| *d)
-                .collect();
-            changed += dnc_apply(state, list.clone(), digits, listed).await?;
-        }
-    }
-    tracing::info!(changed, "DNC changes of the other instances loaded");
-    Ok((latest, changed))
-}
-
-async fn dnc_follow(
-    r: &Arc<Reloader>,
-    shared: &crate::state::Shared,
-    after: String,
-) -> anyhow::Result<String> {
-    let mut last = after;
-    let mut changed = 0;
-    for c in shared.dnc_changes(&last).await? {
-        changed += dnc_apply(&r.state, c.list.clone(), c.numbers, c.listed).await?;
-        last = c.id;
-    }
-    if changed > 0 {
-        r.metrics.dnc_sizes(&r.gate().tenants);
-        tracing::info!(changed, "DNC changes from another instance applied");
-    }
-    Ok(last)
-}
-
 /// Command-line overrides of the config (`serve` flags).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -617,91 +459,6 @@ fn uri_host(ip: IpAddr) -> String {
     }
 }
 
-/// Re-resolves one domain carrier when its answer expires; a failure keeps
-/// the last good answer and is retried soon. Ends when a reload removes
-/// the carrier.
-async fn resolve_loop(r: Arc<Reloader>, name: String) {
-    let mut wait = Duration::ZERO;
-    // An outage is logged when it starts and when it ends, not every retry.
-    let mut failing = false;
-    loop {
-        tokio::time::sleep(wait).await;
-        let domain = r
-            .carrier_cfg
-            .lock()
-            .iter()
-            .find(|c| c.name == name)
-            .and_then(|c| c.domain.clone());
-        let Some(domain) = domain else {
-            r.resolving.lock().remove(&name);
-            r.resolved.lock().remove(&name);
-            return;
-        };
-        let answer = match r.resolver() {
-            Ok(resolver) => resolver.resolve(&domain).await.map_err(anyhow::Error::from),
-            Err(e) => Err(e),
-        };
-        match answer {
-            Ok(a) => {
-                if std::mem::take(&mut failing) {
-                    tracing::info!(carrier = %name, "carrier domain resolves again");
-                }
-                wait = a.valid_for;
-                r.set_resolved(&name, a.targets);
-            }
-            Err(e) => {
-                let kept = r.resolved.lock().get(&name).map_or(0, Vec::len);
-                if std::mem::replace(&mut failing, true) {
-                    tracing::debug!(carrier = %name, kept, "carrier domain still not resolved: {e:#}");
-                } else {
-                    tracing::warn!(carrier = %name, kept, "carrier domain not resolved: {e:#}; the last answer stays, retried every 5 s");
-                }
-                wait = crate::dns::MIN_REFRESH;
-            }
-        }
-    }
-}
-
-/// Carrier name -> its targets from DNS (the last good answer).
-pub type Resolved = std::collections::HashMap<String, Vec<crate::dns::Target>>;
-
-/// The carriers new calls choose from: static ones as configured, and one
-/// per resolved target of each domain. A carrier's priority comes first;
-/// SRV priority and weight order the targets within it.
-fn expand_carriers(cfg: &[crate::config::CarrierConfig], resolved: &Resolved) -> Vec<Carrier> {
-    let mut out = Vec::new();
-    for (i, c) in cfg.iter().enumerate() {
-        let priority = c.priority.unwrap_or(i as u32).min(65_535) << 16;
-        if let Some(a) = c.address {
-            out.push(Carrier {
-                name: c.name.as_str().into(),
-                group: c.name.as_str().into(),
-                peer: Peer {
-                    transport: a.transport,
-                    addr: a.addr,
-                },
-                priority,
-                weight: c.weight,
-            });
-        }
-        for t in resolved.get(&c.name).into_iter().flatten() {
-            out.push(Carrier {
-                name: format!("{}/{}", c.name, t.addr).into(),
-                group: c.name.as_str().into(),
-                peer: Peer {
-                    transport: t.transport,
-                    addr: t.addr,
-                },
-                priority: priority | u32::from(t.priority),
-                weight: u32::from(t.weight),
-            });
-        }
-    }
-    // The core walks carriers by priority group.
-    out.sort_by_key(|c| c.priority);
-    out
-}
-
 pub fn settings_from(
     cfg: &Config,
     bound: &[SipAddr],
@@ -749,11 +506,66 @@ pub fn shard_count(workers: usize) -> usize {
 }
 
 /// Binds everything and starts the tasks on the current tokio runtime.
+/// Sockets bound before the start, by a supervisor handing them over or by
+/// a test that picked free ports: a listener whose configured address is
+/// one of theirs uses it instead of binding again. Ports 0 in the config
+/// need none of this; these are for a fixed port shared by UDP and TCP.
+#[derive(Debug, Default)]
+pub struct Prebound {
+    pub udp: Vec<std::net::UdpSocket>,
+    pub tcp: Vec<std::net::TcpListener>,
+    pub admin: Option<std::net::TcpListener>,
+}
+
+impl Prebound {
+    fn take_udp(&mut self, addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+        match take_bound(&mut self.udp, addr, std::net::UdpSocket::local_addr) {
+            Some(s) => {
+                let _ = socket2::SockRef::from(&s).set_recv_buffer_size(UDP_BUFFER);
+                let _ = socket2::SockRef::from(&s).set_send_buffer_size(UDP_BUFFER);
+                s.set_nonblocking(true)?;
+                Ok(s)
+            }
+            None => udp_socket(addr),
+        }
+    }
+
+    fn take_tcp(&mut self, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        match take_bound(&mut self.tcp, addr, std::net::TcpListener::local_addr) {
+            Some(s) => {
+                s.set_nonblocking(true)?;
+                Ok(s)
+            }
+            None => tcp_listener(addr),
+        }
+    }
+}
+
+fn take_bound<S>(
+    from: &mut Vec<S>,
+    addr: SocketAddr,
+    local: fn(&S) -> std::io::Result<SocketAddr>,
+) -> Option<S> {
+    let i = from.iter().position(|s| local(s).ok() == Some(addr))?;
+    Some(from.swap_remove(i))
+}
+
 pub async fn start(
     cfg: Config,
     origin: Origin,
     clock: Clock,
     workers: usize,
+) -> anyhow::Result<Running> {
+    start_on(cfg, origin, clock, workers, Prebound::default()).await
+}
+
+/// [`start`], with some sockets already bound.
+pub async fn start_on(
+    cfg: Config,
+    origin: Origin,
+    clock: Clock,
+    workers: usize,
+    mut pre: Prebound,
 ) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let (state, loaded) = Store::open(&cfg.state.data_dir, clock)
@@ -830,7 +642,9 @@ pub async fn start(
                 if slot.is_some() {
                     bail!("only one UDP listener per address family is supported ({l})");
                 }
-                let s = udp_socket(l.addr).with_context(|| format!("binding SIP listener {l}"))?;
+                let s = pre
+                    .take_udp(l.addr)
+                    .with_context(|| format!("binding SIP listener {l}"))?;
                 let s = Arc::new(UdpSocket::from_std(s)?);
                 bound.push(SipAddr {
                     transport: Transport::Udp,
@@ -842,8 +656,9 @@ pub async fn start(
                 if l.transport == Transport::Tls && !tls.as_ref().is_some_and(|t| t.can_serve()) {
                     bail!("{l}: a TLS listener needs `tls.certificate` and `tls.private_key`");
                 }
-                let s =
-                    tcp_listener(l.addr).with_context(|| format!("binding SIP listener {l}"))?;
+                let s = pre
+                    .take_tcp(l.addr)
+                    .with_context(|| format!("binding SIP listener {l}"))?;
                 let s = TcpListener::from_std(s)?;
                 bound.push(SipAddr {
                     transport: l.transport,
@@ -946,9 +761,15 @@ pub async fn start(
         ),
         None => None,
     };
-    let admin_listener = tokio::net::TcpListener::bind(cfg.admin.listen)
-        .await
-        .with_context(|| format!("binding admin listener {}", cfg.admin.listen))?;
+    let admin_listener = match pre.admin.take() {
+        Some(l) if l.local_addr().ok() == Some(cfg.admin.listen) => {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)?
+        }
+        _ => tokio::net::TcpListener::bind(cfg.admin.listen)
+            .await
+            .with_context(|| format!("binding admin listener {}", cfg.admin.listen))?,
+    };
     let admin = admin_listener.local_addr()?;
     let reloader = Arc::new_cyclic(|me| Reloader {
         origin,

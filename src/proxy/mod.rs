@@ -1,7 +1,7 @@
 //! The transaction-stateful proxy (RFC 3261 §16, §17) as a deterministic
 //! state machine: messages and instants go in, datagrams to send and the
 //! next timer deadline come out. No sockets, no clock, no threads here, so
-//! every path is tested with simulated time (see `core/tests.rs`).
+//! every path is tested with simulated time (see `core/tests/`).
 //!
 //! - [`txn`]: the four §17 transaction machines, their timers and the
 //!   typed transaction key.

@@ -56,6 +56,10 @@ pub enum StateError {
     Db(#[from] redb::Error),
     #[error("state writer thread is gone")]
     WriterGone,
+    /// A flush waited for a batch that failed; the batch stays pending and
+    /// is retried, the waiters each get the same cause.
+    #[error("state batch not written: {0}")]
+    NotWritten(Arc<StateError>),
 }
 
 fn db_err(e: impl Into<redb::Error>) -> StateError {
@@ -89,7 +93,7 @@ struct Inner {
 enum Dirty {
     Attempt(Key),
     Refusal(Key),
-    Flush(mpsc::SyncSender<Result<(), String>>),
+    Flush(mpsc::SyncSender<Result<(), Arc<StateError>>>),
 }
 
 fn to_utc(secs: i64) -> DateTime<Utc> {
@@ -346,7 +350,7 @@ impl Store {
             .map_err(|_| StateError::WriterGone)?;
         rx.recv()
             .map_err(|_| StateError::WriterGone)?
-            .map_err(|e| StateError::Db(redb::Error::Corrupted(e)))
+            .map_err(StateError::NotWritten)
     }
 
     /// Purges entries that no rule can use any more, from memory and disk.
@@ -480,7 +484,7 @@ impl Inner {
 fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
     let mut attempts = rustc_hash::FxHashSet::default();
     let mut refusals = rustc_hash::FxHashSet::default();
-    let mut waiting: Vec<mpsc::SyncSender<Result<(), String>>> = Vec::new();
+    let mut waiting: Vec<mpsc::SyncSender<Result<(), Arc<StateError>>>> = Vec::new();
     let mut next_flush = std::time::Instant::now() + FLUSH_EVERY;
     let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
     let mut failing = false;
@@ -539,8 +543,9 @@ fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
                 }
             }
         }
+        let result = result.map_err(Arc::new);
         for tx in waiting.drain(..) {
-            let _ = tx.send(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            let _ = tx.send(result.clone());
         }
         if now >= next_sweep {
             next_sweep = now + SWEEP_EVERY;

@@ -1,5 +1,7 @@
-//! Test harness: a real `callguard` process on loopback, and minimal SIP
-//! user agents (UDP and TCP) that speak to it.
+//! Test harness: callguard on loopback — in this process on sockets the
+//! test binds (most tests), or as a real `callguard` process (tests of
+//! signals, kill -9, logs, exit) — and minimal SIP user agents (UDP and
+//! TCP) that speak to it.
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -8,10 +10,14 @@ use callguard::sip::Message;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// A Tuesday 11:00 in Paris: the legal hours are open.
+const POLICY_NOW: &str = "2026-11-17T11:00:00+01:00";
+
 pub struct Proxy {
-    child: Child,
+    runner: Runner,
     pub sip: u16,
     pub admin: u16,
     /// The TLS listener's port, when started with one.
@@ -19,6 +25,103 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
 }
 
+enum Runner {
+    Process(Child),
+    InProcess(InProcess),
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Launch {
+    InProcess,
+    Process,
+}
+
+/// Panics on callguard's own threads (its runtime's workers, its writer
+/// threads): tokio would catch them in a task and the proxy would go on
+/// half dead, so `alive()` reads this count.
+static PROXY_PANICS: AtomicUsize = AtomicUsize::new(0);
+
+fn count_proxy_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let ours = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("callguard") || n == "state-writer");
+            if ours {
+                PROXY_PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// callguard's runtime on a thread of its own; dropping it stops the
+/// runtime (every task of this proxy ends with it).
+struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The listening sockets of one in-process proxy, bound by the test: SIP
+/// on one port for UDP and TCP over IPv4 and IPv6 (as the process tests
+/// ask for), TLS and admin on ports of their own.
+struct Sockets {
+    pre: callguard::app::Prebound,
+    sip: u16,
+    tls: u16,
+    admin: u16,
+}
+
+fn bind_sockets(tls: bool) -> Sockets {
+    loop {
+        let u4 = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let p = u4.local_addr().unwrap().port();
+        // Another process may hold the port on another family: pick again.
+        let (Ok(t4), Ok(u6), Ok(t6)) = (
+            TcpListener::bind(("127.0.0.1", p)),
+            UdpSocket::bind(("::1", p)),
+            TcpListener::bind(("::1", p)),
+        ) else {
+            continue;
+        };
+        let mut tcp = vec![t4, t6];
+        let mut tls_port = 0;
+        if tls {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            tls_port = l.local_addr().unwrap().port();
+            tcp.push(l);
+        }
+        let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin_port = admin.local_addr().unwrap().port();
+        return Sockets {
+            pre: callguard::app::Prebound {
+                udp: vec![u4, u6],
+                tcp,
+                admin: Some(admin),
+            },
+            sip: p,
+            tls: tls_port,
+            admin: admin_port,
+        };
+    }
+}
+
+/// A port free for UDP and TCP on both families, for a process to bind.
+/// Between this and the process binding it another test may take it: the
+/// process launcher retries.
 fn free_port() -> u16 {
     loop {
         let u = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -33,8 +136,9 @@ fn free_port() -> u16 {
 }
 
 impl Proxy {
-    /// Starts callguard with the given carriers (`udp:127.0.0.1:P` ...) and
-    /// the tenant `test` owning 127.0.0.1 and ::1.
+    /// Starts callguard in this process with the given carriers
+    /// (`udp:127.0.0.1:P` ...) and the tenant `test` owning 127.0.0.1 and
+    /// ::1.
     pub fn start(carriers: &[String]) -> Proxy {
         Self::start_with(carriers, "", "")
     }
@@ -47,37 +151,91 @@ impl Proxy {
 
     /// Same, with extra keys of the `[sip]` table.
     pub fn start_full(carriers: &[String], sip: &str, top: &str, tenant: &str) -> Proxy {
-        Self::start_inner(carriers, sip, top, tenant, false, |_| {})
+        Self::launch(
+            Launch::InProcess,
+            carriers,
+            sip,
+            top,
+            tenant,
+            false,
+            &|_| {},
+        )
     }
 
     /// Same, with a TLS listener too; `prepare` writes files (certificates)
-    /// into the directory before the process starts.
+    /// into the directory before the proxy starts.
     pub fn start_tls(
         carriers: &[String],
         top: &str,
         tenant: &str,
         prepare: impl Fn(&std::path::Path),
     ) -> Proxy {
-        Self::start_inner(carriers, "", top, tenant, true, prepare)
+        Self::launch(Launch::InProcess, carriers, "", top, tenant, true, &prepare)
     }
 
-    fn start_inner(
+    /// As [`Proxy::start_with`], as a `callguard` process: for tests of
+    /// signals, kill -9, the log and the exit status.
+    pub fn process_with(carriers: &[String], top: &str, tenant: &str) -> Proxy {
+        Self::process_full(carriers, "", top, tenant)
+    }
+
+    pub fn process(carriers: &[String]) -> Proxy {
+        Self::process_with(carriers, "", "")
+    }
+
+    pub fn process_full(carriers: &[String], sip: &str, top: &str, tenant: &str) -> Proxy {
+        Self::launch(Launch::Process, carriers, sip, top, tenant, false, &|_| {})
+    }
+
+    pub fn process_tls(
+        carriers: &[String],
+        top: &str,
+        tenant: &str,
+        prepare: impl Fn(&std::path::Path),
+    ) -> Proxy {
+        Self::launch(Launch::Process, carriers, "", top, tenant, true, &prepare)
+    }
+
+    fn launch(
+        how: Launch,
         carriers: &[String],
         sip: &str,
         top: &str,
         tenant: &str,
         tls: bool,
-        prepare: impl Fn(&std::path::Path),
+        prepare: &dyn Fn(&std::path::Path),
     ) -> Proxy {
+        if how == Launch::InProcess {
+            let dir = tempfile::tempdir().unwrap();
+            prepare(dir.path());
+            let sockets = bind_sockets(tls);
+            write_config(
+                &dir,
+                carriers,
+                sip,
+                top,
+                tenant,
+                (sockets.sip, sockets.tls, sockets.admin),
+            );
+            let (sip, tls, admin) = (sockets.sip, sockets.tls, sockets.admin);
+            let runner = Runner::InProcess(run_in_process(&dir, sockets.pre));
+            return Proxy {
+                runner,
+                sip,
+                admin,
+                tls,
+                dir,
+            };
+        }
         for _ in 0..5 {
-            if let Some(p) = Self::try_start(carriers, sip, top, tenant, tls, &prepare) {
+            if let Some(p) = Self::try_process(carriers, sip, top, tenant, tls, prepare) {
                 return p;
             }
         }
         panic!("callguard did not start");
     }
 
-    fn try_start(
+    fn try_process(
         carriers: &[String],
         sip_extra: &str,
         top: &str,
@@ -89,35 +247,32 @@ impl Proxy {
         prepare(dir.path());
         let (sip, admin) = (free_port(), free_port());
         let tls_port = if tls { free_port() } else { 0 };
-        let tls_listen = if tls {
-            format!(", \"tls:127.0.0.1:{tls_port}\"")
-        } else {
-            String::new()
-        };
-        let mut cfg = format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:{sip}\", \"tcp:127.0.0.1:{sip}\", \"udp:[::1]:{sip}\", \"tcp:[::1]:{sip}\"{tls_listen}]\n\
-             carrier_timeout_ms = 1000\nmax_message_bytes = 65535\n{sip_extra}\n\
-             [admin]\nlisten = \"127.0.0.1:{admin}\"\n[state]\ndata_dir = \"{}\"\n{top}\n\
-             [[tenant]]\nid = \"test\"\nsources = [\"127.0.0.1/32\", \"::1/128\"]\n{tenant}\n",
-            dir.path().join("data").display()
+        write_config(
+            &dir,
+            carriers,
+            sip_extra,
+            top,
+            tenant,
+            (sip, tls_port, admin),
         );
-        for (i, c) in carriers.iter().enumerate() {
-            cfg.push_str(&format!(
-                "[[carrier]]\nname = \"c{}\"\naddress = \"{c}\"\n",
-                i + 1
-            ));
-        }
-        let path = dir.path().join("cg.toml");
-        std::fs::write(&path, cfg).unwrap();
         let child = spawn(&dir);
         let mut p = Proxy {
-            child,
+            runner: Runner::Process(child),
             sip,
             admin,
             tls: tls_port,
             dir,
         };
         p.wait_ready().then_some(p)
+    }
+
+    fn child(&mut self) -> &mut Child {
+        match &mut self.runner {
+            Runner::Process(c) => c,
+            Runner::InProcess(_) => {
+                panic!("this test needs a callguard process: start it with Proxy::process*")
+            }
+        }
     }
 
     fn wait_ready(&mut self) -> bool {
@@ -129,7 +284,7 @@ impl Proxy {
             {
                 return true;
             }
-            if self.child.try_wait().unwrap().is_some() {
+            if self.child().try_wait().unwrap().is_some() {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -145,16 +300,16 @@ impl Proxy {
 
     /// Same, running `meanwhile` while the process is down.
     pub fn kill9_and_restart_after(&mut self, meanwhile: impl FnOnce()) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.child().kill().unwrap();
+        self.child().wait().unwrap();
         meanwhile();
         for _ in 0..5 {
-            self.child = spawn(&self.dir);
+            *self.child() = spawn(&self.dir);
             if self.wait_ready() {
                 return;
             }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            let _ = self.child().kill();
+            let _ = self.child().wait();
         }
         panic!("callguard did not restart:\n{}", self.log());
     }
@@ -222,7 +377,12 @@ impl Proxy {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.runner {
+            Runner::Process(c) => c.id(),
+            Runner::InProcess(_) => {
+                panic!("this test needs a callguard process: start it with Proxy::process*")
+            }
+        }
     }
 
     pub fn signal(&self, sig: &str) {
@@ -247,7 +407,7 @@ impl Proxy {
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().unwrap() {
+            if let Some(st) = self.child().try_wait().unwrap() {
                 return Some(st);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -256,11 +416,23 @@ impl Proxy {
     }
 
     pub fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        match &mut self.runner {
+            Runner::Process(c) => c.try_wait().unwrap().is_none(),
+            Runner::InProcess(r) => {
+                PROXY_PANICS.load(Ordering::SeqCst) == 0
+                    && r.thread.as_ref().is_some_and(|t| !t.is_finished())
+            }
+        }
     }
 
+    /// The process's log; an in-process proxy logs nowhere.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("cg.log")).unwrap_or_default()
+        match &self.runner {
+            Runner::Process(_) => {
+                std::fs::read_to_string(self.dir.path().join("cg.log")).unwrap_or_default()
+            }
+            Runner::InProcess(_) => "(in-process proxy: no log)".into(),
+        }
     }
 }
 
@@ -273,8 +445,7 @@ fn spawn(dir: &tempfile::TempDir) -> Child {
     Command::new(env!("CARGO_BIN_EXE_callguard"))
         .args(["serve", "--config"])
         .arg(dir.path().join("cg.toml"))
-        // A Tuesday 11:00 in Paris: the legal hours are open.
-        .args(["--at", "2026-11-17T11:00:00+01:00"])
+        .args(["--at", POLICY_NOW])
         .env("RUST_LOG", "debug")
         // Used when a test's config sets `admin.token_env`.
         .env("CALLGUARD_TEST_TOKEN", "s3cret")
@@ -286,8 +457,92 @@ fn spawn(dir: &tempfile::TempDir) -> Child {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Runner::Process(c) = &mut self.runner {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn write_config(
+    dir: &tempfile::TempDir,
+    carriers: &[String],
+    sip_extra: &str,
+    top: &str,
+    tenant: &str,
+    (sip, tls_port, admin): (u16, u16, u16),
+) {
+    let tls_listen = if tls_port != 0 {
+        format!(", \"tls:127.0.0.1:{tls_port}\"")
+    } else {
+        String::new()
+    };
+    let mut cfg = format!(
+        "[sip]\nlisten = [\"udp:127.0.0.1:{sip}\", \"tcp:127.0.0.1:{sip}\", \"udp:[::1]:{sip}\", \"tcp:[::1]:{sip}\"{tls_listen}]\n\
+         carrier_timeout_ms = 1000\nmax_message_bytes = 65535\n{sip_extra}\n\
+         [admin]\nlisten = \"127.0.0.1:{admin}\"\n[state]\ndata_dir = \"{}\"\n{top}\n\
+         [[tenant]]\nid = \"test\"\nsources = [\"127.0.0.1/32\", \"::1/128\"]\n{tenant}\n",
+        dir.path().join("data").display()
+    );
+    for (i, c) in carriers.iter().enumerate() {
+        cfg.push_str(&format!(
+            "[[carrier]]\nname = \"c{}\"\naddress = \"{c}\"\n",
+            i + 1
+        ));
+    }
+    std::fs::write(dir.path().join("cg.toml"), cfg).unwrap();
+}
+
+/// Starts callguard's application on a runtime of its own (two workers,
+/// as CI has two cores) and returns once it serves: `app::start_on`
+/// returns after every listener is up, so no readiness polling.
+fn run_in_process(dir: &tempfile::TempDir, pre: callguard::app::Prebound) -> InProcess {
+    count_proxy_panics();
+    let path = dir.path().join("cg.toml");
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("callguard-test-main".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("callguard-test-worker")
+                .enable_all()
+                .build()
+                .unwrap();
+            let at = chrono::DateTime::parse_from_rfc3339(POLICY_NOW).unwrap();
+            let clock = callguard::clock::Clock::starting_at(at.with_timezone(&chrono::Utc));
+            let started = rt.block_on(async move {
+                let cfg = callguard::config::Config::load(&path).map_err(|e| format!("{e:#}"))?;
+                let origin = callguard::app::Origin {
+                    path,
+                    overrides: Default::default(),
+                };
+                callguard::app::start_on(cfg, origin, clock, 2, pre)
+                    .await
+                    .map_err(|e| format!("{e:#}"))
+            });
+            match started {
+                Ok(running) => {
+                    let _ = started_tx.send(Ok(()));
+                    let _ = rt.block_on(stop_rx);
+                    drop(running);
+                }
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                }
+            }
+            rt.shutdown_timeout(Duration::from_secs(2));
+        })
+        .unwrap();
+    match started_rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("callguard did not start: {e}"),
+        Err(_) => panic!("callguard did not start within 20 s"),
+    }
+    InProcess {
+        stop: Some(stop_tx),
+        thread: Some(thread),
     }
 }
 
@@ -498,7 +753,7 @@ pub fn proxy_with_dnc_file(
     let lists = tempfile::tempdir().unwrap();
     let list = lists.path().join("dnc.txt");
     std::fs::write(&list, numbers).unwrap();
-    let p = Proxy::start_with(
+    let p = Proxy::process_with(
         &[format!("udp:{}", carrier.addr())],
         &format!(
             "[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",

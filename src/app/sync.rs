@@ -1,0 +1,100 @@
+//! Run-time DNC changes kept in step across instances sharing a Redis
+//! state: the change stream, and a full load after any gap.
+
+use super::*;
+
+/// Keeps this instance's run-time DNC changes in step with the other
+/// instances (Redis backend): the change stream, polled every 500 ms from
+/// `after` (the position of the load at start), and a full load of every
+/// list's changes after any error (the stream may have been trimmed
+/// meanwhile).
+pub(super) async fn dnc_sync(
+    r: Arc<Reloader>,
+    shared: crate::state::Shared,
+    mut after: Option<String>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let step = match after.clone() {
+            None => {
+                let lists = dnc_list_names(&r.gate().tenants);
+                let loaded = dnc_full_load(&r.state, &shared, lists).await;
+                if matches!(loaded, Ok((_, n)) if n > 0) {
+                    r.metrics.dnc_sizes(&r.gate().tenants);
+                }
+                loaded.map(|(latest, _)| latest)
+            }
+            Some(id) => dnc_follow(&r, &shared, id).await,
+        };
+        match step {
+            Ok(next) => after = Some(next),
+            Err(e) => {
+                if after.is_some() {
+                    tracing::warn!("DNC changes from other instances: {e:#}; reloading them all");
+                }
+                after = None;
+            }
+        }
+    }
+}
+
+pub(super) fn dnc_list_names(tenants: &Tenants) -> Vec<String> {
+    tenants.dnc_lists().map(|l| l.name().to_owned()).collect()
+}
+
+async fn dnc_apply(
+    state: &Store,
+    list: String,
+    digits: Vec<u64>,
+    listed: bool,
+) -> anyhow::Result<usize> {
+    let state = state.clone();
+    let n = tokio::task::spawn_blocking(move || state.dnc_apply(&list, &digits, listed))
+        .await
+        .context("DNC apply task")??;
+    Ok(n)
+}
+
+/// Applies every run-time change of `lists` recorded in Redis; returns the
+/// stream position to follow from, and how many numbers changed here.
+pub(super) async fn dnc_full_load(
+    state: &Store,
+    shared: &crate::state::Shared,
+    lists: Vec<String>,
+) -> anyhow::Result<(String, usize)> {
+    // The stream position first: a change made during the load is then
+    // applied twice, never missed.
+    let latest = shared.dnc_latest().await?;
+    let mut changed = 0;
+    for list in lists {
+        let all = shared.dnc_all(&list).await?;
+        for listed in [true, false] {
+            let digits = all
+                .iter()
+                .filter(|(_, l)| *l == listed)
+                .map(|(d, _)| *d)
+                .collect();
+            changed += dnc_apply(state, list.clone(), digits, listed).await?;
+        }
+    }
+    tracing::info!(changed, "DNC changes of the other instances loaded");
+    Ok((latest, changed))
+}
+
+async fn dnc_follow(
+    r: &Arc<Reloader>,
+    shared: &crate::state::Shared,
+    after: String,
+) -> anyhow::Result<String> {
+    let mut last = after;
+    let mut changed = 0;
+    for c in shared.dnc_changes(&last).await? {
+        changed += dnc_apply(&r.state, c.list.clone(), c.numbers, c.listed).await?;
+        last = c.id;
+    }
+    if changed > 0 {
+        r.metrics.dnc_sizes(&r.gate().tenants);
+        tracing::info!(changed, "DNC changes from another instance applied");
+    }
+    Ok(last)
+}

@@ -1,0 +1,710 @@
+//! The proxy core: what RFC 3261 §16 says a stateful proxy does, on top of
+//! the §17 transaction machines of [`super::txn`].
+//!
+//! An initial INVITE owns one server transaction and, over its life, one
+//! INVITE client transaction per carrier tried (serial failover). The
+//! request being proxied and what the proxy does with it (targets left,
+//! CANCEL, a pending decision) live beside the server transaction in a
+//! [`Forwarding`]; per-branch proxy state (Timer C, the CANCEL of the
+//! branch) lives beside the client transaction. Transactions refer to each
+//! other by slab index plus a generation, so a stale reference is detected
+//! instead of misrouted.
+//!
+//! Methods: `handle_*` take input (messages, timeouts, verdicts), `poll_*`
+//! hand out what to do (datagrams, deadlines, decisions to run); the rest
+//! read state. The core never reads the clock: every instant comes in as an
+//! argument.
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hasher;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::build::{self, Forward};
+use super::carriers::{self, Carrier};
+use super::routing::{self, Refusal};
+use super::txn::{
+    AckFor, ClientInvite, ClientNonInvite, Ctx, Fate, Fired, InviteEvent, KeyMethod,
+    NonInviteEvent, Outbox, ServerInvite, ServerNonInvite, Timer, Timers, TxnKey,
+};
+use super::{
+    DecisionId, Gatekeeper, Observer, Peer, Pending, Rejection, Settings, Transmit, Transport,
+    Verdict,
+};
+use crate::codes::{Code, Outcome};
+use crate::sip::check::check_request;
+use crate::sip::message::HeaderName;
+use crate::sip::{Message, ParseError, Via};
+
+/// Marks branches this proxy generated; responses whose top Via lacks it
+/// were not sent by us and are dropped.
+const OUR_BRANCH: &[u8] = b"z9hG4bKcg";
+/// Allow header for 405 and OPTIONS: what we accept out of dialog plus
+/// what we relay in dialog.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, PRACK, REFER, NOTIFY";
+/// Retry-After on INVITEs refused while shutting down: a restart, or the
+/// dialer's other trunk, is expected within seconds.
+const DRAIN_RETRY_AFTER_S: u64 = 5;
+
+/// A transaction in a slab: index and generation.
+type Link = (usize, u64);
+
+enum ServerMachine {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+impl ServerMachine {
+    fn proceeding(&self) -> bool {
+        match self {
+            ServerMachine::Invite(m) => m.proceeding(),
+            ServerMachine::NonInvite(m) => m.proceeding(),
+        }
+    }
+    fn provisional(&mut self, response: Bytes, ctx: &mut Ctx<'_>) {
+        match self {
+            ServerMachine::Invite(m) => m.provisional(response, ctx),
+            ServerMachine::NonInvite(m) => m.provisional(response, ctx),
+        }
+    }
+    fn final_response(&mut self, code: u16, response: Bytes, ctx: &mut Ctx<'_>) {
+        match self {
+            ServerMachine::Invite(m) => m.final_response(code, response, ctx),
+            ServerMachine::NonInvite(m) => m.final_response(response, ctx),
+        }
+    }
+}
+
+struct ServerEntry {
+    gen: u64,
+    key: TxnKey,
+    source: Peer,
+    machine: ServerMachine,
+    /// The request being proxied; dropped once it has its final response.
+    fwd: Option<Box<Forwarding>>,
+}
+
+/// §16: a request being proxied and what the proxy does with it.
+struct Forwarding {
+    request: Message,
+    /// The received top Via with `received`/`rport` filled in.
+    top_via: Option<Vec<u8>>,
+    /// The client transaction trying the current target.
+    branch: Option<Link>,
+    /// Carriers still to try, in order (initial INVITEs).
+    targets: VecDeque<Carrier>,
+    /// The tenant that placed the call (initial INVITEs): bound into the
+    /// Record-Route token.
+    tenant: Option<Arc<str>>,
+    cancelled: bool,
+    /// Headers added to the forwarded request (a `warn` tag).
+    extra: Vec<(String, String)>,
+    /// Waiting for a pending decision since this instant.
+    deciding: Option<Instant>,
+}
+
+impl Forwarding {
+    fn new(request: Message, top_via: Option<Vec<u8>>) -> Box<Forwarding> {
+        Box::new(Forwarding {
+            request,
+            top_via,
+            branch: None,
+            targets: VecDeque::new(),
+            tenant: None,
+            cancelled: false,
+            extra: Vec::new(),
+            deciding: None,
+        })
+    }
+
+    fn upstream(&self) -> (&Message, Option<&[u8]>) {
+        (&self.request, self.top_via.as_deref())
+    }
+}
+
+enum ClientMachine {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+impl ClientMachine {
+    fn dest(&self) -> Peer {
+        match self {
+            ClientMachine::Invite(m) => m.dest(),
+            ClientMachine::NonInvite(m) => m.dest(),
+        }
+    }
+    fn waiting(&self) -> bool {
+        match self {
+            ClientMachine::Invite(m) => m.waiting(),
+            ClientMachine::NonInvite(m) => m.waiting(),
+        }
+    }
+    fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx<'_>) -> Fate {
+        match self {
+            ClientMachine::Invite(m) => m.on_timer(timer, ctx),
+            ClientMachine::NonInvite(m) => m.on_timer(timer, ctx),
+        }
+    }
+}
+
+/// Why a client transaction exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A request proxied for a server transaction.
+    Branch,
+    /// An OPTIONS health check of a carrier.
+    Ping,
+    /// A CANCEL this proxy sent for an INVITE branch.
+    Cancel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CancelState {
+    None,
+    /// Asked for before any provisional: sent when one comes (§9.1).
+    Held,
+    Sent,
+}
+
+struct ClientEntry {
+    gen: u64,
+    key: TxnKey,
+    machine: ClientMachine,
+    role: Role,
+    server: Option<Link>,
+    carrier: Option<Arc<str>>,
+    /// Any 1xx received (100 included: a CANCEL may then be sent, §9.1).
+    provisional: bool,
+    cancel: CancelState,
+    /// When Timer C is due (§16.6 step 11, reset by 101–199, §16.7 step 2).
+    timer_c_due: Option<Instant>,
+    /// Timer C is never reset past this: a next hop that sends a
+    /// provisional every few minutes must not hold the call forever.
+    ring_limit: Option<Instant>,
+}
+
+/// How far provisionals can push Timer C back, in Timer C periods from the
+/// moment the INVITE was forwarded (12 minutes with the default 180 s).
+const RING_LIMIT_PERIODS: u32 = 4;
+
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Timeout,
+    Unreachable,
+}
+
+/// A `Ctx` for the machine in slot `$slot`, generation `$gen`: built from
+/// disjoint fields, so a machine in a slab can act while the outbox and
+/// the timers are borrowed.
+macro_rules! ctx {
+    ($self:ident, $now:expr, $slot:expr, $gen:expr) => {
+        Ctx {
+            now: $now,
+            out: &mut $self.out,
+            timers: &mut $self.timers,
+            t: $self.settings.intervals(),
+            slot: $slot,
+            gen: $gen,
+        }
+    };
+}
+
+/// One shard of proxy state. See the module docs of [`crate::proxy`].
+pub struct Core {
+    settings: Arc<Settings>,
+    gatekeeper: Arc<dyn Gatekeeper>,
+    observer: Arc<dyn Observer>,
+    shard: u16,
+    servers: slab::Slab<ServerEntry>,
+    clients: slab::Slab<ClientEntry>,
+    server_index: HashMap<TxnKey, usize>,
+    client_index: HashMap<TxnKey, usize>,
+    timers: Timers,
+    out: Outbox,
+    gen: u64,
+    branch_seq: u64,
+    /// Shutting down: new calls are refused so that the dialer places them
+    /// through another instance, while calls in progress finish here.
+    draining: bool,
+    /// Pending decisions not yet handed to the driver.
+    decisions: VecDeque<(DecisionId, Pending)>,
+    /// Weighted carrier choice. Seeded per shard: runs in simulated time
+    /// repeat exactly.
+    rng: rand::rngs::StdRng,
+}
+
+impl Core {
+    pub fn new(
+        settings: Arc<Settings>,
+        gatekeeper: Arc<dyn Gatekeeper>,
+        observer: Arc<dyn Observer>,
+        shard: u16,
+    ) -> Core {
+        Core {
+            settings,
+            gatekeeper,
+            out: Outbox::new(observer.clone()),
+            observer,
+            shard,
+            servers: slab::Slab::new(),
+            clients: slab::Slab::new(),
+            server_index: HashMap::new(),
+            client_index: HashMap::new(),
+            timers: Timers::default(),
+            gen: 0,
+            branch_seq: 0,
+            draining: false,
+            decisions: VecDeque::new(),
+            rng: rand::SeedableRng::seed_from_u64(u64::from(shard)),
+        }
+    }
+
+    // ---------------------------------------------------------------- getters
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// The next decision the driver must run (see [`Verdict::Pending`]).
+    pub fn poll_decision(&mut self) -> Option<(DecisionId, Pending)> {
+        self.decisions.pop_front()
+    }
+
+    pub fn active_transactions(&self) -> usize {
+        self.servers.len() + self.clients.len()
+    }
+
+    /// Entries in the timer queue, including lazily cancelled ones.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Transactions that still wait for a final response: the shutdown
+    /// should not cut them short. Those that only absorb retransmissions
+    /// (Timers D, H, I, J, K, L, M) do not count; otherwise the INVITEs
+    /// refused during the drain would keep it from ever ending.
+    pub fn unfinished_transactions(&self) -> usize {
+        let servers = self
+            .servers
+            .iter()
+            .filter(|(_, s)| s.machine.proceeding())
+            .count();
+        let clients = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.machine.waiting())
+            .count();
+        servers + clients
+    }
+
+    // --------------------------------------------------------------- mutators
+
+    /// Starts a graceful shutdown: from now on initial INVITEs get `503`
+    /// with `Retry-After` and OPTIONS pings get `503`, so dialers and load
+    /// balancers move new calls elsewhere; everything else (responses,
+    /// CANCEL, ACK, in-dialog requests) is still handled.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Replaces settings and gatekeeper for new transactions (reload);
+    /// transactions in flight keep the carriers they were given.
+    pub fn reconfigure(&mut self, settings: Arc<Settings>, gatekeeper: Arc<dyn Gatekeeper>) {
+        self.settings = settings;
+        self.gatekeeper = gatekeeper;
+    }
+
+    /// Sends an OPTIONS health check to `carrier`. Any final answer but
+    /// 503 and 408 counts as alive; no answer within `carrier_timeout`
+    /// counts as a miss (see [`super::CarrierStatus`]). The driver picks
+    /// `call_id`, so that the shard it hashes to is the one that sends the
+    /// ping and gets its answer.
+    pub fn ping(&mut self, now: Instant, carrier: &Carrier, call_id: &str) {
+        let dest = carrier.peer;
+        let branch = self.new_branch();
+        let via = routing::via_value(&self.settings, dest, &branch);
+        let (host, port) = routing::endpoint_for(&self.settings, dest);
+        let text = carriers::ping(dest, &via, host, port, &branch, call_id);
+        let timeout = self.carrier_timeout();
+        let key = TxnKey::client(branch.as_bytes(), b"OPTIONS");
+        self.new_client(
+            now,
+            key,
+            Role::Ping,
+            None,
+            Some(carrier.name.clone()),
+            |ctx| {
+                ClientMachine::NonInvite(ClientNonInvite::start(
+                    dest,
+                    Bytes::from(text),
+                    timeout,
+                    ctx,
+                ))
+            },
+        );
+    }
+
+    // ------------------------------------------------------------------ input
+
+    pub fn handle_message(&mut self, now: Instant, from: Peer, data: Bytes) {
+        let msg = match Message::parse(data.clone()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.observer.malformed();
+                tracing::debug!(%from, error = %e, "unparsable message");
+                if let Some((m, problem)) = Message::salvage(data) {
+                    self.answer_broken_request(from, &m, problem);
+                }
+                return;
+            }
+        };
+        if msg.is_request() {
+            self.on_request(now, from, msg);
+        } else {
+            self.on_response(now, from, msg);
+        }
+    }
+
+    /// A connection to `peer` failed: client transactions waiting on it
+    /// fail over at once instead of waiting for their timeout.
+    pub fn handle_unreachable(&mut self, now: Instant, peer: Peer) {
+        let dead: SmallVec<[usize; 4]> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| {
+                c.machine.dest() == peer
+                    && match &c.machine {
+                        ClientMachine::Invite(m) => {
+                            m.state() == super::txn::ClientInviteState::Calling
+                        }
+                        ClientMachine::NonInvite(m) => m.waiting(),
+                    }
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for idx in dead {
+            self.client_failed(now, idx, Failure::Unreachable);
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(f) = self.timers.pop_due(now) {
+            if f.timer.on_server() {
+                if self.servers.get(f.slot).is_some_and(|s| s.gen == f.gen) {
+                    self.server_timer(now, f);
+                }
+            } else if self.clients.get(f.slot).is_some_and(|c| c.gen == f.gen) {
+                self.client_timer(now, f);
+            }
+        }
+    }
+
+    /// The outcome of a pending decision. Ignored when the transaction has
+    /// ended meanwhile; a CANCEL that came first has already answered 487.
+    pub fn handle_verdict(&mut self, now: Instant, id: DecisionId, verdict: Verdict) {
+        let Some(s) = self.servers.get_mut(id.slot).filter(|s| s.gen == id.gen) else {
+            return;
+        };
+        if !s.machine.proceeding() {
+            return;
+        }
+        let Some(fwd) = s.fwd.as_mut() else { return };
+        if fwd.deciding.take().is_none() {
+            return;
+        }
+        match verdict {
+            Verdict::Reject(r) => {
+                self.observer
+                    .decision(r.tenant.as_deref(), Outcome::Reject, Some(r.code));
+                let call_id = fwd.request.call_id().unwrap_or_default();
+                log_rejected(call_id, s.source, &r);
+                self.reject_server(now, id.slot, &r);
+            }
+            Verdict::Forward {
+                tenant,
+                headers,
+                warn,
+            } => {
+                self.observe_forward(&tenant, warn);
+                let targets = self.targets();
+                if targets.is_empty() {
+                    return self.reject_server(now, id.slot, &no_carrier());
+                }
+                if let Some(fwd) = self.servers[id.slot].fwd.as_mut() {
+                    fwd.targets = targets;
+                    fwd.extra = headers;
+                    fwd.tenant = Some(tenant);
+                }
+                self.try_next_carrier(now, id.slot);
+            }
+            Verdict::Pending(_) => {
+                tracing::error!("a pending decision resolved to another pending decision");
+                self.local_final(now, id.slot, 500, "Server Internal Error");
+            }
+        }
+    }
+
+    // ---------------------------------------------------------- local finals
+
+    /// A final response generated here for a proxied request.
+    fn local_final(&mut self, now: Instant, sidx: usize, code: u16, phrase: &str) {
+        let s = &mut self.servers[sidx];
+        if !s.machine.proceeding() {
+            return;
+        }
+        let Some(fwd) = s.fwd.take() else { return };
+        let tag = s.key.local_tag();
+        let bytes = build::response(
+            &fwd.request,
+            fwd.top_via.as_deref(),
+            code,
+            phrase,
+            Some(&tag),
+            &[],
+        );
+        let gen = s.gen;
+        let mut ctx = ctx!(self, now, sidx, gen);
+        s.machine.final_response(code, bytes, &mut ctx);
+    }
+
+    /// Answers a parked INVITE with an explained rejection.
+    fn reject_server(&mut self, now: Instant, sidx: usize, r: &Rejection) {
+        let Some(fwd) = self.servers[sidx].fwd.take() else {
+            return;
+        };
+        let tag = self.servers[sidx].key.local_tag();
+        let bytes = self.explained_response(&fwd.request, fwd.top_via.as_deref(), &tag, r);
+        let s = &mut self.servers[sidx];
+        let gen = s.gen;
+        let mut ctx = ctx!(self, now, sidx, gen);
+        s.machine.final_response(r.status, bytes, &mut ctx);
+    }
+
+    /// A rejection response carrying the contract's explanation headers.
+    fn explained_response(
+        &self,
+        msg: &Message,
+        top_via: Option<&[u8]>,
+        tag: &str,
+        r: &Rejection,
+    ) -> Bytes {
+        let text = build::escape_quoted(&r.explanation);
+        let reason = format!("SIP ;cause={} ;text=\"{}\"", r.status, text);
+        let host = self
+            .settings
+            .local
+            .first()
+            .map(|l| l.host.as_str())
+            .unwrap_or("callguard");
+        let warning = format!("399 {host} \"{text}\"");
+        let retry = r.retry_after.map(|s| s.to_string());
+        let mut extra: SmallVec<[(&str, &str); 4]> = SmallVec::new();
+        extra.push(("Reason", &reason));
+        extra.push(("Warning", &warning));
+        extra.push(("X-Callguard-Reason", r.code.as_str()));
+        if let Some(retry) = retry.as_deref() {
+            extra.push(("Retry-After", retry));
+        }
+        build::response(msg, top_via, r.status, &r.phrase, Some(tag), &extra)
+    }
+
+    fn reply_stateless(
+        &mut self,
+        req: &Message,
+        top_via: Option<&[u8]>,
+        to: Peer,
+        code: u16,
+        phrase: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let tag = (code > 100).then(|| {
+            let mut h = siphasher::sip::SipHasher13::new_with_key(&self.settings.route_key);
+            h.write(req.call_id().unwrap_or_default());
+            h.write(req.from_tag().unwrap_or_default());
+            format!("cg{:x}", h.finish())
+        });
+        let bytes = build::response(req, top_via, code, phrase, tag.as_deref(), extra);
+        self.out.send(to, bytes);
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    fn observe_forward(&self, tenant: &str, warn: Option<Code>) {
+        let outcome = if warn.is_some() {
+            Outcome::Warn
+        } else {
+            Outcome::Allow
+        };
+        self.observer.decision(Some(tenant), outcome, warn);
+    }
+
+    fn targets(&mut self) -> VecDeque<Carrier> {
+        carriers::order(
+            &self.settings.carriers,
+            &self.settings.status,
+            &mut self.rng,
+        )
+    }
+
+    /// Carrier INVITEs and health checks use the short bound: a dialer, or
+    /// a rotation, cannot wait RFC 3261's 32 s.
+    fn carrier_timeout(&self) -> Duration {
+        self.settings
+            .carrier_timeout
+            .min(self.settings.intervals().t1_64())
+    }
+
+    fn new_branch(&mut self) -> String {
+        self.branch_seq += 1;
+        branch_id(self.settings.instance, self.shard, self.branch_seq)
+    }
+
+    fn live_server(&self, link: Option<Link>) -> Option<usize> {
+        let (idx, gen) = link?;
+        self.servers.get(idx).filter(|s| s.gen == gen).map(|_| idx)
+    }
+
+    fn live_client(&self, link: Option<Link>) -> Option<usize> {
+        let (idx, gen) = link?;
+        self.clients.get(idx).filter(|c| c.gen == gen).map(|_| idx)
+    }
+
+    fn new_server(
+        &mut self,
+        now: Instant,
+        key: TxnKey,
+        source: Peer,
+        fwd: Option<Box<Forwarding>>,
+        make: impl FnOnce(&mut Ctx<'_>) -> ServerMachine,
+    ) -> usize {
+        self.gen += 1;
+        let gen = self.gen;
+        let entry = self.servers.vacant_entry();
+        let slot = entry.key();
+        let mut ctx = ctx!(self, now, slot, gen);
+        let machine = make(&mut ctx);
+        entry.insert(ServerEntry {
+            gen,
+            key: key.clone(),
+            source,
+            machine,
+            fwd,
+        });
+        self.server_index.insert(key, slot);
+        self.observer.transactions(1);
+        slot
+    }
+
+    fn new_client(
+        &mut self,
+        now: Instant,
+        key: TxnKey,
+        role: Role,
+        server: Option<Link>,
+        carrier: Option<Arc<str>>,
+        make: impl FnOnce(&mut Ctx<'_>) -> ClientMachine,
+    ) -> usize {
+        self.gen += 1;
+        let gen = self.gen;
+        let entry = self.clients.vacant_entry();
+        let slot = entry.key();
+        let mut ctx = ctx!(self, now, slot, gen);
+        let machine = make(&mut ctx);
+        entry.insert(ClientEntry {
+            gen,
+            key: key.clone(),
+            machine,
+            role,
+            server,
+            carrier,
+            provisional: false,
+            cancel: CancelState::None,
+            timer_c_due: None,
+            ring_limit: None,
+        });
+        self.client_index.insert(key, slot);
+        self.observer.transactions(1);
+        slot
+    }
+
+    fn remove_server(&mut self, idx: usize) {
+        let s = self.servers.remove(idx);
+        if self.server_index.get(&s.key) == Some(&idx) {
+            self.server_index.remove(&s.key);
+        }
+        self.observer.transactions(-1);
+    }
+
+    fn remove_client(&mut self, idx: usize) {
+        let c = self.clients.remove(idx);
+        if self.client_index.get(&c.key) == Some(&idx) {
+            self.client_index.remove(&c.key);
+        }
+        self.observer.transactions(-1);
+    }
+}
+
+/// A branch of ours: the cookie, our mark, the process instance (so
+/// branches never repeat across restarts), the shard and a sequence.
+fn branch_id(instance: u32, shard: u16, seq: u64) -> String {
+    format!(
+        "{}{instance:08x}.{shard:x}.{seq:x}",
+        std::str::from_utf8(OUR_BRANCH).unwrap_or("z9hG4bKcg"),
+    )
+}
+
+/// Every value of the headers named `name`, joined (Proxy-Require, Require).
+fn header_values(msg: &Message, name: &str) -> String {
+    let mut out = String::new();
+    for v in msg.headers_by_name(name) {
+        for tag in crate::sip::message::split_commas(v) {
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            out.push_str(&String::from_utf8_lossy(tag));
+        }
+    }
+    out
+}
+
+fn no_carrier() -> Rejection {
+    local_rejection(
+        503,
+        "Service Unavailable",
+        Code::NoCarrier,
+        "no carrier is configured",
+    )
+}
+
+/// One info line per rejected call, with its rule code (ops grep these).
+fn log_rejected(call_id: &[u8], from: Peer, r: &Rejection) {
+    tracing::info!(
+        call_id = %String::from_utf8_lossy(call_id),
+        %from, status = r.status, reason = %r.code, "call rejected: {}", r.explanation
+    );
+}
+
+fn local_rejection(status: u16, phrase: &str, code: Code, why: &str) -> Rejection {
+    Rejection {
+        tenant: None,
+        status,
+        phrase: phrase.into(),
+        code,
+        explanation: why.into(),
+        retry_after: None,
+    }
+}
+
+mod requests;
+mod responses;
+mod timers;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! Decisions that wait (a verdict arrives later), OPTIONS pings and
+//! carrier weights.
+
+use super::*;
+
+/// Defers every decision, as the gate does with a shared state store.
+struct Deferring;
+impl Gatekeeper for Deferring {
+    fn check(&self, _m: &Message, _source: &Peer) -> Verdict {
+        Verdict::Pending(Pending(Box::pin(std::future::pending())))
+    }
+}
+
+fn deferring_net() -> Net {
+    let mut net = Net::new(&[C1]);
+    net.core = Core::new(
+        Arc::new(settings(&[C1])),
+        Arc::new(Deferring),
+        Arc::new(NoObserver),
+        0,
+    );
+    net
+}
+
+#[test]
+fn pending_decision_answers_100_then_forwards_on_the_verdict() {
+    let mut net = deferring_net();
+    let out = net.input(UAC, &invite("z9hG4bKp1", "call-p1"));
+    assert_eq!(only(out, UAC).status(), Some(100));
+    let (id, _job) = net.core.poll_decision().expect("a decision to run");
+    assert!(net.core.poll_decision().is_none());
+    // A retransmitted INVITE meanwhile gets the 100 again, nothing else.
+    let out = net.input(UAC, &invite("z9hG4bKp1", "call-p1"));
+    assert_eq!(only(out, UAC).status(), Some(100));
+    assert!(net.core.poll_decision().is_none());
+
+    net.core.handle_verdict(
+        net.now,
+        id,
+        Verdict::Forward {
+            tenant: "t1".into(),
+            headers: vec![("X-Callguard-Warning".into(), "w; why".into())],
+            warn: Some(Code::Weekend),
+        },
+    );
+    let fwd = only(net.drain(), C1);
+    assert_eq!(fwd.method(), Some(&b"INVITE"[..]));
+    assert_eq!(
+        fwd.header_by_name("X-Callguard-Warning"),
+        Some(&b"w; why"[..])
+    );
+    // A second verdict for the same transaction changes nothing.
+    net.core
+        .handle_verdict(net.now, id, Verdict::Reject(stranger(&udp(UAC))));
+    assert!(net.drain().is_empty());
+}
+
+#[test]
+fn pending_decision_rejected_with_explanation() {
+    let mut net = deferring_net();
+    net.input(UAC, &invite("z9hG4bKp2", "call-p2"));
+    let (id, _job) = net.core.poll_decision().unwrap();
+    let r = Rejection {
+        tenant: Some("t1".into()),
+        status: 503,
+        phrase: "Service Unavailable".into(),
+        code: Code::PolicyUnavailable,
+        explanation: "call state unavailable".into(),
+        retry_after: Some(60),
+    };
+    net.core.handle_verdict(net.now, id, Verdict::Reject(r));
+    let m = only(net.drain(), UAC);
+    assert_eq!(m.status(), Some(503));
+    assert_eq!(m.header_by_name("Retry-After"), Some(&b"60"[..]));
+    assert_eq!(
+        m.header_by_name("X-Callguard-Reason"),
+        Some(&b"policy_unavailable"[..])
+    );
+    // Retransmitted until ACKed (Timer G), as any local rejection.
+    let again = net.advance(Duration::from_millis(500));
+    assert_eq!(only(again, UAC).status(), Some(503));
+}
+
+#[test]
+fn cancel_while_deciding_ends_the_call_before_anything_is_forwarded() {
+    let mut net = deferring_net();
+    net.input(UAC, &invite("z9hG4bKp3", "call-p3"));
+    let (id, _job) = net.core.poll_decision().unwrap();
+    let out = net.input(UAC, &cancel("call-p3").replace("z9hG4bKa1", "z9hG4bKp3"));
+    let codes: Vec<_> = out.iter().map(|(to, m)| (*to, m.status())).collect();
+    let uac: SocketAddr = UAC.parse().unwrap();
+    assert_eq!(codes, [(uac, Some(200)), (uac, Some(487))]);
+    net.core.handle_verdict(
+        net.now,
+        id,
+        Verdict::Forward {
+            tenant: "t1".into(),
+            headers: vec![],
+            warn: None,
+        },
+    );
+    assert!(net.drain().is_empty(), "forwarded after the CANCEL");
+}
+
+#[test]
+fn options_pings_take_a_silent_carrier_out_of_rotation_and_back() {
+    let mut net = Net::new(&[C1, C2]);
+    let c1 = net.core.settings.carriers[0].clone();
+    let status = net.core.settings.status.clone();
+    // Answered: stays up. The ping is an OPTIONS from us, not relayed.
+    net.core.ping(net.now, &c1, "ping-1");
+    let ping = only(net.drain(), C1);
+    assert_eq!(ping.method(), Some(&b"OPTIONS"[..]));
+    assert!(ping
+        .top_via()
+        .unwrap()
+        .branch
+        .unwrap()
+        .starts_with(b"z9hG4bKcg"));
+    assert!(net
+        .input(C1, &reply(&ping, 200, "OK", Some("p")))
+        .is_empty());
+    assert!(status.is_up("c1"));
+
+    // Two pings unanswered (down_after = 2): out of rotation.
+    for round in 0..2 {
+        net.core.ping(net.now, &c1, "ping-1");
+        let out = net.drain();
+        assert_eq!(out.len(), 1, "round {round}");
+        net.advance(Duration::from_secs(6));
+    }
+    assert!(!status.is_up("c1"));
+    // A new call goes to C2 first; C1 stays as the last resort.
+    let out = net.input(UAC, &invite("z9hG4bKh1", "call-h1"));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[1].0, C2.parse::<SocketAddr>().unwrap());
+
+    // A 503 to a ping counts as no answer; any other answer brings it back.
+    net.core.ping(net.now, &c1, "ping-1");
+    let ping = only(net.drain(), C1);
+    net.input(C1, &reply(&ping, 503, "Busy", Some("p")));
+    assert!(!status.is_up("c1"));
+    net.core.ping(net.now, &c1, "ping-1");
+    let ping = only(net.drain(), C1);
+    net.input(C1, &reply(&ping, 404, "Not Found", Some("p")));
+    assert!(status.is_up("c1"));
+}
+
+#[test]
+fn carriers_of_one_priority_share_calls_by_weight() {
+    let mut net = Net::new(&[C1, C2]);
+    let mut s = settings(&[C1, C2]);
+    for c in &mut s.carriers {
+        c.priority = 0;
+    }
+    s.carriers[0].weight = 3;
+    s.carriers[1].weight = 1;
+    net.core.reconfigure(Arc::new(s), Arc::new(OnlyTenNet));
+    let mut first = [0usize; 2];
+    for i in 0..4000 {
+        let out = net.input(UAC, &invite(&format!("z9hG4bKw{i}"), &format!("call-w{i}")));
+        let to = out[1].0;
+        first[usize::from(to != C1.parse::<SocketAddr>().unwrap())] += 1;
+        // The other carrier is next, after a 503.
+        let fwd = out.into_iter().nth(1).unwrap().1;
+        let from = if to == C1.parse().unwrap() { C1 } else { C2 };
+        let out = net.input(from, &reply(&fwd, 503, "Busy", Some("x")));
+        let next = out
+            .iter()
+            .find(|(_, m)| m.method() == Some(&b"INVITE"[..]))
+            .unwrap();
+        assert_ne!(next.0, to);
+    }
+    // 3:1 of 4000 is 3000:1000; binomial sd is about 27.
+    assert!((2850..=3150).contains(&first[0]), "{first:?}");
+
+    // Weight 0: only after the weighted ones.
+    let mut s = settings(&[C1, C2]);
+    for c in &mut s.carriers {
+        c.priority = 0;
+    }
+    s.carriers[0].weight = 0;
+    net.core.reconfigure(Arc::new(s), Arc::new(OnlyTenNet));
+    for i in 0..50 {
+        let out = net.input(UAC, &invite(&format!("z9hG4bKz{i}"), &format!("call-z{i}")));
+        assert_eq!(out[1].0, C2.parse::<SocketAddr>().unwrap());
+    }
+}

@@ -1,0 +1,228 @@
+//! In-dialog routing, Route handling and the RFC 4475 answers.
+
+use super::*;
+
+/// A call answered by C1: the INVITE as forwarded and the Record-Route the
+/// dialer learns from the 200.
+fn answered(net: &mut Net, call_id: &str) -> (Message, String) {
+    let fwd = start_call(net, call_id);
+    let ok = only(net.input(C1, &reply(&fwd, 200, "OK", Some("cr1"))), UAC);
+    let rr = String::from_utf8(ok.header(HeaderName::RecordRoute).unwrap().to_vec()).unwrap();
+    (fwd, rr)
+}
+
+/// An in-dialog request of call `call_id`.
+#[allow(clippy::too_many_arguments)]
+fn dialog(
+    method: &str,
+    ruri: &str,
+    via_host: &str,
+    route: &str,
+    from: &str,
+    to: &str,
+    call_id: &str,
+    branch: &str,
+) -> String {
+    format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {via_host};branch={branch}\r\nRoute: {route}\r\n\
+Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+const DIALER_SIDE: (&str, &str) = (
+    "<sip:+33162000001@10.0.0.5>;tag=uac1",
+    "<sip:+33162000000@192.0.2.10:5060>;tag=cr1",
+);
+
+#[test]
+fn in_dialog_requests_go_only_between_the_dialogs_two_sides() {
+    let mut net = Net::new(&[C1, C2]);
+    let (_, rr) = answered(&mut net, "side-1");
+    let (from, to) = DIALER_SIDE;
+    // The dialer's BYE reaches the carrier.
+    let bye = dialog(
+        "BYE",
+        "sip:carrier@192.0.2.20:5060",
+        UAC,
+        &rr,
+        from,
+        to,
+        "side-1",
+        "z9hG4bKb1",
+    );
+    assert_eq!(only(net.input(UAC, &bye), C1).method(), Some(&b"BYE"[..]));
+    // The carrier's BYE (tags the other way round) reaches the dialer.
+    let cbye = dialog(
+        "BYE",
+        "sip:dialer@10.0.0.5:5062",
+        C1,
+        &rr,
+        to,
+        from,
+        "side-1",
+        "z9hG4bKc1",
+    );
+    assert_eq!(only(net.input(C1, &cbye), UAC).method(), Some(&b"BYE"[..]));
+
+    // A stranger holding the token: nothing relayed.
+    let stranger = "198.51.100.7:5060";
+    for (ruri, f, t) in [
+        ("sip:carrier@192.0.2.20:5060", from, to),
+        ("sip:dialer@10.0.0.5:5062", to, from),
+    ] {
+        let req = dialog("INVITE", ruri, stranger, &rr, f, t, "side-1", "z9hG4bKs1");
+        assert_eq!(
+            only(net.input(stranger, &req), stranger).status(),
+            Some(403),
+            "{ruri}"
+        );
+    }
+    // The dialer sending the dialog elsewhere: an extra Route, or another
+    // target (even the other carrier).
+    for (n, (route, ruri)) in [
+        (
+            format!("{rr}, <sip:203.0.113.9;lr>"),
+            "sip:carrier@192.0.2.20:5060",
+        ),
+        (rr.clone(), "sip:victim@203.0.113.9"),
+        (rr.clone(), "sip:carrier@192.0.2.21:5060"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let req = dialog(
+            "MESSAGE",
+            ruri,
+            UAC,
+            route,
+            from,
+            to,
+            "side-1",
+            &format!("z9hG4bKm{n}"),
+        );
+        assert_eq!(
+            only(net.input(UAC, &req), UAC).status(),
+            Some(403),
+            "{route} {ruri}"
+        );
+    }
+    // The carrier's BYE from another address.
+    let spoof = "192.0.2.99:5060";
+    let req = dialog(
+        "BYE",
+        "sip:dialer@10.0.0.5:5062",
+        spoof,
+        &rr,
+        to,
+        from,
+        "side-1",
+        "z9hG4bKx1",
+    );
+    assert_eq!(only(net.input(spoof, &req), spoof).status(), Some(403));
+    // The token of this call does not open another call's dialog.
+    let req = dialog(
+        "BYE",
+        "sip:carrier@192.0.2.20:5060",
+        UAC,
+        &rr,
+        from,
+        to,
+        "side-2",
+        "z9hG4bKo1",
+    );
+    assert_eq!(only(net.input(UAC, &req), UAC).status(), Some(403));
+}
+
+#[test]
+fn the_route_naming_us_is_removed_from_an_initial_invite() {
+    let mut net = Net::new(&[C1]);
+    let text = invite("z9hG4bKrt", "route-1").replace(
+        "Max-Forwards: 70\r\n",
+        "Route: <sip:192.0.2.10:5060;lr>\r\nMax-Forwards: 70\r\n",
+    );
+    let out = net.input(UAC, &text);
+    let fwd = &out[1].1;
+    assert_eq!(out[1].0, C1.parse::<SocketAddr>().unwrap());
+    assert!(
+        fwd.header(HeaderName::Route).is_none(),
+        "no Route reaches the carrier"
+    );
+}
+
+// ------------------------------------------- issue 12: RFC 4475 answers
+
+#[test]
+fn torture_answers_in_simulated_time() {
+    let mut net = Net::new(&[C1]);
+    let base = invite("z9hG4bKtt", "tt-1");
+    let answer = |net: &mut Net, text: String| first_line(&only(net.input(UAC, &text), UAC));
+    // badvers
+    assert_eq!(
+        answer(&mut net, base.replacen("SIP/2.0\r\n", "SIP/7.0\r\n", 1)),
+        "SIP/2.0 505 Version Not Supported"
+    );
+    // lwsstart, trws, lwsruri
+    for broken in [
+        base.replacen("INVITE sip:", "INVITE  sip:", 1),
+        base.replacen("SIP/2.0\r\n", "SIP/2.0 \r\n", 1),
+        base.replacen("@192.0.2.10:5060 SIP", "@192.0.2.10:5060; lr SIP", 1),
+    ] {
+        assert_eq!(answer(&mut net, broken), "SIP/2.0 400 Bad Request-Line");
+    }
+    // unkscm
+    let options = |extra: &str, ruri: &str| {
+        format!(
+            "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bKo{}\r\n{extra}From: <sip:a@b>;tag=1\r\n\
+To: <sip:c@d>\r\nCall-ID: opt-{}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            ruri.len() + extra.len(),
+            ruri.len() + extra.len()
+        )
+    };
+    assert_eq!(
+        answer(
+            &mut net,
+            options("", "nobodyKnowsThisScheme:totallyopaquecontent")
+        ),
+        "SIP/2.0 416 Unsupported URI Scheme"
+    );
+    // bext01: Proxy-Require and Require are answered 420 with Unsupported.
+    let r = only(
+        net.input(
+            UAC,
+            &options(
+                "Require: nothingSupportsThis\r\nProxy-Require: noProxiesSupportThis\r\n",
+                "sip:a@b",
+            ),
+        ),
+        UAC,
+    );
+    assert_eq!(r.status(), Some(420));
+    assert_eq!(
+        r.header_by_name("Unsupported"),
+        Some(&b"noProxiesSupportThis"[..])
+    );
+    let r = only(
+        net.input(UAC, &options("Require: nothingSupportsThis\r\n", "sip:b@c")),
+        UAC,
+    );
+    assert_eq!(r.status(), Some(420));
+    assert_eq!(
+        r.header_by_name("Unsupported"),
+        Some(&b"nothingSupportsThis"[..])
+    );
+}
+
+#[test]
+fn a_cancel_from_another_address_cancels_nothing() {
+    let mut net = Net::new(&[C1]);
+    let fwd = start_call(&mut net, "cx-1");
+    only(net.input(C1, &reply(&fwd, 180, "Ringing", Some("c1"))), UAC);
+    // Same branch and sent-by as the dialer's INVITE, sent from elsewhere.
+    let out = net.input("10.9.9.9:5062", &cancel("cx-1"));
+    assert_eq!(only(out, "10.9.9.9:5062").status(), Some(481));
+    // The call goes on: the answer reaches the dialer.
+    assert_eq!(
+        only(net.input(C1, &reply(&fwd, 200, "OK", Some("c1"))), UAC).status(),
+        Some(200)
+    );
+}
