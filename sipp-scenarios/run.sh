@@ -232,7 +232,7 @@ verdict "no carrier answers -> 408 after failover (2 calls)" "$a"
 redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" > "$WORK/redis.log" 2>&1 &
 PIDS="$PIDS $!"
 sed "s|^data_dir = .*|&\nbackend = \"redis\"\n[state.redis]\nurl = \"redis://127.0.0.1:$REDIS/0\"|" "$WORK/cg.toml" > "$WORK/cg-redis.toml"
-for _ in $(seq 1 50); do [ "$(printf 'PING\r\n' | timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$REDIS; cat >&3; head -c 5 <&3" 2>/dev/null)" = "+PONG" ] && break; sleep 0.1; done
+for _ in $(seq 1 50); do [ "$(printf 'PING\r\n' | timeout 1 bash -c "exec 9<>/dev/tcp/127.0.0.1/$REDIS || exit 1; cat >&9; head -c 5 <&9" 2>/dev/null)" = "+PONG" ] && break; sleep 0.1; done
 CG_CONFIG=$WORK/cg-redis.toml start_cg shared-a $((ADMIN + 20)) --at "$OPEN_AT" --sip-listen "udp:127.0.0.1:$((SIP + 30))"
 CG_CONFIG=$WORK/cg-redis.toml start_cg shared-b $((ADMIN + 21)) --at "$OPEN_AT" --sip-listen "udp:127.0.0.1:$((SIP + 31))"
 SHARED=$(csv shared 33142066666 33162000001)

@@ -48,6 +48,10 @@ pub enum Code {
     AuditUnavailable,
     ShuttingDown,
     NoCarrier,
+    /// No carrier gave a final response in time (`408`).
+    CarrierTimeout,
+    /// No carrier could be reached (`503`).
+    CarrierUnreachable,
 }
 
 impl Code {
@@ -68,6 +72,8 @@ impl Code {
             Code::AuditUnavailable => "audit_unavailable",
             Code::ShuttingDown => "shutting_down",
             Code::NoCarrier => "no_carrier",
+            Code::CarrierTimeout => "carrier_timeout",
+            Code::CarrierUnreachable => "carrier_unreachable",
         }
     }
 }

@@ -18,7 +18,7 @@ pub use locate::{Locator, Seg};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -67,6 +67,27 @@ impl TryFrom<String> for SipAddr {
     fn try_from(s: String) -> Result<Self, BadSipAddr> {
         s.parse()
     }
+}
+
+/// A tenant's source networks: `IP/prefix`, or a bare IP for that one host
+/// (what admins write for a single dialer server).
+fn networks<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            let s = s.trim();
+            if let Ok(net) = s.parse::<ipnet::IpNet>() {
+                return Ok(net);
+            }
+            if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+                return Ok(ipnet::IpNet::from(ip));
+            }
+            Err(serde::de::Error::custom(format!(
+                "`{s}` is not a network: write IP/prefix (prefix at most 32 for IPv4, 128 for \
+                 IPv6), e.g. \"192.0.2.0/24\", or a single address, e.g. \"192.0.2.10\""
+            )))
+        })
+        .collect()
 }
 
 impl std::fmt::Display for SipAddr {
@@ -502,6 +523,7 @@ pub struct TenantConfig {
     pub id: toml::Spanned<String>,
     /// Dialer source networks (CIDR).
     #[serde(default)]
+    #[serde(deserialize_with = "networks")]
     pub sources: Vec<ipnet::IpNet>,
     /// Names in a dialer's TLS client certificate (DNS SAN or CN, verified
     /// against `tls.client_ca`) that identify this tenant, whatever the

@@ -172,11 +172,13 @@ impl DncList {
     pub fn contains(&self, n: E164) -> bool {
         self.lookup(n).0
     }
-    /// Whether `n` is listed, and whether the file or a run-time change says so.
-    pub fn lookup(&self, n: E164) -> (bool, Source) {
+    /// Whether `n` is listed, and what says so: a run-time change (which
+    /// may also be a removal), the file, or nothing (never listed).
+    pub fn lookup(&self, n: E164) -> (bool, Option<Source>) {
         match self.delta.get(n.digits()) {
-            Some(listed) => (listed, Source::Api),
-            None => (self.base.contains(n), Source::File),
+            Some(listed) => (listed, Some(Source::Api)),
+            None if self.base.contains(n) => (true, Some(Source::File)),
+            None => (false, None),
         }
     }
     pub fn len(&self) -> usize {

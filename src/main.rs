@@ -16,10 +16,20 @@ use callguard::config::{Config, SipAddr};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format: human or json.
-    #[arg(long, global = true, default_value = "human")]
-    log_format: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Exit status of a command line that could not be understood (BSD
+/// sysexits' EX_USAGE): apart from 2, which `check` means "rejected".
+const EXIT_USAGE: u8 = 64;
 
 #[derive(Subcommand)]
 enum Command {
@@ -27,7 +37,7 @@ enum Command {
     Serve {
         #[arg(long, default_value = "config/callguard.toml")]
         config: PathBuf,
-        /// SIP listener (`udp:IP:PORT`, `tcp:IP:PORT`, or `IP:PORT` for both); repeatable.
+        /// SIP listener (`udp:IP:PORT`, `tcp:IP:PORT`, `tls:IP:PORT`, or `IP:PORT` for UDP and TCP); repeatable.
         #[arg(long = "sip-listen")]
         sip_listen: Vec<String>,
         /// Carrier (`udp:IP:PORT`, `tcp:IP:PORT`); repeatable, in priority order.
@@ -43,7 +53,7 @@ enum Command {
         at: Option<chrono::DateTime<chrono::FixedOffset>>,
     },
     /// The decision the proxy would take for one call, with its explanation.
-    /// Exit status: 0 forwarded, 2 rejected, 1 error.
+    /// Exit status: 0 forwarded, 2 rejected, 1 error, 64 usage error.
     Check {
         #[arg(long, default_value = "config/callguard.toml")]
         config: PathBuf,
@@ -58,8 +68,9 @@ enum Command {
         /// Instant to decide at (RFC 3339); default now.
         #[arg(long)]
         at: Option<chrono::DateTime<chrono::FixedOffset>>,
-        /// automated or manual; default the tenant's.
-        #[arg(long)]
+        /// Dialing mode, as the `X-Dial-Mode` header gives it; default the
+        /// tenant's.
+        #[arg(long, value_parser = ["automated", "predictive", "progressive", "manual", "preview"])]
         mode: Option<String>,
         /// Print the decision as JSON (the `POST /v1/check` object).
         #[arg(long)]
@@ -76,18 +87,18 @@ enum Command {
 enum ConfigCommand {
     /// Validate a configuration file.
     Check {
-        #[arg(long)]
+        #[arg(long, default_value = "config/callguard.toml")]
         config: PathBuf,
     },
 }
 
-fn init_logs(format: &str) {
+fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if format == LogFormat::Json {
         b.json().init();
     } else {
         b.init();
@@ -97,8 +108,8 @@ fn init_logs(format: &str) {
 fn parse_listen(v: &[String]) -> anyhow::Result<Vec<SipAddr>> {
     let mut out = Vec::new();
     for s in v {
-        if s.starts_with("udp:") || s.starts_with("tcp:") {
-            out.push(s.parse().map_err(anyhow::Error::msg)?);
+        if s.starts_with("udp:") || s.starts_with("tcp:") || s.starts_with("tls:") {
+            out.push(s.parse().with_context(|| format!("--sip-listen {s}"))?);
         } else {
             let addr: SocketAddr = s
                 .parse()
@@ -140,12 +151,6 @@ fn check(
     let t = tenants
         .by_id(&tenant)
         .with_context(|| format!("no tenant `{tenant}` in {}", config.display()))?;
-    if let Some(m) = &mode {
-        anyhow::ensure!(
-            matches!(m.as_str(), "automated" | "manual"),
-            "--mode must be automated or manual"
-        );
-    }
     let facts = callguard::policy::Facts::new(&from, &to, mode.as_deref());
     let now = at
         .map(|a| a.with_timezone(&chrono::Utc))
@@ -304,8 +309,19 @@ fn config_check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logs(&cli.log_format);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                // --help, --version
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logs(cli.log_format);
     let result = match cli.command {
         Command::Serve {
             config,

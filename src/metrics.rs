@@ -122,6 +122,12 @@ impl Metrics {
         );
         let malformed = Counter::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
+        // Both series from the start: `increase()` over a series that
+        // appears with its first failure misses that failure, and the
+        // reload-failure alert would never fire.
+        for result in ["success", "failure"] {
+            drop(config_reloads.get_or_create(&ResultLabels { result }));
+        }
         let dnc_entries = Family::<ListLabels, Gauge>::default();
         let dnc_unreadable = Family::<ListLabels, Gauge>::default();
         registry.register(

@@ -241,3 +241,98 @@ fn configs_that_refuse_every_call_are_refused() {
         assert!(!err.contains("line 0"), "{err}");
     }
 }
+
+/// Runs callguard with `args`: (exit code, stderr).
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_callguard"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn usage_errors_exit_64_never_the_rejected_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "", "");
+    let cfg = cfg.to_str().unwrap();
+    let base = ["check", "--tenant", "t", "--from", "+33162000000"];
+    // A bad --mode, a missing argument, a bad --log-format: 64, with the
+    // values that would have been accepted.
+    let (code, err) = run(&[&base[..], &["--to", "+33142000000", "--mode", "robot"]].concat());
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("predictive"), "{err}");
+    let (code, err) = run(&base);
+    assert_eq!(code, 64, "{err}");
+    let (code, err) = run(&["--log-format", "xml", "config", "check", "--config", cfg]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("json"), "{err}");
+    // Every mode the X-Dial-Mode header takes is taken here too: a
+    // predictive call presenting a geographic number at 11:00 in Paris.
+    let (code, d) = check(
+        Path::new(cfg),
+        &[
+            "--from",
+            "+33162000000",
+            "--to",
+            "+33142000000",
+            "--at",
+            "2026-11-17T11:00:00+01:00",
+            "--mode",
+            "predictive",
+        ],
+    );
+    assert_eq!((code, d["decision"].as_str()), (0, Some("allow")), "{d}");
+    assert_eq!(d["mode"], "automated");
+}
+
+#[test]
+fn config_check_reads_the_default_config_and_says_each_error_once() {
+    // From the repository root, as the README runs it.
+    let (code, err) = run(&["config", "check"]);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, err) = run(&["config", "check", "--config", "/nonexistent/cg.toml"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing_list = config(
+        dir.path(),
+        "dnc_lists = [\"d\"]",
+        "[[dnc_list]]\nname = \"d\"\nfile = \"absent.txt\"\n",
+    );
+    let (code, err) = run(&[
+        "config",
+        "check",
+        "--config",
+        missing_list.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert!(err.contains("dnc_list[0].file"), "{err}");
+}
+
+#[test]
+fn tenant_sources_take_single_addresses_and_explain_bad_networks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cg.toml");
+    let write = |sources: &str| {
+        std::fs::write(
+            &path,
+            format!("[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[[tenant]]\nid = \"t\"\nsources = [{sources}]\n"),
+        )
+        .unwrap();
+    };
+    write("\"192.0.2.10\", \"2001:db8::1\"");
+    let (code, err) = run(&["config", "check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    write("\"127.0.0.0/33\"");
+    let (code, err) = run(&["config", "check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("`127.0.0.0/33` is not a network"), "{err}");
+    assert!(err.contains("line 5"), "{err}");
+}

@@ -186,6 +186,18 @@ fn silent_carrier_is_counted_as_a_carrier_failure() {
     let r = call(&p, &uac, "+33142000003", "m-timeout");
     assert_eq!(r.status(), Some(408));
     assert_eq!(
+        r.header_by_name("X-Callguard-Reason"),
+        Some(&b"carrier_timeout"[..])
+    );
+    // Every series an alert rule uses is there from the start, at 0.
+    let scrape = p.http_get("/metrics").unwrap();
+    for series in [
+        r#"callguard_config_reloads_total{result="failure"} 0"#,
+        r#"callguard_config_reloads_total{result="success"} 0"#,
+    ] {
+        assert!(scrape.contains(series), "{series} missing:\n{scrape}");
+    }
+    assert_eq!(
         p.metric(r#"callguard_carrier_failures_total{carrier="c1",reason="timeout"}"#),
         1.0
     );
@@ -217,6 +229,13 @@ fn sigterm_refuses_new_calls_finishes_calls_in_progress_and_flushes() {
     assert_eq!(
         r.header_by_name("X-Callguard-Reason"),
         Some(&b"shutting_down"[..])
+    );
+    // Counted under the dialer's tenant, as every other decision.
+    assert_eq!(
+        p.metric(
+            r#"callguard_invites_total{tenant="test",decision="reject",reason="shutting_down"}"#
+        ),
+        1.0
     );
     uac.send(
         p.addr(),

@@ -73,8 +73,14 @@ fn refusals_and_dnc_changes_survive_kill_9() {
     );
     let (_, body) = p.http("GET", "/v1/dnc/d/+33142000010", "");
     assert!(
-        body.contains("\"listed\":false"),
+        body.contains("\"listed\":false") && body.contains("\"source\":\"api\""),
         "removed from the file's list: {body}"
+    );
+    // Never listed: nothing says so, not "the file".
+    let (_, body) = p.http("GET", "/v1/dnc/d/+33142000099", "");
+    assert!(
+        body.contains("\"listed\":false") && body.contains("\"source\":null"),
+        "{body}"
     );
     assert_eq!(p.metric("callguard_dnc_entries{list=\"d\"}"), 3.0);
     // The number removed at run time is callable again.

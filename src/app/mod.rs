@@ -506,6 +506,21 @@ pub fn shard_count(workers: usize) -> usize {
 }
 
 /// Binds everything and starts the tasks on the current tokio runtime.
+/// Runs what the call path would otherwise initialise on the first calls
+/// (numbering tables, each tenant's decision path) before `/readyz`.
+/// Decisions are pure: nothing is counted or recorded.
+fn warm(tenants: &Tenants, clock: Clock) {
+    crate::numbering::warm();
+    let now = clock.now();
+    let history = crate::policy::History::default();
+    for t in tenants.iter() {
+        for callee in ["+33142000000", "+12125550123", "+5511912345678"] {
+            let facts = crate::policy::Facts::new("+33162000000", callee, None);
+            let _ = t.decide(&facts, &history, now);
+        }
+    }
+}
+
 /// Sockets bound before the start, by a supervisor handing them over or by
 /// a test that picked free ports: a listener whose configured address is
 /// one of theirs uses it instead of binding again. Ports 0 in the config
@@ -824,6 +839,7 @@ pub async fn start_on(
     for c in &settings.carriers {
         tracing::info!(carrier = %c.name, address = %c.peer, "carrier");
     }
+    warm(&gatekeeper.tenants, clock);
     tracing::info!(admin = %admin, shards = shard_count(workers), workers, "callguard running");
     ready.store(true, Ordering::Release);
     Ok(Running {

@@ -11,6 +11,13 @@ mod zones;
 
 pub use zones::{callee_zones, Zones};
 
+/// Builds the numbering tables now: the first call after start must not
+/// pay for them (they took 1–8 ms, enough to trip the slow-decision alert).
+pub fn warm() {
+    zones::warm();
+    nanp::warm();
+}
+
 use std::fmt;
 
 /// Country whose national format is used to read numbers without `+`.

@@ -70,6 +70,11 @@ fn table() -> &'static Table {
     })
 }
 
+/// Builds the table (start-up, so that the first call does not pay for it).
+pub(crate) fn warm() {
+    let _ = table();
+}
+
 /// Zones of a callee, longest prefix first; UTC when nothing is known
 /// (every country code in the table has a row, so that is rare).
 pub fn callee_zones(n: E164) -> Zones {

@@ -474,6 +474,27 @@ impl Core {
         s.machine.final_response(code, bytes, &mut ctx);
     }
 
+    /// The final response when no carrier gave one (`408` for silence,
+    /// `503` when none could be reached), explained like every refusal:
+    /// the dialer learns the call failed at the carrier, not at the policy.
+    fn gave_up(&mut self, now: Instant, sidx: usize, why: Failure, explanation: &str) {
+        if !self.servers[sidx].machine.proceeding() {
+            return;
+        }
+        let r = match why {
+            Failure::Timeout => {
+                local_rejection(408, "Request Timeout", Code::CarrierTimeout, explanation)
+            }
+            Failure::Unreachable => local_rejection(
+                503,
+                "Service Unavailable",
+                Code::CarrierUnreachable,
+                explanation,
+            ),
+        };
+        self.reject_server(now, sidx, &r);
+    }
+
     /// Answers a parked INVITE with an explained rejection.
     fn reject_server(&mut self, now: Instant, sidx: usize, r: &Rejection) {
         let Some(fwd) = self.servers[sidx].fwd.take() else {

@@ -83,7 +83,9 @@ impl Core {
                         "this callguard instance is shutting down; place the call through another one",
                     )
                 };
-                self.observer.decision(None, Outcome::Reject, Some(r.code));
+                let tenant = self.gatekeeper.tenant_of(&from);
+                self.observer
+                    .decision(tenant.as_deref(), Outcome::Reject, Some(r.code));
                 self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
             }
             b"INVITE" => self.initial_invite(now, from, msg, key, top_via, reply_to),

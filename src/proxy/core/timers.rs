@@ -55,7 +55,12 @@ impl Core {
             if let Some(carrier) = &self.clients[cidx].carrier {
                 tracing::info!(carrier = %carrier, "no final response within timer C: CANCEL and 408");
             }
-            self.local_final(now, sidx, 408, "Request Timeout");
+            self.gave_up(
+                now,
+                sidx,
+                Failure::Timeout,
+                "the carrier gave no final response within timer C: the call was cancelled",
+            );
         }
     }
 
@@ -73,7 +78,12 @@ impl Core {
             if cancelled {
                 self.local_final(now, sidx, 487, "Request Terminated");
             } else {
-                self.local_final(now, sidx, 408, "Request Timeout");
+                self.gave_up(
+                    now,
+                    sidx,
+                    Failure::Timeout,
+                    "the carrier gave no final response to the CANCEL either",
+                );
             }
         }
     }
@@ -119,10 +129,18 @@ impl Core {
         }
         match (fwd.cancelled, why) {
             (true, _) => self.local_final(now, sidx, 487, "Request Terminated"),
-            (false, Failure::Timeout) => self.local_final(now, sidx, 408, "Request Timeout"),
-            (false, Failure::Unreachable) => {
-                self.local_final(now, sidx, 503, "Service Unavailable")
-            }
+            (false, Failure::Timeout) => self.gave_up(
+                now,
+                sidx,
+                why,
+                "no carrier answered in time (each was tried in turn)",
+            ),
+            (false, Failure::Unreachable) => self.gave_up(
+                now,
+                sidx,
+                why,
+                "no carrier could be reached (each was tried in turn)",
+            ),
         }
     }
 

@@ -116,6 +116,17 @@ fn silent_carriers_fail_over_then_408() {
     assert_eq!(finals.len(), 1);
     assert_eq!(finals[0].1.status(), Some(408));
     assert!(finals[0].1.to_tag().is_some());
+    // Said like every refusal: the carrier failed, not the policy.
+    assert_eq!(
+        finals[0].1.header_by_name("X-Callguard-Reason"),
+        Some(&b"carrier_timeout"[..])
+    );
+    let reason = finals[0].1.header_by_name("Reason").unwrap();
+    assert!(
+        reason.starts_with(b"SIP ;cause=408 ;text=\"no carrier answered"),
+        "{}",
+        String::from_utf8_lossy(reason)
+    );
 }
 
 #[test]
