@@ -337,19 +337,7 @@ impl Core {
                     return;
                 };
                 let branch = routing::stateless_branch(&msg);
-                let via = routing::via_value(&self.settings, dest, &branch);
-                let bytes = build::forward_request(
-                    &msg,
-                    &Forward {
-                        uri: None,
-                        via: via.as_bytes(),
-                        top_via: top_via.as_deref(),
-                        record_route: &[],
-                        pop_routes: pops,
-                        max_forwards: mf,
-                        extra: &[],
-                    },
-                );
+                let bytes = self.routed_request(&msg, dest, &branch, top_via.as_deref(), pops, mf);
                 self.out.send(dest, bytes);
             }
             Err(why) => {
@@ -477,19 +465,7 @@ impl Core {
         self.gatekeeper.in_dialog(&msg, &from);
         let invite = method == b"INVITE";
         let branch = self.new_branch();
-        let via = routing::via_value(&self.settings, dest, &branch);
-        let bytes = build::forward_request(
-            &msg,
-            &Forward {
-                uri: None,
-                via: via.as_bytes(),
-                top_via: top_via.as_deref(),
-                record_route: &[],
-                pop_routes: pops,
-                max_forwards: mf,
-                extra: &[],
-            },
-        );
+        let bytes = self.routed_request(&msg, dest, &branch, top_via.as_deref(), pops, mf);
         let trying =
             invite.then(|| build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]));
         let fwd = Forwarding::new(msg, top_via);
@@ -517,5 +493,32 @@ impl Core {
         if let Some(fwd) = self.servers[sidx].fwd.as_mut() {
             fwd.branch = Some((cidx, cgen));
         }
+    }
+
+    /// An in-dialog request as it goes on: our Via with `branch`, the
+    /// Routes that named us removed, Max-Forwards decremented; no
+    /// Record-Route (the dialog's route set is already fixed).
+    fn routed_request(
+        &self,
+        msg: &Message,
+        dest: Peer,
+        branch: &str,
+        top_via: Option<&[u8]>,
+        pops: usize,
+        max_forwards: u32,
+    ) -> Bytes {
+        let via = routing::via_value(&self.settings, dest, branch);
+        build::forward_request(
+            msg,
+            &Forward {
+                uri: None,
+                via: via.as_bytes(),
+                top_via,
+                record_route: &[],
+                pop_routes: pops,
+                max_forwards,
+                extra: &[],
+            },
+        )
     }
 }
