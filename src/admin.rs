@@ -202,10 +202,13 @@ async fn refusal(
                 format!("not recorded: {e}"),
             )
         })?;
-    let until = t.rules.cooloff_days.map(|d| {
-        crate::policy::cooloff_end(at, d, numbering::callee_zones(callee))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    });
+    let until = t
+        .applied_for(callee)
+        .and_then(|a| a.cooloff(at.date_naive()))
+        .map(|c| {
+            crate::policy::cooloff_end(at, c.days, numbering::callee_zones(callee))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        });
     tracing::info!(tenant = %t.id, %callee, %at, "refusal recorded");
     Ok((
         StatusCode::CREATED,
@@ -217,6 +220,102 @@ async fn refusal(
         })),
     )
         .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClosureRequest {
+    jurisdiction: String,
+    from: String,
+    to: String,
+    reason: String,
+}
+
+/// Closes a jurisdiction to calls (a state of emergency, a day of
+/// mourning), durably before answering.
+async fn closure_post(
+    State(s): State<AdminState>,
+    b: Result<Json<ClosureRequest>, JsonRejection>,
+) -> ApiResult {
+    let r = body(b)?;
+    let gate = s.ops.gate();
+    let id = gate
+        .tenants
+        .jurisdiction(r.jurisdiction.trim())
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "`{}` is no jurisdiction of the tenants' rule sets (`callguard rules list`)",
+                r.jurisdiction
+            ))
+        })?;
+    let from = parse_at(Some(&r.from), &gate)?;
+    let to = parse_at(Some(&r.to), &gate)?;
+    if to <= from {
+        return Err(ApiError::bad("`to` must be after `from`"));
+    }
+    if to <= gate.clock.now() {
+        return Err(ApiError::bad(
+            "`to` is in the past: the closure would never apply",
+        ));
+    }
+    let reason = r.reason.trim();
+    if reason.is_empty() || reason.len() > 200 || reason.chars().any(char::is_control) {
+        return Err(ApiError::bad(
+            "`reason` must be 1 to 200 characters with no control character",
+        ));
+    }
+    let state = gate
+        .state()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no call state"))?
+        .local()
+        .clone();
+    let (jid, reason_owned) = (id.to_string(), reason.to_owned());
+    let c = tokio::task::spawn_blocking(move || state.add_closure(&jid, from, to, &reason_owned))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "state task failed"))?
+        .map_err(|e| {
+            tracing::error!("closure not recorded: {e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not recorded: {e}"),
+            )
+        })?;
+    tracing::info!(id = c.id, jurisdiction = %c.jurisdiction, from = %c.from, to = %c.to, reason = %c.reason, "closure recorded");
+    Ok((StatusCode::CREATED, Json(c)).into_response())
+}
+
+async fn closure_list(State(s): State<AdminState>) -> ApiResult {
+    let gate = s.ops.gate();
+    let all = gate
+        .state()
+        .and_then(|st| st.closures())
+        .map(|c| (*c).clone())
+        .unwrap_or_default();
+    Ok(Json(serde_json::json!({ "closures": all })).into_response())
+}
+
+async fn closure_delete(State(s): State<AdminState>, Path(id): Path<String>) -> ApiResult {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad(format!("`{id}` is not a closure id")))?;
+    let gate = s.ops.gate();
+    let state = gate
+        .state()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no call state"))?
+        .local()
+        .clone();
+    let existed = tokio::task::spawn_blocking(move || state.remove_closure(id))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "state task failed"))?
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("not removed: {e}")))?;
+    if !existed {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no closure {id}"),
+        ));
+    }
+    tracing::info!(id, "closure removed");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn dnc_list(gate: &Gate, name: &str) -> Result<(DncList, numbering::Country), ApiError> {
@@ -430,6 +529,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/reload", axum::routing::post(reload))
         .route("/v1/check", axum::routing::post(check))
         .route("/v1/refusals", axum::routing::post(refusal))
+        .route("/v1/closures", get(closure_list).post(closure_post))
+        .route("/v1/closures/{id}", axum::routing::delete(closure_delete))
         .route(
             "/v1/dnc/{list}/{number}",
             get(dnc_get).put(dnc_put).delete(dnc_delete),

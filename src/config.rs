@@ -14,7 +14,7 @@ use crate::policy::{Campaign, Enforce, Mode};
 use crate::proxy::Transport;
 
 mod locate;
-pub use locate::{Locator, Seg};
+pub use locate::{display as locate_display, Locator, Seg};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -123,12 +123,35 @@ pub struct Config {
     pub dnc_lists: Vec<ListConfig>,
     #[serde(default, rename = "consent_list")]
     pub consent_lists: Vec<ListConfig>,
-    /// Custom rule sets, by name (`fr` and `us` are built in).
+    /// The operator's rule files, over the built-in rule library.
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// Custom rule sets, by name: a library set with some values replaced.
     #[serde(default, rename = "rule_set")]
     pub rule_sets: std::collections::BTreeMap<String, RuleSetConfig>,
     /// Status and reason phrase per rule code.
     #[serde(default)]
     pub responses: std::collections::BTreeMap<String, ResponseConfig>,
+}
+
+/// `[rules]`: the operator's own rule files (`callguard rules check`
+/// validates one), read from the config file's directory when relative.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+/// What a tenant's call to a country none of its rule sets covers gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownJurisdiction {
+    /// `403`, reason `no_rule_set`.
+    #[default]
+    Reject,
+    /// The tenant's first rule set applies, in the callee's zones.
+    Allow,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -532,8 +555,15 @@ pub struct TenantConfig {
     pub tls_names: Vec<String>,
     #[serde(default = "d_country")]
     pub country: Country,
-    #[serde(default = "d_rule_set")]
-    pub rule_set: String,
+    /// One rule set (the older form of `rule_sets`).
+    #[serde(default)]
+    pub rule_set: Option<String>,
+    /// The rule sets the tenant calls under (`["us", "ca"]`); the
+    /// callee's number picks the jurisdiction. Default `["fr"]`.
+    #[serde(default)]
+    pub rule_sets: Vec<String>,
+    #[serde(default)]
+    pub unknown_jurisdiction: UnknownJurisdiction,
     #[serde(default = "d_mode")]
     pub default_mode: Mode,
     /// Header that may state the dialing mode per call.
@@ -563,8 +593,15 @@ pub struct TenantConfig {
 fn d_country() -> Country {
     Country::FR
 }
-fn d_rule_set() -> String {
-    "fr".into()
+impl TenantConfig {
+    /// The rule sets, in order: `rule_sets`, else `rule_set`, else `fr`.
+    pub fn rule_set_names(&self) -> Vec<String> {
+        if !self.rule_sets.is_empty() {
+            self.rule_sets.clone()
+        } else {
+            vec![self.rule_set.clone().unwrap_or_else(|| "fr".into())]
+        }
+    }
 }
 fn d_mode() -> Mode {
     Mode::Automated
@@ -777,15 +814,10 @@ impl Config {
                     format!("tenant `{id}`: `tls_names` need `tls.client_ca` to verify dialers' certificates"),
                 ));
             }
-            if crate::policy::builtin_rule_set(&t.rule_set).is_none()
-                && !self.rule_sets.contains_key(&t.rule_set)
-            {
+            if t.rule_set.is_some() && !t.rule_sets.is_empty() {
                 return Err(invalid(
-                    &at("rule_set"),
-                    format!(
-                        "tenant `{id}`: unknown rule set `{}` (fr, us, or a [rule_set.NAME])",
-                        t.rule_set
-                    ),
+                    &at("rule_sets"),
+                    format!("tenant `{id}`: give `rule_sets` or `rule_set`, not both"),
                 ));
             }
             for (j, l) in t.dnc_lists.iter().enumerate() {
@@ -832,15 +864,6 @@ impl Config {
                         ));
                     }
                 }
-            }
-        }
-        for (name, rs) in &self.rule_sets {
-            let at = |k| [Key("rule_set"), Key(name.as_str()), Key(k)];
-            if crate::policy::builtin_rule_set(&rs.base).is_none() {
-                return Err(invalid(
-                    &at("base"),
-                    format!("rule_set.{name}: base must be `fr` or `us`"),
-                ));
             }
         }
         for (code, r) in &self.responses {

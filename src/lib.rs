@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod numbering;
 pub mod policy;
 pub mod proxy;
+pub mod rules;
 pub mod schedule;
 pub mod sip;
 pub mod state;

@@ -81,6 +81,33 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The rule library: what is enforced, per jurisdiction, with sources.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Every rule set and jurisdiction.
+    List {
+        /// Include the operator's rule files of this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// A jurisdiction's hours, holidays with their dates, caps, cool-offs
+    /// and sources (`US-FL`, `CA`, `FR`…).
+    Show {
+        jurisdiction: String,
+        /// The year whose holiday dates are printed; default this year.
+        #[arg(long)]
+        year: Option<i32>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate an operator's rule file (errors name the key and line).
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -125,6 +152,59 @@ fn parse_listen(v: &[String]) -> anyhow::Result<Vec<SipAddr>> {
         }
     }
     Ok(out)
+}
+
+fn library(config: Option<&std::path::Path>) -> anyhow::Result<callguard::rules::Library> {
+    match config {
+        None => Ok(callguard::rules::Library::builtin()?),
+        Some(c) => {
+            let cfg = Config::load(c)?;
+            Ok(service::compile::library(&cfg)?)
+        }
+    }
+}
+
+fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    use callguard::rules::report;
+    match command {
+        RulesCommand::List { config } => {
+            print!("{}", report::list(&library(config.as_deref())?));
+        }
+        RulesCommand::Show {
+            jurisdiction,
+            year,
+            config,
+        } => {
+            let lib = library(config.as_deref())?;
+            let year = year.unwrap_or_else(|| chrono::Datelike::year(&chrono::Utc::now()));
+            if !(callguard::rules::calendar::FIRST_YEAR..=callguard::rules::calendar::LAST_YEAR)
+                .contains(&year)
+            {
+                anyhow::bail!(
+                    "--year {year}: holidays are computed for {} to {}",
+                    callguard::rules::calendar::FIRST_YEAR,
+                    callguard::rules::calendar::LAST_YEAR
+                );
+            }
+            match report::show(&lib, &jurisdiction, year) {
+                Some(text) => print!("{text}"),
+                None => {
+                    anyhow::bail!("no jurisdiction `{jurisdiction}` (see `callguard rules list`)")
+                }
+            }
+        }
+        RulesCommand::Check { file } => {
+            let lib = callguard::rules::Library::check_file(&file)?;
+            let sets: Vec<&str> = lib
+                .sets
+                .values()
+                .filter(|s| s.origin.iter().any(|o| *o == file.display().to_string()))
+                .map(|s| s.name.as_str())
+                .collect();
+            println!("{}: ok (rule sets: {})", file.display(), sets.join(", "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn base_dir(config: &std::path::Path) -> PathBuf {
@@ -356,6 +436,7 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { config },
         } => config_check(&config),
+        Command::Rules { command } => rules(command),
     };
     match result {
         Ok(code) => code,

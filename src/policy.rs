@@ -7,7 +7,7 @@
 //! first failure whose enforcement is `block`. A failure enforced as
 //! `warn` lets the call through, tagged.
 
-use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use chrono_tz::Tz;
 use smallvec::SmallVec;
 use std::borrow::Cow;
@@ -16,17 +16,21 @@ use std::sync::Arc;
 pub use crate::codes::{Code, Outcome};
 use crate::dnc::{ConsentList, DncList};
 use crate::numbering::{self, CallerNumber, Country, FrCategory, E164};
-use crate::schedule::{Closed, Window};
+use crate::rules::applied::{Applied, Lookup, TenantRules};
+use crate::rules::CallerIdCheck;
+use crate::schedule::Closed;
 
 /// Rule codes, in decision order (contract: `X-Callguard-Reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rule {
     InvalidCallee,
+    NoRuleSet,
     AnonymousCallerId,
     CallerIdCategory,
     Dnc,
     RefusalCooloff,
     NoConsent,
+    Closure,
     PublicHoliday,
     Weekend,
     OutsideHours,
@@ -35,16 +39,18 @@ pub enum Rule {
 
 /// Number of rules a tenant configures (source authorisation is not one:
 /// it decides which tenant applies).
-pub const RULES: usize = 10;
+pub const RULES: usize = 12;
 
 impl Rule {
     pub const ALL: [Rule; RULES] = [
         Rule::InvalidCallee,
+        Rule::NoRuleSet,
         Rule::AnonymousCallerId,
         Rule::CallerIdCategory,
         Rule::Dnc,
         Rule::RefusalCooloff,
         Rule::NoConsent,
+        Rule::Closure,
         Rule::PublicHoliday,
         Rule::Weekend,
         Rule::OutsideHours,
@@ -54,11 +60,13 @@ impl Rule {
     pub fn code(self) -> Code {
         match self {
             Rule::InvalidCallee => Code::InvalidCallee,
+            Rule::NoRuleSet => Code::NoRuleSet,
             Rule::AnonymousCallerId => Code::AnonymousCallerId,
             Rule::CallerIdCategory => Code::CallerIdCategory,
             Rule::Dnc => Code::Dnc,
             Rule::RefusalCooloff => Code::RefusalCooloff,
             Rule::NoConsent => Code::NoConsent,
+            Rule::Closure => Code::Closure,
             Rule::PublicHoliday => Code::PublicHoliday,
             Rule::Weekend => Code::Weekend,
             Rule::OutsideHours => Code::OutsideHours,
@@ -74,11 +82,13 @@ impl Rule {
     pub fn default_response(self) -> (u16, &'static str) {
         match self {
             Rule::InvalidCallee => (484, "Address Incomplete"),
+            Rule::NoRuleSet => (403, "No Rule Set For Callee"),
             Rule::AnonymousCallerId => (433, "Anonymity Disallowed"),
             Rule::CallerIdCategory => (403, "Caller ID Not Allowed"),
             Rule::Dnc => (603, "Do Not Call"),
             Rule::RefusalCooloff => (603, "Callee Refused Recently"),
             Rule::NoConsent => (608, "No Consent On Record"),
+            Rule::Closure => (480, "Jurisdiction Closed"),
             Rule::PublicHoliday => (480, "Public Holiday"),
             Rule::Weekend => (480, "Weekend"),
             Rule::OutsideHours => (480, "Outside Contact Hours"),
@@ -139,31 +149,6 @@ pub enum Campaign {
     Prospecting,
 }
 
-/// Caller-ID rules of a rule set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallerIdRule {
-    /// ARCEP 2022-1583: automated calls only from NPV, 08 (not 089) and
-    /// 30/31 short numbers; mobile numbers never, whatever the mode.
-    France,
-    None,
-}
-
-/// A rule set: `fr`, `us`, or a custom one from the config.
-#[derive(Debug, Clone)]
-pub struct RuleSet {
-    pub name: String,
-    pub window: Window,
-    pub caller_id: CallerIdRule,
-    /// Consent required for prospecting calls from this date (fr: loi
-    /// 2025-594, 11 August 2026).
-    pub consent_since: Option<NaiveDate>,
-    /// Full calendar days (in the callee's zone) during which a callee who
-    /// refused may not be called again (fr: 60, D.223-9).
-    pub cooloff_days: Option<u32>,
-    /// Attempts allowed per tenant and callee in a rolling window.
-    pub cap: Option<Cap>,
-}
-
 /// A frequency cap: at most `attempts` forwarded INVITEs per tenant and
 /// callee within any `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +165,19 @@ pub struct History {
     /// Instants of the attempts counted so far (any order; those outside
     /// the window are ignored).
     pub attempts: SmallVec<[DateTime<Utc>; 4]>,
+    /// Closures in force or announced (`POST /v1/closures`).
+    pub closures: Option<Arc<Vec<Closure>>>,
+}
+
+/// A jurisdiction closed to calls for a while (a state of emergency, a day
+/// of mourning), from `from` to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Closure {
+    pub id: u64,
+    pub jurisdiction: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub reason: String,
 }
 
 /// A tenant's compiled policy.
@@ -187,7 +185,7 @@ pub struct History {
 pub struct TenantPolicy {
     pub id: Arc<str>,
     pub country: Country,
-    pub rules: RuleSet,
+    pub rules: TenantRules,
     pub default_mode: Mode,
     pub mode_header: String,
     pub campaign: Campaign,
@@ -271,6 +269,9 @@ pub struct Decision {
     pub zones: &'static [Tz],
     pub at: DateTime<Utc>,
     pub failed_rules: SmallVec<[Failure; 2]>,
+    /// The callee's jurisdiction (`US-FL`) and the version of its rules.
+    pub jurisdiction: Option<Arc<str>>,
+    pub rules_version: Option<Arc<str>>,
 }
 
 impl Decision {
@@ -313,6 +314,8 @@ impl serde::Serialize for Decision {
             &self.zones.iter().map(|z| z.name()).collect::<Vec<_>>(),
         )?;
         m.serialize_entry("callee_local_time", &self.callee_local_time())?;
+        m.serialize_entry("jurisdiction", &self.jurisdiction.as_deref())?;
+        m.serialize_entry("rules_version", &self.rules_version.as_deref())?;
         m.serialize_entry("failed_rules", &self.failed_rules[..])?;
         m.end()
     }
@@ -362,8 +365,18 @@ impl TenantPolicy {
         }
     }
 
+    /// The rules for `callee`; `None` when none of the tenant's rule sets
+    /// covers it.
+    pub fn applied_for(&self, callee: E164) -> Option<&Arc<Applied>> {
+        match self.rules.for_callee(callee) {
+            Lookup::Found(a) => Some(a),
+            Lookup::Uncovered(_) => None,
+        }
+    }
+
     pub fn decide(&self, facts: &Facts<'_>, history: &History, now: DateTime<Utc>) -> Decision {
         let mode = self.mode_of(facts.mode);
+        let today = now.date_naive();
         let mut failures: SmallVec<[Failed; 4]> = SmallVec::new();
         let fail = |rule, why| (rule, why, None);
 
@@ -375,6 +388,25 @@ impl TenantPolicy {
                 format!("callee `{}` is not a valid number: {e}", facts.callee),
             ));
         }
+        // 2b: the callee's jurisdiction picks the rules
+        let applied: Option<&Arc<Applied>> = match callee {
+            Ok(c) => match self.rules.for_callee(c) {
+                Lookup::Found(a) => Some(a),
+                Lookup::Uncovered(country) => {
+                    failures.push(fail(
+                        Rule::NoRuleSet,
+                        format!(
+                            "callee {c} ({country}) is in no jurisdiction of tenant {}'s rule sets ({})",
+                            self.id,
+                            self.rules.names()
+                        ),
+                    ));
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let rules: &Applied = applied.map_or(&*self.rules.primary, |a| &**a);
         // 3: a caller ID the callee will see
         let anonymous = match facts.caller {
             None => Some("the call presents no caller ID"),
@@ -403,7 +435,7 @@ impl TenantPolicy {
                     if i == 0 && anonymous.is_none() {
                         caller_number = Some(n);
                     }
-                    if let Some(why) = self.caller_id_problem(n, mode) {
+                    if let Some(why) = self.caller_id_problem(n, mode, rules, today) {
                         problems.push(why);
                     }
                 }
@@ -423,18 +455,24 @@ impl TenantPolicy {
                     format!("callee {callee} is on the do-not-call list `{}`", l.name()),
                 ));
             }
+        }
+        if let (Ok(callee), Some(a)) = (callee, applied) {
+            let window = a.window(mode);
             // 6: refusal cool-off
-            if let (Some(days), Some(refused)) = (self.rules.cooloff_days, history.refused_at) {
-                let until = cooloff_end(refused, days, zones);
+            if let (Some(c), Some(refused)) = (a.cooloff(today), history.refused_at) {
+                let until = cooloff_end(refused, c.days, zones);
                 if now < until {
-                    let next = self.rules.window.next_allowed(until, zones);
+                    let next = window.next_allowed(until, zones);
                     let l = refused.with_timezone(&zones[0]);
                     failures.push((
                         Rule::RefusalCooloff,
                         format!(
-                            "callee {callee} refused calls from tenant {} on {}; no call for {days} full days, {}",
+                            "callee {callee} refused calls from tenant {} on {}; {} {}: no call for {} full days, {}",
                             self.id,
                             l.date_naive(),
+                            a.jurisdiction,
+                            c.cite.law,
+                            c.days,
                             next_text(next, zones[0])
                         ),
                         seconds_until(next, now),
@@ -446,161 +484,144 @@ impl TenantPolicy {
                 .consent
                 .iter()
                 .find_map(|l| l.get(callee))
-                .filter(|c| c.date <= now.date_naive());
-            let consent_needed = self.campaign == Campaign::Prospecting
-                && self
-                    .rules
-                    .consent_since
-                    .is_some_and(|d| now.date_naive() >= d);
-            if consent_needed && consent.is_none() {
-                failures.push(fail(
-                    Rule::NoConsent,
-                    format!(
-                        "prospecting call to {callee}, who is on no consent list of tenant {}",
-                        self.id
-                    ),
-                ));
+                .filter(|c| c.date <= today);
+            if let Some(law) = a.consent_needed(self.campaign, mode, today) {
+                if consent.is_none() {
+                    failures.push(fail(
+                        Rule::NoConsent,
+                        format!(
+                            "{} {}: prospecting call to {callee}, who is on no consent list of tenant {}",
+                            a.jurisdiction, law.law, self.id
+                        ),
+                    ));
+                }
+            }
+            // 7b: a closure of the callee's jurisdiction
+            if let Some(f) = closure_failure(a, history, zones, window, now) {
+                failures.push(f);
             }
             // 8: time of day in every zone of the callee: each zone's
             // failure counts, so a warned weekend in one zone cannot hide
             // closed hours in another
-            let closed = self.rules.window.closed_zones(now, zones);
+            let closed = window.closed_zones(now, zones);
             if !closed.is_empty() {
                 let hours_consent = consent.is_some_and(|c| c.hours);
-                let next = self.rules.window.next_allowed(now, zones);
+                let next = window.next_allowed(now, zones);
                 for rule in [Rule::PublicHoliday, Rule::Weekend, Rule::OutsideHours] {
                     if rule == Rule::OutsideHours && hours_consent {
                         continue;
                     }
                     let these: SmallVec<[(Tz, Closed); 2]> = closed
                         .iter()
-                        .copied()
-                        .filter(|(_, c)| closed_rule(*c) == rule)
+                        .filter(|(_, c)| closed_rule(c) == rule)
+                        .cloned()
                         .collect();
                     if !these.is_empty() {
-                        failures.push(self.closed_failure(rule, &these, zones, now, next));
+                        failures.push(closed_failure(a, mode, rule, &these, zones, now, next));
                     }
                 }
             }
             // 9: frequency cap (as last read; the proxy counts atomically
             // when it forwards, see `cap_reached`)
-            if let Some(f) = self.cap_failure(callee, &history.attempts, now) {
+            if let Some(f) = self.cap_failure(a, mode, callee, &history.attempts, now) {
                 failures.push(f);
             }
         }
-        self.conclude(mode, failures, caller_number, callee.ok(), zones, now)
+        let mut d = self.conclude(mode, failures, caller_number, callee.ok(), zones, now);
+        if let Some(a) = applied {
+            d.jurisdiction = Some(a.jurisdiction.clone());
+            d.rules_version = Some(a.version.clone());
+        }
+        d
     }
 
-    fn caller_id_problem(&self, n: CallerNumber, mode: Mode) -> Option<String> {
+    fn caller_id_problem(
+        &self,
+        n: CallerNumber,
+        mode: Mode,
+        rules: &Applied,
+        today: chrono::NaiveDate,
+    ) -> Option<String> {
         if !self.caller_entitled(n) {
             return Some(format!(
                 "caller ID {n} is not one of tenant {}'s numbers",
                 self.id
             ));
         }
-        if self.rules.caller_id != CallerIdRule::France {
-            return None;
-        }
-        let cat = numbering::fr_category(n);
-        if cat == FrCategory::Mobile {
-            Some(format!(
-                "caller ID {n} is a mobile number, which a call centre may never present (ARCEP)"
-            ))
-        } else if mode == Mode::Automated
-            && !matches!(
-                cat,
-                FrCategory::Npv | FrCategory::Special | FrCategory::Short
-            )
-        {
-            Some(format!(
-                "automated calls must present an NPV, 08 or 30/31 number; caller ID {n} is {}",
-                category_text(cat)
-            ))
-        } else {
-            None
-        }
-    }
-
-    fn closed_failure(
-        &self,
-        rule: Rule,
-        these: &[(Tz, Closed)],
-        zones: &[Tz],
-        now: DateTime<Utc>,
-        next: Option<DateTime<Utc>>,
-    ) -> Failed {
-        // Formatted by hand: chrono's strftime-style parser costs more
-        // than the rest of the decision.
-        use std::fmt::Write;
-        let mut why = String::with_capacity(128);
-        match rule {
-            Rule::PublicHoliday => {
-                why.push_str("it is a public holiday (");
-                let mut names: SmallVec<[&str; 2]> = SmallVec::new();
-                for (_, c) in these {
-                    if let Closed::PublicHoliday(n) = c {
-                        if !names.contains(n) {
-                            names.push(n);
-                        }
-                    }
-                }
-                why.push_str(&names.join(", "));
-                why.push(')');
-            }
-            Rule::Weekend => why.push_str("no calls on weekends"),
-            _ => why.push_str("outside the allowed contact hours"),
-        }
-        why.push_str(": callee local time");
-        for (i, (z, _)) in these.iter().enumerate() {
-            let l = now.with_timezone(z);
-            let sep = if i == 0 { " " } else { " / " };
-            let _ = write!(
-                why,
-                "{sep}{} {:02}:{:02}",
-                l.weekday(),
-                l.hour(),
-                l.minute()
-            );
-            if zones.len() > 1 {
-                let _ = write!(why, " ({})", z.name());
+        for check in rules.caller_checks(today) {
+            let CallerIdCheck::FrArcep = check.check;
+            let cat = numbering::fr_category(n);
+            if cat == FrCategory::Mobile {
+                return Some(format!(
+                    "caller ID {n} is a mobile number, which a call centre may never present ({})",
+                    check.cite.law
+                ));
+            } else if mode == Mode::Automated
+                && !matches!(
+                    cat,
+                    FrCategory::Npv | FrCategory::Special | FrCategory::Short
+                )
+            {
+                return Some(format!(
+                    "automated calls must present an NPV, 08 or 30/31 number ({}); caller ID {n} is {}",
+                    check.cite.law,
+                    category_text(cat)
+                ));
             }
         }
-        let _ = write!(why, "; {}", next_text(next, zones[0]));
-        (rule, why, seconds_until(next, now))
+        None
     }
 
-    /// Rule 9 over the attempts counted so far: `None` while under the cap.
+    /// Rule 9 over the attempts counted so far: `None` while under every
+    /// cap in force.
     pub fn cap_failure(
         &self,
+        a: &Applied,
+        mode: Mode,
         callee: E164,
         attempts: &[DateTime<Utc>],
         now: DateTime<Utc>,
     ) -> Option<Failed> {
-        let cap = self.rules.cap?;
-        let since = now - cap.window;
-        let mut in_window: SmallVec<[DateTime<Utc>; 8]> = attempts
-            .iter()
-            .copied()
-            .filter(|&a| a > since && a <= now)
-            .collect();
-        let n = in_window.len();
-        if n < cap.attempts as usize {
-            return None;
+        let mut worst: Option<(DateTime<Utc>, &crate::rules::CapRule, usize)> = None;
+        for c in a.caps(mode, now.date_naive()) {
+            let cap = c.cap;
+            let since = now - cap.window;
+            let mut in_window: SmallVec<[DateTime<Utc>; 8]> = attempts
+                .iter()
+                .copied()
+                .filter(|&t| t > since && t <= now)
+                .collect();
+            let n = in_window.len();
+            if n < cap.attempts as usize {
+                continue;
+            }
+            in_window.sort_unstable();
+            // Below the cap again once the attempts that make it up leave
+            // the window: with n counted, the (n - cap + 1)-th oldest is
+            // the last of them (n can exceed the cap: attempts counted
+            // under `warn`).
+            let free = in_window[n - cap.attempts as usize] + cap.window;
+            if worst.as_ref().is_none_or(|w| free > w.0) {
+                worst = Some((free, c, n));
+            }
         }
-        in_window.sort_unstable();
-        // Below the cap again once the attempts that make it up leave the
-        // window: with n counted, the (n - cap + 1)-th oldest is the last
-        // of them (n can exceed the cap: attempts counted under `warn`).
-        let free = in_window[n - cap.attempts as usize] + cap.window;
+        let (free, c, n) = worst?;
         let zones = numbering::callee_zones(callee);
-        let next = self.rules.window.next_allowed(free, zones);
+        let next = a.window(mode).next_allowed(free, zones);
+        let hours = c.cap.window.num_hours();
+        let span = if hours % 24 == 0 {
+            format!("{} days", hours / 24)
+        } else {
+            format!("{hours} hours")
+        };
         Some((
             Rule::FrequencyCap,
             format!(
-                "{n} attempts to {callee} by tenant {} in the last {} days (limit {}); {}",
+                "{n} attempts to {callee} by tenant {} in the last {span} ({} {}: limit {}); {}",
                 self.id,
-                cap.window.num_days(),
-                cap.attempts,
+                a.jurisdiction,
+                c.cite.law,
+                c.cap.attempts,
                 next_text(next, zones[0])
             ),
             seconds_until(next, now),
@@ -612,19 +633,20 @@ impl TenantPolicy {
     pub fn fold_cap(
         &self,
         d: &mut Decision,
+        a: &Applied,
         callee: E164,
         prior: &[DateTime<Utc>],
         now: DateTime<Utc>,
     ) {
-        if let Some(f) = self.cap_failure(callee, prior, now) {
+        if let Some(f) = self.cap_failure(a, d.mode, callee, prior, now) {
             self.cap_reached(d, f);
         }
     }
 
-    /// How long a refusal must be kept for rule 6: the cool-off, plus two
-    /// days for its end at a local midnight in any zone.
+    /// How long a refusal must be kept for rule 6: the longest cool-off,
+    /// plus two days for its end at a local midnight in any zone.
     pub fn refusal_keep(&self) -> chrono::Duration {
-        chrono::Duration::days(i64::from(self.rules.cooloff_days.unwrap_or(0)) + 2)
+        chrono::Duration::days(i64::from(self.rules.retention().1.unwrap_or(0)) + 2)
     }
 
     /// Folds a frequency-cap failure found when counting (another call to
@@ -696,6 +718,8 @@ impl TenantPolicy {
             zones,
             at: now,
             failed_rules,
+            jurisdiction: None,
+            rules_version: None,
         };
         match blocking {
             Some(i) => {
@@ -738,12 +762,122 @@ impl TenantPolicy {
     }
 }
 
+/// Rule 8's failure for the zones `these` closes with `rule`, naming the
+/// laws that close it.
+fn closed_failure(
+    a: &Applied,
+    mode: Mode,
+    rule: Rule,
+    these: &[(Tz, Closed)],
+    zones: &[Tz],
+    now: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+) -> Failed {
+    // Formatted by hand: chrono's strftime-style parser costs more than
+    // the rest of the decision.
+    use std::fmt::Write;
+    let mut why = String::with_capacity(192);
+    match rule {
+        Rule::PublicHoliday => {
+            why.push_str("it is a public holiday (");
+            let mut names: SmallVec<[&str; 2]> = SmallVec::new();
+            for (_, c) in these {
+                if let Closed::PublicHoliday(n) = c {
+                    if !names.contains(&&**n) {
+                        names.push(n);
+                    }
+                }
+            }
+            why.push_str(&names.join(", "));
+            why.push(')');
+        }
+        Rule::Weekend => why.push_str("no calls on weekends"),
+        _ => why.push_str("outside the allowed contact hours"),
+    }
+    why.push_str(": callee local time");
+    for (i, (z, _)) in these.iter().enumerate() {
+        let l = now.with_timezone(z);
+        let sep = if i == 0 { " " } else { " / " };
+        let _ = write!(
+            why,
+            "{sep}{} {:02}:{:02}",
+            l.weekday(),
+            l.hour(),
+            l.minute()
+        );
+        if zones.len() > 1 {
+            let _ = write!(why, " ({})", z.name());
+        }
+    }
+    let mut laws: SmallVec<[String; 2]> = SmallVec::new();
+    for (z, _) in these {
+        for law in a.window(mode).closing_laws(now, *z) {
+            if !laws.contains(&law) {
+                laws.push(law);
+            }
+        }
+    }
+    for law in laws {
+        let _ = write!(why, "; {law}");
+    }
+    let _ = write!(why, "; {}", next_text(next, zones[0]));
+    (rule, why, seconds_until(next, now))
+}
+
+/// A closure of the callee's jurisdiction in force at `now`: refused until
+/// its end (and the closures that follow without a gap), then the hours.
+fn closure_failure(
+    a: &Applied,
+    history: &History,
+    zones: &[Tz],
+    window: &crate::schedule::Window,
+    now: DateTime<Utc>,
+) -> Option<Failed> {
+    let closures = history.closures.as_deref()?;
+    let applies = |c: &&Closure| {
+        a.ids
+            .iter()
+            .any(|id| id.eq_ignore_ascii_case(&c.jurisdiction))
+    };
+    let first = closures
+        .iter()
+        .filter(applies)
+        .find(|c| c.from <= now && now < c.to)?;
+    let mut end = first.to;
+    // Closures that overlap or touch extend it.
+    loop {
+        let later = closures
+            .iter()
+            .filter(applies)
+            .filter(|c| c.from <= end && c.to > end)
+            .map(|c| c.to)
+            .max();
+        match later {
+            Some(t) => end = t,
+            None => break,
+        }
+    }
+    let next = window.next_allowed(end, zones);
+    Some((
+        Rule::Closure,
+        format!(
+            "calls to {} are suspended until {} ({}; closure {}); {}",
+            first.jurisdiction,
+            local_text(end, zones[0]),
+            first.reason,
+            first.id,
+            next_text(next, zones[0])
+        ),
+        seconds_until(next, now),
+    ))
+}
+
 /// The later of two retry delays; `None` (never) wins.
 fn latest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     Some(a?.max(b?))
 }
 
-fn closed_rule(c: Closed) -> Rule {
+fn closed_rule(c: &Closed) -> Rule {
     match c {
         Closed::PublicHoliday(_) => Rule::PublicHoliday,
         Closed::Weekend => Rule::Weekend,
@@ -802,47 +936,6 @@ pub fn cooloff_end(refused: DateTime<Utc>, days: u32, zones: &[Tz]) -> DateTime<
         }
     }
     end
-}
-
-/// The built-in rule sets (rules.md).
-pub fn builtin_rule_set(name: &str) -> Option<RuleSet> {
-    use crate::schedule::{fr_legal, us_legal, Calendar};
-    match name {
-        "fr" => Some(RuleSet {
-            name: "fr".into(),
-            window: Window {
-                legal: fr_legal(),
-                calendar: Calendar::France {
-                    alsace_moselle: false,
-                },
-                tenant: None,
-            },
-            caller_id: CallerIdRule::France,
-            consent_since: NaiveDate::from_ymd_opt(2026, 8, 11),
-            // D.223-9: 60 full calendar days after a refusal; at most 4
-            // calls or attempts in any 30 calendar days.
-            cooloff_days: Some(60),
-            cap: Some(Cap {
-                attempts: 4,
-                window: chrono::Duration::days(30),
-            }),
-        }),
-        "us" => Some(RuleSet {
-            name: "us".into(),
-            window: Window {
-                legal: us_legal(),
-                calendar: Calendar::None,
-                tenant: None,
-            },
-            caller_id: CallerIdRule::None,
-            consent_since: None,
-            // Federal rules set neither; the state overlays (rules.md) are
-            // configured as custom rule sets.
-            cooloff_days: None,
-            cap: None,
-        }),
-        _ => None,
-    }
 }
 
 /// Parses an entitled caller-ID entry: a number, or a prefix ending in `*`.

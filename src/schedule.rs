@@ -8,6 +8,9 @@
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use smallvec::SmallVec;
+use std::sync::Arc;
+
+pub use crate::rules::calendar::Calendar;
 
 /// Minutes since local midnight, half-open `[start, end)`.
 pub type Block = (u16, u16);
@@ -78,12 +81,19 @@ impl Weekly {
         }
     }
 
+    /// From each day's blocks, Monday first.
+    pub fn from_blocks(days: [Blocks; 7]) -> Weekly {
+        Weekly {
+            days: days.map(normalize),
+        }
+    }
+
     pub fn day(&self, d: Weekday) -> &[Block] {
         &self.days[d.num_days_from_monday() as usize]
     }
 }
 
-fn normalize(mut b: Blocks) -> Blocks {
+pub fn normalize(mut b: Blocks) -> Blocks {
     let mut out = Blocks::new();
     b.sort_unstable();
     for (s, e) in b {
@@ -108,16 +118,6 @@ pub fn intersect(a: &[Block], b: &[Block]) -> Blocks {
     normalize(out)
 }
 
-/// Public holiday calendars.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Calendar {
-    None,
-    /// Code du travail L.3133-1, with the overseas abolition days by zone.
-    France {
-        alsace_moselle: bool,
-    },
-}
-
 /// Easter Sunday (Gregorian), by the anonymous Meeus/Jones/Butcher
 /// computus: a dozen integer operations, not worth a dependency.
 pub fn easter(year: i32) -> NaiveDate {
@@ -138,66 +138,16 @@ pub fn easter(year: i32) -> NaiveDate {
     NaiveDate::from_ymd_opt(year, month as u32, day as u32).expect("computus yields a valid date")
 }
 
-impl Calendar {
-    /// The holiday's name when `date` (local to `zone`) is one.
-    pub fn holiday(self, date: NaiveDate, zone: Tz) -> Option<&'static str> {
-        let Calendar::France { alsace_moselle } = self else {
-            return None;
-        };
-        let (m, d) = (date.month(), date.day());
-        let fixed = match (m, d) {
-            (1, 1) => Some("New Year's Day"),
-            (5, 1) => Some("Labour Day"),
-            (5, 8) => Some("Victory in Europe Day"),
-            (7, 14) => Some("Bastille Day"),
-            (8, 15) => Some("Assumption"),
-            (11, 1) => Some("All Saints' Day"),
-            (11, 11) => Some("Armistice Day"),
-            (12, 25) => Some("Christmas Day"),
-            (12, 26) if alsace_moselle => Some("St Stephen's Day (Alsace-Moselle)"),
-            _ => None,
-        };
-        if fixed.is_some() {
-            return fixed;
-        }
-        let e = easter(date.year());
-        let offset = (date - e).num_days();
-        let movable = match offset {
-            1 => Some("Easter Monday"),
-            39 => Some("Ascension Day"),
-            50 => Some("Whit Monday"),
-            -2 if alsace_moselle => Some("Good Friday (Alsace-Moselle)"),
-            _ => None,
-        };
-        if movable.is_some() {
-            return movable;
-        }
-        // Abolition of slavery, by overseas territory. +590 numbers cannot
-        // tell Guadeloupe from Saint-Martin or Saint-Barthélemy, so all
-        // three days apply to them (the conservative reading).
-        match (zone, m, d) {
-            (Tz::Indian__Mayotte, 4, 27) => Some("Abolition of slavery (Mayotte)"),
-            (Tz::America__Martinique, 5, 22) => Some("Abolition of slavery (Martinique)"),
-            (Tz::America__Guadeloupe, 5, 27) => Some("Abolition of slavery (Guadeloupe)"),
-            (Tz::America__Guadeloupe, 5, 28) => Some("Abolition of slavery (Saint-Martin)"),
-            (Tz::America__Guadeloupe, 10, 9) => Some("Abolition of slavery (Saint-Barthélemy)"),
-            (Tz::America__Cayenne, 6, 10) => Some("Abolition of slavery (Guyane)"),
-            (Tz::Indian__Reunion, 12, 20) => Some("Abolition of slavery (Réunion)"),
-            _ => None,
-        }
-    }
-}
-
 /// Why a time check failed, in the contract's rule codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Closed {
-    PublicHoliday(&'static str),
+    PublicHoliday(Arc<str>),
     Weekend,
     OutsideHours,
 }
 
 impl Closed {
-    pub fn code(self) -> &'static str {
+    pub fn code(&self) -> &'static str {
         match self {
             Closed::PublicHoliday(_) => "public_holiday",
             Closed::Weekend => "weekend",
@@ -206,13 +156,43 @@ impl Closed {
     }
 }
 
-/// The legal window and the tenant's own, evaluated together.
+/// One jurisdiction's part of a window, kept to say which law closed it.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// The law, as explanations name it ("US-FL Florida FTSA, …").
+    pub label: Arc<str>,
+    /// Its hours from each date on (sorted); `None`: it sets no hours.
+    pub periods: SmallVec<[(NaiveDate, Option<Weekly>); 1]>,
+    pub calendars: SmallVec<[Arc<Calendar>; 1]>,
+}
+
+impl Layer {
+    fn hours_on(&self, date: NaiveDate) -> Option<&Weekly> {
+        period_on(&self.periods, date).and_then(Option::as_ref)
+    }
+}
+
+fn period_on<T>(periods: &[(NaiveDate, T)], date: NaiveDate) -> Option<&T> {
+    match periods {
+        [] => None,
+        [only] => Some(&only.1),
+        _ => {
+            let i = periods.partition_point(|(d, _)| *d <= date);
+            Some(&periods[i.saturating_sub(1)].1)
+        }
+    }
+}
+
+/// The legal windows of every jurisdiction of a callee and the tenant's
+/// own, evaluated together.
 #[derive(Debug, Clone)]
 pub struct Window {
-    pub legal: Weekly,
-    /// Days with no legal block are reported as `weekend`.
-    pub calendar: Calendar,
+    /// The layers' hours intersected, from each date on (sorted; the first
+    /// starts at `NaiveDate::MIN`).
+    legal: SmallVec<[(NaiveDate, Weekly); 1]>,
+    calendars: SmallVec<[Arc<Calendar>; 2]>,
     pub tenant: Option<Weekly>,
+    pub layers: SmallVec<[Layer; 2]>,
 }
 
 /// How far ahead [`Window::next_allowed`] searches. A year covers every
@@ -225,11 +205,71 @@ type Span = (i64, i64);
 type Spans = SmallVec<[Span; 16]>;
 
 impl Window {
-    fn day_blocks(&self, date: NaiveDate, zone: Tz) -> Result<Blocks, Closed> {
-        if let Some(name) = self.calendar.holiday(date, zone) {
-            return Err(Closed::PublicHoliday(name));
+    /// The window of `layers` (all must allow a call) and the tenant's
+    /// schedule.
+    pub fn new(layers: SmallVec<[Layer; 2]>, tenant: Option<Weekly>) -> Window {
+        let mut starts: Vec<NaiveDate> = vec![NaiveDate::MIN];
+        for l in &layers {
+            starts.extend(l.periods.iter().map(|p| p.0));
         }
-        let legal = self.legal.day(date.weekday());
+        starts.sort_unstable();
+        starts.dedup();
+        let legal = starts
+            .into_iter()
+            .map(|d| {
+                let w = layers
+                    .iter()
+                    .filter_map(|l| l.hours_on(d))
+                    .fold(Weekly::always(), |acc, w| acc.intersect(w));
+                (d, w)
+            })
+            .collect();
+        let mut calendars: SmallVec<[Arc<Calendar>; 2]> = SmallVec::new();
+        for c in layers.iter().flat_map(|l| l.calendars.iter()) {
+            if !calendars.iter().any(|x| Arc::ptr_eq(x, c)) {
+                calendars.push(c.clone());
+            }
+        }
+        Window {
+            legal,
+            calendars,
+            tenant,
+            layers,
+        }
+    }
+
+    /// One layer of fixed hours and calendars (tests, simple sets).
+    pub fn simple(legal: Weekly, calendars: Vec<Arc<Calendar>>, tenant: Option<Weekly>) -> Window {
+        Window::new(
+            smallvec::smallvec![Layer {
+                label: "legal hours".into(),
+                periods: smallvec::smallvec![(NaiveDate::MIN, Some(legal))],
+                calendars: calendars.into_iter().collect(),
+            }],
+            tenant,
+        )
+    }
+
+    /// Every layer's holiday calendars.
+    pub fn calendars(&self) -> &[Arc<Calendar>] {
+        &self.calendars
+    }
+
+    /// The holiday `date` is in `zone`, for any layer.
+    pub fn holiday(&self, date: NaiveDate, zone: Tz) -> Option<&Arc<str>> {
+        self.calendars.iter().find_map(|c| c.holiday(date, zone))
+    }
+
+    /// The legal hours in force on `date`.
+    pub fn legal_on(&self, date: NaiveDate) -> &Weekly {
+        period_on(&self.legal, date).expect("a window has a period from NaiveDate::MIN")
+    }
+
+    fn day_blocks(&self, date: NaiveDate, zone: Tz) -> Result<Blocks, Closed> {
+        if let Some(name) = self.holiday(date, zone) {
+            return Err(Closed::PublicHoliday(name.clone()));
+        }
+        let legal = self.legal_on(date).day(date.weekday());
         if legal.is_empty() {
             return Err(if matches!(date.weekday(), Weekday::Sat | Weekday::Sun) {
                 Closed::Weekend
@@ -277,6 +317,40 @@ impl Window {
             .collect()
     }
 
+    /// The laws that close `at` in `zone`, each with what it allows that
+    /// day ("US-FL Florida FTSA: calls 08:00–20:00 callee time"): the
+    /// explanation of a time refusal names them.
+    pub fn closing_laws(&self, at: DateTime<Utc>, zone: Tz) -> Vec<String> {
+        let local = at.with_timezone(&zone);
+        let date = local.date_naive();
+        let minute = (local.hour() * 60 + local.minute()) as u16;
+        let wd = date.weekday();
+        let judge = |label: &str, blocks: &[Block]| -> Option<String> {
+            if blocks.iter().any(|&(s, e)| s <= minute && minute < e) {
+                None
+            } else if blocks.is_empty() {
+                Some(format!("{label}: no calls on {}", day_name(wd)))
+            } else {
+                Some(format!(
+                    "{label}: calls {} callee time",
+                    blocks_text(blocks)
+                ))
+            }
+        };
+        let mut out = Vec::new();
+        for l in &self.layers {
+            if let Some(h) = l.calendars.iter().find_map(|c| c.holiday(date, zone)) {
+                out.push(format!("{}: no calls on public holidays ({h})", l.label));
+            } else if let Some(w) = l.hours_on(date) {
+                out.extend(judge(&l.label, w.day(wd)));
+            }
+        }
+        if let Some(t) = &self.tenant {
+            out.extend(judge("the tenant's schedule", t.day(wd)));
+        }
+        out
+    }
+
     /// Whether some hour of the week is open, holidays aside: a schedule
     /// for which this is false refuses every call.
     pub fn opens_in_a_week(&self) -> bool {
@@ -291,7 +365,7 @@ impl Window {
         ]
         .iter()
         .any(|&d| {
-            let legal = self.legal.day(d);
+            let legal = self.legal.last().map_or(&[][..], |l| l.1.day(d));
             match &self.tenant {
                 Some(t) => !intersect(legal, t.day(d)).is_empty(),
                 None => !legal.is_empty(),
@@ -395,6 +469,27 @@ impl Window {
     }
 }
 
+fn day_name(d: Weekday) -> &'static str {
+    match d {
+        Weekday::Mon => "Mondays",
+        Weekday::Tue => "Tuesdays",
+        Weekday::Wed => "Wednesdays",
+        Weekday::Thu => "Thursdays",
+        Weekday::Fri => "Fridays",
+        Weekday::Sat => "Saturdays",
+        Weekday::Sun => "Sundays",
+    }
+}
+
+/// "08:00–20:00" or "10:00–13:00, 14:00–20:00".
+pub fn blocks_text(blocks: &[Block]) -> String {
+    blocks
+        .iter()
+        .map(|(s, e)| format!("{:02}:{:02}–{:02}:{:02}", s / 60, s % 60, e / 60, e % 60))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
 const UNIX_EPOCH_CE: i32 = 719_163;
 
@@ -436,32 +531,11 @@ fn intersect_spans(a: &[Span], b: &[Span]) -> Spans {
     out
 }
 
-/// The French legal window (D.223-9): Monday–Friday 10:00–13:00 and
-/// 14:00–20:00, in the consumer's time zone.
-pub fn fr_legal() -> Weekly {
-    let b = vec![(600, 780), (840, 1200)];
-    let days: Vec<(Weekday, Vec<Block>)> = [
-        Weekday::Mon,
-        Weekday::Tue,
-        Weekday::Wed,
-        Weekday::Thu,
-        Weekday::Fri,
-    ]
-    .iter()
-    .map(|d| (*d, b.clone()))
-    .collect();
-    Weekly::from_days(&days, false)
-}
-
-/// The US federal window (47 CFR 64.1200(c)(1)): 08:00–21:00 every day.
-pub fn us_legal() -> Weekly {
-    Weekly::from_days(&[], true).restrict(&[(480, 1260)])
-}
-
 impl Weekly {
-    fn restrict(&self, b: &[Block]) -> Weekly {
+    /// The blocks both weeks allow, day by day.
+    pub fn intersect(&self, other: &Weekly) -> Weekly {
         Weekly {
-            days: std::array::from_fn(|i| intersect(&self.days[i], b)),
+            days: std::array::from_fn(|i| intersect(&self.days[i], &other.days[i])),
         }
     }
 }
@@ -470,14 +544,27 @@ impl Weekly {
 mod tests {
     use super::*;
 
+    use crate::policy::Mode;
+    use crate::rules::applied::{TenantOptions, TenantRules};
+
+    /// A built-in set's national window (automated calls).
+    fn national(set: &str, opt_ins: &[&str]) -> Window {
+        let opts = TenantOptions {
+            opt_ins: opt_ins.iter().map(|s| s.to_string()).collect(),
+            ..TenantOptions::default()
+        };
+        TenantRules::builtin(&[set], &opts)
+            .primary
+            .window(Mode::Automated)
+            .clone()
+    }
+
     fn fr() -> Window {
-        Window {
-            legal: fr_legal(),
-            calendar: Calendar::France {
-                alsace_moselle: false,
-            },
-            tenant: None,
-        }
+        national("fr", &[])
+    }
+
+    fn holiday(n: &str) -> Closed {
+        Closed::PublicHoliday(n.into())
     }
 
     fn at(zone: Tz, y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
@@ -553,10 +640,7 @@ mod tests {
             Some(at(paris, 2027, 1, 4, 10, 0))
         );
         let t = at(paris, 2027, 1, 1, 11, 0);
-        assert_eq!(
-            fr().check(t, &[paris]),
-            Err(Closed::PublicHoliday("New Year's Day"))
-        );
+        assert_eq!(fr().check(t, &[paris]), Err(holiday("New Year's Day")));
         // Réunion adds 20 Dec; 25 Dec 2026 is a Friday: from Friday 18 Dec
         // 20:00 the next day is Monday 21 Dec.
         let re = Tz::Indian__Reunion;
@@ -596,11 +680,7 @@ mod tests {
             );
         }
         // US: spring forward 8 Mar 2026 / 14 Mar 2027, fall back 1 Nov 2026 / 7 Nov 2027.
-        let us = Window {
-            legal: us_legal(),
-            calendar: Calendar::None,
-            tenant: None,
-        };
+        let us = national("us", &[]);
         let ny = Tz::America__New_York;
         for (y, m, d, utc_hour) in [
             (2026, 3, 8, 12),
@@ -620,9 +700,7 @@ mod tests {
     #[test]
     fn french_holidays_2026_to_2028() {
         let paris = Tz::Europe__Paris;
-        let cal = Calendar::France {
-            alsace_moselle: false,
-        };
+        let cal = national("fr", &[]);
         let expected = [
             // 2026: Easter 5 April
             (2026, 1, 1),
@@ -677,7 +755,7 @@ mod tests {
         let ascension = at(paris, 2026, 5, 14, 11, 0);
         assert_eq!(
             fr().check(ascension, &[paris]),
-            Err(Closed::PublicHoliday("Ascension Day"))
+            Err(holiday("Ascension Day"))
         );
         assert_eq!(
             fr().next_allowed(ascension, &[paris]),
@@ -687,9 +765,7 @@ mod tests {
 
     #[test]
     fn overseas_and_alsace_days() {
-        let cal = Calendar::France {
-            alsace_moselle: false,
-        };
+        let cal = national("fr", &[]);
         let day = |m, d| NaiveDate::from_ymd_opt(2026, m, d).unwrap();
         assert!(cal.holiday(day(12, 20), Tz::Indian__Reunion).is_some());
         assert!(cal.holiday(day(12, 20), Tz::Europe__Paris).is_none());
@@ -700,9 +776,7 @@ mod tests {
         assert!(cal.holiday(day(10, 9), Tz::America__Guadeloupe).is_some());
         assert!(cal.holiday(day(6, 10), Tz::America__Cayenne).is_some());
         assert!(cal.holiday(day(12, 26), Tz::Europe__Paris).is_none());
-        let am = Calendar::France {
-            alsace_moselle: true,
-        };
+        let am = national("fr", &["alsace_moselle"]);
         assert!(am.holiday(day(12, 26), Tz::Europe__Paris).is_some());
         assert!(
             am.holiday(day(4, 3), Tz::Europe__Paris).is_some(),
@@ -713,11 +787,7 @@ mod tests {
     #[test]
     fn several_zones_must_all_allow() {
         // +1 208 spans Boise (UTC-7) and Los Angeles (UTC-8) in winter.
-        let us = Window {
-            legal: us_legal(),
-            calendar: Calendar::None,
-            tenant: None,
-        };
+        let us = national("us", &[]);
         let zones = [Tz::America__Boise, Tz::America__Los_Angeles];
         let t = at(Tz::America__Boise, 2026, 11, 17, 8, 30); // 07:30 in LA
         assert!(us.check(t, &zones[..1]).is_ok());
@@ -752,13 +822,8 @@ mod tests {
             &[(Weekday::Tue, vec![parse_span("11:00-12:00").unwrap()])],
             false,
         );
-        let w = Window {
-            legal: fr_legal(),
-            calendar: Calendar::France {
-                alsace_moselle: false,
-            },
-            tenant: Some(tenant),
-        };
+        let mut w = fr();
+        w.tenant = Some(tenant);
         assert!(w.check(at(paris, 2026, 11, 17, 10, 30), &[paris]).is_err());
         assert!(w.check(at(paris, 2026, 11, 17, 11, 30), &[paris]).is_ok());
         assert_eq!(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::dnc::{Consent, ConsentList, Delta, DncList, NumberSet};
 use crate::numbering::{self, Country};
-use crate::policy::{self, Campaign, Enforce, Mode, Responses, TenantPolicy, RULES};
+use crate::policy::{Campaign, Enforce, Mode, Responses, TenantPolicy, RULES};
 
 fn n(s: &str) -> numbering::E164 {
     numbering::parse(s, Country::FR).unwrap()
@@ -48,7 +48,10 @@ pub fn acme(change: impl FnOnce(&mut TenantPolicy)) -> TenantPolicy {
     let mut t = TenantPolicy {
         id: "acme".into(),
         country: Country::FR,
-        rules: policy::builtin_rule_set("fr").unwrap(),
+        rules: crate::rules::applied::TenantRules::builtin(
+            &["fr"],
+            &crate::rules::applied::TenantOptions::default(),
+        ),
         default_mode: Mode::Automated,
         mode_header: "X-Dial-Mode".into(),
         campaign: Campaign::Contract,

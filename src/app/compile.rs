@@ -3,18 +3,23 @@
 //! one place it is turned into policies, for `serve`, reload, `check` and
 //! `config check` alike. Every error names the key and its line.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Weekday;
 
-use crate::config::{Config, ConfigError, RuleSetConfig, Seg, WeekConfig};
+use crate::config::{Config, ConfigError, RuleSetConfig, Seg, UnknownJurisdiction, WeekConfig};
 use crate::dnc::{self, ConsentList, DncList, LoadReport};
 use crate::gate::Tenants;
 use crate::numbering::Country;
-use crate::policy::{self, CallerIdRule, Enforce, Responses, Rule, RuleSet, TenantPolicy, RULES};
-use crate::schedule::{self, Calendar, Weekly};
+use crate::policy::{self, Campaign, Enforce, Responses, Rule, TenantPolicy, RULES};
+use crate::rules::applied::{TenantOptions, TenantRules};
+use crate::rules::{
+    CallerIdCheck, CallerIdRule, CapRule, CapScope, Cite, Confidence, ConsentRule, CooloffRule,
+    HoursRule, InForce, Library, RuleSet, RulesError,
+};
+use crate::schedule::{self, Weekly};
 
 /// A schedule that does not compile: the key within the schedule table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,42 +118,97 @@ pub fn week(w: &WeekConfig) -> Result<Weekly, WeekError> {
     Ok(Weekly::from_days(&days, open))
 }
 
-/// A rule set's error: the key it concerns (dotted, within the rule set's
-/// table) and what is wrong.
-pub fn rule_set(name: &str, c: &RuleSetConfig) -> Result<RuleSet, RuleSetError> {
-    let mut rs = policy::builtin_rule_set(&c.base).ok_or_else(|| {
-        RuleSetError::new(
+/// The rule library: built in, with the operator's files (`[rules]
+/// files`, relative to the config file's directory).
+pub fn library(cfg: &Config) -> Result<Library, ConfigError> {
+    let dir = cfg.path().parent().unwrap_or(Path::new("."));
+    let files: Vec<PathBuf> = cfg.rules.files.iter().map(|f| dir.join(f)).collect();
+    Library::load(&files).map_err(|e| match e {
+        RulesError::Read { path, source } => ConfigError::Read { path, source },
+        RulesError::Syntax { path, message } => ConfigError::Syntax { path, message },
+        RulesError::Invalid {
+            path,
+            line,
+            key,
+            message,
+        } => ConfigError::Invalid {
+            path,
+            line,
+            key,
+            message,
+        },
+    })
+}
+
+/// A `[rule_set.NAME]`: its base set with the national values it replaces.
+/// The base's overlays still apply (a state's law does not stop applying
+/// because the national hours were changed).
+pub fn rule_set(name: &str, c: &RuleSetConfig, lib: &Library) -> Result<RuleSet, RuleSetError> {
+    let err = RuleSetError::new;
+    let base = lib.sets.get(&c.base).ok_or_else(|| {
+        err(
             "base",
-            format!("base must be `fr` or `us`, not `{}`", c.base),
+            format!(
+                "base `{}` is not a rule set ({})",
+                c.base,
+                lib.sets.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
         )
     })?;
+    let mut rs = (**base).clone();
     rs.name = name.to_owned();
+    rs.origin.push(format!("[rule_set.{name}]"));
+    let mut national = (*rs.national).clone();
+    let cite = |what: &str| Cite {
+        law: format!("rule_set.{name} {what}").into(),
+        source: "operator configuration".into(),
+        confidence: Confidence::H,
+        note: None,
+    };
     if let Some(h) = &c.hours {
-        rs.window.legal = week(h).map_err(|e| RuleSetError {
+        let w = week(h).map_err(|e| RuleSetError {
             key: format!("hours.{}", e.key),
             message: e.message,
         })?;
+        national.hours = (0..7)
+            .map(|d| {
+                let mut days = [false; 7];
+                days[d] = true;
+                HoursRule {
+                    days,
+                    blocks: w.day(weekday(d)).iter().copied().collect(),
+                    modes: Vec::new(),
+                    in_force: InForce::default(),
+                    cite: cite("hours"),
+                }
+            })
+            .collect();
     }
-    let err = RuleSetError::new;
     match c.holidays.as_deref() {
         None => {}
-        Some("fr") => {
-            rs.window.calendar = Calendar::France {
-                alsace_moselle: false,
-            }
-        }
-        Some("none") => rs.window.calendar = Calendar::None,
-        Some(o) => {
-            return Err(err(
-                "holidays",
-                format!("holidays must be `fr` or `none`, not `{o}`"),
-            ))
+        Some("none") => national.calendars.clear(),
+        Some(set) => {
+            let from = lib.sets.get(set).ok_or_else(|| {
+                err(
+                    "holidays",
+                    format!(
+                        "holidays must be `none` or a rule set whose holidays apply, not `{set}`"
+                    ),
+                )
+            })?;
+            national.calendars = from.national.calendars.clone();
         }
     }
     match c.caller_id.as_deref() {
         None => {}
-        Some("fr") => rs.caller_id = CallerIdRule::France,
-        Some("none") => rs.caller_id = CallerIdRule::None,
+        Some("fr") => {
+            national.caller_id = Some(CallerIdRule {
+                check: CallerIdCheck::FrArcep,
+                in_force: InForce::default(),
+                cite: cite("caller_id (ARCEP 2022-1583)"),
+            })
+        }
+        Some("none") => national.caller_id = None,
         Some(o) => {
             return Err(err(
                 "caller_id",
@@ -158,32 +218,45 @@ pub fn rule_set(name: &str, c: &RuleSetConfig) -> Result<RuleSet, RuleSetError> 
     }
     match c.consent_required_since.as_deref() {
         None => {}
-        Some("none") => rs.consent_since = None,
+        Some("none") => national.consent = None,
         Some(d) => {
-            rs.consent_since = Some(chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(
-                |_| {
-                    err(
-                        "consent_required_since",
-                        format!("consent_required_since `{d}` is not YYYY-MM-DD"),
-                    )
+            let from = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                err(
+                    "consent_required_since",
+                    format!("consent_required_since `{d}` is not YYYY-MM-DD"),
+                )
+            })?;
+            national.consent = Some(ConsentRule {
+                campaigns: vec![Campaign::Prospecting],
+                modes: Vec::new(),
+                in_force: InForce {
+                    from: Some(from),
+                    until: None,
                 },
-            )?)
+                cite: cite("consent_required_since"),
+            });
         }
     }
     match c.refusal_cooloff_days {
         None => {}
-        Some(0) => rs.cooloff_days = None,
+        Some(0) => national.cooloff = None,
         Some(d) if d > 3650 => {
             return Err(err(
                 "refusal_cooloff_days",
                 format!("refusal_cooloff_days {d} is over ten years"),
             ))
         }
-        Some(d) => rs.cooloff_days = Some(d),
+        Some(d) => {
+            national.cooloff = Some(CooloffRule {
+                days: d,
+                in_force: InForce::default(),
+                cite: cite("refusal_cooloff_days"),
+            })
+        }
     }
     match c.frequency_cap {
         None => {}
-        Some(c) if c.attempts == 0 => rs.cap = None,
+        Some(c) if c.attempts == 0 => national.caps.clear(),
         Some(c) if c.window_hours == 0 || c.window_hours > 24 * 366 => {
             return Err(err(
                 "frequency_cap.window_hours",
@@ -195,13 +268,32 @@ pub fn rule_set(name: &str, c: &RuleSetConfig) -> Result<RuleSet, RuleSetError> 
             ))
         }
         Some(c) => {
-            rs.cap = Some(policy::Cap {
-                attempts: c.attempts,
-                window: chrono::Duration::hours(c.window_hours as i64),
-            })
+            national.caps = vec![CapRule {
+                cap: policy::Cap {
+                    attempts: c.attempts,
+                    window: chrono::Duration::hours(c.window_hours as i64),
+                },
+                scope: CapScope::Callee,
+                modes: Vec::new(),
+                in_force: InForce::default(),
+                cite: cite("frequency_cap"),
+            }]
         }
     }
+    rs.national = Arc::new(national);
     Ok(rs)
+}
+
+fn weekday(i: usize) -> Weekday {
+    [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+        Weekday::Sat,
+        Weekday::Sun,
+    ][i]
 }
 
 fn enforcement(table: &std::collections::BTreeMap<String, Enforce>) -> [Enforce; RULES] {
@@ -213,67 +305,133 @@ fn enforcement(table: &std::collections::BTreeMap<String, Enforce>) -> [Enforce;
     })
 }
 
-/// A tenant's rule set: built in, or `[rule_set.NAME]`.
-fn tenant_rules(cfg: &Config, i: usize) -> Result<RuleSet, ConfigError> {
-    use Seg::{Index, Key};
-    let tc = &cfg.tenants[i];
-    let id = tc.id.get_ref();
-    match cfg.rule_sets.get(&tc.rule_set) {
-        Some(custom) => rule_set(&tc.rule_set, custom).map_err(|e| {
-            let mut at = vec![Key("rule_set"), Key(tc.rule_set.as_str())];
-            at.extend(e.key.split('.').map(Key));
-            cfg.invalid(&at, format!("rule_set.{}: {}", tc.rule_set, e.message))
-        }),
-        None => policy::builtin_rule_set(&tc.rule_set).ok_or_else(|| {
-            cfg.invalid(
-                &[Key("tenant"), Index(i), Key("rule_set")],
-                format!(
-                    "tenant `{id}`: unknown rule set `{}` (fr, us, or a [rule_set.NAME])",
-                    tc.rule_set
-                ),
-            )
-        }),
-    }
-}
-
-/// Checks what only compiling can show: rule sets and schedules that do
-/// not compile or never open. `Config::parse` has checked the rest.
-pub fn check(cfg: &Config) -> Result<(), ConfigError> {
-    use Seg::{Index, Key};
+/// The rule sets a config can name: the library's and its own
+/// `[rule_set.NAME]`s.
+fn rule_sets(cfg: &Config, lib: &Library) -> Result<BTreeMap<String, Arc<RuleSet>>, ConfigError> {
+    use Seg::Key;
+    let mut sets = lib.sets.clone();
     for (name, rs) in &cfg.rule_sets {
-        let compiled = rule_set(name, rs).map_err(|e| {
+        let compiled = rule_set(name, rs, lib).map_err(|e| {
             let mut at = vec![Key("rule_set"), Key(name.as_str())];
             at.extend(e.key.split('.').map(Key));
             cfg.invalid(&at, format!("rule_set.{name}: {}", e.message))
         })?;
-        if !compiled.window.opens_in_a_week() {
+        let opens = TenantRules::new(vec![Arc::new(compiled.clone())], &TenantOptions::default())
+            .primary
+            .window(policy::Mode::Manual)
+            .opens_in_a_week();
+        if !opens {
             return Err(cfg.invalid(
                 &[Key("rule_set"), Key(name.as_str()), Key("hours")],
                 format!("rule_set.{name}: these hours never open: every call would be refused"),
             ));
         }
+        sets.insert(name.clone(), Arc::new(compiled));
     }
-    for (i, t) in cfg.tenants.iter().enumerate() {
-        let id = t.id.get_ref();
-        let mut rules = tenant_rules(cfg, i)?;
-        if let Some(w) = &t.schedule {
-            let week = week(w).map_err(|e| {
-                cfg.invalid(
-                    &[Key("tenant"), Index(i), Key("schedule"), Key(e.key)],
-                    format!("tenant `{id}`: {}", e.message),
-                )
-            })?;
-            rules.window.tenant = Some(week);
-            if !rules.window.opens_in_a_week() {
-                return Err(cfg.invalid(
-                    &[Key("tenant"), Index(i), Key("schedule")],
-                    format!(
-                        "tenant `{id}`: this schedule and the hours of rule set `{}` never overlap: every call would be refused",
-                        t.rule_set
-                    ),
-                ));
+    Ok(sets)
+}
+
+/// Calendars made of dated lists (yearly decrees) must be extended before
+/// their data runs out: warned 60 days ahead, at start and on reload.
+pub fn warn_stale_calendars(
+    tenant: &str,
+    rules: &TenantRules,
+    today: chrono::NaiveDate,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &rules.sets {
+        for j in s.jurisdictions() {
+            for c in &j.calendars {
+                let Some(until) = c.dated_until else { continue };
+                let left = (until - today).num_days();
+                if left < 60 && !out.contains(&c.id) {
+                    tracing::warn!(
+                        tenant,
+                        calendar = %c.id,
+                        dated_until = %until,
+                        days_left = left,
+                        "holiday calendar has no dated holidays past {until}: add the next decree in a rule file"
+                    );
+                    out.push(c.id.clone());
+                }
             }
         }
+    }
+    out
+}
+
+/// A tenant's compiled rules.
+fn tenant_rules(
+    cfg: &Config,
+    i: usize,
+    sets: &BTreeMap<String, Arc<RuleSet>>,
+) -> Result<TenantRules, ConfigError> {
+    use Seg::{Index, Key};
+    let tc = &cfg.tenants[i];
+    let id = tc.id.get_ref();
+    let names = tc.rule_set_names();
+    let key = if tc.rule_sets.is_empty() {
+        "rule_set"
+    } else {
+        "rule_sets"
+    };
+    let mut chosen = Vec::new();
+    for (j, n) in names.iter().enumerate() {
+        let s = sets.get(n).ok_or_else(|| {
+            let mut at = vec![Key("tenant"), Index(i), Key(key)];
+            if key == "rule_sets" {
+                at.push(Index(j));
+            }
+            cfg.invalid(
+                &at,
+                format!(
+                    "tenant `{id}`: unknown rule set `{n}` ({}, or a [rule_set.NAME])",
+                    sets.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        chosen.push(s.clone());
+    }
+    let schedule = match &tc.schedule {
+        Some(w) => Some(week(w).map_err(|e| {
+            cfg.invalid(
+                &[Key("tenant"), Index(i), Key("schedule"), Key(e.key)],
+                format!("tenant `{id}`: {}", e.message),
+            )
+        })?),
+        None => None,
+    };
+    let opts = TenantOptions {
+        schedule,
+        opt_ins: if tc.alsace_moselle {
+            vec!["alsace_moselle".into()]
+        } else {
+            Vec::new()
+        },
+        unknown_allow: tc.unknown_jurisdiction == UnknownJurisdiction::Allow,
+    };
+    let has_schedule = opts.schedule.is_some();
+    let rules = TenantRules::new(chosen, &opts);
+    if has_schedule && !rules.primary.window(policy::Mode::Manual).opens_in_a_week() {
+        return Err(cfg.invalid(
+            &[Key("tenant"), Index(i), Key("schedule")],
+            format!(
+                "tenant `{id}`: this schedule and the hours of rule set `{}` never overlap: every call would be refused",
+                names[0]
+            ),
+        ));
+    }
+    Ok(rules)
+}
+
+/// Checks what only compiling can show: rule files, rule sets and
+/// schedules that do not compile or never open. `Config::parse` has
+/// checked the rest.
+pub fn check(cfg: &Config) -> Result<(), ConfigError> {
+    let lib = library(cfg)?;
+    let sets = rule_sets(cfg, &lib)?;
+    for i in 0..cfg.tenants.len() {
+        tenant_rules(cfg, i, &sets)?;
     }
     Ok(())
 }
@@ -287,7 +445,8 @@ pub fn tenants(
     state: Option<&crate::state::Store>,
 ) -> Result<(Tenants, Vec<ListLoaded>), ConfigError> {
     use Seg::{Index, Key};
-    check(cfg)?;
+    let lib = library(cfg)?;
+    let sets = rule_sets(cfg, &lib)?;
     let mut loaded = Vec::new();
     let mut t = Tenants::default();
     let mut dnc_lists: HashMap<&str, DncList> = HashMap::new();
@@ -334,18 +493,8 @@ pub fn tenants(
 
     for (i, tc) in cfg.tenants.iter().enumerate() {
         let id = tc.id.get_ref().as_str();
-        let mut rules = tenant_rules(cfg, i)?;
-        if tc.alsace_moselle {
-            if let Calendar::France { .. } = rules.window.calendar {
-                rules.window.calendar = Calendar::France {
-                    alsace_moselle: true,
-                };
-            }
-        }
-        if let Some(w) = &tc.schedule {
-            // `check` compiled it already.
-            rules.window.tenant = week(w).ok();
-        }
+        let rules = tenant_rules(cfg, i, &sets)?;
+        warn_stale_calendars(id, &rules, chrono::Utc::now().date_naive());
         let caller_ids = tc
             .caller_ids
             .iter()

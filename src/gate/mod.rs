@@ -203,30 +203,38 @@ async fn decide(
     now: DateTime<Utc>,
     count: bool,
 ) -> Decision {
-    let cooloff = t.rules.cooloff_days.is_some();
-    let cap = t.rules.cap;
-    let state = flow.state.as_ref().filter(|_| cooloff || cap.is_some());
     let callee = crate::numbering::parse(facts.callee, t.country).ok();
-    let (Some(state), Some(callee)) = (state, callee) else {
-        return t.decide(facts, &History::default(), now);
+    let applied = callee.and_then(|c| t.applied_for(c));
+    let closures = flow.state.as_ref().and_then(|s| s.closures());
+    let (Some(state), Some(callee), Some(a)) = (flow.state.as_ref(), callee, applied) else {
+        let history = History {
+            closures,
+            ..History::default()
+        };
+        return t.decide(facts, &history, now);
     };
+    let mode = t.mode_of(facts.mode);
+    let today = now.date_naive();
+    let cooloff = a.cooloff(today).is_some();
+    let cap = a.counted_cap(mode, today);
     // When the call is counted, the count returns the attempts: one access
     // to them per call (one map entry lock, or one Redis script).
     let window = if count { None } else { cap.map(|c| c.window) };
-    let history = if cooloff || window.is_some() {
+    let mut history = if cooloff || window.is_some() {
         match state.history(&t.id, callee, cooloff, window, now).await {
             Ok(h) => h,
             Err(e) => {
-                return unavailable(
-                    flow.unavailable,
-                    t.decide(facts, &History::default(), now),
-                    &e,
-                )
+                let history = History {
+                    closures,
+                    ..History::default()
+                };
+                return unavailable(flow.unavailable, t.decide(facts, &history, now), &e);
             }
         }
     } else {
         History::default()
     };
+    history.closures = closures;
     let mut d = t.decide(facts, &history, now);
     if let (Some(cap), Some(callee)) = (cap, d.callee) {
         let prior = if count && d.decision != Outcome::Reject {
@@ -238,7 +246,7 @@ async fn decide(
         } else {
             history.attempts
         };
-        t.fold_cap(&mut d, callee, &prior, now);
+        t.fold_cap(&mut d, a, callee, &prior, now);
     }
     d
 }
@@ -397,7 +405,7 @@ impl Gatekeeper for Gate {
             source: source.addr,
             started,
         };
-        let needs_state = t.rules.cooloff_days.is_some() || t.rules.cap.is_some();
+        let needs_state = t.rules.needs_state();
         if needs_state && self.flow.state.as_ref().is_some_and(Backend::waits) {
             // The state is over the network: the core parks the call and
             // the driver runs the flow, which owns what it reads.

@@ -94,19 +94,28 @@ impl Tenants {
         self.tenants.iter()
     }
 
+    /// The jurisdiction `id` names (case-insensitive), as its rule set
+    /// writes it, when some tenant's rule sets know it (closures).
+    pub fn jurisdiction(&self, id: &str) -> Option<std::sync::Arc<str>> {
+        self.tenants
+            .iter()
+            .flat_map(|t| t.rules.sets.iter())
+            .find_map(|s| s.find(id).map(|j| j.id.clone()))
+    }
+
     /// The longest attempt window and refusal cool-off over all tenants:
     /// how long the state store must keep entries.
     pub fn retention(&self) -> (chrono::Duration, chrono::Duration) {
         let window = self
             .tenants
             .iter()
-            .filter_map(|t| t.rules.cap.map(|c| c.window))
+            .filter_map(|t| t.rules.retention().0)
             .max()
             .unwrap_or_default();
         let cooloff = self
             .tenants
             .iter()
-            .filter_map(|t| t.rules.cooloff_days)
+            .filter_map(|t| t.rules.retention().1)
             .max()
             .unwrap_or(0);
         (window, chrono::Duration::days(cooloff as i64 + 1))

@@ -7,8 +7,10 @@
 
 pub mod nanp;
 pub mod plan;
+mod region;
 mod zones;
 
+pub use region::{region_of, subdivisions, Region};
 pub use zones::{callee_zones, Zones};
 
 /// Builds the numbering tables now: the first call after start must not

@@ -53,6 +53,20 @@ pub fn country_code(digits: &str) -> Option<(u16, usize)> {
     num(3).filter(|c| cc3_assigned(*c)).map(|cc| (cc, 3))
 }
 
+/// [`country_code`] of a number held as an integer of `len` digits.
+pub fn country_code_of(digits: u64, len: u32) -> Option<u16> {
+    let lead = |k: u32| (len > k).then(|| (digits / 10u64.pow(len - k)) as u16);
+    match lead(1)? {
+        1 => return Some(1),
+        7 => return Some(7),
+        _ => {}
+    }
+    if let Some(cc) = lead(2).filter(|c| CC2.contains(c)) {
+        return Some(cc);
+    }
+    lead(3).filter(|c| cc3_assigned(*c))
+}
+
 /// Length bounds of the national significant number, where the national
 /// plan fixes or bounds it (ITU-T national numbering plans as notified).
 /// Countries absent here get the E.164 bounds: 4 digits up to 15 in all.

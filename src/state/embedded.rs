@@ -32,7 +32,7 @@ use super::{Attempts, Health};
 use crate::clock::Clock;
 use crate::dnc::Delta;
 use crate::numbering::E164;
-use crate::policy::{Cap, History};
+use crate::policy::{Cap, Closure, History};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How often expired entries are purged from memory and disk.
@@ -47,6 +47,8 @@ const REFUSALS: TableDefinition<(&str, u64), i64> = TableDefinition::new("refusa
 const ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("attempts");
 /// (list, number) -> 1 added, 0 removed at run time.
 const DNC: TableDefinition<(&str, u64), u8> = TableDefinition::new("dnc");
+/// closure id -> the closure as JSON (`POST /v1/closures`).
+const CLOSURES: TableDefinition<u64, &str> = TableDefinition::new("closures");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -80,6 +82,9 @@ struct Inner {
     any_refusal: std::sync::atomic::AtomicBool,
     attempts: DashMap<Key, SmallVec<[i64; 4]>, FxBuildHasher>,
     dnc: DashMap<String, Arc<Delta>>,
+    /// Every closure on record; `None` when there is none (the call path
+    /// then skips the check).
+    closures: arc_swap::ArcSwapOption<Vec<Closure>>,
     /// Longest attempt window and refusal cool-off of the running rule
     /// sets, in seconds: entries older than that are purged.
     keep_attempts: AtomicI64,
@@ -147,6 +152,7 @@ impl Store {
             w.open_table(REFUSALS).map_err(|e| open_err(e.into()))?;
             w.open_table(ATTEMPTS).map_err(|e| open_err(e.into()))?;
             w.open_table(DNC).map_err(|e| open_err(e.into()))?;
+            w.open_table(CLOSURES).map_err(|e| open_err(e.into()))?;
             w.commit().map_err(|e| open_err(e.into()))?;
         }
         // Only here is the database ours alone (compaction needs `&mut`).
@@ -159,6 +165,7 @@ impl Store {
             any_refusal: Default::default(),
             attempts: DashMap::default(),
             dnc: DashMap::new(),
+            closures: arc_swap::ArcSwapOption::empty(),
             keep_attempts: AtomicI64::new(chrono::Duration::days(31).num_seconds()),
             keep_refusals: AtomicI64::new(chrono::Duration::days(62).num_seconds()),
             writer: tx,
@@ -216,6 +223,7 @@ impl Store {
         History {
             refused_at: self.refused_at(tenant, callee),
             attempts: self.attempts(tenant, callee),
+            closures: self.closures(),
         }
     }
 
@@ -301,6 +309,58 @@ impl Store {
 
     /// Adds (`listed`) or removes numbers of a DNC list, durably (one
     /// fsynced transaction for the whole batch) before returning.
+    /// The closures on record.
+    pub fn closures(&self) -> Option<Arc<Vec<Closure>>> {
+        self.inner.closures.load_full()
+    }
+
+    /// Records a closure durably (fsync) and applies it to the next call.
+    pub fn add_closure(
+        &self,
+        jurisdiction: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<Closure, StateError> {
+        let mut all: Vec<Closure> = self.closures().map(|c| (*c).clone()).unwrap_or_default();
+        let c = Closure {
+            id: all.iter().map(|c| c.id).max().unwrap_or(0) + 1,
+            jurisdiction: jurisdiction.to_owned(),
+            from,
+            to,
+            reason: reason.to_owned(),
+        };
+        let json = serde_json::to_string(&c).expect("a closure serialises");
+        let w = self.inner.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(CLOSURES).map_err(db_err)?;
+            t.insert(c.id, json.as_str()).map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)?;
+        all.push(c.clone());
+        self.inner.closures.store(Some(Arc::new(all)));
+        Ok(c)
+    }
+
+    /// Removes closure `id` durably; whether it existed.
+    pub fn remove_closure(&self, id: u64) -> Result<bool, StateError> {
+        let w = self.inner.db.begin_write().map_err(db_err)?;
+        let existed = {
+            let mut t = w.open_table(CLOSURES).map_err(db_err)?;
+            let removed = t.remove(id).map_err(db_err)?.is_some();
+            removed
+        };
+        w.commit().map_err(db_err)?;
+        let rest: Vec<Closure> = self
+            .closures()
+            .map(|c| c.iter().filter(|c| c.id != id).cloned().collect())
+            .unwrap_or_default();
+        self.inner
+            .closures
+            .store((!rest.is_empty()).then(|| Arc::new(rest)));
+        Ok(existed)
+    }
+
     pub fn dnc_set(&self, list: &str, numbers: &[E164], listed: bool) -> Result<(), StateError> {
         let w = self.inner.db.begin_write().map_err(db_err)?;
         {
@@ -412,6 +472,22 @@ impl Inner {
             self.attempts
                 .insert((intern(tenant), callee), unpack(v.value()));
             loaded.attempts += 1;
+        }
+        let mut closures = Vec::new();
+        for row in r
+            .open_table(CLOSURES)
+            .map_err(db_err)?
+            .iter()
+            .map_err(db_err)?
+        {
+            let (_, v) = row.map_err(db_err)?;
+            match serde_json::from_str::<Closure>(v.value()) {
+                Ok(c) => closures.push(c),
+                Err(e) => tracing::error!(error = %e, "a stored closure is unreadable; skipped"),
+            }
+        }
+        if !closures.is_empty() {
+            self.closures.store(Some(Arc::new(closures)));
         }
         for row in r.open_table(DNC).map_err(db_err)?.iter().map_err(db_err)? {
             let (k, v) = row.map_err(db_err)?;

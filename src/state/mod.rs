@@ -71,6 +71,11 @@ impl Backend {
         self.shared.as_ref()
     }
 
+    /// The closures on record (kept by this instance's store).
+    pub fn closures(&self) -> Option<Arc<Vec<crate::policy::Closure>>> {
+        self.local.closures()
+    }
+
     /// Whether refusals and attempts are read over the network: a decision
     /// that needs them then waits.
     pub fn waits(&self) -> bool {
@@ -93,6 +98,7 @@ impl Backend {
                 Ok(History {
                     refused_at: r.refused_at,
                     attempts: r.attempts,
+                    closures: None,
                 })
             }
             None => Ok(History {
@@ -103,6 +109,7 @@ impl Backend {
                     Some(_) => self.local.attempts(tenant, callee),
                     None => Attempts::new(),
                 },
+                closures: None,
             }),
         }
     }

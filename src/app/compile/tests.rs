@@ -67,9 +67,11 @@ fn a_custom_rule_set_compiles_to_its_cap_and_cooloff() {
     let dir = tempfile::tempdir().unwrap();
     let t = parse_and_compile(text, dir.path()).unwrap();
     let a = t.by_id("a").unwrap();
-    assert_eq!(a.rules.cooloff_days, None);
+    let fr = &a.rules.primary;
+    let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+    assert!(fr.cooloff(today).is_none());
     assert_eq!(
-        a.rules.cap,
+        fr.counted_cap(crate::policy::Mode::Automated, today),
         Some(crate::policy::Cap {
             attempts: 3,
             window: chrono::Duration::hours(24)

@@ -262,10 +262,11 @@ fn entitlement_warn_enforcement_schedule_and_custom_codes() {
             .iter()
             .map(|c| caller_prefix(c, Country::FR).unwrap())
             .collect();
-        t.rules.window.tenant = Some(Weekly::from_days(
-            &[(Weekday::Tue, vec![(600, 720)])],
-            false,
-        ));
+        let week = Weekly::from_days(&[(Weekday::Tue, vec![(600, 720)])], false);
+        t.rules.each_mut(|a| {
+            a.window_mut(Mode::Automated).tenant = Some(week.clone());
+            a.window_mut(Mode::Manual).tenant = Some(week.clone());
+        });
         t.enforce_automated[Rule::Dnc.index()] = Enforce::Warn;
         t.enforce_manual[Rule::Dnc.index()] = Enforce::Warn;
         let mut r = Responses::default();
@@ -434,7 +435,9 @@ fn frequency_cap_is_four_attempts_in_thirty_days() {
     let mut d = decide_with(&f, "0142000000", &History::default(), now);
     assert_eq!(d.decision, Outcome::Allow);
     let callee = d.callee.unwrap();
-    let fail = t.cap_failure(callee, &h.attempts, now).unwrap();
+    let fail = t
+        .cap_failure(&t.rules.primary, Mode::Automated, callee, &h.attempts, now)
+        .unwrap();
     t.cap_reached(&mut d, fail);
     assert_eq!(
         (d.decision, d.status, d.reason_str()),
@@ -446,16 +449,21 @@ fn frequency_cap_is_four_attempts_in_thirty_days() {
 #[test]
 fn custom_rule_sets_set_or_drop_the_cap_and_the_cooloff() {
     let f = acme(|t| {
-        t.rules.cooloff_days = None;
-        t.rules.cap = Some(Cap {
-            attempts: 3,
-            window: chrono::Duration::hours(24),
+        t.rules.each_mut(|a| {
+            a.cooloffs.clear();
+            for c in &mut a.caps {
+                c.cap = Cap {
+                    attempts: 3,
+                    window: chrono::Duration::hours(24),
+                };
+            }
         });
     });
     let now = paris(2026, 11, 17, 11, 0);
     let h = History {
         refused_at: Some(now - chrono::Duration::hours(1)),
         attempts: (1..=3).map(|i| now - chrono::Duration::hours(i)).collect(),
+        closures: None,
     };
     let d = decide_with(&f, "0142000000", &h, now);
     assert_eq!(d.reason_str(), Some("frequency_cap"));
@@ -510,7 +518,13 @@ fn the_cap_frees_when_enough_attempts_have_left_the_window() {
     // alone would have said Thursday 19 November).
     let attempts: Vec<_> = (0..6).map(|i| paris(2026, 10, 20 + i, 11, 0)).collect();
     let (_, why, retry) = t
-        .cap_failure(numbering("0142000000"), &attempts, now)
+        .cap_failure(
+            &t.rules.primary,
+            Mode::Automated,
+            numbering("0142000000"),
+            &attempts,
+            now,
+        )
         .unwrap();
     assert_eq!(
         retry,

@@ -6,7 +6,8 @@
 //! changes. Decision, reason and Retry-After must agree exactly.
 
 use super::super::*;
-use crate::schedule::{Calendar, Weekly, Window};
+use crate::rules::applied::{TenantOptions, TenantRules};
+use crate::schedule::{Calendar, Layer, Weekly, Window};
 use chrono::{Datelike, TimeZone, Timelike, Weekday};
 use proptest::prelude::*;
 
@@ -62,10 +63,6 @@ impl RefWeek {
             }
         }
     }
-
-    fn has_legal_hours(&self, day: usize) -> bool {
-        (0..1440).any(|m| self.allows(day, m))
-    }
 }
 
 fn weekday(i: usize) -> Weekday {
@@ -88,21 +85,28 @@ enum Code {
 }
 
 struct Reference<'a> {
-    legal: &'a RefWeek,
+    /// Every jurisdiction's hours: all must allow a minute.
+    legal: &'a [RefWeek],
     tenant: Option<&'a RefWeek>,
-    calendar: Calendar,
+    calendar: Option<Arc<Calendar>>,
     /// Whether each weekday has any legal minute (the weekend/outside
     /// distinction), worked out once.
     legal_days: [bool; 7],
 }
 
 impl<'a> Reference<'a> {
-    fn new(legal: &'a RefWeek, tenant: Option<&'a RefWeek>, calendar: Calendar) -> Self {
+    fn new(
+        legal: &'a [RefWeek],
+        tenant: Option<&'a RefWeek>,
+        calendar: Option<Arc<Calendar>>,
+    ) -> Self {
         Reference {
             legal,
             tenant,
             calendar,
-            legal_days: std::array::from_fn(|d| legal.has_legal_hours(d)),
+            legal_days: std::array::from_fn(|d| {
+                (0..1440).any(|m| legal.iter().all(|w| w.allows(d, m)))
+            }),
         }
     }
 
@@ -111,7 +115,11 @@ impl<'a> Reference<'a> {
         let l = at.with_timezone(&zone);
         let date = l.date_naive();
         // Holidays come from the calendar, tested on their own to the day.
-        if self.calendar.holiday(date, zone).is_some() {
+        if self
+            .calendar
+            .as_ref()
+            .is_some_and(|c| c.holiday(date, zone).is_some())
+        {
             return Some(Code::Holiday);
         }
         let day = date.weekday().num_days_from_monday() as usize;
@@ -123,8 +131,8 @@ impl<'a> Reference<'a> {
             });
         }
         let minute = (l.hour() * 60 + l.minute()) as u16;
-        let ok =
-            self.legal.allows(day, minute) && self.tenant.is_none_or(|t| t.allows(day, minute));
+        let ok = self.legal.iter().all(|w| w.allows(day, minute))
+            && self.tenant.is_none_or(|t| t.allows(day, minute));
         (!ok).then_some(Code::Outside)
     }
 
@@ -246,19 +254,51 @@ fn zone_set() -> impl Strategy<Value = Vec<Tz>> {
     })
 }
 
-fn calendar() -> impl Strategy<Value = Calendar> {
+/// No holidays, the French calendar (with or without Alsace-Moselle), or
+/// the US federal list with its observed days.
+fn calendar() -> impl Strategy<Value = Option<Arc<Calendar>>> {
+    static CALENDARS: std::sync::OnceLock<Vec<Arc<Calendar>>> = std::sync::OnceLock::new();
+    let all = CALENDARS.get_or_init(|| {
+        let cal = |set: &str, opt_ins: &[&str]| {
+            let opts = TenantOptions {
+                opt_ins: opt_ins.iter().map(|s| s.to_string()).collect(),
+                ..TenantOptions::default()
+            };
+            let lib = crate::rules::Library::builtin().unwrap();
+            let rules = TenantRules::new(vec![lib.sets[set].clone()], &opts);
+            let w = rules.primary.window(Mode::Automated);
+            w.calendars()[0].clone()
+        };
+        let lib = crate::rules::Library::builtin().unwrap();
+        let pa = lib.find("US-PA").unwrap().1.calendars[0].compile(&[]);
+        vec![cal("fr", &[]), cal("fr", &["alsace_moselle"]), Arc::new(pa)]
+    });
     prop_oneof![
-        Just(Calendar::None),
-        any::<bool>().prop_map(|a| Calendar::France { alsace_moselle: a }),
+        Just(None),
+        (0..all.len()).prop_map(move |i| Some(all[i].clone())),
     ]
 }
 
-fn window(legal: &RefWeek, tenant: Option<&RefWeek>, calendar: Calendar) -> Window {
-    Window {
-        legal: legal.weekly(),
-        calendar,
-        tenant: tenant.map(RefWeek::weekly),
-    }
+/// One or two jurisdictions' hours (a national set and an overlay).
+fn layers() -> impl Strategy<Value = Vec<RefWeek>> {
+    prop::collection::vec(week(), 1..=2)
+}
+
+fn window(legal: &[RefWeek], tenant: Option<&RefWeek>, calendar: Option<Arc<Calendar>>) -> Window {
+    let layers = legal
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Layer {
+            label: format!("layer {i}").into(),
+            periods: smallvec::smallvec![(chrono::NaiveDate::MIN, Some(w.weekly()))],
+            calendars: if i == 0 {
+                calendar.clone().into_iter().collect()
+            } else {
+                Default::default()
+            },
+        })
+        .collect();
+    Window::new(layers, tenant.map(RefWeek::weekly))
 }
 
 proptest! {
@@ -268,13 +308,13 @@ proptest! {
     /// in all zones.
     #[test]
     fn schedule_matches_the_minute_by_minute_reference(
-        legal in week(),
+        legal in layers(),
         tenant in prop::option::of(week()),
         calendar in calendar(),
         zones in zone_set(),
         now in instant(),
     ) {
-        let w = window(&legal, tenant.as_ref(), calendar);
+        let w = window(&legal, tenant.as_ref(), calendar.clone());
         let r = Reference::new(&legal, tenant.as_ref(), calendar);
         for &z in &zones {
             let got = w.check_zone(now, z).err().map(|c| match c {
@@ -298,17 +338,27 @@ const CALLEES: &[&str] = &[
 ];
 
 fn policy(window: Window, automated: [Enforce; RULES], manual: [Enforce; RULES]) -> TenantPolicy {
+    // The French set with only the window under test: every callee is
+    // judged under it (unknown_jurisdiction = allow).
+    let mut rules = TenantRules::builtin(
+        &["fr"],
+        &TenantOptions {
+            unknown_allow: true,
+            ..TenantOptions::default()
+        },
+    );
+    rules.each_mut(|a| {
+        *a.window_mut(Mode::Automated) = window.clone();
+        *a.window_mut(Mode::Manual) = window.clone();
+        a.caps.clear();
+        a.cooloffs.clear();
+        a.consent.clear();
+        a.caller_id.clear();
+    });
     TenantPolicy {
         id: "t".into(),
         country: Country::FR,
-        rules: RuleSet {
-            name: "test".into(),
-            window,
-            caller_id: CallerIdRule::None,
-            consent_since: None,
-            cooloff_days: None,
-            cap: None,
-        },
+        rules,
         default_mode: Mode::Automated,
         mode_header: "X-Dial-Mode".into(),
         campaign: Campaign::Contract,
@@ -322,7 +372,7 @@ fn policy(window: Window, automated: [Enforce; RULES], manual: [Enforce; RULES])
 }
 
 fn enforcement() -> impl Strategy<Value = [Enforce; RULES]> {
-    prop::array::uniform10(prop_oneof![Just(Enforce::Block), Just(Enforce::Warn)])
+    prop::array::uniform12(prop_oneof![Just(Enforce::Block), Just(Enforce::Warn)])
 }
 
 proptest! {
@@ -333,7 +383,7 @@ proptest! {
     /// the first instant open in every zone.
     #[test]
     fn decision_matches_the_reference(
-        legal in week(),
+        legal in layers(),
         tenant in prop::option::of(week()),
         calendar in calendar(),
         callee in 0..CALLEES.len(),
@@ -342,7 +392,7 @@ proptest! {
         manual in enforcement(),
         mode in prop_oneof![Just("predictive"), Just("preview")],
     ) {
-        let p = policy(window(&legal, tenant.as_ref(), calendar), automated, manual);
+        let p = policy(window(&legal, tenant.as_ref(), calendar.clone()), automated, manual);
         let facts = Facts::new("+33162000000", CALLEES[callee], Some(mode));
         let d = p.decide(&facts, &History::default(), now);
         let zones = d.zones;

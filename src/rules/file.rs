@@ -1,0 +1,278 @@
+//! The rule file format (`rules/*.toml`): what a compliance officer reads
+//! and reviews. Every value that comes from the law carries the law's
+//! name, its source and a confidence mark (H, M, L as in the research).
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+
+use crate::policy::{Campaign, Mode};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    /// The rule set a tenant names (`rule_sets = ["us"]`).
+    pub set: String,
+    pub title: String,
+    /// The data's version (the date it was last reviewed).
+    pub version: String,
+    #[serde(default, rename = "calendar")]
+    pub calendars: Vec<CalendarDef>,
+    #[serde(default, rename = "jurisdiction")]
+    pub jurisdictions: Vec<JurisdictionDef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+pub enum Confidence {
+    H,
+    M,
+    L,
+}
+
+/// A named list of holidays, shared by the jurisdictions that name it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarDef {
+    pub id: String,
+    pub name: String,
+    /// The last day the dated holidays (`dates`) are known for: a
+    /// calendar made of yearly decrees has no data past it.
+    #[serde(default)]
+    pub dated_until: Option<NaiveDate>,
+    #[serde(default, rename = "holiday")]
+    pub holidays: Vec<HolidayDef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Day {
+    pub fn weekday(self) -> chrono::Weekday {
+        use chrono::Weekday::*;
+        match self {
+            Day::Mon => Mon,
+            Day::Tue => Tue,
+            Day::Wed => Wed,
+            Day::Thu => Thu,
+            Day::Fri => Fri,
+            Day::Sat => Sat,
+            Day::Sun => Sun,
+        }
+    }
+}
+
+/// How a holiday that falls on a weekend is observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Observed {
+    /// Saturday → also the Friday before, Sunday → also the Monday after
+    /// (US federal and most states). The date itself stays closed too:
+    /// the conservative reading.
+    SatFriSunMon,
+    /// Sunday → also the Monday after.
+    SunMon,
+    /// Saturday or Sunday → also the Monday after (Australia).
+    WeekendMon,
+}
+
+/// A holiday moved by law to another day (the original is then a normal day).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Moved {
+    /// Colombia's Ley Emiliani (Ley 51 de 1983): to the next Monday when
+    /// it does not fall on one.
+    NextMonday,
+}
+
+/// One holiday rule. Exactly one of `date`, `nth`+`weekday`+`month`,
+/// `easter` or `dates` says which day it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HolidayDef {
+    pub name: String,
+    /// A fixed day, `MM-DD`.
+    #[serde(default)]
+    pub date: Option<String>,
+    /// The nth `weekday` of `month` (1–5; -1 for the last).
+    #[serde(default)]
+    pub nth: Option<i8>,
+    #[serde(default)]
+    pub weekday: Option<Day>,
+    #[serde(default)]
+    pub month: Option<u32>,
+    /// Days after Easter Sunday (negative: before).
+    #[serde(default)]
+    pub easter: Option<i32>,
+    /// Dated occurrences, for calendars no formula gives.
+    #[serde(default)]
+    pub dates: Option<Vec<NaiveDate>>,
+    /// Days added to the day found (the day after Thanksgiving: 1).
+    #[serde(default)]
+    pub offset: Option<i32>,
+    #[serde(default)]
+    pub observed: Option<Observed>,
+    #[serde(default)]
+    pub moved: Option<Moved>,
+    /// Only in these time zones (the callee's), e.g. overseas departments.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    /// Only for tenants that opt in (a location no number reveals).
+    #[serde(default)]
+    pub opt_in: Option<String>,
+    #[serde(default)]
+    pub from: Option<NaiveDate>,
+    #[serde(default)]
+    pub until: Option<NaiveDate>,
+    pub source: String,
+    pub confidence: Confidence,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JurisdictionDef {
+    /// `US`, `US-FL`, `CA-ON`, `CO`, `FR`, …
+    pub id: String,
+    pub name: String,
+    /// The national jurisdiction this one is an overlay of (same file).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// National jurisdictions: the countries (ISO 3166-1) whose numbers it
+    /// covers; default its id.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Calendars of this file whose holidays close the day.
+    #[serde(default)]
+    pub calendars: Vec<String>,
+    #[serde(default)]
+    pub hours: Vec<HoursDef>,
+    #[serde(default, rename = "cap")]
+    pub caps: Vec<CapDef>,
+    #[serde(default)]
+    pub cooloff: Option<CooloffDef>,
+    #[serde(default)]
+    pub consent: Option<ConsentDef>,
+    #[serde(default)]
+    pub caller_id: Option<CallerIdDef>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// Contact hours on some days. Days no entry lists are closed; a
+/// jurisdiction with no entry sets no hours.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoursDef {
+    pub days: Vec<Day>,
+    /// `HH:MM-HH:MM`, callee local time; empty: no call on those days.
+    pub blocks: Vec<String>,
+    /// Only for calls in these modes (default every mode).
+    #[serde(default)]
+    pub modes: Vec<Mode>,
+    #[serde(default)]
+    pub from: Option<NaiveDate>,
+    #[serde(default)]
+    pub until: Option<NaiveDate>,
+    pub law: String,
+    pub source: String,
+    pub confidence: Confidence,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapScope {
+    /// Every call of the tenant to the callee.
+    Callee,
+    /// Calls on the same subject: counted per tenant, which is stricter
+    /// (a tenant's calls on every subject count together).
+    CalleeSubject,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapDef {
+    pub attempts: u32,
+    pub window_hours: u32,
+    pub scope: CapScope,
+    #[serde(default)]
+    pub modes: Vec<Mode>,
+    #[serde(default)]
+    pub from: Option<NaiveDate>,
+    #[serde(default)]
+    pub until: Option<NaiveDate>,
+    pub law: String,
+    pub source: String,
+    pub confidence: Confidence,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CooloffDef {
+    /// Full calendar days after a refusal during which the callee may not
+    /// be called.
+    pub days: u32,
+    #[serde(default)]
+    pub from: Option<NaiveDate>,
+    #[serde(default)]
+    pub until: Option<NaiveDate>,
+    pub law: String,
+    pub source: String,
+    pub confidence: Confidence,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentDef {
+    /// Campaign types that need the callee's consent.
+    pub campaigns: Vec<Campaign>,
+    #[serde(default)]
+    pub modes: Vec<Mode>,
+    #[serde(default)]
+    pub from: Option<NaiveDate>,
+    #[serde(default)]
+    pub until: Option<NaiveDate>,
+    pub law: String,
+    pub source: String,
+    pub confidence: Confidence,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The caller-ID checks callguard knows how to make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallerIdCheck {
+    /// ARCEP 2022-1583: automated calls only from NPV, 08 (not 089) and
+    /// 30/31 short numbers; mobile numbers never.
+    FrArcep,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerIdDef {
+    pub check: CallerIdCheck,
+    #[serde(default)]
+    pub from: Option<NaiveDate>,
+    #[serde(default)]
+    pub until: Option<NaiveDate>,
+    pub law: String,
+    pub source: String,
+    pub confidence: Confidence,
+    #[serde(default)]
+    pub note: Option<String>,
+}

@@ -1,0 +1,478 @@
+//! The rule library, jurisdiction by jurisdiction: each window's
+//! boundaries, Sunday and holiday bans, caps, closures, and the
+//! intersection of national and state rules, through the compiled config
+//! as `serve` builds it.
+
+use std::sync::Arc;
+
+use callguard::config::Config;
+use callguard::policy::{Closure, Facts, History, Outcome, TenantPolicy};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+
+fn tenant(sets: &str, extra: &str) -> Arc<TenantPolicy> {
+    let text = format!(
+        "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[[tenant]]\nid = \"t\"\nsources = [\"10.0.0.0/8\"]\ncountry = \"US\"\nrule_sets = [{sets}]\n{extra}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let cfg = Config::parse(&text, &path).unwrap();
+    let (t, _) = callguard::app::compile::tenants(&cfg, dir.path(), None).unwrap();
+    t.by_id("t").unwrap().clone()
+}
+
+fn local(zone: Tz, y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+    zone.with_ymd_and_hms(y, m, d, h, min, 0)
+        .single()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// (outcome, reason, retry-after, jurisdiction)
+fn decide(
+    t: &TenantPolicy,
+    callee: &str,
+    at: DateTime<Utc>,
+    h: &History,
+) -> (
+    Outcome,
+    Option<&'static str>,
+    Option<u64>,
+    Option<String>,
+    String,
+) {
+    let d = t.decide(&Facts::new("+12125550100", callee, Some("manual")), h, at);
+    (
+        d.decision,
+        d.reason_str(),
+        d.retry_after,
+        d.jurisdiction.as_deref().map(str::to_owned),
+        d.explanation.to_string(),
+    )
+}
+
+const NY: Tz = Tz::America__New_York;
+
+#[test]
+fn florida_overlay_intersects_the_federal_window() {
+    let t = tenant("\"us\"", "");
+    let miami = "+13055550123";
+    let (o, _, _, j, _) = decide(
+        &t,
+        miami,
+        local(NY, 2026, 11, 24, 8, 0),
+        &History::default(),
+    );
+    assert_eq!((o, j.as_deref()), (Outcome::Allow, Some("US-FL")));
+    let (o, _, _, _, _) = decide(
+        &t,
+        miami,
+        local(NY, 2026, 11, 24, 19, 59),
+        &History::default(),
+    );
+    assert_eq!(o, Outcome::Allow);
+    let at = local(NY, 2026, 11, 24, 20, 0);
+    let (o, r, retry, _, why) = decide(&t, miami, at, &History::default());
+    assert_eq!((o, r), (Outcome::Reject, Some("outside_hours")));
+    assert!(
+        why.contains("Florida FTSA") && why.contains("08:00–20:00"),
+        "{why}"
+    );
+    assert_eq!(retry, Some(12 * 3600));
+    // New York is federal only: 20:00 is fine, 21:00 is not.
+    let (o, _, _, j, _) = decide(&t, "+12125550123", at, &History::default());
+    assert_eq!((o, j.as_deref()), (Outcome::Allow, Some("US")));
+    let (o, r, _, _, why) = decide(
+        &t,
+        "+12125550123",
+        local(NY, 2026, 11, 24, 21, 0),
+        &History::default(),
+    );
+    assert_eq!((o, r), (Outcome::Reject, Some("outside_hours")));
+    assert!(why.contains("TCPA"), "{why}");
+    // Florida's cap: 3 in a rolling 24 h.
+    let now = local(NY, 2026, 11, 24, 12, 0);
+    let h = History {
+        attempts: (1..=3).map(|i| now - chrono::Duration::hours(i)).collect(),
+        ..History::default()
+    };
+    let (o, r, retry, _, why) = decide(&t, miami, now, &h);
+    assert_eq!((o, r), (Outcome::Reject, Some("frequency_cap")), "{why}");
+    assert_eq!(retry, Some(21 * 3600));
+    let (o, _, _, _, _) = decide(&t, "+12125550123", now, &h);
+    assert_eq!(o, Outcome::Allow, "no cap in New York");
+}
+
+#[test]
+fn texas_sunday_noon_and_rhode_island_saturdays() {
+    let t = tenant("\"us\"", "");
+    let ct = Tz::America__Chicago;
+    let dallas = "+12145550123";
+    // Sunday 29 November 2026.
+    let (o, r, retry, _, _) = decide(
+        &t,
+        dallas,
+        local(ct, 2026, 11, 29, 11, 59),
+        &History::default(),
+    );
+    assert_eq!(
+        (o, r, retry),
+        (Outcome::Reject, Some("outside_hours"), Some(60))
+    );
+    let (o, _, _, _, _) = decide(
+        &t,
+        dallas,
+        local(ct, 2026, 11, 29, 12, 0),
+        &History::default(),
+    );
+    assert_eq!(o, Outcome::Allow);
+    let ri = "+14015550123";
+    let (o, _, _, _, _) = decide(&t, ri, local(NY, 2026, 11, 28, 16, 59), &History::default());
+    assert_eq!(o, Outcome::Allow);
+    let (o, r, _, _, _) = decide(&t, ri, local(NY, 2026, 11, 28, 17, 0), &History::default());
+    assert_eq!((o, r), (Outcome::Reject, Some("outside_hours")));
+    let (o, r, retry, _, _) = decide(&t, ri, local(NY, 2026, 11, 29, 12, 0), &History::default());
+    assert_eq!((o, r), (Outcome::Reject, Some("weekend")));
+    assert_eq!(retry, Some(21 * 3600), "Monday 09:00");
+}
+
+/// Pennsylvania's holiday list, 2026–2028, against the dates computed by
+/// hand (observed days included).
+#[test]
+fn pennsylvania_holidays_2026_to_2028() {
+    let lib = callguard::rules::Library::builtin().unwrap();
+    let (_, pa) = lib.find("US-PA").unwrap();
+    let cals: Vec<_> = pa.calendars.iter().map(|c| c.compile(&[])).collect();
+    let mut found = Vec::new();
+    for y in 2026..=2028 {
+        let mut d = NaiveDate::from_ymd_opt(y, 1, 1).unwrap();
+        while chrono::Datelike::year(&d) == y {
+            if cals.iter().any(|c| c.holiday(d, NY).is_some()) {
+                found.push(d.to_string());
+            }
+            d = d.succ_opt().unwrap();
+        }
+    }
+    let expected = [
+        // 2026: Easter 5 April; 4 July a Saturday (observed Fri 3 July)
+        "2026-01-01",
+        "2026-01-19",
+        "2026-02-16",
+        "2026-04-03",
+        "2026-05-25",
+        "2026-06-14",
+        "2026-06-19",
+        "2026-07-03",
+        "2026-07-04",
+        "2026-09-07",
+        "2026-10-12",
+        "2026-11-03",
+        "2026-11-11",
+        "2026-11-26",
+        "2026-12-25",
+        // 2027: Easter 28 March; 19 June Sat, 4 July Sun, 25 Dec Sat
+        "2027-01-01",
+        "2027-01-18",
+        "2027-02-15",
+        "2027-03-26",
+        "2027-05-31",
+        "2027-06-14",
+        "2027-06-18",
+        "2027-06-19",
+        "2027-07-04",
+        "2027-07-05",
+        "2027-09-06",
+        "2027-10-11",
+        "2027-11-02",
+        "2027-11-11",
+        "2027-11-25",
+        "2027-12-24",
+        "2027-12-25",
+        "2027-12-31",
+        // 2028: Easter 16 April; 1 Jan Sat (observed Fri 31 Dec 2027)
+        "2028-01-01",
+        "2028-01-17",
+        "2028-02-21",
+        "2028-04-14",
+        "2028-05-29",
+        "2028-06-14",
+        "2028-06-19",
+        "2028-07-04",
+        "2028-09-04",
+        "2028-10-09",
+        "2028-11-07",
+        "2028-11-10",
+        "2028-11-11",
+        "2028-11-23",
+        "2028-12-25",
+    ];
+    assert_eq!(found, expected);
+    // Through the decision: Flag Day 2027 is a Monday.
+    let t = tenant("\"us\"", "");
+    let (o, r, _, _, why) = decide(
+        &t,
+        "+12155550123",
+        local(NY, 2027, 6, 14, 12, 0),
+        &History::default(),
+    );
+    assert_eq!((o, r), (Outcome::Reject, Some("public_holiday")));
+    assert!(why.contains("Flag Day"), "{why}");
+}
+
+#[test]
+fn canada_weekends_and_colombia_with_ley_emiliani() {
+    let t = tenant("\"us\", \"ca\", \"co\"", "");
+    let toronto = "+14165550123";
+    let sat = |h, m| local(Tz::America__Toronto, 2026, 11, 28, h, m);
+    assert_eq!(
+        decide(&t, toronto, sat(9, 59), &History::default()).1,
+        Some("outside_hours")
+    );
+    assert_eq!(
+        decide(&t, toronto, sat(10, 0), &History::default()).0,
+        Outcome::Allow
+    );
+    assert_eq!(
+        decide(&t, toronto, sat(18, 0), &History::default()).1,
+        Some("outside_hours")
+    );
+    let wk = local(Tz::America__Toronto, 2026, 11, 24, 21, 29);
+    let (o, _, _, j, _) = decide(&t, toronto, wk, &History::default());
+    assert_eq!((o, j.as_deref()), (Outcome::Allow, Some("CA")));
+    let bogota = Tz::America__Bogota;
+    let co = "+573001234567";
+    // Epiphany 2026 (Tue 6 Jan) is moved to Monday 12 January.
+    let (o, r, _, _, why) = decide(
+        &t,
+        co,
+        local(bogota, 2026, 1, 12, 10, 0),
+        &History::default(),
+    );
+    assert_eq!((o, r), (Outcome::Reject, Some("public_holiday")), "{why}");
+    assert_eq!(
+        decide(
+            &t,
+            co,
+            local(bogota, 2026, 1, 6, 10, 0),
+            &History::default()
+        )
+        .0,
+        Outcome::Allow
+    );
+    assert_eq!(
+        decide(
+            &t,
+            co,
+            local(bogota, 2026, 11, 29, 10, 0),
+            &History::default()
+        )
+        .1,
+        Some("weekend")
+    );
+    assert_eq!(
+        decide(
+            &t,
+            co,
+            local(bogota, 2026, 11, 28, 15, 0),
+            &History::default()
+        )
+        .1,
+        Some("outside_hours")
+    );
+    assert_eq!(
+        decide(
+            &t,
+            co,
+            local(bogota, 2026, 11, 24, 7, 0),
+            &History::default()
+        )
+        .0,
+        Outcome::Allow
+    );
+    assert_eq!(
+        decide(
+            &t,
+            co,
+            local(bogota, 2026, 11, 24, 19, 0),
+            &History::default()
+        )
+        .1,
+        Some("outside_hours")
+    );
+}
+
+#[test]
+fn brazil_state_overlays_by_ddd() {
+    let t = tenant("\"br\"", "");
+    let sp = Tz::America__Sao_Paulo;
+    let sat = local(sp, 2026, 11, 28, 12, 0);
+    let (o, r, _, j, _) = decide(&t, "+5521987654321", sat, &History::default());
+    assert_eq!(
+        (o, r, j.as_deref()),
+        (Outcome::Reject, Some("weekend"), Some("BR-RJ"))
+    );
+    let (o, _, _, j, _) = decide(&t, "+5511987654321", sat, &History::default());
+    assert_eq!(
+        (o, j.as_deref()),
+        (Outcome::Allow, Some("BR")),
+        "São Paulo has no state window"
+    );
+    // Tiradentes (21 April) in Ceará.
+    let (_, r, _, _, _) = decide(
+        &t,
+        "+5585987654321",
+        local(sp, 2026, 4, 21, 10, 0),
+        &History::default(),
+    );
+    assert_eq!(r, Some("public_holiday"));
+    let (_, r, _, _, _) = decide(
+        &t,
+        "+5585987654321",
+        local(sp, 2026, 4, 22, 18, 0),
+        &History::default(),
+    );
+    assert_eq!(r, Some("outside_hours"));
+}
+
+#[test]
+fn a_callee_no_rule_set_covers() {
+    let t = tenant("\"us\"", "");
+    let at = local(Tz::Europe__Paris, 2026, 11, 24, 11, 0);
+    let (o, r, retry, j, why) = decide(&t, "+33142000000", at, &History::default());
+    assert_eq!(
+        (o, r, retry, j),
+        (Outcome::Reject, Some("no_rule_set"), None, None)
+    );
+    assert!(why.contains("FR") && why.contains("us"), "{why}");
+    let d = t.decide(
+        &Facts::new("+12125550100", "+33142000000", None),
+        &History::default(),
+        at,
+    );
+    assert_eq!(d.status, 403);
+    let allow = tenant("\"us\"", "unknown_jurisdiction = \"allow\"");
+    let (o, _, _, j, _) = decide(&allow, "+33142000000", at, &History::default());
+    assert_eq!((o, j.as_deref()), (Outcome::Allow, Some("US")));
+    // 22:00 in Paris: the US window, in the callee's zone.
+    let late = local(Tz::Europe__Paris, 2026, 11, 24, 22, 0);
+    assert_eq!(
+        decide(&allow, "+33142000000", late, &History::default()).1,
+        Some("outside_hours")
+    );
+}
+
+#[test]
+fn a_closure_refuses_until_its_end_then_the_hours() {
+    let t = tenant("\"us\"", "");
+    let ct = Tz::America__Chicago;
+    let from = local(ct, 2026, 11, 24, 0, 0);
+    let to = local(ct, 2026, 11, 26, 22, 0);
+    let h = History {
+        closures: Some(Arc::new(vec![Closure {
+            id: 7,
+            jurisdiction: "US-LA".into(),
+            from,
+            to,
+            reason: "state of emergency (hurricane)".into(),
+        }])),
+        ..History::default()
+    };
+    let nola = "+15045550123";
+    let at = local(ct, 2026, 11, 25, 12, 0);
+    let (o, r, retry, _, why) = decide(&t, nola, at, &h);
+    assert_eq!((o, r), (Outcome::Reject, Some("closure")), "{why}");
+    assert!(why.contains("hurricane"), "{why}");
+    // Ends Thursday 22:00 (Thanksgiving, a Louisiana holiday), then the day
+    // after Thanksgiving is one too, then the weekend (no Sunday calls):
+    // Saturday 08:00.
+    assert_eq!(
+        retry,
+        Some((local(ct, 2026, 11, 28, 8, 0) - at).num_seconds() as u64)
+    );
+    let d = t.decide(&Facts::new("+12125550100", nola, Some("manual")), &h, at);
+    assert_eq!(d.status, 480);
+    // Dallas is not closed.
+    assert_eq!(decide(&t, "+12145550123", at, &h).0, Outcome::Allow);
+    // A national closure closes every state.
+    let mut all = (*h.closures.clone().unwrap()).clone();
+    all[0].jurisdiction = "US".into();
+    let h = History {
+        closures: Some(Arc::new(all)),
+        ..History::default()
+    };
+    assert_eq!(decide(&t, "+12145550123", at, &h).1, Some("closure"));
+}
+
+#[test]
+fn the_decision_names_its_jurisdiction_and_rules_version() {
+    let t = tenant("\"us\"", "");
+    let d = t.decide(
+        &Facts::new("+12125550100", "+13055550123", None),
+        &History::default(),
+        local(NY, 2026, 11, 24, 12, 0),
+    );
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v["jurisdiction"], "US-FL");
+    assert_eq!(v["rules_version"], "2026-11-24");
+}
+
+#[test]
+fn operator_rule_files_are_checked_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "set = \"us\"\ntitle = \"x\"\nversion = \"1\"\n\n[[jurisdiction]]\nid = \"US-XX\"\nname = \"X\"\nparent = \"US\"\n\n[[jurisdiction.hours]]\ndays = [\"mon\"]\nblocks = [\"20:00-08:00\"]\nlaw = \"x\"\nsource = \"x\"\nconfidence = \"H\"\n",
+    )
+    .unwrap();
+    let e = callguard::rules::Library::check_file(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 10") && e.contains("hours") && e.contains("end after"),
+        "{e}"
+    );
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "set = \"us\"\ntitle = \"x\"\nversion = \"ops-1\"\n\n[[jurisdiction]]\nid = \"US-FL\"\nname = \"Florida\"\nparent = \"US\"\n\n[[jurisdiction.hours]]\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\nblocks = [\"09:00-17:00\"]\nlaw = \"house rule\"\nsource = \"ops\"\nconfidence = \"H\"\n",
+    )
+    .unwrap();
+    let lib = callguard::rules::Library::check_file(&good).unwrap();
+    assert_eq!(lib.sets["us"].version, "2026-11-24+ops-1");
+    assert!(lib.find("US-TX").is_some(), "the other overlays stay");
+}
+
+#[test]
+fn a_dated_calendar_near_its_end_is_reported() {
+    let t = tenant("\"id\"", "");
+    let soon = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+    assert_eq!(
+        callguard::app::compile::warn_stale_calendars("t", &t.rules, soon),
+        ["id"]
+    );
+    let early = NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
+    assert!(callguard::app::compile::warn_stale_calendars("t", &t.rules, early).is_empty());
+    // Indonesia: Idul Fitri 2026 closes the day; Sundays are closed.
+    let jkt = Tz::Asia__Jakarta;
+    assert_eq!(
+        decide(
+            &t,
+            "+6281234567890",
+            local(jkt, 2026, 3, 20, 10, 0),
+            &History::default()
+        )
+        .1,
+        Some("public_holiday")
+    );
+    assert_eq!(
+        decide(
+            &t,
+            "+6281234567890",
+            local(jkt, 2026, 11, 29, 10, 0),
+            &History::default()
+        )
+        .1,
+        Some("weekend")
+    );
+}
