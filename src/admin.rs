@@ -248,8 +248,17 @@ async fn closure_post(
                 r.jurisdiction
             ))
         })?;
-    let from = parse_at(Some(&r.from), &gate)?;
-    let to = parse_at(Some(&r.to), &gate)?;
+    let instant = |field: &str, v: &str| {
+        chrono::DateTime::parse_from_rfc3339(v)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .map_err(|e| {
+                ApiError::bad(format!(
+                    "`{field}` must be an RFC 3339 instant ({e}): `{v}`"
+                ))
+            })
+    };
+    let from = instant("from", &r.from)?;
+    let to = instant("to", &r.to)?;
     if to <= from {
         return Err(ApiError::bad("`to` must be after `from`"));
     }

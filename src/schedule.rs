@@ -469,6 +469,19 @@ impl Window {
     }
 }
 
+/// The weekday of index `i`, Monday 0 (the order of [`Weekly`]'s days).
+pub fn weekday(i: usize) -> Weekday {
+    [
+        Weekday::Mon,
+        Weekday::Tue,
+        Weekday::Wed,
+        Weekday::Thu,
+        Weekday::Fri,
+        Weekday::Sat,
+        Weekday::Sun,
+    ][i % 7]
+}
+
 fn day_name(d: Weekday) -> &'static str {
     match d {
         Weekday::Mon => "Mondays",

@@ -176,7 +176,7 @@ pub fn rule_set(name: &str, c: &RuleSetConfig, lib: &Library) -> Result<RuleSet,
                 days[d] = true;
                 HoursRule {
                     days,
-                    blocks: w.day(weekday(d)).iter().copied().collect(),
+                    blocks: w.day(schedule::weekday(d)).iter().copied().collect(),
                     modes: Vec::new(),
                     in_force: InForce::default(),
                     cite: cite("hours"),
@@ -282,18 +282,6 @@ pub fn rule_set(name: &str, c: &RuleSetConfig, lib: &Library) -> Result<RuleSet,
     }
     rs.national = Arc::new(national);
     Ok(rs)
-}
-
-fn weekday(i: usize) -> Weekday {
-    [
-        Weekday::Mon,
-        Weekday::Tue,
-        Weekday::Wed,
-        Weekday::Thu,
-        Weekday::Fri,
-        Weekday::Sat,
-        Weekday::Sun,
-    ][i]
 }
 
 fn enforcement(table: &std::collections::BTreeMap<String, Enforce>) -> [Enforce; RULES] {

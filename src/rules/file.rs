@@ -1,6 +1,11 @@
 //! The rule file format (`rules/*.toml`): what a compliance officer reads
 //! and reviews. Every value that comes from the law carries the law's
 //! name, its source and a confidence mark (H, M, L as in the research).
+//!
+//! Each rule type repeats its `from`/`until`/`law`/`source`/`confidence`
+//! fields rather than sharing a flattened struct: serde's `flatten` does
+//! not work with `deny_unknown_fields`, and a misspelt key in a legal file
+//! must be an error, not a silently ignored line.
 
 use chrono::NaiveDate;
 use serde::Deserialize;

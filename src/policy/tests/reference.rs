@@ -32,7 +32,7 @@ impl RefWeek {
             } => {
                 let listed: Vec<(Weekday, Vec<(u16, u16)>)> = (0..7)
                     .filter(|&i| !unlisted_open[i] || !days[i].is_empty())
-                    .map(|i| (weekday(i), days[i].clone()))
+                    .map(|i| (crate::schedule::weekday(i), days[i].clone()))
                     .collect();
                 // A day is "unlisted" when it is absent from `listed`; the
                 // generator gives every day the same unlisted policy.
@@ -63,18 +63,6 @@ impl RefWeek {
             }
         }
     }
-}
-
-fn weekday(i: usize) -> Weekday {
-    [
-        Weekday::Mon,
-        Weekday::Tue,
-        Weekday::Wed,
-        Weekday::Thu,
-        Weekday::Fri,
-        Weekday::Sat,
-        Weekday::Sun,
-    ][i]
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
