@@ -95,6 +95,57 @@ fn benches(c: &mut Criterion) {
         b.iter(|| numbering::callee_zones(black_box(n)))
     });
 
+    // A BPO's tenant with five rule sets of the library: the callee's
+    // jurisdiction is found from the number (NANP state, Brazilian DDD) and
+    // the national and state windows are intersected.
+    let bpo_cfg = Config::parse(
+        "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\n[[tenant]]\nid = \"bpo\"\nsources = [\"10.0.0.0/8\"]\n\
+         country = \"US\"\nrule_sets = [\"us\", \"ca\", \"co\", \"br\", \"fr\"]\n",
+        &dir.path().join("c.toml"),
+    )
+    .unwrap();
+    let (bpo, _) = compile::tenants(&bpo_cfg, dir.path(), None).unwrap();
+    let bpo = bpo.by_id("bpo").unwrap().clone();
+    let ny = |d, h, m| {
+        chrono_tz::Tz::America__New_York
+            .with_ymd_and_hms(2026, 11, d, h, m, 0)
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let miami = Facts::new("+12125550100", "+13055550123", Some("predictive"));
+    let cases = [
+        ("rules_decision_allow_us_fl", &miami, ny(24, 12, 0), "allow"),
+        (
+            "rules_decision_reject_us_fl_outside_hours_with_retry_after",
+            &miami,
+            ny(24, 20, 30),
+            "outside_hours",
+        ),
+    ];
+    let ri = Facts::new("+12125550100", "+14015550123", Some("predictive"));
+    let toronto = Facts::new("+12125550100", "+14165550123", Some("predictive"));
+    let more = [
+        (
+            "rules_decision_reject_us_ri_sunday",
+            &ri,
+            ny(29, 12, 0),
+            "weekend",
+        ),
+        (
+            "rules_decision_allow_ca_on",
+            &toronto,
+            ny(24, 12, 0),
+            "allow",
+        ),
+    ];
+    for (name, facts, at, want) in cases.into_iter().chain(more) {
+        let d = bpo.decide(facts, &none, at);
+        assert_eq!(d.reason_str().unwrap_or("allow"), want, "{}", d.explanation);
+        c.bench_function(name, |b| {
+            b.iter(|| bpo.decide(black_box(facts), &none, black_box(at)))
+        });
+    }
+
     // The gate with the embedded state store: history read, decision, and
     // the atomic check-and-count of the frequency cap (plus the write-behind
     // to redb by the writer thread), over 1 M distinct callees so every

@@ -60,6 +60,11 @@ dnc_lists = ["sipp"]
 id = "prospecting"
 sources = ["127.0.0.3/32"]
 campaign = "prospecting"
+[[tenant]]
+id = "northam"
+sources = ["127.0.0.4/32"]
+country = "US"
+rule_sets = ["us", "ca"]
 TOML
 printf '+33612345678\n' > "$WORK/dnc.txt"
 # callee;caller — NPV caller IDs, geographic callees. Each run gets callees
@@ -120,10 +125,13 @@ uac() {
 		-m "$m" -r 10 -l 10 -nostdin -recv_timeout 8000 -timeout 50s \
 		-trace_err -error_file "$WORK/$name-uac-err.log" "$@" > "$WORK/$name-uac.out" 2>&1)
 }
-reject_scenario() { # STATUS REASON-REGEX|- MAXFWD [RETRY=true|false] -> path
+reject_scenario() { # STATUS REASON-REGEX|- MAXFWD [RETRY=true|false] [WARNING-REGEX] -> path
 	local f="$WORK/reject-$1-$2-$3.xml" check=true re="^ *$2 *\$" retry=${4:-false}
+	local warn=${5:-.*} checkwarn=false
 	[ "$2" = - ] && { check=false; re='.*'; f="$WORK/reject-$1-any-$3.xml"; }
-	sed -e "s/@STATUS@/$1/g; s/@REASON@/$re/; s/@CHECK@/$check/; s/@MAXFWD@/$3/; s/@RETRY@/$retry/" "$HERE/uac_reject.xml.in" > "$f"
+	[ -n "${5:-}" ] && { checkwarn=true; f="${f%.xml}-w$(printf '%s' "$5" | cksum | cut -d' ' -f1).xml"; }
+	sed -e "s/@STATUS@/$1/g; s/@REASON@/$re/; s/@CHECK@/$check/; s/@MAXFWD@/$3/; s/@RETRY@/$retry/" \
+		-e "s|@WARNING@|$warn|; s/@CHECKWARN@/$checkwarn/" "$HERE/uac_reject.xml.in" > "$f"
 	echo "$f"
 }
 final_scenario() { # STATUS PHRASE -> path
@@ -213,6 +221,32 @@ for clock in "holiday 2026-11-11T11:00:00+01:00 public_holiday" "weekend 2026-11
 	uac "$1" "$(reject_scenario 480 "$3" 70 true)" 1 "127.0.0.1:$port" -i 127.0.0.1
 	verdict "$1 ($2) -> 480 $3 with Retry-After" $?
 done
+
+# The rule library (tenant northam: rule_sets us + ca), on Saturday 21
+# November 2026 at 19:00 in New York and Toronto (18:00 in New Orleans):
+# the federal TCPA window allows it, Rhode Island's Saturday hours end at
+# 17:00, Canada's weekend hours at 18:00.
+NA_AT=2026-11-21T19:00:00-05:00 NA_SIP=$((SIP + 14)) NA_ADMIN=$((ADMIN + 14))
+start_cg northam "$NA_ADMIN" --at "$NA_AT" --sip-listen "udp:127.0.0.1:$NA_SIP"
+CSV=$(csv us-ri 14015550123 12127365000) uac us-ri "$(reject_scenario 480 outside_hours 70 true 'US-RI R\.I\. Gen\. Laws 5-61-3\.4: calls 10:00.*17:00')" \
+	1 "127.0.0.1:$NA_SIP" -i 127.0.0.4
+verdict "US state overlay: Rhode Island on Saturday 19:00 -> 480 outside_hours naming US-RI" $?
+CSV=$(csv ca-on 14165550123 12127365000) uac ca-on "$(reject_scenario 480 outside_hours 70 true 'CA CRTC')" \
+	1 "127.0.0.1:$NA_SIP" -i 127.0.0.4
+verdict "Canadian weekend: Toronto on Saturday 19:00 -> 480 outside_hours naming the CRTC rules" $?
+printf 'SEQUENTIAL\n12125550123;12127365000\n15045550123;12127365000\n' > "$WORK/na-open.csv"
+uas na-open "$HERE/uas.xml" "$CARRIER" 2
+CSV=$WORK/na-open.csv uac na-open "$HERE/uac.xml" 2 "127.0.0.1:$NA_SIP" -i 127.0.0.4; a=$?
+wait "$UAS_PID"; b=$?
+verdict "federal window: New York and New Orleans on Saturday evening complete (2 calls)" $((a | b))
+code=$(curl -s -o "$WORK/closure.json" -w '%{http_code}' -X POST "http://127.0.0.1:$NA_ADMIN/v1/closures" \
+	-H 'Content-Type: application/json' \
+	-d '{"jurisdiction":"US-LA","from":"2026-11-21T00:00:00-06:00","to":"2026-11-23T00:00:00-06:00","reason":"state of emergency"}')
+[ "$code" = 201 ] || echo "  POST /v1/closures answered $code: $(cat "$WORK/closure.json")"
+CSV=$(csv la-closed 15045550123 12127365000) uac la-closed "$(reject_scenario 480 closure 70 true 'state of emergency')" \
+	1 "127.0.0.1:$NA_SIP" -i 127.0.0.4; a=$?
+[ "$code" = 201 ] || a=1
+verdict "closure (POST /v1/closures US-LA) -> 480 closure with Retry-After" "$a"
 
 # A second instance whose first carrier answers 503 and whose other is silent.
 start_cg failover "$ADMIN2" --at "$OPEN_AT" --sip-listen "udp:127.0.0.1:$SIP2" \

@@ -70,6 +70,11 @@ pub struct ListLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CalendarLabels {
+    pub calendar: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
 }
@@ -89,6 +94,7 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     pub dnc_entries: Family<ListLabels, Gauge>,
     pub dnc_unreadable: Family<ListLabels, Gauge>,
+    pub calendar_dated_until: Family<CalendarLabels, Gauge>,
     pub state_backend_up: Gauge,
     pub state_errors: Counter,
     pub audit_overflow: Counter,
@@ -130,6 +136,14 @@ impl Metrics {
         }
         let dnc_entries = Family::<ListLabels, Gauge>::default();
         let dnc_unreadable = Family::<ListLabels, Gauge>::default();
+        let calendar_dated_until = Family::<CalendarLabels, Gauge>::default();
+        // A timestamp rather than days left: it stays right between
+        // reloads, and the alert compares it with time().
+        registry.register(
+            "holiday_calendar_dated_until_timestamp_seconds",
+            "End (Unix time, the midnight UTC after its last day) of the dated holidays of each holiday calendar in use that no formula gives (e.g. Indonesia's yearly decree): add the next dates before it",
+            calendar_dated_until.clone(),
+        );
         registry.register(
             "dnc_unreadable_lines",
             "Lines of each DNC list file that held no readable number (skipped: check the file)",
@@ -224,6 +238,7 @@ impl Metrics {
             config_reloads,
             dnc_entries,
             dnc_unreadable,
+            calendar_dated_until,
             state_backend_up,
             state_errors,
             audit_overflow,
@@ -243,6 +258,21 @@ impl Metrics {
             self.dnc_unreadable
                 .get_or_create(&labels)
                 .set(l.unreadable_lines() as i64);
+        }
+    }
+
+    /// Sets `callguard_holiday_calendar_dated_until_timestamp_seconds` for
+    /// the calendars the running tenants use (start, reload).
+    pub fn dated_calendars(&self, tenants: &crate::gate::Tenants) {
+        self.calendar_dated_until.clear();
+        for (calendar, until) in tenants.dated_calendars() {
+            let end = until
+                .succ_opt()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map_or(i64::MAX, |t| t.and_utc().timestamp());
+            self.calendar_dated_until
+                .get_or_create(&CalendarLabels { calendar })
+                .set(end);
         }
     }
 

@@ -7,10 +7,11 @@
 //! first failure whose enforcement is `block`. A failure enforced as
 //! `warn` lets the call through, tagged.
 
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use smallvec::SmallVec;
 use std::borrow::Cow;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 pub use crate::codes::{Code, Outcome};
@@ -18,7 +19,7 @@ use crate::dnc::{ConsentList, DncList};
 use crate::numbering::{self, CallerNumber, Country, FrCategory, E164};
 use crate::rules::applied::{Applied, Lookup, TenantRules};
 use crate::rules::CallerIdCheck;
-use crate::schedule::Closed;
+use crate::schedule::{write_2d, write_hm, Closed};
 
 /// Rule codes, in decision order (contract: `X-Callguard-Reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -374,14 +375,36 @@ impl TenantPolicy {
         }
     }
 
+    /// The callee's number and the rules that apply to it: what the gate
+    /// needs before it reads the history, then hands to
+    /// [`TenantPolicy::decide_resolved`] (parsed and looked up once a call).
+    pub fn resolve(&self, facts: &Facts<'_>) -> Resolved<'_> {
+        let callee = numbering::parse(facts.callee, self.country);
+        Resolved {
+            callee,
+            lookup: callee.ok().map(|c| self.rules.for_callee(c)),
+        }
+    }
+
     pub fn decide(&self, facts: &Facts<'_>, history: &History, now: DateTime<Utc>) -> Decision {
+        self.decide_resolved(facts, &self.resolve(facts), history, now)
+    }
+
+    /// [`TenantPolicy::decide`] with the callee `resolve` found for `facts`.
+    pub fn decide_resolved(
+        &self,
+        facts: &Facts<'_>,
+        resolved: &Resolved<'_>,
+        history: &History,
+        now: DateTime<Utc>,
+    ) -> Decision {
         let mode = self.mode_of(facts.mode);
         let today = now.date_naive();
         let mut failures: SmallVec<[Failed; 4]> = SmallVec::new();
         let fail = |rule, why| (rule, why, None);
 
         // 2: callee
-        let callee = numbering::parse(facts.callee, self.country);
+        let callee = resolved.callee;
         if let Err(e) = &callee {
             failures.push(fail(
                 Rule::InvalidCallee,
@@ -389,8 +412,8 @@ impl TenantPolicy {
             ));
         }
         // 2b: the callee's jurisdiction picks the rules
-        let applied: Option<&Arc<Applied>> = match callee {
-            Ok(c) => match self.rules.for_callee(c) {
+        let applied: Option<&Arc<Applied>> = match (callee, resolved.lookup) {
+            (Ok(c), Some(lookup)) => match lookup {
                 Lookup::Found(a) => Some(a),
                 Lookup::Uncovered(country) => {
                     failures.push(fail(
@@ -404,7 +427,7 @@ impl TenantPolicy {
                     None
                 }
             },
-            Err(_) => None,
+            _ => None,
         };
         let rules: &Applied = applied.map_or(&*self.rules.primary, |a| &**a);
         // 3: a caller ID the callee will see
@@ -797,28 +820,16 @@ fn closed_failure(
     why.push_str(": callee local time");
     for (i, (z, _)) in these.iter().enumerate() {
         let l = now.with_timezone(z);
-        let sep = if i == 0 { " " } else { " / " };
-        let _ = write!(
-            why,
-            "{sep}{} {:02}:{:02}",
-            l.weekday(),
-            l.hour(),
-            l.minute()
-        );
+        why.push_str(if i == 0 { " " } else { " / " });
+        why.push_str(weekday_abbr(l.weekday()));
+        why.push(' ');
+        let _ = write_hm(&mut why, (l.hour() * 60 + l.minute()) as u16);
         if zones.len() > 1 {
             let _ = write!(why, " ({})", z.name());
         }
     }
-    let mut laws: SmallVec<[String; 2]> = SmallVec::new();
     for (z, _) in these {
-        for law in a.window(mode).closing_laws(now, *z) {
-            if !laws.contains(&law) {
-                laws.push(law);
-            }
-        }
-    }
-    for law in laws {
-        let _ = write!(why, "; {law}");
+        a.window(mode).write_closing_laws(now, *z, &mut why);
     }
     let _ = write!(why, "; {}", next_text(next, zones[0]));
     (rule, why, seconds_until(next, now))
@@ -891,31 +902,85 @@ fn seconds_until(next: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<u64>
     next.map(|n| (n - now).num_seconds().max(1) as u64)
 }
 
-/// "next allowed Mon 2026-11-23 10:00 +01:00", or that there is none.
-fn next_text(next: Option<DateTime<Utc>>, zone: Tz) -> String {
-    match next {
-        Some(n) => format!("next allowed {}", local_text(n, zone)),
-        None => format!(
-            "no allowed instant within {} days",
-            crate::schedule::SEARCH_DAYS
-        ),
+/// "next allowed Mon 2026-11-23 10:00 CET", or that there is none.
+fn next_text(next: Option<DateTime<Utc>>, zone: Tz) -> NextText {
+    NextText(next, zone)
+}
+
+struct NextText(Option<DateTime<Utc>>, Tz);
+
+impl fmt::Display for NextText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "next allowed {}", local_text(n, self.1)),
+            None => write!(
+                f,
+                "no allowed instant within {} days",
+                crate::schedule::SEARCH_DAYS
+            ),
+        }
+    }
+}
+
+/// A call's callee as [`TenantPolicy::resolve`] reads it.
+pub struct Resolved<'a> {
+    pub callee: Result<E164, numbering::NumberError>,
+    /// The callee's rules; `None` when the number is invalid.
+    pub lookup: Option<Lookup<'a>>,
+}
+
+impl Resolved<'_> {
+    /// The rules that apply; `None` when the number is invalid or no rule
+    /// set of the tenant covers it.
+    pub fn applied(&self) -> Option<&Arc<Applied>> {
+        match self.lookup? {
+            Lookup::Found(a) => Some(a),
+            Lookup::Uncovered(_) => None,
+        }
     }
 }
 
 /// A failed rule: which, why, and seconds until the call may be retried.
 pub type Failed = (Rule, String, Option<u64>);
 
-/// "Mon 2026-11-23 10:00 +01:00" in `zone`.
-fn local_text(at: DateTime<Utc>, zone: Tz) -> String {
-    let l = at.with_timezone(&zone);
-    format!(
-        "{} {} {:02}:{:02} {}",
-        l.weekday(),
-        l.date_naive(),
-        l.hour(),
-        l.minute(),
-        l.offset()
-    )
+/// "Mon 2026-11-23 10:00 CET" in `zone` (the zone's abbreviation, or its
+/// offset where it has none).
+fn local_text(at: DateTime<Utc>, zone: Tz) -> LocalText {
+    LocalText(at, zone)
+}
+
+struct LocalText(DateTime<Utc>, Tz);
+
+impl fmt::Display for LocalText {
+    // By hand (see `schedule::write_hm`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use chrono_tz::OffsetName;
+        let l = self.0.with_timezone(&self.1);
+        f.write_str(weekday_abbr(l.weekday()))?;
+        f.write_char(' ')?;
+        let y = l.year();
+        if (1000..=9999).contains(&y) {
+            write_2d(f, y as u32 / 100)?;
+            write_2d(f, y as u32)?;
+        } else {
+            write!(f, "{y:04}")?;
+        }
+        f.write_char('-')?;
+        write_2d(f, l.month())?;
+        f.write_char('-')?;
+        write_2d(f, l.day())?;
+        f.write_char(' ')?;
+        write_hm(f, (l.hour() * 60 + l.minute()) as u16)?;
+        f.write_char(' ')?;
+        match l.offset().abbreviation() {
+            Some(a) => f.write_str(a),
+            None => fmt::Display::fmt(l.offset(), f),
+        }
+    }
+}
+
+fn weekday_abbr(d: Weekday) -> &'static str {
+    ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][d.num_days_from_monday() as usize]
 }
 
 /// The end of a refusal cool-off: the local midnight after `days` full

@@ -8,6 +8,7 @@
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
 use smallvec::SmallVec;
+use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 pub use crate::rules::calendar::Calendar;
@@ -317,38 +318,40 @@ impl Window {
             .collect()
     }
 
-    /// The laws that close `at` in `zone`, each with what it allows that
-    /// day ("US-FL Florida FTSA: calls 08:00–20:00 callee time"): the
-    /// explanation of a time refusal names them.
-    pub fn closing_laws(&self, at: DateTime<Utc>, zone: Tz) -> Vec<String> {
+    /// Appends "; LAW" for each law that closes `at` in `zone`, with what
+    /// it allows that day ("; US-FL Florida FTSA: calls 08:00–20:00 callee
+    /// time"), unless `out` names it already (another zone of the callee):
+    /// the explanation of a time refusal names them.
+    pub fn write_closing_laws(&self, at: DateTime<Utc>, zone: Tz, out: &mut String) {
         let local = at.with_timezone(&zone);
         let date = local.date_naive();
         let minute = (local.hour() * 60 + local.minute()) as u16;
         let wd = date.weekday();
-        let judge = |label: &str, blocks: &[Block]| -> Option<String> {
+        let judge = |out: &mut String, label: &str, blocks: &[Block]| {
             if blocks.iter().any(|&(s, e)| s <= minute && minute < e) {
-                None
-            } else if blocks.is_empty() {
-                Some(format!("{label}: no calls on {}", day_name(wd)))
+                return;
+            }
+            if blocks.is_empty() {
+                push_law(out, label, format_args!(": no calls on {}", day_name(wd)));
             } else {
-                Some(format!(
-                    "{label}: calls {} callee time",
-                    blocks_text(blocks)
-                ))
+                let b = BlocksText(blocks);
+                push_law(out, label, format_args!(": calls {b} callee time"));
             }
         };
-        let mut out = Vec::new();
         for l in &self.layers {
             if let Some(h) = l.calendars.iter().find_map(|c| c.holiday(date, zone)) {
-                out.push(format!("{}: no calls on public holidays ({h})", l.label));
+                push_law(
+                    out,
+                    &l.label,
+                    format_args!(": no calls on public holidays ({h})"),
+                );
             } else if let Some(w) = l.hours_on(date) {
-                out.extend(judge(&l.label, w.day(wd)));
+                judge(out, &l.label, w.day(wd));
             }
         }
         if let Some(t) = &self.tenant {
-            out.extend(judge("the tenant's schedule", t.day(wd)));
+            judge(out, "the tenant's schedule", t.day(wd));
         }
-        out
     }
 
     /// Whether some hour of the week is open, holidays aside: a schedule
@@ -383,10 +386,15 @@ impl Window {
     /// times), and the zones' intervals are intersected.
     pub fn next_allowed(&self, at: DateTime<Utc>, zones: &[Tz]) -> Option<DateTime<Utc>> {
         let start = at.timestamp();
+        let first_zone = *zones.first()?;
+        // A day at a time, each ending at the first zone's local midnight:
+        // most answers lie within one (this evening -> tomorrow morning),
+        // and each day searched costs its spans. Spans cut at a chunk's end
+        // are exact for this: only the first start matters.
+        let offset = offset_at(first_zone, start);
         let mut from = start;
-        // Most answers lie within days: search near first.
-        for days in [3, 14, 60, SEARCH_DAYS - 77] {
-            let to = from + days * 86_400;
+        let mut to = ((start + offset).div_euclid(86_400) + 1) * 86_400 - offset;
+        while from < start + SEARCH_DAYS * 86_400 {
             if let Some(t) = self.first_allowed(start, from, to, zones) {
                 return if t == start {
                     Some(at)
@@ -394,7 +402,7 @@ impl Window {
                     DateTime::from_timestamp(t, 0)
                 };
             }
-            from = to;
+            (from, to) = (to, to + 86_400);
         }
         None
     }
@@ -496,11 +504,51 @@ fn day_name(d: Weekday) -> &'static str {
 
 /// "08:00–20:00" or "10:00–13:00, 14:00–20:00".
 pub fn blocks_text(blocks: &[Block]) -> String {
-    blocks
-        .iter()
-        .map(|(s, e)| format!("{:02}:{:02}–{:02}:{:02}", s / 60, s % 60, e / 60, e % 60))
-        .collect::<Vec<_>>()
-        .join(", ")
+    BlocksText(blocks).to_string()
+}
+
+/// [`blocks_text`] without the allocation, for explanations built per call.
+pub struct BlocksText<'a>(pub &'a [Block]);
+
+impl fmt::Display for BlocksText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, &(s, e)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write_hm(f, s)?;
+            f.write_char('–')?;
+            write_hm(f, e)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `minutes` after midnight as "HH:MM" (24:00 included).
+///
+/// By hand, as are the other writers of explanation text here: `core::fmt`'s
+/// padded integers made up about a third of a refused call's decision.
+pub fn write_hm(f: &mut impl fmt::Write, minutes: u16) -> fmt::Result {
+    write_2d(f, u32::from(minutes / 60))?;
+    f.write_char(':')?;
+    write_2d(f, u32::from(minutes % 60))
+}
+
+/// Writes `n % 100` as two digits.
+pub fn write_2d(f: &mut impl fmt::Write, n: u32) -> fmt::Result {
+    f.write_char(char::from(b'0' + (n / 10 % 10) as u8))?;
+    f.write_char(char::from(b'0' + (n % 10) as u8))
+}
+
+/// Appends "; LABEL…" to `out` unless it holds that text already.
+fn push_law(out: &mut String, label: &str, rest: fmt::Arguments<'_>) {
+    let start = out.len();
+    out.push_str("; ");
+    out.push_str(label);
+    let _ = out.write_fmt(rest);
+    if out[..start].contains(&out[start..]) {
+        out.truncate(start);
+    }
 }
 
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.

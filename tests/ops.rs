@@ -172,6 +172,7 @@ fn metrics_move_with_sip_traffic_and_dashboards_query_only_exported_names() {
         "CallguardPolicyUnavailable",
         "CallguardReloadFailed",
         "CallguardStateBackendDown",
+        "CallguardHolidayCalendarRunningOut",
     ] {
         assert!(alerts.contains(&format!("alert: {alert}")), "{alert}");
     }
@@ -296,24 +297,27 @@ fn drain_is_bounded_by_drain_timeout() {
     );
 }
 
+/// `promtool check rules FILE` or `promtool test rules FILE` must pass.
+fn promtool(verb: &str, file: &std::path::Path) {
+    let out = std::process::Command::new("promtool")
+        .args([verb, "rules"])
+        .arg(file)
+        .output()
+        .expect("promtool is not installed (Debian package prometheus; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The alert rules and every dashboard query parse as PromQL, checked by
 /// Prometheus's own `promtool` (`.ci/run` installs it).
 #[test]
 fn shipped_alert_rules_and_dashboard_queries_are_valid_promql() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let promtool = |file: &std::path::Path| {
-        let out = std::process::Command::new("promtool")
-            .args(["check", "rules"])
-            .arg(file)
-            .output()
-            .expect("promtool is not installed (Debian package prometheus; .ci/run installs it)");
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let promtool = |file: &std::path::Path| promtool("check", file);
     promtool(std::path::Path::new(&format!(
         "{root}/config/prometheus-alerts.yml"
     )));
@@ -342,4 +346,46 @@ fn shipped_alert_rules_and_dashboard_queries_are_valid_promql() {
     let file = dir.path().join("dashboard-rules.yml");
     std::fs::write(&file, rules).unwrap();
     promtool(&file);
+}
+
+/// A tenant calling Indonesia uses a holiday calendar known by its dated
+/// decree: its end is exported for the alert that asks for the next one.
+#[test]
+fn a_dated_holiday_calendar_in_use_exports_its_end() {
+    let p = Proxy::start_with(&[], "", r#"rule_sets = ["fr", "id"]"#);
+    // dated_until 2026-12-31: the data ends at 2027-01-01T00:00:00Z.
+    assert_eq!(
+        p.metric(r#"callguard_holiday_calendar_dated_until_timestamp_seconds{calendar="id"}"#),
+        1_798_761_600.0
+    );
+    // The shipped alert, by promtool's rule tests (time() starts at 0):
+    // fires for a calendar ending in 50 days, not for one ending in 90.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let test = dir.path().join("calendar-alert-test.yml");
+    let m = "callguard_holiday_calendar_dated_until_timestamp_seconds";
+    std::fs::write(
+        &test,
+        format!(
+            "rule_files: [\"{root}/config/prometheus-alerts.yml\"]\nevaluation_interval: 1m\ntests:\n\
+             - interval: 1m\n  input_series:\n\
+             \x20   - series: '{m}{{calendar=\"id\",instance=\"cg\",job=\"callguard\"}}'\n      values: '{soon}x10'\n\
+             \x20   - series: '{m}{{calendar=\"xx\",instance=\"cg\",job=\"callguard\"}}'\n      values: '{later}x10'\n\
+             \x20 alert_rule_test:\n\
+             \x20   - eval_time: 5m\n      alertname: CallguardHolidayCalendarRunningOut\n      exp_alerts:\n\
+             \x20       - exp_labels: {{severity: warning, calendar: id, instance: cg, job: callguard}}\n\
+             \x20         exp_annotations:\n\
+             \x20           summary: holiday calendar id on cg has dated holidays for less than 60 more days\n\
+             \x20           description: Add the next official holiday dates to a rule file (callguard rules show, callguard rules check) and reload.\n",
+            soon = 50 * 86_400,
+            later = 90 * 86_400,
+        ),
+    )
+    .unwrap();
+    promtool("test", &test);
+    let fr_only = Proxy::start(&[]);
+    assert!(!fr_only
+        .http_get("/metrics")
+        .unwrap()
+        .contains("callguard_holiday_calendar_dated_until_timestamp_seconds{"));
 }

@@ -22,7 +22,7 @@ fn sipp_functional_scenarios_pass() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "SIPp checks failed:\n{stdout}");
-    assert!(stdout.contains("23 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("27 passed, 0 failed"), "{stdout}");
 }
 
 /// Three reloads (one refused) while SIPp places 200 calls/s for 30 s

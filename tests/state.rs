@@ -317,3 +317,107 @@ fn bad_api_calls_get_json_errors_and_change_nothing() {
     assert_eq!(got, 200);
     assert_eq!(p.http("GET", "/readyz", "").0, 200, "probes stay open");
 }
+
+/// Closures through the API of a real process: bad requests change
+/// nothing, a closure refuses calls to its jurisdiction with `480 closure`
+/// and a Retry-After at its end, survives `kill -9`, and its id is never
+/// handed out again once deleted.
+#[test]
+fn closures_through_the_api_refuse_calls_and_survive_kill_9() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let mut p = Proxy::process(&[format!("udp:{}", uas.addr())]);
+    let uac = Ua::bind("127.0.0.1:0");
+    // The tenant calls under `fr`; the clock is Tuesday 17 November 2026,
+    // 11:00 in Paris.
+    let day = r#""from":"2026-11-17T00:00:00+01:00","to":"2026-11-18T00:00:00+01:00""#;
+    for (body, says) in [
+        (
+            format!(r#"{{"jurisdiction":"XX",{day},"reason":"r"}}"#),
+            "no jurisdiction",
+        ),
+        (
+            r#"{"jurisdiction":"FR","from":"2026-11-18T00:00:00Z","to":"2026-11-17T00:00:00Z","reason":"r"}"#.into(),
+            "after `from`",
+        ),
+        (
+            r#"{"jurisdiction":"FR","from":"2026-11-01T00:00:00Z","to":"2026-11-02T00:00:00Z","reason":"r"}"#.into(),
+            "in the past",
+        ),
+        (
+            r#"{"jurisdiction":"FR","from":"yesterday","to":"2026-11-20T00:00:00Z","reason":"r"}"#.into(),
+            "`from` must be an RFC 3339 instant",
+        ),
+        (format!(r#"{{"jurisdiction":"FR",{day},"reason":""}}"#), "`reason`"),
+        (
+            format!(r#"{{"jurisdiction":"FR",{day},"reason":"r","extra":1}}"#),
+            "unknown field `extra`",
+        ),
+    ] {
+        let (status, answer) = p.http("POST", "/v1/closures", &body);
+        // 422: a well-formed body of the wrong shape (axum's JSON rejection).
+        let want = if says.contains("unknown field") { 422 } else { 400 };
+        assert_eq!(status, want, "{body}: {answer}");
+        assert!(answer.contains(says), "{body}: {answer}");
+    }
+    assert_eq!(p.http("DELETE", "/v1/closures/abc", "").0, 400);
+    assert_eq!(p.http("DELETE", "/v1/closures/1", "").0, 404);
+    let (_, list) = p.http("GET", "/v1/closures", "");
+    assert_eq!(list, r#"{"closures":[]}"#);
+
+    let (status, body) = p.http(
+        "POST",
+        "/v1/closures",
+        &format!(r#"{{"jurisdiction":"fr",{day},"reason":"deuil national"}}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body.contains(r#""id":1"#) && body.contains(r#""jurisdiction":"FR""#),
+        "{body}"
+    );
+    // Christmas Eve, a closure to delete again.
+    let christmas = |p: &Proxy| {
+        let (status, body) = p.http(
+            "POST",
+            "/v1/closures",
+            r#"{"jurisdiction":"FR","from":"2026-12-24T00:00:00+01:00","to":"2026-12-25T00:00:00+01:00","reason":"r"}"#,
+        );
+        assert_eq!(status, 201, "{body}");
+        body
+    };
+    let body = christmas(&p);
+    assert!(body.contains(r#""id":2"#), "{body}");
+    assert_eq!(p.http("DELETE", "/v1/closures/2", "").0, 204);
+
+    let refused = |p: &Proxy, id: &str| {
+        let r = call(p, &uac, "+33142000031", id);
+        assert_eq!((r.status(), reason(&r)), (Some(480), "closure".into()));
+        // Open again Wednesday 10:00 in Paris: 23 h after the call (the
+        // process's clock runs on from `--at`).
+        let retry: u64 = String::from_utf8_lossy(r.header_by_name("Retry-After").unwrap())
+            .trim()
+            .parse()
+            .unwrap();
+        assert!((82_790..=82_800).contains(&retry), "{retry}");
+        let warning =
+            String::from_utf8_lossy(r.header_by_name("Warning").unwrap_or_default()).into_owned();
+        assert!(warning.contains("deuil national"), "{warning}");
+    };
+    refused(&p, "cl-1");
+    p.kill9_and_restart();
+    refused(&p, "cl-2");
+    let (_, list) = p.http("GET", "/v1/closures", "");
+    assert!(
+        list.contains(r#""id":1"#) && !list.contains(r#""id":2"#),
+        "{list}"
+    );
+    let body = christmas(&p);
+    assert!(
+        body.contains(r#""id":3"#),
+        "a deleted id is not reused: {body}"
+    );
+    // Deleted, the closure no longer holds the call.
+    assert_eq!(p.http("DELETE", "/v1/closures/1", "").0, 204);
+    let carrier = busy_carrier(uas, 1);
+    assert_eq!(call(&p, &uac, "+33142000031", "cl-3").status(), Some(486));
+    assert_eq!(carrier.join().unwrap(), 1);
+}

@@ -241,6 +241,7 @@ impl Reloader {
             config_version(&self.origin.path).into(),
         ));
         self.metrics.dnc_sizes(&gate.tenants);
+        self.metrics.dated_calendars(&gate.tenants);
         self.current.store(gate.clone());
         self.current_settings.store(settings.clone());
         let gate: Arc<dyn crate::proxy::Gatekeeper> = gate;
@@ -735,6 +736,7 @@ pub async fn start_on(
         tls.set_names(tls_names(&cfg.carriers, &settings.carriers));
     }
     metrics.dnc_sizes(&gatekeeper.tenants);
+    metrics.dated_calendars(&gatekeeper.tenants);
     if gatekeeper.tenants.is_empty() {
         tracing::warn!("no tenant is configured: every INVITE will be rejected 403");
     }

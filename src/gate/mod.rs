@@ -203,15 +203,16 @@ async fn decide(
     now: DateTime<Utc>,
     count: bool,
 ) -> Decision {
-    let callee = crate::numbering::parse(facts.callee, t.country).ok();
-    let applied = callee.and_then(|c| t.applied_for(c));
+    let resolved = t.resolve(facts);
     let closures = flow.state.as_ref().and_then(|s| s.closures());
-    let (Some(state), Some(callee), Some(a)) = (flow.state.as_ref(), callee, applied) else {
+    let (Some(state), Ok(callee), Some(a)) =
+        (flow.state.as_ref(), resolved.callee, resolved.applied())
+    else {
         let history = History {
             closures,
             ..History::default()
         };
-        return t.decide(facts, &history, now);
+        return t.decide_resolved(facts, &resolved, &history, now);
     };
     let mode = t.mode_of(facts.mode);
     let today = now.date_naive();
@@ -228,14 +229,18 @@ async fn decide(
                     closures,
                     ..History::default()
                 };
-                return unavailable(flow.unavailable, t.decide(facts, &history, now), &e);
+                return unavailable(
+                    flow.unavailable,
+                    t.decide_resolved(facts, &resolved, &history, now),
+                    &e,
+                );
             }
         }
     } else {
         History::default()
     };
     history.closures = closures;
-    let mut d = t.decide(facts, &history, now);
+    let mut d = t.decide_resolved(facts, &resolved, &history, now);
     if let (Some(cap), Some(callee)) = (cap, d.callee) {
         let prior = if count && d.decision != Outcome::Reject {
             let enforce = t.enforcement(d.mode, Rule::FrequencyCap) == Enforce::Block;

@@ -103,6 +103,18 @@ impl Tenants {
             .find_map(|s| s.find(id).map(|j| j.id.clone()))
     }
 
+    /// The holiday calendars in use whose holidays are a dated list (no
+    /// formula gives them), each with the last day its dates are known for.
+    pub fn dated_calendars(&self) -> std::collections::BTreeMap<String, chrono::NaiveDate> {
+        self.tenants
+            .iter()
+            .flat_map(|t| t.rules.sets.iter())
+            .flat_map(|s| s.jurisdictions())
+            .flat_map(|j| j.calendars.iter())
+            .filter_map(|c| Some((c.id.clone(), c.dated_until?)))
+            .collect()
+    }
+
     /// The longest attempt window and refusal cool-off over all tenants:
     /// how long the state store must keep entries.
     pub fn retention(&self) -> (chrono::Duration, chrono::Duration) {

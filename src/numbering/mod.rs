@@ -20,6 +20,7 @@ pub fn warm() {
     nanp::warm();
 }
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Country whose national format is used to read numbers without `+`.
@@ -127,12 +128,17 @@ fn user_part(input: &str) -> &str {
 /// byte-order marks, which spreadsheets leave in exported numbers). The
 /// trunk-prefix notation `+33 (0)1 …` drops its `(0)`. Returns whether it
 /// started with `+`.
-fn clean(s: &str) -> Result<(bool, String), NumberError> {
+fn clean(s: &str) -> Result<(bool, Cow<'_, str>), NumberError> {
     let s = s.trim_matches(|c: char| c.is_whitespace() || is_invisible(c));
     let (plus, body) = match s.strip_prefix('+') {
         Some(b) => (true, b),
         None => (false, s),
     };
+    // What dialers send (digits only) is borrowed: the copy was a tenth of
+    // a decision.
+    if !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok((plus, Cow::Borrowed(body)));
+    }
     let mut digits = String::with_capacity(body.len());
     let mut rest = body;
     while let Some(c) = rest.chars().next() {
@@ -151,7 +157,7 @@ fn clean(s: &str) -> Result<(bool, String), NumberError> {
     if digits.is_empty() {
         return Err(NumberError::Empty);
     }
-    Ok((plus, digits))
+    Ok((plus, Cow::Owned(digits)))
 }
 
 /// Characters with no glyph that editors and spreadsheets put around text.
@@ -270,8 +276,13 @@ pub fn brazil_ddd_assigned(ddd: u16) -> Option<&'static str> {
 /// or a URI whose user part is one of those.
 pub fn parse(input: &str, country: Country) -> Result<E164, NumberError> {
     let (plus, d) = clean(user_part(input))?;
+    parse_clean(plus, &d, country)
+}
+
+/// [`parse`] of a dial string [`clean`] has read.
+fn parse_clean(plus: bool, d: &str, country: Country) -> Result<E164, NumberError> {
     if plus {
-        return check_e164(&d);
+        return check_e164(d);
     }
     match country {
         Country::FR => {
@@ -280,7 +291,7 @@ pub fn parse(input: &str, country: Country) -> Result<E164, NumberError> {
             } else if let Some(nsn) = d.strip_prefix('0') {
                 Ok(E164(fr_national(nsn)?))
             } else {
-                check_e164(&d)
+                check_e164(d)
             }
         }
         Country::US => {
@@ -289,7 +300,7 @@ pub fn parse(input: &str, country: Country) -> Result<E164, NumberError> {
             } else if d.len() == 10 && !d.starts_with(['0', '1']) {
                 check_e164(&format!("1{d}"))
             } else {
-                check_e164(&d)
+                check_e164(d)
             }
         }
     }
@@ -307,7 +318,7 @@ pub fn parse_caller(input: &str, country: Country) -> Result<CallerNumber, Numbe
             d.parse().map_err(|_| NumberError::BadCharacters)?,
         ));
     }
-    parse(input, country).map(CallerNumber::E164)
+    parse_clean(plus, &d, country).map(CallerNumber::E164)
 }
 
 /// Categories of the French plan that matter for caller-ID rules.

@@ -121,6 +121,7 @@ pub struct TenantRules {
 }
 
 /// What [`TenantRules::for_callee`] found.
+#[derive(Clone, Copy)]
 pub enum Lookup<'a> {
     Found(&'a Arc<Applied>),
     /// No set covers the callee's country (named).

@@ -49,6 +49,10 @@ const ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("atte
 const DNC: TableDefinition<(&str, u64), u8> = TableDefinition::new("dnc");
 /// closure id -> the closure as JSON (`POST /v1/closures`).
 const CLOSURES: TableDefinition<u64, &str> = TableDefinition::new("closures");
+/// Counters that must survive a restart: `closure_id`, the last closure id
+/// handed out (ids are never reused, so an id in an audit record names one
+/// closure even after it is deleted).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -85,6 +89,10 @@ struct Inner {
     /// Every closure on record; `None` when there is none (the call path
     /// then skips the check).
     closures: arc_swap::ArcSwapOption<Vec<Closure>>,
+    /// Held by whoever changes the closures, from reading the list to
+    /// publishing the new one: two changes at once would each publish a
+    /// list without the other's.
+    closure_change: std::sync::Mutex<()>,
     /// Longest attempt window and refusal cool-off of the running rule
     /// sets, in seconds: entries older than that are purged.
     keep_attempts: AtomicI64,
@@ -153,6 +161,7 @@ impl Store {
             w.open_table(ATTEMPTS).map_err(|e| open_err(e.into()))?;
             w.open_table(DNC).map_err(|e| open_err(e.into()))?;
             w.open_table(CLOSURES).map_err(|e| open_err(e.into()))?;
+            w.open_table(META).map_err(|e| open_err(e.into()))?;
             w.commit().map_err(|e| open_err(e.into()))?;
         }
         // Only here is the database ours alone (compaction needs `&mut`).
@@ -166,6 +175,7 @@ impl Store {
             attempts: DashMap::default(),
             dnc: DashMap::new(),
             closures: arc_swap::ArcSwapOption::empty(),
+            closure_change: std::sync::Mutex::new(()),
             keep_attempts: AtomicI64::new(chrono::Duration::days(31).num_seconds()),
             keep_refusals: AtomicI64::new(chrono::Duration::days(62).num_seconds()),
             writer: tx,
@@ -322,20 +332,34 @@ impl Store {
         to: DateTime<Utc>,
         reason: &str,
     ) -> Result<Closure, StateError> {
+        let _changing = self
+            .inner
+            .closure_change
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<Closure> = self.closures().map(|c| (*c).clone()).unwrap_or_default();
-        let c = Closure {
-            id: all.iter().map(|c| c.id).max().unwrap_or(0) + 1,
-            jurisdiction: jurisdiction.to_owned(),
-            from,
-            to,
-            reason: reason.to_owned(),
-        };
-        let json = serde_json::to_string(&c).expect("a closure serialises");
         let w = self.inner.db.begin_write().map_err(db_err)?;
-        {
+        let c = {
+            let mut meta = w.open_table(META).map_err(db_err)?;
+            let last = meta
+                .get("closure_id")
+                .map_err(db_err)?
+                .map_or(0, |v| v.value());
+            // Stores written before the counter existed: past their ids.
+            let id = last.max(all.iter().map(|c| c.id).max().unwrap_or(0)) + 1;
+            meta.insert("closure_id", id).map_err(db_err)?;
+            let c = Closure {
+                id,
+                jurisdiction: jurisdiction.to_owned(),
+                from,
+                to,
+                reason: reason.to_owned(),
+            };
+            let json = serde_json::to_string(&c).expect("a closure serialises");
             let mut t = w.open_table(CLOSURES).map_err(db_err)?;
             t.insert(c.id, json.as_str()).map_err(db_err)?;
-        }
+            c
+        };
         w.commit().map_err(db_err)?;
         all.push(c.clone());
         self.inner.closures.store(Some(Arc::new(all)));
@@ -344,6 +368,11 @@ impl Store {
 
     /// Removes closure `id` durably; whether it existed.
     pub fn remove_closure(&self, id: u64) -> Result<bool, StateError> {
+        let _changing = self
+            .inner
+            .closure_change
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let w = self.inner.db.begin_write().map_err(db_err)?;
         let existed = {
             let mut t = w.open_table(CLOSURES).map_err(db_err)?;
