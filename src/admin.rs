@@ -50,6 +50,9 @@ fn error(status: StatusCode, message: &str) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
+    let gate = s.ops.gate();
+    // Ages grow between reloads: computed at each scrape.
+    s.metrics.dnc_ages(&gate.tenants, gate.clock.now());
     (
         [(
             header::CONTENT_TYPE,

@@ -225,11 +225,30 @@ fn d_down_after() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct ListConfig {
     pub name: String,
-    /// Relative paths are read from the config file's directory.
+    /// Relative paths are read from the config file's directory. A text
+    /// list or an index from `callguard dnc compile` (told apart by its
+    /// first bytes).
     pub file: PathBuf,
     /// Country for numbers written in national format (default FR).
     #[serde(default)]
     pub country: Option<Country>,
+    /// Date of the list's data (`YYYY-MM-DD`), when neither the index nor
+    /// the file's modification time gives it right (a copied file).
+    #[serde(default)]
+    pub date: Option<String>,
+    /// How old the data may be (the law's scrub age: US and Canada 31,
+    /// Australia 30). Older, the calls the list covers are refused
+    /// `dnc_list_stale`.
+    #[serde(default)]
+    pub max_age_days: Option<u32>,
+    /// The registry's change lists since the full list (`file`), applied
+    /// in order on top of it without rebuilding it.
+    #[serde(default)]
+    pub changes: Vec<PathBuf>,
+    /// The callee countries (ISO codes) the list covers when it is stale;
+    /// default: every call of the tenants that use it.
+    #[serde(default)]
+    pub countries: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

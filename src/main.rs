@@ -86,6 +86,37 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Do-not-call lists at national scale: compiled indexes.
+    Dnc {
+        #[command(subcommand)]
+        command: DncCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DncCommand {
+    /// Build the compact index of one or more lists (text or indexes),
+    /// with change lists applied, for `[[dnc_list]] file` to map.
+    Compile {
+        /// Lists to merge: text (one number per line, CSV, `areacode,number`)
+        /// or indexes.
+        #[arg(required = true)]
+        lists: Vec<PathBuf>,
+        /// Change lists (additions and deletions) applied in order.
+        #[arg(long = "changes")]
+        changes: Vec<PathBuf>,
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Country for numbers in national format.
+        #[arg(long, default_value = "FR", value_parser = ["FR", "US"])]
+        country: String,
+        /// Date of the data (YYYY-MM-DD); default the newest input's
+        /// modification date (or the indexes' dates).
+        #[arg(long)]
+        date: Option<chrono::NaiveDate>,
+    },
+    /// What an index holds: numbers, date, size; its checksum is verified.
+    Info { index: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +193,76 @@ fn library(config: Option<&std::path::Path>) -> anyhow::Result<callguard::rules:
             Ok(service::compile::library(&cfg)?)
         }
     }
+}
+
+fn dnc(command: DncCommand) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    use callguard::dnc::{self, CompactSet};
+    match command {
+        DncCommand::Compile {
+            lists,
+            changes,
+            output,
+            country,
+            date,
+        } => {
+            let country = if country == "US" {
+                callguard::numbering::Country::US
+            } else {
+                callguard::numbering::Country::FR
+            };
+            let started = std::time::Instant::now();
+            let modified = |p: &std::path::Path| -> Option<chrono::NaiveDate> {
+                let t = std::fs::metadata(p).ok()?.modified().ok()?;
+                Some(chrono::DateTime::<chrono::Utc>::from(t).date_naive())
+            };
+            let mut sets = Vec::new();
+            let mut newest = None;
+            for l in &lists {
+                let (set, report) = dnc::load_numbers_dated(l, country, modified(l))?;
+                eprintln!("{}: {report}", l.display());
+                newest = newest.max(set.date());
+                sets.push(set);
+            }
+            let mut all = dnc::Changes::default();
+            for c in &changes {
+                let (ch, report) = dnc::load_changes(c, country)?;
+                eprintln!("{}: {report} changed", c.display());
+                newest = newest.max(modified(c));
+                all = all.then(ch);
+            }
+            let date = date.or(newest);
+            let merged = dnc::compact::merge(sets.iter().map(|s| s.iter()).collect());
+            let changed =
+                dnc::NumberSet::from_set(CompactSet::from_sorted(merged, date)).with_changes(&all);
+            let index = CompactSet::from_sorted(changed.iter(), date);
+            index
+                .write(&output)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!(
+                "{}: {} numbers, {} bytes ({:.3} bytes a number), data of {}, in {:.1} s",
+                output.display(),
+                index.len(),
+                index.bytes(),
+                index.bytes() as f64 / index.len().max(1) as f64,
+                date.map_or("an unknown date".to_owned(), |d| d.to_string()),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        DncCommand::Info { index } => {
+            let set = CompactSet::open(&index)?;
+            println!(
+                "{}: {} numbers, {} bytes ({:.3} bytes a number), data of {}, checksum ok",
+                index.display(),
+                set.len(),
+                set.bytes(),
+                set.bytes() as f64 / set.len().max(1) as f64,
+                set.date()
+                    .map_or("an unknown date".to_owned(), |d| d.to_string()),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
@@ -437,6 +538,7 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { config },
         } => config_check(&config),
         Command::Rules { command } => rules(command),
+        Command::Dnc { command } => dnc(command),
     };
     match result {
         Ok(code) => code,

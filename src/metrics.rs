@@ -95,6 +95,8 @@ pub struct Metrics {
     pub dnc_entries: Family<ListLabels, Gauge>,
     pub dnc_unreadable: Family<ListLabels, Gauge>,
     pub calendar_dated_until: Family<CalendarLabels, Gauge>,
+    pub dnc_age: Family<ListLabels, Gauge>,
+    pub dnc_max_age: Family<ListLabels, Gauge>,
     pub state_backend_up: Gauge,
     pub state_errors: Counter,
     pub audit_overflow: Counter,
@@ -137,6 +139,18 @@ impl Metrics {
         let dnc_entries = Family::<ListLabels, Gauge>::default();
         let dnc_unreadable = Family::<ListLabels, Gauge>::default();
         let calendar_dated_until = Family::<CalendarLabels, Gauge>::default();
+        let dnc_age = Family::<ListLabels, Gauge>::default();
+        let dnc_max_age = Family::<ListLabels, Gauge>::default();
+        registry.register(
+            "dnc_list_age_seconds",
+            "Age of each DNC list's data (from midnight UTC of its date), for lists whose date is known",
+            dnc_age.clone(),
+        );
+        registry.register(
+            "dnc_list_max_age_seconds",
+            "How old each DNC list's data may be (max_age_days); older, the calls it covers are refused dnc_list_stale",
+            dnc_max_age.clone(),
+        );
         // A timestamp rather than days left: it stays right between
         // reloads, and the alert compares it with time().
         registry.register(
@@ -239,6 +253,8 @@ impl Metrics {
             dnc_entries,
             dnc_unreadable,
             calendar_dated_until,
+            dnc_age,
+            dnc_max_age,
             state_backend_up,
             state_errors,
             audit_overflow,
@@ -258,6 +274,27 @@ impl Metrics {
             self.dnc_unreadable
                 .get_or_create(&labels)
                 .set(l.unreadable_lines() as i64);
+        }
+    }
+
+    /// Sets the DNC lists' data ages at `now` and their maximum ages.
+    pub fn dnc_ages(&self, tenants: &crate::gate::Tenants, now: chrono::DateTime<chrono::Utc>) {
+        self.dnc_age.clear();
+        self.dnc_max_age.clear();
+        for l in tenants.dnc_lists() {
+            let labels = ListLabels {
+                list: l.name().to_owned(),
+            };
+            let f = l.freshness();
+            if let Some(d) = f.date.and_then(|d| d.and_hms_opt(0, 0, 0)) {
+                let age = (now - d.and_utc()).num_seconds();
+                self.dnc_age.get_or_create(&labels).set(age);
+            }
+            if let Some(m) = f.max_age_days {
+                self.dnc_max_age
+                    .get_or_create(&labels)
+                    .set(i64::from(m) * 86_400);
+            }
         }
     }
 

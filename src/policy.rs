@@ -29,6 +29,7 @@ pub enum Rule {
     AnonymousCallerId,
     CallerIdCategory,
     Dnc,
+    DncListStale,
     RefusalCooloff,
     NoConsent,
     Closure,
@@ -40,7 +41,7 @@ pub enum Rule {
 
 /// Number of rules a tenant configures (source authorisation is not one:
 /// it decides which tenant applies).
-pub const RULES: usize = 12;
+pub const RULES: usize = 13;
 
 impl Rule {
     pub const ALL: [Rule; RULES] = [
@@ -49,6 +50,7 @@ impl Rule {
         Rule::AnonymousCallerId,
         Rule::CallerIdCategory,
         Rule::Dnc,
+        Rule::DncListStale,
         Rule::RefusalCooloff,
         Rule::NoConsent,
         Rule::Closure,
@@ -65,6 +67,7 @@ impl Rule {
             Rule::AnonymousCallerId => Code::AnonymousCallerId,
             Rule::CallerIdCategory => Code::CallerIdCategory,
             Rule::Dnc => Code::Dnc,
+            Rule::DncListStale => Code::DncListStale,
             Rule::RefusalCooloff => Code::RefusalCooloff,
             Rule::NoConsent => Code::NoConsent,
             Rule::Closure => Code::Closure,
@@ -87,6 +90,9 @@ impl Rule {
             Rule::AnonymousCallerId => (433, "Anonymity Disallowed"),
             Rule::CallerIdCategory => (403, "Caller ID Not Allowed"),
             Rule::Dnc => (603, "Do Not Call"),
+            // A failure of callguard's data, not of the call: 5xx, and no
+            // Retry-After (it lasts until the list is refreshed).
+            Rule::DncListStale => (503, "DNC List Out Of Date"),
             Rule::RefusalCooloff => (603, "Callee Refused Recently"),
             Rule::NoConsent => (608, "No Consent On Record"),
             Rule::Closure => (480, "Jurisdiction Closed"),
@@ -476,6 +482,20 @@ impl TenantPolicy {
                 failures.push(fail(
                     Rule::Dnc,
                     format!("callee {callee} is on the do-not-call list `{}`", l.name()),
+                ));
+            }
+            // 5b: a list older than the law allows cannot clear the call
+            if let Some((l, age)) = self
+                .dnc
+                .iter()
+                .find_map(|l| l.stale_for(callee, today).map(|age| (l, age)))
+            {
+                failures.push(fail(
+                    Rule::DncListStale,
+                    format!(
+                        "do-not-call list `{}` {age}: calls it covers wait for a fresh copy",
+                        l.name()
+                    ),
                 ));
             }
         }

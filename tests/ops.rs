@@ -173,6 +173,8 @@ fn metrics_move_with_sip_traffic_and_dashboards_query_only_exported_names() {
         "CallguardReloadFailed",
         "CallguardStateBackendDown",
         "CallguardHolidayCalendarRunningOut",
+        "CallguardDncListExpiring",
+        "CallguardDncListStale",
     ] {
         assert!(alerts.contains(&format!("alert: {alert}")), "{alert}");
     }

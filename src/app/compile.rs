@@ -424,6 +424,13 @@ pub fn check(cfg: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// The UTC date a file was last modified: a downloaded list's date when
+/// nothing better says it.
+fn modified(path: &Path) -> Option<chrono::NaiveDate> {
+    let t = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(chrono::DateTime::<chrono::Utc>::from(t).date_naive())
+}
+
 /// Compiles every tenant and loads the lists. Relative list paths are
 /// read from `base_dir` (the config file's directory). With a state store,
 /// each DNC list carries its run-time changes.
@@ -440,8 +447,56 @@ pub fn tenants(
     let mut dnc_lists: HashMap<&str, DncList> = HashMap::new();
     for (i, l) in cfg.dnc_lists.iter().enumerate() {
         let country = l.country.unwrap_or(Country::FR);
-        let (set, report) = dnc::load_numbers(&base_dir.join(&l.file), country)
-            .map_err(|e| cfg.invalid(&[Key("dnc_list"), Index(i), Key("file")], e.to_string()))?;
+        let date = l
+            .date
+            .as_deref()
+            .map(|d| {
+                chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|e| {
+                    cfg.invalid(
+                        &[Key("dnc_list"), Index(i), Key("date")],
+                        format!("`{d}` is not a date YYYY-MM-DD ({e})"),
+                    )
+                })
+            })
+            .transpose()?;
+        for (j, c) in l.countries.iter().enumerate() {
+            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(cfg.invalid(
+                    &[Key("dnc_list"), Index(i), Key("countries"), Index(j)],
+                    format!("`{c}` is not an ISO country code (`US`, `CA`)"),
+                ));
+            }
+        }
+        let path = base_dir.join(&l.file);
+        let (mut set, mut report) =
+            dnc::load_numbers_dated(&path, country, date.or_else(|| modified(&path))).map_err(
+                |e| cfg.invalid(&[Key("dnc_list"), Index(i), Key("file")], e.to_string()),
+            )?;
+        // The data is as recent as its latest change list.
+        let mut data_date = set.date();
+        if !l.changes.is_empty() {
+            let mut all = dnc::Changes::default();
+            for (j, c) in l.changes.iter().enumerate() {
+                let p = base_dir.join(c);
+                let (changes, r) = dnc::load_changes(&p, country).map_err(|e| {
+                    cfg.invalid(
+                        &[Key("dnc_list"), Index(i), Key("changes"), Index(j)],
+                        e.to_string(),
+                    )
+                })?;
+                report.invalid += r.invalid;
+                data_date = data_date.max(modified(&p));
+                all = all.then(changes);
+            }
+            set = set.with_changes(&all);
+            report.entries = set.len();
+        }
+        // The config's date wins: it is there because the others are wrong.
+        let freshness = dnc::Freshness {
+            date: date.or(data_date),
+            max_age_days: l.max_age_days,
+            countries: l.countries.iter().map(|c| c.to_ascii_uppercase()).collect(),
+        };
         loaded.push(ListLoaded {
             kind: "dnc",
             name: l.name.clone(),
@@ -449,7 +504,8 @@ pub fn tenants(
         });
         let delta = state.map(|s| s.dnc_delta(&l.name)).unwrap_or_default();
         let list = DncList::new(l.name.as_str().into(), Arc::new(set), delta)
-            .with_unreadable(report.invalid);
+            .with_unreadable(report.invalid)
+            .with_freshness(freshness);
         dnc_lists.insert(&l.name, list.clone());
         t.add_dnc_list(list, country);
     }

@@ -14,7 +14,7 @@
 //! and its alert) and skipped.
 
 use chrono::NaiveDate;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,8 @@ pub enum ListError {
     NoNumberColumn { path: PathBuf },
     #[error("list {path} is UTF-16 text: save it as UTF-8 (or plain ASCII) and reload")]
     Utf16 { path: PathBuf },
+    #[error(transparent)]
+    Index(Box<IndexError>),
 }
 
 /// What loading a file found, for logs and `config check`.
@@ -61,27 +63,168 @@ impl std::fmt::Display for LoadReport {
     }
 }
 
-/// A set of numbers (E.164 digits).
+pub mod compact;
+
+pub use compact::{CompactSet, IndexError};
+
+/// A list's numbers as loaded from its file: a [`CompactSet`], built from
+/// text or mapped from a compiled index, with the registry's change lists
+/// applied on top (without rebuilding it).
 #[derive(Debug, Default)]
 pub struct NumberSet {
-    set: FxHashSet<u64>,
+    set: CompactSet,
+    added: CompactSet,
+    removed: CompactSet,
+    len: usize,
 }
 
 impl NumberSet {
     pub fn contains(&self, n: E164) -> bool {
-        self.set.contains(&n.digits())
+        self.contains_digits(n.digits())
+    }
+    pub fn contains_digits(&self, d: u64) -> bool {
+        if !self.removed.is_empty() && self.removed.contains(d) {
+            return false;
+        }
+        self.set.contains(d) || (!self.added.is_empty() && self.added.contains(d))
     }
     pub fn len(&self) -> usize {
-        self.set.len()
+        self.len
     }
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.len == 0
     }
     pub fn from_numbers(it: impl IntoIterator<Item = E164>) -> NumberSet {
+        NumberSet::from_set(CompactSet::build(
+            it.into_iter().map(E164::digits).collect(),
+            None,
+        ))
+    }
+    pub fn from_set(set: CompactSet) -> NumberSet {
         NumberSet {
-            set: it.into_iter().map(E164::digits).collect(),
+            len: set.len(),
+            set,
+            ..NumberSet::default()
         }
     }
+    /// The set with `changes` applied (numbers added and removed since the
+    /// full list).
+    pub fn with_changes(self, changes: &Changes) -> NumberSet {
+        let added: Vec<u64> = changes
+            .added
+            .iter()
+            .copied()
+            .filter(|&d| !self.set.contains(d))
+            .collect();
+        let removed: Vec<u64> = changes
+            .removed
+            .iter()
+            .copied()
+            .filter(|&d| self.set.contains(d))
+            .collect();
+        NumberSet {
+            len: self.set.len() + added.len() - removed.len(),
+            added: CompactSet::from_sorted(added.into_iter(), None),
+            removed: CompactSet::from_sorted(removed.into_iter(), None),
+            set: self.set,
+        }
+    }
+    /// Every number, in order (the change lists applied).
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        compact::merge(vec![self.set.iter(), self.added.iter()])
+            .filter(|&d| self.removed.is_empty() || !self.removed.contains(d))
+    }
+    pub fn compact(&self) -> &CompactSet {
+        &self.set
+    }
+    /// The date of the data, as the compiled index records it.
+    pub fn date(&self) -> Option<NaiveDate> {
+        self.set.date()
+    }
+}
+
+/// A change list's net effect: numbers added and removed (sorted,
+/// disjoint; the last row for a number wins).
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub added: Vec<u64>,
+    pub removed: Vec<u64>,
+}
+
+impl Changes {
+    /// Folds rows (number, listed) in order.
+    fn from_rows(rows: impl IntoIterator<Item = (u64, bool)>) -> Changes {
+        let last: FxHashMap<u64, bool> = rows.into_iter().collect();
+        let mut c = Changes::default();
+        for (d, listed) in last {
+            if listed {
+                c.added.push(d);
+            } else {
+                c.removed.push(d);
+            }
+        }
+        c.added.sort_unstable();
+        c.removed.sort_unstable();
+        c
+    }
+
+    /// `later` applied after these.
+    pub fn then(self, later: Changes) -> Changes {
+        let rows = self
+            .added
+            .into_iter()
+            .map(|d| (d, true))
+            .chain(self.removed.into_iter().map(|d| (d, false)))
+            .chain(later.added.into_iter().map(|d| (d, true)))
+            .chain(later.removed.into_iter().map(|d| (d, false)));
+        Changes::from_rows(rows)
+    }
+}
+
+/// A change list of the registry: one row per number with its change,
+/// `AAA,NNNNNNN,A` (the FTC's area code and number) or `NUMBER,D`; the
+/// change is the last cell that reads as one (`A`/`add`/`added`,
+/// `D`/`delete`/`deleted`, `R`/`remove`), other cells (dates) are
+/// ignored; a header row is skipped.
+pub fn load_changes(path: &Path, country: Country) -> Result<(Changes, LoadReport), ListError> {
+    let text = read(path)?;
+    let mut report = LoadReport::default();
+    let mut rows = Vec::new();
+    for (i, (ln, line)) in lines(&text).enumerate() {
+        let cells: SmallVec<[&str; 4]> = split_row(line)
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .collect();
+        if i == 0 && !line.chars().any(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let change = cells
+            .iter()
+            .rev()
+            .find_map(|c| match c.to_ascii_lowercase().as_str() {
+                "a" | "add" | "added" | "i" | "insert" => Some(true),
+                "d" | "del" | "delete" | "deleted" | "r" | "remove" | "removed" => Some(false),
+                _ => None,
+            });
+        let number = match cells.as_slice() {
+            [a, b, ..]
+                if a.len() == 3
+                    && b.len() == 7
+                    && a.bytes().chain(b.bytes()).all(|x| x.is_ascii_digit()) =>
+            {
+                numbering::parse(&format!("{a}{b}"), Country::US).ok()
+            }
+            [n, ..] => numbering::parse(n, country).ok(),
+            [] => None,
+        };
+        match (number, change) {
+            (Some(n), Some(listed)) => rows.push((n.digits(), listed)),
+            _ => note_invalid(&mut report, ln),
+        }
+    }
+    let changes = Changes::from_rows(rows);
+    report.entries = changes.added.len() + changes.removed.len();
+    Ok((changes, report))
 }
 
 /// Run-time additions (`true`) and removals (`false`) of one DNC list,
@@ -117,7 +260,7 @@ impl Delta {
     pub fn net(&self, base: &NumberSet) -> i64 {
         self.map
             .iter()
-            .map(|e| match (*e.value(), base.set.contains(e.key())) {
+            .map(|e| match (*e.value(), base.contains_digits(*e.key())) {
                 (true, false) => 1,
                 (false, true) => -1,
                 _ => 0,
@@ -135,6 +278,19 @@ pub struct DncList {
     delta: std::sync::Arc<Delta>,
     /// Lines of the file that held no readable number.
     unreadable: usize,
+    freshness: std::sync::Arc<Freshness>,
+}
+
+/// How old a list's data is and may be (the law's scrub age), and whose
+/// calls it covers.
+#[derive(Debug, Clone, Default)]
+pub struct Freshness {
+    /// The date of the data; unknown with a maximum age, the list counts
+    /// as stale (its freshness cannot be shown).
+    pub date: Option<NaiveDate>,
+    pub max_age_days: Option<u32>,
+    /// Callee countries (ISO codes) it covers; empty: every call.
+    pub countries: Vec<String>,
 }
 
 /// Where a list's answer for a number comes from.
@@ -156,6 +312,37 @@ impl DncList {
             base,
             delta,
             unreadable: 0,
+            freshness: Default::default(),
+        }
+    }
+    pub fn with_freshness(mut self, f: Freshness) -> DncList {
+        self.freshness = std::sync::Arc::new(f);
+        self
+    }
+    pub fn freshness(&self) -> &Freshness {
+        &self.freshness
+    }
+    /// When the list is too old on `today` for a call to `callee`, what
+    /// makes it so ("holds data of 2026-09-01, 84 days old; at most 31").
+    pub fn stale_for(&self, callee: E164, today: NaiveDate) -> Option<String> {
+        let f = &*self.freshness;
+        let max = f.max_age_days?;
+        if !f.countries.is_empty() {
+            let country = numbering::region_of(callee).country;
+            if !f.countries.iter().any(|c| c.eq_ignore_ascii_case(country)) {
+                return None;
+            }
+        }
+        match f.date {
+            None => Some(format!(
+                "has no date for its data and may be at most {max} days old"
+            )),
+            Some(d) => {
+                let age = (today - d).num_days();
+                (age > i64::from(max)).then(|| {
+                    format!("holds data of {d}, {age} days old; at most {max} days are allowed")
+                })
+            }
         }
     }
     /// Records how many lines of the list's file could not be read.
@@ -229,6 +416,13 @@ fn read(path: &Path) -> Result<String, ListError> {
         path: path.to_owned(),
         source,
     })?;
+    refuse_utf16(&bytes, path)?;
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    Ok(String::from_utf8_lossy(body).into_owned())
+}
+
+/// A UTF-16 file read as UTF-8 would yield no number at all: refused.
+fn refuse_utf16(bytes: &[u8], path: &Path) -> Result<(), ListError> {
     let head = &bytes[..bytes.len().min(64)];
     let utf16 = head.starts_with(&[0xFF, 0xFE])
         || head.starts_with(&[0xFE, 0xFF])
@@ -238,8 +432,7 @@ fn read(path: &Path) -> Result<String, ListError> {
             path: path.to_owned(),
         });
     }
-    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    Ok(String::from_utf8_lossy(body).into_owned())
+    Ok(())
 }
 
 /// The column separator of a row: comma, else semicolon (European
@@ -353,31 +546,209 @@ fn row_number(cells: &[&str], col: usize, country: Country) -> Option<E164> {
     numbering::parse(cells.get(col)?, country).ok()
 }
 
+/// Loads a DNC list: a compiled index (`callguard dnc compile`) is mapped
+/// as it is; a text list is parsed on every core and built into a
+/// [`CompactSet`] dated `date`.
 pub fn load_numbers(path: &Path, country: Country) -> Result<(NumberSet, LoadReport), ListError> {
-    let text = read(path)?;
-    let mut report = LoadReport::default();
-    let mut set = FxHashSet::default();
-    let mut it = lines(&text).peekable();
-    let cols = match it.peek() {
-        Some((_, first)) => columns(first, path)?,
-        None => Columns {
-            number: 0,
-            header: false,
-        },
+    load_numbers_dated(path, country, None)
+}
+
+pub fn load_numbers_dated(
+    path: &Path,
+    country: Country,
+    date: Option<NaiveDate>,
+) -> Result<(NumberSet, LoadReport), ListError> {
+    let read_err = |source| ListError::Read {
+        path: path.to_owned(),
+        source,
     };
-    if cols.header {
-        it.next();
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let len = file.metadata().map_err(read_err)?.len();
+    if len == 0 {
+        return Ok((NumberSet::default(), LoadReport::default()));
     }
-    for (ln, line) in it {
-        match row_number(&split_row(line), cols.number, country) {
-            Some(n) => {
-                set.insert(n.digits());
+    // SAFETY: read-only map of a list file read once, here, and dropped
+    // before returning; lists are replaced by writing new files (a file
+    // truncated under us would fault, as any mapped read would).
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_err)?;
+    if compact::is_index(&map) {
+        drop(map);
+        let set = CompactSet::open(path).map_err(|e| ListError::Index(Box::new(e)))?;
+        let report = LoadReport {
+            entries: set.len(),
+            ..LoadReport::default()
+        };
+        return Ok((NumberSet::from_set(set), report));
+    }
+    let (numbers, report) = parse_numbers(&map, path, country)?;
+    let set = CompactSet::from_sorted(
+        compact::merge(numbers.into_iter().map(Vec::into_iter).collect()),
+        date,
+    );
+    let report = LoadReport {
+        entries: set.len(),
+        ..report
+    };
+    Ok((NumberSet::from_set(set), report))
+}
+
+/// The numbers of a text list, as sorted parts (one per core), and what
+/// could not be read.
+fn parse_numbers(
+    bytes: &[u8],
+    path: &Path,
+    country: Country,
+) -> Result<(Vec<Vec<u64>>, LoadReport), ListError> {
+    refuse_utf16(bytes, path)?;
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let eol = if memchr::memchr(b'\n', body).is_some() {
+        b'\n'
+    } else {
+        b'\r'
+    };
+    // The first content line says whether there is a header and which
+    // column holds the number.
+    let mut skip_to = 0;
+    let mut cols = Columns {
+        number: 0,
+        header: false,
+    };
+    for (start, raw) in raw_lines(body, eol, 0) {
+        if let Some(line) = content(&String::from_utf8_lossy(raw)) {
+            cols = columns(line, path)?;
+            if cols.header {
+                skip_to = start + raw.len() + 1;
             }
-            None => note_invalid(&mut report, ln),
+            break;
         }
     }
-    report.entries = set.len();
-    Ok((NumberSet { set }, report))
+    // Cut at line ends into one part per core.
+    let parts = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let mut cuts = vec![0];
+    for i in 1..parts {
+        let at = (body.len() * i / parts).max(*cuts.last().unwrap_or(&0));
+        let cut = memchr::memchr(eol, &body[at..]).map_or(body.len(), |p| at + p + 1);
+        cuts.push(cut);
+    }
+    cuts.push(body.len());
+    let results: Vec<(Vec<u64>, LoadReport, usize)> = std::thread::scope(|s| {
+        let handles: Vec<_> = cuts
+            .windows(2)
+            .map(|w| {
+                let (a, b) = (w[0], w[1]);
+                let cols = &cols;
+                s.spawn(move || parse_part(&body[a..b], a, skip_to, eol, cols, country))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    // Line numbers were counted per part: shift each part's by the lines
+    // before it.
+    let mut report = LoadReport::default();
+    let mut lines_before = 0;
+    let mut numbers = Vec::with_capacity(results.len());
+    for (mut part, r, lines) in results {
+        report.invalid += r.invalid;
+        for l in r.invalid_lines {
+            if report.invalid_lines.len() < 5 {
+                report.invalid_lines.push(l + lines_before);
+            }
+        }
+        lines_before += lines;
+        part.sort_unstable();
+        numbers.push(part);
+    }
+    Ok((numbers, report))
+}
+
+/// Lines of `bytes` with their offsets (`base` + position), without
+/// their ends.
+fn raw_lines(bytes: &[u8], eol: u8, base: usize) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at >= bytes.len() {
+            return None;
+        }
+        let end = memchr::memchr(eol, &bytes[at..]).map_or(bytes.len(), |p| at + p);
+        let line = (base + at, &bytes[at..end]);
+        at = end + 1;
+        Some(line)
+    })
+}
+
+/// A line without its comment and surrounding blanks; `None` when nothing
+/// is left.
+fn content(l: &str) -> Option<&str> {
+    let l = l.split('#').next().unwrap_or("");
+    let l = l.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    (!l.is_empty()).then_some(l)
+}
+
+/// One part of a list: its numbers, unreadable lines (numbered within the
+/// part, from 1) and how many lines it has.
+fn parse_part(
+    part: &[u8],
+    base: usize,
+    skip_to: usize,
+    eol: u8,
+    cols: &Columns,
+    country: Country,
+) -> (Vec<u64>, LoadReport, usize) {
+    let mut out = Vec::with_capacity(part.len() / 12);
+    let mut report = LoadReport::default();
+    let mut lines = 0;
+    for (start, raw) in raw_lines(part, eol, base) {
+        lines += 1;
+        if start < skip_to {
+            continue;
+        }
+        // Most lines of a registry are digits alone, or `areacode,number`:
+        // read without building strings.
+        if cols.number == 0 {
+            if let Some(n) = fast_number(raw, country) {
+                out.push(n);
+                continue;
+            }
+        }
+        let text = String::from_utf8_lossy(raw);
+        let Some(line) = content(&text) else {
+            continue;
+        };
+        match row_number(&split_row(line), cols.number, country) {
+            Some(n) => out.push(n.digits()),
+            None => note_invalid(&mut report, lines),
+        }
+    }
+    (out, report, lines)
+}
+
+/// A line that is a number alone (`+`, digits, a CR) or the US registry's
+/// `AAA,NNNNNNN`, read as [`numbering::parse`] would; `None` for anything
+/// else (the general path reads it).
+fn fast_number(raw: &[u8], country: Country) -> Option<u64> {
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    if let [a0, a1, a2, b',', rest @ ..] = raw {
+        if rest.len() == 7 && [a0, a1, a2].iter().all(|b| b.is_ascii_digit()) {
+            let mut buf = [0u8; 10];
+            buf[..3].copy_from_slice(&raw[..3]);
+            buf[3..].copy_from_slice(rest);
+            let s = std::str::from_utf8(&buf).ok()?;
+            return numbering::parse(s, Country::US).ok().map(E164::digits);
+        }
+        return None;
+    }
+    let digits = raw.strip_prefix(b"+").unwrap_or(raw);
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    numbering::parse(std::str::from_utf8(raw).ok()?, country)
+        .ok()
+        .map(E164::digits)
 }
 
 /// Consent CSV: `number,date,proof[,hours]` (header optional; dates
@@ -430,6 +801,10 @@ mod tests {
         numbering::parse(s, Country::FR).unwrap()
     }
 
+    fn us(s: &str) -> E164 {
+        numbering::parse(s, Country::US).unwrap()
+    }
+
     #[test]
     fn plain_lists_with_comments_and_bad_lines() {
         let f = file("# Bloctel extract\n+33612345678\n01 42 00 00 99  # a landline\n\nnot-a-number\n0033162000001\n");
@@ -460,6 +835,77 @@ mod tests {
             load_numbers(Path::new("/nonexistent/list.txt"), Country::FR),
             Err(ListError::Read { .. })
         ));
+    }
+
+    /// The FTC's full list (`areacode,number`) with a change list on top:
+    /// additions and deletions apply, the last row for a number wins,
+    /// unreadable rows are counted.
+    #[test]
+    fn change_lists_apply_on_top_of_the_full_list() {
+        let full = file("201,5550100\r\n201,5550101\r\n212,5550199\r\n");
+        let (set, r) = load_numbers(full.path(), Country::US).unwrap();
+        assert_eq!((r.entries, set.len()), (3, 3));
+        let changes = file(
+            "areacode,number,change,date\n201,5550101,D,2026-11-20\n305,5550123,A,2026-11-20\n\
+             +12125550177,added\n212,5550188,A\n212,5550188,D\n201,5550199,X\n",
+        );
+        let (c, r) = load_changes(changes.path(), Country::US).unwrap();
+        assert_eq!((r.invalid, r.invalid_lines.clone()), (1, vec![7]));
+        let set = set.with_changes(&c);
+        assert!(set.contains(us("+12015550100")));
+        assert!(!set.contains(us("+12015550101")), "deleted");
+        assert!(set.contains(us("+13055550123")) && set.contains(us("+12125550177")));
+        assert!(!set.contains(us("+12125550188")), "added then deleted");
+        assert_eq!(set.len(), 4);
+        let all: Vec<u64> = set.iter().collect();
+        assert_eq!(all, [12015550100, 12125550177, 12125550199, 13055550123]);
+        // Change lists in order: a later one undoes an earlier one.
+        let later = file("305,5550123,D\n");
+        let (c2, _) = load_changes(later.path(), Country::US).unwrap();
+        let (base, _) = load_numbers(full.path(), Country::US).unwrap();
+        let set = base.with_changes(&c.then(c2));
+        assert!(!set.contains(us("+13055550123")));
+        assert_eq!(set.len(), 3);
+    }
+
+    /// A list older than its maximum age, or with no date, is stale for
+    /// the calls it covers, and only for those.
+    #[test]
+    fn staleness_by_age_and_country() {
+        let list = |date, countries: &[&str]| {
+            DncList::new("us".into(), Default::default(), Default::default()).with_freshness(
+                Freshness {
+                    date,
+                    max_age_days: Some(31),
+                    countries: countries.iter().map(|c| c.to_string()).collect(),
+                },
+            )
+        };
+        let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap();
+        let ny = us("+12125550100");
+        assert_eq!(
+            list(Some(d(10, 24)), &[]).stale_for(ny, d(11, 24)),
+            None,
+            "31 days"
+        );
+        let why = list(Some(d(10, 23)), &[]).stale_for(ny, d(11, 24)).unwrap();
+        assert!(
+            why.contains("2026-10-23") && why.contains("32 days"),
+            "{why}"
+        );
+        assert!(list(None, &[])
+            .stale_for(ny, d(11, 24))
+            .unwrap()
+            .contains("no date"));
+        let paris = n("+33142000000");
+        assert!(list(Some(d(1, 1)), &["US"])
+            .stale_for(paris, d(11, 24))
+            .is_none());
+        assert!(list(Some(d(1, 1)), &["US"])
+            .stale_for(ny, d(11, 24))
+            .is_some());
+        let unbounded = DncList::new("x".into(), Default::default(), Default::default());
+        assert!(unbounded.stale_for(ny, d(11, 24)).is_none());
     }
 
     #[test]

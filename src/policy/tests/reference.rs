@@ -360,7 +360,7 @@ fn policy(window: Window, automated: [Enforce; RULES], manual: [Enforce; RULES])
 }
 
 fn enforcement() -> impl Strategy<Value = [Enforce; RULES]> {
-    prop::array::uniform12(prop_oneof![Just(Enforce::Block), Just(Enforce::Warn)])
+    prop::array::uniform13(prop_oneof![Just(Enforce::Block), Just(Enforce::Warn)])
 }
 
 proptest! {
