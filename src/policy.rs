@@ -999,6 +999,7 @@ impl fmt::Display for LocalText {
     }
 }
 
+/// "Mon" as chrono writes it, without going through `core::fmt`.
 fn weekday_abbr(d: Weekday) -> &'static str {
     ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"][d.num_days_from_monday() as usize]
 }

@@ -357,17 +357,7 @@ impl Window {
     /// Whether some hour of the week is open, holidays aside: a schedule
     /// for which this is false refuses every call.
     pub fn opens_in_a_week(&self) -> bool {
-        [
-            Weekday::Mon,
-            Weekday::Tue,
-            Weekday::Wed,
-            Weekday::Thu,
-            Weekday::Fri,
-            Weekday::Sat,
-            Weekday::Sun,
-        ]
-        .iter()
-        .any(|&d| {
+        (0..7).map(weekday).any(|d| {
             let legal = self.legal.last().map_or(&[][..], |l| l.1.day(d));
             match &self.tenant {
                 Some(t) => !intersect(legal, t.day(d)).is_empty(),
