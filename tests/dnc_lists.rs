@@ -1,7 +1,8 @@
 //! National-scale DNC lists through the real binary: `callguard dnc
 //! compile` builds an index from the registry's formats (full list and
-//! change list), `serve` maps it, and a list older than the law allows
-//! refuses the calls it covers.
+//! change list), `serve` maps it, API changes sit on top of it and
+//! survive a kill -9, and a list older than the law allows refuses the
+//! calls it covers.
 
 mod common;
 
@@ -100,6 +101,23 @@ fn a_compiled_registry_is_mapped_and_a_stale_list_refuses_its_calls() {
         proxy.metric("callguard_dnc_list_max_age_seconds{list=\"us\"}"),
         31.0 * 86_400.0
     );
+    // Changes through the API sit on top of the mapped index and outlive
+    // a kill -9; the index file is never written.
+    let mut proxy = proxy;
+    let before = std::fs::read(p("us.cgdnc")).unwrap();
+    assert_eq!(proxy.http("PUT", "/v1/dnc/us/+12125550142", "").0, 200);
+    assert_eq!(proxy.http("DELETE", "/v1/dnc/us/+12015550100", "").0, 200);
+    proxy.kill9_and_restart();
+    let r = call(&proxy, &uac, "+12125550142", "d-4");
+    assert_eq!((r.status(), reason(&r)), (Some(603), "dnc".into()));
+    let r = call(&proxy, &uac, "+12015550100", "d-5");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(480), "outside_hours".into()),
+        "removed at run time"
+    );
+    assert_eq!(proxy.metric("callguard_dnc_entries{list=\"us\"}"), 3.0);
+    assert_eq!(std::fs::read(p("us.cgdnc")).unwrap(), before);
     drop(proxy);
 
     let tenant = "rule_sets = [\"fr\", \"us\"]\ndnc_lists = [\"us\", \"old\"]\n";

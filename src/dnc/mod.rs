@@ -601,6 +601,11 @@ fn parse_numbers(
 ) -> Result<(Vec<Vec<u64>>, LoadReport), ListError> {
     refuse_utf16(bytes, path)?;
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<') {
+        let (mut numbers, report) = parse_dncl_xml(body);
+        numbers.sort_unstable();
+        return Ok((vec![numbers], report));
+    }
     let eol = if memchr::memchr(b'\n', body).is_some() {
         b'\n'
     } else {
@@ -751,6 +756,82 @@ fn fast_number(raw: &[u8], country: Country) -> Option<u64> {
         .map(E164::digits)
 }
 
+/// Canada's National DNCL download in its XML form: `<ac val='416'>`
+/// opens an area code, `<ph val='1234567' />` lists a number in it (the
+/// flat form, `416,1234567`, reads as the FTC's). Read by hand rather than
+/// with an XML crate: two elements with one attribute each, scanned in
+/// place over the mapped file without building a tree; anything else in
+/// a tag (the `<list>` header, a prolog, comments) is skipped, and a `ph`
+/// outside an `ac` or with a value that is not 7 digits counts as an
+/// unreadable line.
+fn parse_dncl_xml(body: &[u8]) -> (Vec<u64>, LoadReport) {
+    let mut out = Vec::with_capacity(body.len() / 20);
+    let mut report = LoadReport::default();
+    let mut area: Option<&[u8]> = None;
+    let (mut line, mut counted) = (1, 0);
+    let mut at = 0;
+    while let Some(lt) = memchr::memchr(b'<', &body[at..]).map(|p| at + p) {
+        line += memchr::memchr_iter(b'\n', &body[counted..lt]).count();
+        counted = lt;
+        let Some(gt) = memchr::memchr(b'>', &body[lt..]).map(|p| lt + p) else {
+            note_invalid(&mut report, line);
+            break;
+        };
+        let tag = &body[lt + 1..gt];
+        at = gt + 1;
+        let name_end = tag
+            .iter()
+            .position(|b| b.is_ascii_whitespace() || (*b == b'/' && tag[0] != b'/'))
+            .unwrap_or(tag.len());
+        let digits = |n: usize| {
+            xml_attr(tag, b"val").filter(|v| v.len() == n && v.iter().all(u8::is_ascii_digit))
+        };
+        match &tag[..name_end] {
+            b"ac" => {
+                area = digits(3);
+                if area.is_none() {
+                    note_invalid(&mut report, line);
+                }
+            }
+            b"/ac" => area = None,
+            b"ph" => {
+                let number = area.zip(digits(7)).and_then(|(a, n)| {
+                    let mut buf = [0u8; 10];
+                    buf[..3].copy_from_slice(a);
+                    buf[3..].copy_from_slice(n);
+                    let s = std::str::from_utf8(&buf).ok()?;
+                    numbering::parse(s, Country::US).ok()
+                });
+                match number {
+                    Some(n) => out.push(n.digits()),
+                    None => note_invalid(&mut report, line),
+                }
+            }
+            _ => {}
+        }
+    }
+    (out, report)
+}
+
+/// The value of attribute `name` in a tag's text (`name='v'`, `name="v"`).
+fn xml_attr<'a>(tag: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let mut rest = tag;
+    loop {
+        let i = memchr::memmem::find(rest, name)?;
+        let before_ok = i == 0 || rest[i - 1].is_ascii_whitespace();
+        let after = rest[i + name.len()..].trim_ascii_start();
+        rest = &rest[i + name.len()..];
+        if let (true, Some(value)) = (before_ok, after.strip_prefix(b"=")) {
+            let value = value.trim_ascii_start();
+            let quote = *value.first()?;
+            if quote == b'\'' || quote == b'"' {
+                let end = memchr::memchr(quote, &value[1..])?;
+                return Some(&value[1..1 + end]);
+            }
+        }
+    }
+}
+
 /// Consent CSV: `number,date,proof[,hours]` (header optional; dates
 /// `YYYY-MM-DD`; `hours` = yes/true/1).
 pub fn load_consent(path: &Path, country: Country) -> Result<(ConsentList, LoadReport), ListError> {
@@ -835,6 +916,37 @@ mod tests {
             load_numbers(Path::new("/nonexistent/list.txt"), Country::FR),
             Err(ListError::Read { .. })
         ));
+    }
+
+    /// Canada's National DNCL download, both forms: the flat file
+    /// (`416,1234567`) and the XML one, where numbers sit inside their
+    /// area code's element; a number outside one, or not 7 digits, is an
+    /// unreadable line, never a guess.
+    #[test]
+    fn canadas_dncl_download_flat_and_xml() {
+        let ca = |s: &str| numbering::parse(s, Country::US).unwrap();
+        let f = file("416,5551234\n905,5551235\n");
+        let (set, r) = load_numbers(f.path(), Country::US).unwrap();
+        assert_eq!((r.entries, r.invalid), (2, 0));
+        assert!(set.contains(ca("+14165551234")) && set.contains(ca("+19055551235")));
+        let f = file(
+            "<?xml version=\"1.0\"?>\n<list type='full' level='all' val='' />\n\
+             <ac val='416'>\n<ph val='5551234' /> <ph val=\"5551236\"/>\n<ph val='12345' />\n</ac>\n\
+             <!-- comment -->\n<ac val = '905'><ph val='5551235' /></ac>\n<ph val='7654321' />\n",
+        );
+        let (set, r) = load_numbers(f.path(), Country::US).unwrap();
+        assert_eq!(
+            (r.entries, r.invalid, r.invalid_lines.clone()),
+            (3, 2, vec![5, 9])
+        );
+        for n in ["+14165551234", "+14165551236", "+19055551235"] {
+            assert!(set.contains(ca(n)), "{n}");
+        }
+        assert!(!set.contains(ca("+14167654321")) && !set.contains(ca("+19057654321")));
+        // Cut short inside a tag: what came before is kept, the cut counted.
+        let f = file("<ac val='416'><ph val='5551234' /><ph val='55");
+        let (set, r) = load_numbers(f.path(), Country::US).unwrap();
+        assert_eq!((set.len(), r.invalid), (1, 1));
     }
 
     /// The FTC's full list (`areacode,number`) with a change list on top:
