@@ -43,7 +43,7 @@ step() {
 	local uas_t=$!
 	nap 0.5
 	(cd "$d" && exec timeout $((STEP_S + 60)) sipp -sf "$SCEN/uac.xml" -inf "$d/callees.csv" -i 127.0.0.1 -p "$UAC_PORT" \
-		"$proxy" -r "$r" -rp 1000 -m "$m" -l "$lim" -nostdin -buff_size 4194304 -recv_timeout 5000 \
+		"$proxy" ${UAC_EXTRA:-} -r "$r" -rp 1000 -m "$m" -l "$lim" -nostdin -buff_size 4194304 -recv_timeout 5000 \
 		-trace_stat -fd 1 -trace_rtt -rtt_freq 1000 -timeout $((STEP_S + 40))s -d 0 > uac.out 2>&1) &
 	local uac_t=$!
 	nap 3

@@ -1,5 +1,8 @@
 //! The audit trail: one JSON line per decision on an initial INVITE, the
-//! proof a compliance officer shows an inspector.
+//! proof a compliance officer shows an inspector. Strangers (sources of
+//! no tenant) are accounted for by one line per source and interval
+//! (`"kind":"strangers"`), not one per message: a flood must not fill the
+//! disk.
 //!
 //! The call path only moves a compact record into a bounded channel; a
 //! writer thread formats, writes and `fsync`s in batches. A batch is
@@ -123,11 +126,85 @@ pub struct Audit {
 #[error("the audit trail is not keeping up")]
 pub struct Full;
 
+/// What strangers sent in an interval, per source
+/// ([`crate::admission::Strangers::take_account`]).
+#[derive(Debug, Clone)]
+pub struct StrangerAccount {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub counts: Vec<crate::admission::SourceCount>,
+    pub config_version: std::sync::Arc<str>,
+}
+
+#[derive(Serialize)]
+struct StrangerLine<'a> {
+    time: String,
+    kind: &'static str,
+    source: Option<String>,
+    since: String,
+    answered: u64,
+    dropped: u64,
+    decision: Outcome,
+    status: u16,
+    reason: Code,
+    explanation: &'static str,
+    config_version: &'a str,
+}
+
+/// One line to write. Records go by value as they came (boxing them
+/// would cost an allocation per call).
+#[allow(clippy::large_enum_variant)]
+enum Entry {
+    Call(Record),
+    Strangers(std::sync::Arc<StrangerAccount>, usize),
+}
+
+impl Entry {
+    fn at(&self) -> DateTime<Utc> {
+        match self {
+            Entry::Call(r) => r.at,
+            Entry::Strangers(a, _) => a.until,
+        }
+    }
+
+    fn format(&self, out: &mut Vec<u8>) {
+        let (a, c) = match self {
+            Entry::Call(r) => return format_line(r, out),
+            Entry::Strangers(a, i) => match a.counts.get(*i) {
+                Some(c) => (a, c),
+                None => return,
+            },
+        };
+        let millis = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let line = StrangerLine {
+            time: millis(a.until),
+            kind: "strangers",
+            source: c.source.map(|ip| ip.to_string()),
+            since: millis(a.since),
+            answered: c.answered,
+            dropped: c.dropped,
+            decision: Outcome::Reject,
+            status: 403,
+            reason: Code::SourceNotAuthorized,
+            explanation: if c.source.is_some() {
+                "the source address is in no tenant's dialer networks: INVITEs answered 403 within its budget, the rest dropped unanswered"
+            } else {
+                "sources past the tracked number, together: in no tenant's dialer networks"
+            },
+            config_version: &a.config_version,
+        };
+        if serde_json::to_writer(&mut *out, &line).is_ok() {
+            out.push(b'\n');
+        }
+    }
+}
+
 // Boxing the record would cost an allocation per call to shrink a message
 // that is sent once at shutdown.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(Record),
+    Strangers(StrangerAccount),
     /// Write and fsync what came before, then answer (shutdown).
     Flush(mpsc::SyncSender<()>),
 }
@@ -218,6 +295,14 @@ impl Audit {
         }
     }
 
+    /// Queues an interval's account of strangers (one line per source).
+    pub fn record_strangers(&self, account: StrangerAccount) -> Result<(), Full> {
+        if account.counts.is_empty() {
+            return Ok(());
+        }
+        self.tx.try_send(Msg::Strangers(account)).map_err(|_| Full)
+    }
+
     /// Returns once every record handed over before the call is on disk
     /// (fsync'd), or after `bound` if the disk stalls: shutdown must end.
     pub fn flush(&self, bound: Duration) -> bool {
@@ -247,23 +332,34 @@ impl Writer {
             // Wait for the first record, then take what else is there for
             // up to FLUSH_EVERY or BATCH records.
             let mut batch = Vec::new();
-            let mut flushed = None;
-            match rx.recv() {
-                Ok(Msg::Record(r)) => batch.push(r),
-                Ok(Msg::Flush(done)) => flushed = Some(done),
+            let mut calls = 0;
+            let mut take = |m: Msg, batch: &mut Vec<Entry>| match m {
+                Msg::Record(r) => {
+                    calls += 1;
+                    batch.push(Entry::Call(r));
+                    None
+                }
+                Msg::Strangers(a) => {
+                    let a = std::sync::Arc::new(a);
+                    batch.extend((0..a.counts.len()).map(|i| Entry::Strangers(a.clone(), i)));
+                    None
+                }
+                Msg::Flush(done) => Some(done),
+            };
+            let mut flushed = match rx.recv() {
+                Ok(m) => take(m, &mut batch),
                 Err(_) => return,
-            }
+            };
             let deadline = Instant::now() + FLUSH_EVERY;
             while flushed.is_none() && batch.len() < BATCH {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(left) {
-                    Ok(Msg::Record(r)) => batch.push(r),
-                    Ok(Msg::Flush(done)) => flushed = Some(done),
+                    Ok(m) => flushed = take(m, &mut batch),
                     Err(_) => break,
                 }
             }
             self.queued
-                .fetch_sub(batch.len(), std::sync::atomic::Ordering::Relaxed);
+                .fetch_sub(calls, std::sync::atomic::Ordering::Relaxed);
             // One write per batch, not per line: a syscall per decision
             // cost more than formatting it.
             let mut day = String::new();
@@ -271,13 +367,13 @@ impl Writer {
                 // The day is formatted by hand: strftime-style formatting
                 // per line costs more than the JSON.
                 day.clear();
-                let d = r.at.date_naive();
+                let d = r.at().date_naive();
                 let _ = std::fmt::Write::write_fmt(
                     &mut day,
                     format_args!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
                 );
                 let start = buf.len();
-                format_line(r, &mut buf);
+                r.format(&mut buf);
                 let len = (buf.len() - start) as u64;
                 if self.file.is_none()
                     || self.day != day

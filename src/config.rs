@@ -347,6 +347,20 @@ pub struct Sip {
     pub max_message_bytes: usize,
     #[serde(default = "d_tcp_idle")]
     pub tcp_idle_timeout_s: u64,
+    /// Messages a second that a source of no tenant and no carrier may
+    /// send (twice that at once) before the rest are dropped unparsed; 0
+    /// drops them all unanswered.
+    #[serde(default = "d_stranger_rate")]
+    pub stranger_rate_per_s: u32,
+    /// TCP/TLS connections one such source may hold open.
+    #[serde(default = "d_stranger_conns_per_source")]
+    pub stranger_connections_per_source: usize,
+    /// TCP/TLS connections all such sources together may hold open.
+    #[serde(default = "d_stranger_conns")]
+    pub stranger_connections: usize,
+    /// Idle time after which a stranger's connection is closed.
+    #[serde(default = "d_stranger_idle")]
+    pub stranger_idle_timeout_s: u64,
     /// On SIGTERM, how long calls still waiting for a final response may
     /// take before the process stops anyway.
     #[serde(default = "d_drain")]
@@ -373,6 +387,18 @@ fn d_max_message() -> usize {
 }
 fn d_tcp_idle() -> u64 {
     600
+}
+fn d_stranger_rate() -> u32 {
+    20
+}
+fn d_stranger_conns_per_source() -> usize {
+    32
+}
+fn d_stranger_conns() -> usize {
+    1024
+}
+fn d_stranger_idle() -> u64 {
+    10
 }
 fn d_drain() -> u64 {
     30
@@ -544,6 +570,14 @@ pub struct AuditConfig {
     /// A file larger than this is rotated.
     #[serde(default = "d_audit_mb")]
     pub max_file_mb: u64,
+    /// Strangers' messages are written as one line per source per this
+    /// many seconds.
+    #[serde(default = "d_stranger_interval")]
+    pub stranger_interval_s: u64,
+}
+
+fn d_stranger_interval() -> u64 {
+    60
 }
 
 fn d_audit_mb() -> u64 {
@@ -555,6 +589,7 @@ impl Default for AuditConfig {
         AuditConfig {
             dir: None,
             max_file_mb: d_audit_mb(),
+            stranger_interval_s: d_stranger_interval(),
         }
     }
 }
@@ -706,6 +741,23 @@ impl Config {
             return Err(invalid(
                 &[Key("sip"), Key("max_message_bytes")],
                 "must be between 1024 and 1048576".into(),
+            ));
+        }
+        for (key, v) in [
+            ("stranger_idle_timeout_s", self.sip.stranger_idle_timeout_s),
+            ("tcp_idle_timeout_s", self.sip.tcp_idle_timeout_s),
+        ] {
+            if v == 0 {
+                return Err(invalid(
+                    &[Key("sip"), Key(key)],
+                    "must be at least 1".into(),
+                ));
+            }
+        }
+        if self.audit.stranger_interval_s == 0 {
+            return Err(invalid(
+                &[Key("audit"), Key("stranger_interval_s")],
+                "must be at least 1".into(),
             ));
         }
         if self.health.options_interval_ms != 0 && self.health.options_interval_ms < 100 {

@@ -16,6 +16,8 @@
 //!    - [`policy`]: the pure decision engine (facts + history + instant → decision).
 //!    - [`proxy`]: the proxy core (§16) on the transaction machines
 //!      ([`proxy::txn`], §17): messages and instants in, datagrams and deadlines out.
+//!    - [`admission`]: what a stranger (no tenant, no carrier) may cost: per-source
+//!      budgets, addresses and instants in, verdicts and an account out.
 //! 3. Effects the call path needs:
 //!    - [`state`]: refusals, attempts and DNC changes behind one [`state::Backend`]
 //!      (embedded redb store, or Redis shared by several instances).
@@ -32,6 +34,7 @@
 //!    - [`metrics`]: Prometheus series with the contract's names.
 
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod audit;
 pub mod clock;

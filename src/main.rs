@@ -403,6 +403,12 @@ fn serve(
             .unwrap_or(2),
         n => n,
     };
+    // Sockets, connections and mapped lists all hold descriptors; the
+    // usual soft limit (1,024) is what a few hundred connections exhaust.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "file descriptor limit"),
+        Err(e) => tracing::warn!("could not raise the file descriptor limit: {e}"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

@@ -75,8 +75,24 @@ pub struct CalendarLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: &'static str,
+}
+
+/// What sources of no tenant and no carrier cost (`crate::admission`):
+/// handles the driver counts with.
+#[derive(Clone, Debug, Default)]
+pub struct StrangerMetrics {
+    pub answered: Counter,
+    pub dropped: Counter,
+    pub sources: Gauge,
+    pub connections: Gauge,
+    pub connections_refused: Counter,
 }
 
 pub struct Metrics {
@@ -100,6 +116,7 @@ pub struct Metrics {
     pub state_backend_up: Gauge,
     pub state_errors: Counter,
     pub audit_overflow: Counter,
+    pub strangers: StrangerMetrics,
 }
 
 impl Default for Metrics {
@@ -171,6 +188,42 @@ impl Metrics {
             "audit_overflow",
             "Calls refused 503 audit_unavailable because the audit trail's queue was full (the disk stalls)",
             audit_overflow.clone(),
+        );
+        let stranger_messages = Family::<OutcomeLabels, Counter>::default();
+        // One statement each: the guard `get_or_create` returns holds the
+        // family's lock until the statement ends.
+        let answered = stranger_messages
+            .get_or_create(&OutcomeLabels {
+                outcome: "answered",
+            })
+            .clone();
+        let dropped = stranger_messages
+            .get_or_create(&OutcomeLabels { outcome: "dropped" })
+            .clone();
+        let strangers = StrangerMetrics {
+            answered,
+            dropped,
+            ..StrangerMetrics::default()
+        };
+        registry.register(
+            "stranger_messages",
+            "Messages from sources of no tenant and no carrier: answered within the source's budget (sip.stranger_rate_per_s), or dropped unparsed past it",
+            stranger_messages,
+        );
+        registry.register(
+            "stranger_sources",
+            "Stranger addresses tracked one by one now (bounded; the others share one budget)",
+            strangers.sources.clone(),
+        );
+        registry.register(
+            "stranger_connections",
+            "TCP/TLS connections open now from addresses of no tenant and no carrier",
+            strangers.connections.clone(),
+        );
+        registry.register(
+            "stranger_connections_refused",
+            "TCP/TLS connections from strangers closed at once: past the per-source or total cap",
+            strangers.connections_refused.clone(),
         );
         registry.register(
             "state_backend_up",
@@ -258,6 +311,7 @@ impl Metrics {
             state_backend_up,
             state_errors,
             audit_overflow,
+            strangers,
         }
     }
 

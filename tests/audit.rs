@@ -20,10 +20,6 @@ fn every_decision_is_on_disk_and_survives_kill_9() {
     // 2: DNC
     send_invite(&p, &uac, "0612345678", "a-dnc");
     assert_eq!(uac.recv_final_or_request(T).status(), Some(603));
-    // 3: unknown source
-    let stranger = Ua::bind("127.0.0.2:0");
-    send_invite(&p, &stranger, "+33142000000", "a-stranger");
-    assert_eq!(stranger.recv_final_or_request(T).status(), Some(403));
 
     // The writer flushes every 100 ms; then the process dies without warning.
     std::thread::sleep(Duration::from_millis(400));
@@ -36,7 +32,7 @@ fn every_decision_is_on_disk_and_survives_kill_9() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 2, "{text}");
     let by = |id: &str| {
         lines
             .iter()
@@ -71,11 +67,4 @@ fn every_decision_is_on_disk_and_survives_kill_9() {
     assert_eq!(d["callee"], "+33612345678");
     assert_eq!(d["failed_rules"][0]["rule"], "dnc");
     assert_eq!(d["failed_rules"][0]["enforcement"], "block");
-
-    let s = by("a-stranger");
-    assert_eq!(
-        (s["status"].as_u64(), s["reason"].as_str()),
-        (Some(403), Some("source_not_authorized"))
-    );
-    assert!(s["source"].as_str().unwrap().starts_with("127.0.0.2:"));
 }

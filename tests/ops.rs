@@ -175,6 +175,7 @@ fn metrics_move_with_sip_traffic_and_dashboards_query_only_exported_names() {
         "CallguardHolidayCalendarRunningOut",
         "CallguardDncListExpiring",
         "CallguardDncListStale",
+        "CallguardStrangerFlood",
     ] {
         assert!(alerts.contains(&format!("alert: {alert}")), "{alert}");
     }

@@ -59,8 +59,7 @@ impl Reloader {
         let s = Arc::new(s);
         self.current_settings.store(s.clone());
         let gate: Arc<dyn crate::proxy::Gatekeeper> = self.gate();
-        self.dispatcher
-            .for_each_core(|c| c.reconfigure(s.clone(), gate.clone()));
+        self.dispatcher.reconfigure(s, gate);
     }
 }
 

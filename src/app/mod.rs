@@ -25,11 +25,34 @@ use crate::metrics::Metrics;
 use crate::proxy::{Carrier, CarrierStatus, Core, LocalEndpoint, Peer, Settings, Transport};
 use crate::state::{Backend, Store};
 use crate::transport::tls::{PeerNames, Tls, TlsFiles};
-use crate::transport::Dispatcher;
+use crate::transport::{Dispatcher, Io, Known, StrangerLimits};
 
 /// Socket receive buffer asked for (the kernel caps it at rmem_max): bursts
 /// of a few thousand datagrams must not be dropped while a worker is busy.
 const UDP_BUFFER: usize = 4 << 20;
+
+/// Writes what strangers sent, one audit line per source, every
+/// `interval` (`audit.stranger_interval_s`).
+async fn account_strangers(r: Arc<Reloader>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        r.account_strangers();
+    }
+}
+
+/// Each stranger address's budget: `sip.stranger_rate_per_s` sustained,
+/// twice that at once.
+fn stranger_budget(cfg: &Config) -> crate::admission::Budget {
+    let rate = f64::from(cfg.sip.stranger_rate_per_s);
+    crate::admission::Budget {
+        per_second: rate,
+        burst: 2.0 * rate,
+        max_sources: 10_000,
+    }
+}
 
 /// A started proxy. Dropping it does not stop the tasks; the process ends
 /// them.
@@ -76,6 +99,8 @@ impl Running {
     /// Last step: what the audit trail and the state hold in memory goes
     /// to disk. Blocking; bounded by the disk.
     pub fn flush(&self) -> anyhow::Result<()> {
+        // The strangers' last interval, cut short, is on record too.
+        self.reloader.account_strangers();
         if !self.reloader.audit.flush(Duration::from_secs(10)) {
             bail!("the audit log could not be flushed within 10 s");
         }
@@ -138,6 +163,8 @@ pub struct Reloader {
     resolving: parking_lot::Mutex<std::collections::HashSet<String>>,
     me: std::sync::Weak<Reloader>,
     one_at_a_time: parking_lot::Mutex<()>,
+    /// Start of the strangers' interval not yet written to the audit trail.
+    strangers_since: parking_lot::Mutex<chrono::DateTime<chrono::Utc>>,
     /// TLS certificates and trust, when any TLS is configured at start.
     tls: Option<Arc<Tls>>,
     peer_names: Arc<PeerNames>,
@@ -162,6 +189,22 @@ impl crate::admin::Operations for Reloader {
 }
 
 impl Reloader {
+    /// Hands what strangers sent since the last account to the audit trail.
+    fn account_strangers(&self) {
+        let counts = self.dispatcher.take_stranger_account();
+        let until = self.clock.now();
+        let since = std::mem::replace(&mut *self.strangers_since.lock(), until);
+        let account = crate::audit::StrangerAccount {
+            since,
+            until,
+            counts,
+            config_version: self.current.load().config_version().clone(),
+        };
+        if self.audit.record_strangers(account).is_err() {
+            tracing::warn!("audit trail behind: an account of strangers' messages was not written");
+        }
+    }
+
     pub fn reload(&self) -> anyhow::Result<String> {
         let _guard = self.one_at_a_time.lock();
         let result = self.try_reload();
@@ -245,8 +288,8 @@ impl Reloader {
         self.current.store(gate.clone());
         self.current_settings.store(settings.clone());
         let gate: Arc<dyn crate::proxy::Gatekeeper> = gate;
-        self.dispatcher
-            .for_each_core(|c| c.reconfigure(settings.clone(), gate.clone()));
+        self.dispatcher.reconfigure(settings.clone(), gate);
+        self.dispatcher.set_stranger_budget(stranger_budget(&cfg));
         if let Some(me) = self.me.upgrade() {
             me.start_resolving();
         }
@@ -752,12 +795,22 @@ pub async fn start_on(
         .collect();
     let dispatcher = Dispatcher::new(
         cores,
-        udp_v4.clone(),
-        udp_v6.clone(),
-        tls.clone(),
-        peer_names.clone(),
-        cfg.sip.max_message_bytes,
-        Duration::from_secs(cfg.sip.tcp_idle_timeout_s),
+        Known::new(gatekeeper.clone(), &settings),
+        Io {
+            udp_v4: udp_v4.clone(),
+            udp_v6: udp_v6.clone(),
+            tls: tls.clone(),
+            peer_names: peer_names.clone(),
+            max_message: cfg.sip.max_message_bytes,
+            tcp_idle: Duration::from_secs(cfg.sip.tcp_idle_timeout_s),
+            strangers: StrangerLimits {
+                budget: stranger_budget(&cfg),
+                connections_per_source: cfg.sip.stranger_connections_per_source,
+                connections: cfg.sip.stranger_connections,
+                idle: Duration::from_secs(cfg.sip.stranger_idle_timeout_s),
+            },
+            stranger_metrics: metrics.strangers.clone(),
+        },
     );
     dispatcher.spawn_timers();
     for sock in [udp_v4, udp_v6].into_iter().flatten() {
@@ -811,6 +864,7 @@ pub async fn start_on(
         me: me.clone(),
         data_dir: cfg.state.data_dir.clone(),
         one_at_a_time: parking_lot::Mutex::new(()),
+        strangers_since: parking_lot::Mutex::new(clock.now()),
         tls,
         peer_names,
     });
@@ -834,6 +888,10 @@ pub async fn start_on(
     if let Some(shared) = reloader.shared.clone() {
         tokio::spawn(dnc_sync(reloader.clone(), shared, dnc_after));
     }
+    tokio::spawn(account_strangers(
+        reloader.clone(),
+        Duration::from_secs(cfg.audit.stranger_interval_s),
+    ));
 
     for b in &bound {
         tracing::info!(listen = %b, "SIP listener ready");

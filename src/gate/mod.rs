@@ -384,21 +384,21 @@ impl OwnedFacts {
     }
 }
 
+impl Gate {
+    /// The version of the config this gate was built from (audit lines).
+    pub fn config_version(&self) -> &Arc<str> {
+        &self.flow.config_version
+    }
+}
+
 impl Gatekeeper for Gate {
     fn check(&self, invite: &Message, source: &Peer) -> Verdict {
         let started = std::time::Instant::now();
         let now = self.clock.now();
         let call_id = || String::from_utf8_lossy(invite.call_id().unwrap_or_default()).into_owned();
         let Some(t) = self.tenants.find_peer(source, self.peer_names.as_deref()) else {
-            if let Some(a) = &self.flow.audit {
-                let _ = a.try_record(Record {
-                    call_id: call_id(),
-                    source: source.addr,
-                    decision: None,
-                    at: now,
-                    config_version: self.flow.config_version.clone(),
-                });
-            }
+            // Not audited one by one: the driver accounts for strangers per
+            // source and interval (`crate::admission`).
             return Verdict::Reject(source_not_authorized(source));
         };
         if self.flow.audit.as_ref().is_some_and(|a| !a.has_room()) {
@@ -435,6 +435,12 @@ impl Gatekeeper for Gate {
                 })
             }
         }
+    }
+
+    fn knows(&self, peer: &Peer) -> bool {
+        self.tenants
+            .find_peer(peer, self.peer_names.as_deref())
+            .is_some()
     }
 
     fn tenant_of(&self, peer: &Peer) -> Option<Arc<str>> {

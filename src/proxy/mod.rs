@@ -200,6 +200,11 @@ pub trait Gatekeeper: Send + Sync {
     fn tenant_of(&self, _peer: &Peer) -> Option<Arc<str>> {
         None
     }
+    /// Whether `peer` is a tenant's (what [`Gatekeeper::tenant_of`] says,
+    /// without building its name).
+    fn knows(&self, peer: &Peer) -> bool {
+        self.tenant_of(peer).is_some()
+    }
     /// Sees each in-dialog request of a dialog this proxy record-routed,
     /// before it is forwarded (e.g. a BYE that signals a refusal). Never
     /// changes how it is routed.

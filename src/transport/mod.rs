@@ -7,6 +7,10 @@
 //! while the core handles one message; sending happens after unlocking.
 //! Decisions the core parks (a shared state store to ask) run as tasks
 //! whose verdict goes back into the same shard.
+//!
+//! Strangers (sources of no tenant and no carrier) are held to a budget
+//! before anything is parsed or copied ([`crate::admission`]), and to a
+//! number of connections per source and in all.
 
 pub mod stream;
 pub mod tls;
@@ -23,7 +27,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify};
 
-use crate::proxy::{Core, DecisionId, Peer, Pending, Transmit, Transport};
+use crate::admission::{Admit, Budget, SourceCount, Strangers};
+use crate::metrics::StrangerMetrics;
+use crate::proxy::{Core, DecisionId, Gatekeeper, Peer, Pending, Settings, Transmit, Transport};
+use rustc_hash::FxHashMap;
+use std::net::IpAddr;
 use stream::{next_frame, Frame};
 use tls::{PeerNames, Tls};
 
@@ -42,8 +50,76 @@ struct Shard {
     armed: AtomicU64,
 }
 
+/// Who is no stranger: a tenant's dialer (by network, or by the
+/// certificate of its TLS connection) or a carrier's address.
+pub struct Known {
+    gate: Arc<dyn Gatekeeper>,
+    carriers: Vec<IpAddr>,
+}
+
+impl Known {
+    pub fn new(gate: Arc<dyn Gatekeeper>, settings: &Settings) -> Known {
+        let carriers = settings
+            .carriers
+            .iter()
+            .map(|c| crate::proxy::routing::canonical(c.peer.addr.ip()))
+            .collect();
+        Known { gate, carriers }
+    }
+
+    fn contains(&self, peer: &Peer) -> bool {
+        self.carriers
+            .contains(&crate::proxy::routing::canonical(peer.addr.ip()))
+            || self.gate.knows(peer)
+    }
+}
+
+/// How much strangers may cost (`[sip] stranger_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct StrangerLimits {
+    pub budget: Budget,
+    pub connections_per_source: usize,
+    pub connections: usize,
+    pub idle: Duration,
+}
+
+/// Connections open from strangers, by address and in all.
+#[derive(Default)]
+struct StrangerConnections {
+    by_source: FxHashMap<IpAddr, usize>,
+    total: usize,
+}
+
+/// A stranger's connection, counted while it lives.
+struct StrangerConnection {
+    dispatcher: Weak<Dispatcher>,
+    ip: IpAddr,
+}
+
+impl Drop for StrangerConnection {
+    fn drop(&mut self) {
+        let Some(d) = self.dispatcher.upgrade() else {
+            return;
+        };
+        let mut c = d.stranger_connections.lock();
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.by_source.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.by_source.remove(&self.ip);
+            }
+        }
+        d.stranger_metrics.connections.set(c.total as i64);
+    }
+}
+
 pub struct Dispatcher {
     shards: Box<[Shard]>,
+    known: arc_swap::ArcSwap<Known>,
+    strangers: Mutex<Strangers>,
+    stranger_connections: Mutex<StrangerConnections>,
+    stranger_limits: StrangerLimits,
+    stranger_metrics: StrangerMetrics,
     udp_v4: Option<Arc<UdpSocket>>,
     udp_v6: Option<Arc<UdpSocket>>,
     /// Open TCP and TLS connections by transport and remote address: their
@@ -60,17 +136,36 @@ pub struct Dispatcher {
 
 type Batch = SmallVec<[Transmit; 4]>;
 
+/// The sockets and settings a [`Dispatcher`] drives its cores with.
+pub struct Io {
+    pub udp_v4: Option<Arc<UdpSocket>>,
+    pub udp_v6: Option<Arc<UdpSocket>>,
+    pub tls: Option<Arc<Tls>>,
+    pub peer_names: Arc<PeerNames>,
+    pub max_message: usize,
+    pub tcp_idle: Duration,
+    pub strangers: StrangerLimits,
+    pub stranger_metrics: StrangerMetrics,
+}
+
 impl Dispatcher {
-    pub fn new(
-        cores: Vec<Core>,
-        udp_v4: Option<Arc<UdpSocket>>,
-        udp_v6: Option<Arc<UdpSocket>>,
-        tls: Option<Arc<Tls>>,
-        peer_names: Arc<PeerNames>,
-        max_message: usize,
-        tcp_idle: Duration,
-    ) -> Arc<Dispatcher> {
+    pub fn new(cores: Vec<Core>, known: Known, io: Io) -> Arc<Dispatcher> {
+        let Io {
+            udp_v4,
+            udp_v6,
+            tls,
+            peer_names,
+            max_message,
+            tcp_idle,
+            strangers,
+            stranger_metrics,
+        } = io;
         Arc::new_cyclic(|me| Dispatcher {
+            known: arc_swap::ArcSwap::from_pointee(known),
+            strangers: Mutex::new(Strangers::new(strangers.budget, Instant::now())),
+            stranger_connections: Mutex::default(),
+            stranger_limits: strangers,
+            stranger_metrics,
             shards: cores
                 .into_iter()
                 .map(|c| Shard {
@@ -98,12 +193,79 @@ impl Dispatcher {
         }
     }
 
+    /// New settings and gatekeeper (reload, carriers resolved again): for
+    /// every core, and for telling strangers apart.
+    pub fn reconfigure(&self, settings: Arc<Settings>, gate: Arc<dyn Gatekeeper>) {
+        self.known
+            .store(Arc::new(Known::new(gate.clone(), &settings)));
+        self.for_each_core(|c| c.reconfigure(settings.clone(), gate.clone()));
+    }
+
+    /// A new per-source budget for strangers (reload).
+    pub fn set_stranger_budget(&self, budget: Budget) {
+        self.strangers.lock().set_budget(budget);
+    }
+
+    /// What strangers sent since the last call, per source; the table of
+    /// sources is trimmed.
+    pub fn take_stranger_account(&self) -> Vec<SourceCount> {
+        let mut s = self.strangers.lock();
+        let account = s.take_account(Instant::now());
+        self.stranger_metrics.sources.set(s.tracked() as i64);
+        account
+    }
+
+    /// Whether a message from `from` is to be handled: always for a tenant
+    /// or a carrier, within its budget for a stranger. Asked before the
+    /// message is copied or parsed.
+    fn admits(&self, from: &Peer) -> bool {
+        if self.known.load().contains(from) {
+            return true;
+        }
+        let admit = self.strangers.lock().admit(from.addr.ip(), Instant::now());
+        match admit {
+            Admit::Answer => {
+                self.stranger_metrics.answered.inc();
+                true
+            }
+            Admit::Drop => {
+                self.stranger_metrics.dropped.inc();
+                false
+            }
+        }
+    }
+
+    /// Counts a new connection from a stranger, or `None` when its source
+    /// or strangers in all hold as many as they may.
+    fn stranger_connection(&self, ip: IpAddr) -> Option<StrangerConnection> {
+        let limits = &self.stranger_limits;
+        let mut c = self.stranger_connections.lock();
+        let from_source = c.by_source.get(&ip).copied().unwrap_or(0);
+        if from_source >= limits.connections_per_source || c.total >= limits.connections {
+            return None;
+        }
+        *c.by_source.entry(ip).or_insert(0) += 1;
+        c.total += 1;
+        self.stranger_metrics.connections.set(c.total as i64);
+        Some(StrangerConnection {
+            dispatcher: self.me.clone(),
+            ip,
+        })
+    }
+
     fn nanos(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.base).as_nanos() as u64
     }
 
     /// One received message (a datagram, or a framed TCP message).
     pub fn deliver(&self, from: Peer, data: Bytes) {
+        if self.admits(&from) {
+            self.route(from, data);
+        }
+    }
+
+    /// An admitted message, to the shard of its Call-ID.
+    fn route(&self, from: Peer, data: Bytes) {
         let i = (call_id_hash(&data) % self.shards.len() as u64) as usize;
         self.with_core(i, |core| core.handle_message(Instant::now(), from, data));
     }
@@ -288,7 +450,7 @@ impl Dispatcher {
             };
             let _ = stream.set_nodelay(true);
             if to.transport != Transport::Tls {
-                return me.run_connection(stream, to, tx.clone(), rx).await;
+                return me.run_connection(stream, to, tx.clone(), rx, None).await;
             }
             let (Some(tls), Some(name)) = (
                 me.tls.as_ref(),
@@ -299,7 +461,7 @@ impl Dispatcher {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.connector().connect(name, stream))
                 .await
             {
-                Ok(Ok(s)) => me.run_connection(s, to, tx.clone(), rx).await,
+                Ok(Ok(s)) => me.run_connection(s, to, tx.clone(), rx, None).await,
                 Ok(Err(e)) => failed(format!("TLS handshake: {e}")),
                 Err(_) => failed("TLS handshake timed out".into()),
             }
@@ -310,9 +472,27 @@ impl Dispatcher {
         loop {
             match listener.accept().await {
                 Ok((stream, remote)) => {
+                    let peer = Peer {
+                        transport,
+                        addr: remote,
+                    };
+                    // A TLS dialer known by its certificate only is a
+                    // stranger until its handshake is done.
+                    let stranger = if self.known.load().contains(&peer) {
+                        None
+                    } else {
+                        match self.stranger_connection(remote.ip()) {
+                            Some(c) => Some(c),
+                            None => {
+                                self.stranger_metrics.connections_refused.inc();
+                                tracing::debug!(%remote, "stranger over its connection cap: closed");
+                                continue;
+                            }
+                        }
+                    };
                     let _ = stream.set_nodelay(true);
                     let me = self.clone();
-                    tokio::spawn(async move { me.serve_accepted(stream, remote, transport).await });
+                    tokio::spawn(async move { me.serve_accepted(stream, peer, stranger).await });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -323,15 +503,17 @@ impl Dispatcher {
         }
     }
 
-    async fn serve_accepted(&self, stream: TcpStream, remote: SocketAddr, transport: Transport) {
-        let peer = Peer {
-            transport,
-            addr: remote,
-        };
+    async fn serve_accepted(
+        &self,
+        stream: TcpStream,
+        peer: Peer,
+        mut stranger: Option<StrangerConnection>,
+    ) {
+        let (transport, remote) = (peer.transport, peer.addr);
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         if transport != Transport::Tls {
             self.streams.insert((transport, remote), tx.clone());
-            return self.run_connection(stream, peer, tx, rx).await;
+            return self.run_connection(stream, peer, tx, rx, stranger).await;
         }
         let Some(acceptor) = self.tls.as_ref().and_then(|t| t.acceptor()) else {
             return;
@@ -352,17 +534,24 @@ impl Dispatcher {
             tracing::debug!(%remote, names = ?names, "TLS client certificate");
         }
         self.peer_names.insert(remote, names);
+        if self.known.load().contains(&peer) {
+            stranger = None;
+        }
         self.streams.insert((transport, remote), tx.clone());
-        self.run_connection(tls, peer, tx, rx).await;
+        self.run_connection(tls, peer, tx, rx, stranger).await;
         self.peer_names.remove(&remote);
     }
 
+    /// Reads and writes one connection until it closes or idles out (a
+    /// stranger's sooner than a tenant's). `stranger` is held, and so
+    /// counted, as long as the connection lives.
     async fn run_connection<S>(
         &self,
         stream: S,
         peer: Peer,
         tx: mpsc::Sender<Bytes>,
         mut rx: mpsc::Receiver<Bytes>,
+        stranger: Option<StrangerConnection>,
     ) where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -377,8 +566,13 @@ impl Dispatcher {
             let _ = w.shutdown().await;
         });
         let mut buf = BytesMut::with_capacity(8192);
+        let idle = if stranger.is_some() {
+            self.stranger_limits.idle
+        } else {
+            self.tcp_idle
+        };
         'read: loop {
-            match tokio::time::timeout(self.tcp_idle, r.read_buf(&mut buf)).await {
+            match tokio::time::timeout(idle, r.read_buf(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => break,
                 Err(_) => {
                     tracing::debug!(%remote, "closing idle connection");
@@ -409,6 +603,7 @@ impl Dispatcher {
             .remove_if(&(peer.transport, remote), |_, v| v.same_channel(&tx));
         drop(tx);
         let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        drop(stranger);
     }
 
     pub async fn udp_loop(self: Arc<Self>, sock: Arc<UdpSocket>) {
@@ -421,13 +616,13 @@ impl Dispatcher {
                         tracing::debug!(%from, n, "dropping oversized datagram");
                         continue;
                     }
-                    self.deliver(
-                        Peer {
-                            transport: Transport::Udp,
-                            addr: from,
-                        },
-                        Bytes::copy_from_slice(&buf[..n]),
-                    )
+                    let peer = Peer {
+                        transport: Transport::Udp,
+                        addr: from,
+                    };
+                    if self.admits(&peer) {
+                        self.route(peer, Bytes::copy_from_slice(&buf[..n]));
+                    }
                 }
                 // ICMP errors surface here on some systems; they are not fatal.
                 Err(e) => tracing::debug!(error = %e, "UDP receive error"),

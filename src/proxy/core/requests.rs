@@ -145,6 +145,18 @@ impl Core {
             return self.reply_stateless(&msg, top_via.as_deref(), reply_to, code, phrase, &[]);
         }
         match self.gatekeeper.check(&msg, &from) {
+            Verdict::Reject(r) if r.code == Code::SourceNotAuthorized => {
+                // A stranger is answered statelessly (§16.11 lets a proxy
+                // answer a request itself): no transaction is kept, so a
+                // flood of fresh Call-IDs holds no memory. A retransmission
+                // gets the same answer (the To tag comes from the
+                // transaction key), and the ACK, which names no route of
+                // ours, is dropped by `on_ack`.
+                self.observer.decision(None, Outcome::Reject, Some(r.code));
+                let tag = key.local_tag();
+                let bytes = self.explained_response(&msg, top_via.as_deref(), &tag, &r);
+                self.out.send(reply_to, bytes);
+            }
             Verdict::Reject(r) => {
                 self.observer
                     .decision(r.tenant.as_deref(), Outcome::Reject, Some(r.code));

@@ -284,6 +284,21 @@ fn unknown_source_gets_403() {
         .unwrap()
         .starts_with(b"399 192.0.2.10 \""));
     assert!(r.to_tag().is_some());
+    // Answered statelessly: nothing is kept, nothing is scheduled.
+    assert_eq!(net.core.active_transactions(), 0);
+    assert_eq!(net.core.pending_timers(), 0);
+    // A retransmission gets the same answer, To tag included; its ACK
+    // (no route of ours) goes nowhere.
+    let again = only(net.input("198.51.100.7:5060", &text), "198.51.100.7:5060");
+    assert_eq!(again.to_tag(), r.to_tag());
+    let ack = format!(
+        "ACK sip:+33142000000@{PROXY} SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKx\r\n\
+         From: <sip:+33162000001@198.51.100.7>;tag=uac-call-10\r\nTo: <sip:+33142000000@{PROXY}>;tag={}\r\n\
+         Call-ID: call-10\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        String::from_utf8_lossy(r.to_tag().unwrap())
+    );
+    assert!(net.input("198.51.100.7:5060", &ack).is_empty());
+    assert_eq!(net.core.active_transactions(), 0);
 }
 
 #[test]
