@@ -23,7 +23,7 @@
 //!      (embedded redb store, or Redis shared by several instances).
 //!    - [`audit`]: the audit trail, one JSON line per decision, written off the call path.
 //!    - [`dns`]: carriers given as SIP domains, located per RFC 3263.
-//!    - [`transport`]: the tokio UDP/TCP/TLS driver around the core.
+//!    - [`transport`]: the UDP/TCP/TLS driver around the core (UDP threads, tokio).
 //! 4. [`gate`]: the one flow for an initial INVITE (tenant → facts → state →
 //!    policy → count → audit → verdict), the proxy's [`proxy::Gatekeeper`].
 //! 5. The process:

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use crate::clock::Clock;
 use crate::config::{Config, SipAddr};
@@ -704,7 +704,10 @@ pub async fn start_on(
                 let s = pre
                     .take_udp(l.addr)
                     .with_context(|| format!("binding SIP listener {l}"))?;
-                let s = Arc::new(UdpSocket::from_std(s)?);
+                // Blocking: received on threads of their own
+                // (`Dispatcher::udp_thread`).
+                s.set_nonblocking(false)?;
+                let s = Arc::new(s);
                 bound.push(SipAddr {
                     transport: Transport::Udp,
                     addr: s.local_addr()?,
@@ -814,8 +817,12 @@ pub async fn start_on(
     );
     dispatcher.spawn_timers();
     for sock in [udp_v4, udp_v6].into_iter().flatten() {
-        for _ in 0..workers.max(1) {
-            tokio::spawn(dispatcher.clone().udp_loop(sock.clone()));
+        for i in 0..workers.max(1) {
+            let (d, sock) = (Arc::downgrade(&dispatcher), sock.clone());
+            std::thread::Builder::new()
+                .name(format!("callguard-udp-{i}"))
+                .spawn(move || Dispatcher::udp_thread(d, sock))
+                .context("starting a UDP receive thread")?;
         }
     }
     for (l, transport) in tcp {

@@ -1,5 +1,7 @@
-//! The thin tokio driver around [`crate::proxy::Core`]: sockets in, sockets
-//! out, and one timer task per shard.
+//! The thin driver around [`crate::proxy::Core`]: sockets in, sockets
+//! out, and one timer task per shard. UDP is received on plain threads
+//! (each datagram read, handled and answered on the thread that read it);
+//! TCP, TLS, timers and decisions that wait run on tokio.
 //!
 //! Proxy state is split into shards by Call-ID, so every message of a call
 //! (requests, responses, CANCEL, ACK) lands in the same shard while worker
@@ -20,11 +22,12 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 use std::net::SocketAddr;
+use std::net::UdpSocket;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 
 use crate::admission::{Admit, Budget, SourceCount, Strangers};
@@ -132,6 +135,9 @@ pub struct Dispatcher {
     tcp_idle: Duration,
     base: Instant,
     me: Weak<Dispatcher>,
+    /// The runtime tasks are started on: UDP is received on threads of
+    /// its own, outside it.
+    rt: tokio::runtime::Handle,
 }
 
 type Batch = SmallVec<[Transmit; 4]>;
@@ -183,6 +189,7 @@ impl Dispatcher {
             tcp_idle,
             base: Instant::now(),
             me: me.clone(),
+            rt: tokio::runtime::Handle::current(),
         })
     }
 
@@ -318,7 +325,7 @@ impl Dispatcher {
         }
         for (id, Pending(job)) in jobs {
             let Some(me) = self.me.upgrade() else { return };
-            tokio::spawn(async move {
+            self.rt.spawn(async move {
                 let verdict = job.await;
                 me.with_core(i, |core| core.handle_verdict(Instant::now(), id, verdict));
             });
@@ -335,7 +342,7 @@ impl Dispatcher {
     pub fn spawn_timers(self: &Arc<Self>) {
         for i in 0..self.shards.len() {
             let d = self.clone();
-            tokio::spawn(async move { d.timer_loop(i).await });
+            self.rt.spawn(async move { d.timer_loop(i).await });
         }
     }
 
@@ -378,18 +385,11 @@ impl Dispatcher {
             tracing::warn!(%to, "no UDP listener of this address family to send from");
             return;
         };
-        match sock.try_send_to(&payload, to) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                // Socket buffer full: wait for room off the hot path.
-                let sock = sock.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = sock.send_to(&payload, to).await {
-                        tracing::debug!(%to, error = %e, "UDP send failed");
-                    }
-                });
-            }
-            Err(e) => tracing::debug!(%to, error = %e, "UDP send failed"),
+        // A blocking send: when the socket buffer is full it waits for
+        // room, which holds back the thread that produced the message
+        // rather than queueing without bound.
+        if let Err(e) = sock.send_to(&payload, to) {
+            tracing::debug!(%to, error = %e, "UDP send failed");
         }
     }
 
@@ -432,7 +432,7 @@ impl Dispatcher {
         let key = (to.transport, to.addr);
         self.streams.insert(key, tx.clone());
         let Some(me) = self.me.upgrade() else { return };
-        tokio::spawn(async move {
+        self.rt.spawn(async move {
             let failed = |why: String| {
                 tracing::warn!(to = %to, "connection failed: {why}");
                 me.streams.remove_if(&key, |_, v| v.same_channel(&tx));
@@ -492,7 +492,8 @@ impl Dispatcher {
                     };
                     let _ = stream.set_nodelay(true);
                     let me = self.clone();
-                    tokio::spawn(async move { me.serve_accepted(stream, peer, stranger).await });
+                    self.rt
+                        .spawn(async move { me.serve_accepted(stream, peer, stranger).await });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -557,7 +558,7 @@ impl Dispatcher {
     {
         let remote = peer.addr;
         let (mut r, mut w) = tokio::io::split(stream);
-        let writer = tokio::spawn(async move {
+        let writer = self.rt.spawn(async move {
             while let Some(b) = rx.recv().await {
                 if w.write_all(&b).await.is_err() {
                     break;
@@ -606,13 +607,25 @@ impl Dispatcher {
         drop(stranger);
     }
 
-    pub async fn udp_loop(self: Arc<Self>, sock: Arc<UdpSocket>) {
+    /// Receives on `sock` (in blocking mode) and handles each datagram on
+    /// this thread: read, decided and answered without handing it to
+    /// another thread, the way Kamailio's UDP children work. Several such
+    /// threads share one socket; the kernel wakes one per datagram. The
+    /// thread ends within `IDLE_CHECK` of the dispatcher going away.
+    pub fn udp_thread(me: Weak<Self>, sock: Arc<UdpSocket>) {
+        const IDLE_CHECK: Duration = Duration::from_millis(500);
+        if let Err(e) = sock.set_read_timeout(Some(IDLE_CHECK)) {
+            tracing::error!(error = %e, "UDP receive thread cannot start");
+            return;
+        }
         // 64 KiB: the largest UDP payload, so no datagram is ever truncated.
         let mut buf = vec![0u8; 65536];
         loop {
-            match sock.recv_from(&mut buf).await {
+            let received = sock.recv_from(&mut buf);
+            let Some(d) = me.upgrade() else { return };
+            match received {
                 Ok((n, from)) => {
-                    if n > self.max_message {
+                    if n > d.max_message {
                         tracing::debug!(%from, n, "dropping oversized datagram");
                         continue;
                     }
@@ -620,10 +633,15 @@ impl Dispatcher {
                         transport: Transport::Udp,
                         addr: from,
                     };
-                    if self.admits(&peer) {
-                        self.route(peer, Bytes::copy_from_slice(&buf[..n]));
+                    if d.admits(&peer) {
+                        d.route(peer, Bytes::copy_from_slice(&buf[..n]));
                     }
                 }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 // ICMP errors surface here on some systems; they are not fatal.
                 Err(e) => tracing::debug!(error = %e, "UDP receive error"),
             }
