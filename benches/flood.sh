@@ -54,12 +54,7 @@ id = "bench"
 sources = ["127.0.0.1/32"]
 rule_set = "fr"
 TOML
-rm -rf "$WORK/cg-data"
-"$BIN" serve --config "$WORK/callguard.toml" --at 2026-11-17T11:00:00+01:00 > "$OUT/callguard.log" 2>&1 &
-CG=$!
-PIDS="$PIDS $CG"
-for _ in $(seq 1 150); do curl -sf http://127.0.0.1:19091/readyz >/dev/null 2>&1 && break; nap 0.2; done
-kill -0 "$CG" 2>/dev/null || { echo "callguard did not start:"; cat "$OUT/callguard.log"; exit 1; }
+start_callguard "$WORK/callguard.toml" 19091 "$OUT"
 
 rss() { awk '/^VmRSS/{printf "%.0f", $2/1024}' /proc/$CG/status; }
 hwm() { awk '/^VmHWM/{printf "%.0f", $2/1024}' /proc/$CG/status; }

@@ -108,3 +108,16 @@ sweep() {
 	fi
 	MAX=$last
 }
+
+# start_callguard CONFIG ADMIN_PORT OUTDIR: a fresh state (attempts counted by an
+# earlier run would cap its callees), the clock inside French legal hours; sets CG
+# and adds it to PIDS; exits when it does not become ready.
+start_callguard() {
+	local cfg=$1 admin=$2 out=$3
+	rm -rf "$(dirname "$cfg")/cg-data"
+	"$BIN" serve --config "$cfg" --at 2026-11-17T11:00:00+01:00 > "$out/callguard.log" 2>&1 &
+	CG=$!
+	PIDS="$PIDS $CG"
+	for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break; nap 0.2; done
+	kill -0 "$CG" 2>/dev/null || { echo "callguard did not start:"; cat "$out/callguard.log"; exit 1; }
+}

@@ -21,8 +21,7 @@ use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
-use std::net::SocketAddr;
-use std::net::UdpSocket;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -34,7 +33,6 @@ use crate::admission::{Admit, Budget, SourceCount, Strangers};
 use crate::metrics::StrangerMetrics;
 use crate::proxy::{Core, DecisionId, Gatekeeper, Peer, Pending, Settings, Transmit, Transport};
 use rustc_hash::FxHashMap;
-use std::net::IpAddr;
 use stream::{next_frame, Frame};
 use tls::{PeerNames, Tls};
 
