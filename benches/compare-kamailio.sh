@@ -3,6 +3,8 @@
 #
 #   benches/compare-kamailio.sh
 #   env: RATES ("1000 2000 4000 5000 6000 8000 10000 12000"), STEP_S (20), WORKERS (4),
+#        REJECT_RATES ("1500 4000": the reject path, DNC callee → 603, after the
+#        accept sweep; "" skips it),
 #        CALLGUARD_BIN (target/release/callguard), ONLY=callguard (skip Kamailio),
 #        STATE_BACKEND=redis (callguard's refusals and counts in a redis-server
 #        started here on 127.0.0.1:16379, instead of the embedded store)
@@ -20,6 +22,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 . "$HERE/lib-load.sh"
 RATES=${RATES:-"1000 2000 4000 5000 6000 8000 10000 12000"}
+REJECT_RATES=${REJECT_RATES-"1500 4000"}
 WORKERS=${WORKERS:-4}
 WORK=/tmp/callguard-kam
 OUT=${OUT:-$WORK/results-$(date -u +%Y%m%dT%H%M%SZ)}
@@ -44,6 +47,16 @@ if [ ! -s "$WORK/db/dnc" ]; then
 	} > "$WORK/db/dnc"
 	echo "version(str) table_name(str) table_version(int)" > "$WORK/db/version"
 fi
+[ -s "$WORK/dnc-callees.txt" ] || awk -F: 'NR>1{print $1}' "$WORK/db/dnc" > "$WORK/dnc-callees.txt"
+
+# rejects NAME PROXY_ADDR PIDS...: one step per REJECT_RATES rate of the reject path.
+rejects() {
+	local name=$1 proxy=$2 r; shift 2
+	for r in $REJECT_RATES; do
+		nap 3
+		UAC_SCEN=uac_dnc.xml DNC_CALLEES="$WORK/dnc-callees.txt" step "$name-reject" "$proxy" "$r" "$OUT" "$@" || true
+	done
+}
 
 {
 	echo "date: $(date -u +%FT%TZ)"
@@ -68,6 +81,7 @@ KAM_PIDS="$(pgrep -f "kamailio -f $HERE/kamailio/kamailio.cfg" | tr '\n' ' ')"
 echo "kamailio up: $(echo $KAM_PIDS | wc -w) processes" | tee -a "$OUT/summary.txt"
 sweep kamailio 127.0.0.1:5070 "$RATES" "$OUT" $KAM_PIDS
 KAM_MAX=$MAX
+rejects kamailio 127.0.0.1:5070 $KAM_PIDS
 kill $KAM_PIDS 2>/dev/null
 # Wait until every Kamailio process has gone and released the port.
 for _ in $(seq 1 60); do
@@ -112,6 +126,7 @@ TOML
 start_callguard "$WORK/callguard.toml" 19090 "$OUT"
 sweep callguard 127.0.0.1:5070 "$RATES" "$OUT" $CG
 CG_MAX=$MAX
+rejects callguard 127.0.0.1:5070 $CG
 RSS=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$CG/status)
 
 {
@@ -122,6 +137,11 @@ RSS=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$CG/status)
 	[[ "$KAM_MAX" =~ ^[0-9]+$ ]] && ratio=$(echo "scale=2; $CG_MAX / ($KAM_MAX + 0.0001)" | bc)
 	echo "highest clean rate: kamailio $KAM_MAX calls/s, callguard $CG_MAX calls/s, ratio $ratio"
 	awk -F'\t' '$14=="PASS" && $9+0<=50 {if($2+0>m[$1]) m[$1]=$2+0} END{printf "highest rate with p99 <= 50 ms: kamailio %d, callguard %d\n", m["kamailio"], m["callguard"]}' "$OUT/results.tsv"
+	echo "CPU per call, callguard / kamailio, at every rate both pass (the headline):"
+	awk -F'\t' '$14=="PASS" {p=$1; path="accept"; if (sub(/-reject$/, "", p)) path="reject"; us[p, path, $2]=$12; seen[path, $2]=1}
+		END{for (k in seen) {split(k, a, SUBSEP); c=us["callguard", a[1], a[2]]; m=us["kamailio", a[1], a[2]];
+			if (c != "" && m != "" && m > 0) printf "  %s %5d calls/s: callguard %s us, kamailio %s us, ratio %.2f\n", a[1], a[2], c, m, c / m}}' \
+		"$OUT/results.tsv" | sort -k1,1 -k2,2n
 	echo "callguard peak RSS: $RSS"
 	echo "raw files: $OUT"
 } | tee -a "$OUT/summary.txt"

@@ -2,6 +2,8 @@
 #
 # One step = one rate R for STEP_S seconds of the accept path:
 #   SIPp UAC → proxy → SIPp UAS (carrier): INVITE/100/180/200/ACK/BYE/200,
+#   or, with UAC_SCEN=uac_dnc.xml and DNC_CALLEES=FILE, of the reject path
+#   (callees from the DNC list: INVITE/603/ACK, nothing forwarded);
 #   distinct callees, no hold time (BYE right after ACK). Every call of a
 #   run goes to a callee no earlier call of that run used (a fresh range
 #   per step): callguard's fr rule set counts attempts per callee (4 in 30
@@ -25,7 +27,12 @@ steal() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 gen_callees() { # gen_callees FILE START COUNT: distinct French geographic callees (+3314xxxxxxx), NPV callers
 	{
 		echo SEQUENTIAL
-		awk -v s="$2" -v n="$3" 'BEGIN{for(i=s;i<s+n;i++) printf "3314%07d;33162%06d\n", i % 10000000, i % 1000}'
+		if [ -n "${DNC_CALLEES:-}" ]; then
+			# The reject path: callees taken in turn from DNC_CALLEES (one number per line, no +).
+			awk -v s="$2" -v n="$3" 'NR==FNR{c[m++]=$1; next} END{for(i=s;i<s+n;i++) printf "%s;33162%06d\n", c[i % m], i % 1000}' "$DNC_CALLEES" /dev/null
+		else
+			awk -v s="$2" -v n="$3" 'BEGIN{for(i=s;i<s+n;i++) printf "3314%07d;33162%06d\n", i % 10000000, i % 1000}'
+		fi
 	} > "$1"
 }
 
@@ -42,7 +49,7 @@ step() {
 		-buff_size 4194304 -trace_stat -fd 1 -timeout $((STEP_S + 80))s > uas.out 2>&1) &
 	local uas_t=$!
 	nap 0.5
-	(cd "$d" && exec timeout $((STEP_S + 60)) sipp -sf "$SCEN/uac.xml" -inf "$d/callees.csv" -i 127.0.0.1 -p "$UAC_PORT" \
+	(cd "$d" && exec timeout $((STEP_S + 60)) sipp -sf "$SCEN/${UAC_SCEN:-uac.xml}" -inf "$d/callees.csv" -i 127.0.0.1 -p "$UAC_PORT" \
 		"$proxy" ${UAC_EXTRA:-} -r "$r" -rp 1000 -m "$m" -l "$lim" -nostdin -buff_size 4194304 -recv_timeout 5000 \
 		-trace_stat -fd 1 -trace_rtt -rtt_freq 1000 -timeout $((STEP_S + 40))s -d 0 > uac.out 2>&1) &
 	local uac_t=$!

@@ -574,6 +574,11 @@ pub struct AuditConfig {
     /// many seconds.
     #[serde(default = "d_stranger_interval")]
     pub stranger_interval_s: u64,
+    /// Audit files of days more than this many days before the day being
+    /// written are deleted; none: kept for ever (the default: how long the
+    /// proof must be kept is the operator's legal call).
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 fn d_stranger_interval() -> u64 {
@@ -590,6 +595,7 @@ impl Default for AuditConfig {
             dir: None,
             max_file_mb: d_audit_mb(),
             stranger_interval_s: d_stranger_interval(),
+            retention_days: None,
         }
     }
 }
@@ -758,6 +764,12 @@ impl Config {
             return Err(invalid(
                 &[Key("audit"), Key("stranger_interval_s")],
                 "must be at least 1".into(),
+            ));
+        }
+        if self.audit.retention_days == Some(0) {
+            return Err(invalid(
+                &[Key("audit"), Key("retention_days")],
+                "must be at least 1 (leave it out to keep every file)".into(),
             ));
         }
         if self.health.options_interval_ms != 0 && self.health.options_interval_ms < 100 {
@@ -1030,5 +1042,11 @@ sources = ["127.0.0.0/8"]
         let bad = OK.replace("[\"udp:127.0.0.1:5060\", \"tcp:[::1]:5060\"]", "[]");
         let e = parse(&bad).unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("sip.listen"), "{e}");
+        let e = parse(&format!("{OK}\n[audit]\nretention_days = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("audit.retention_days") && e.contains("at least 1"), "{e}");
+        let c = parse(&format!("{OK}\n[audit]\nretention_days = 400\n")).unwrap();
+        assert_eq!(c.audit.retention_days, Some(400));
     }
 }

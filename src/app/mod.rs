@@ -764,6 +764,7 @@ pub async fn start_on(
     let audit = crate::audit::Audit::start(
         &audit_dir,
         cfg.audit.max_file_mb.max(1) << 20,
+        cfg.audit.retention_days,
         metrics.audit_overflow.clone(),
     )
     .with_context(|| format!("starting the audit log in {}", audit_dir.display()))?;
@@ -817,13 +818,20 @@ pub async fn start_on(
     );
     dispatcher.spawn_timers();
     for sock in [udp_v4, udp_v6].into_iter().flatten() {
-        for i in 0..workers.max(1) {
+        let mut helpers = Vec::new();
+        for i in 1..workers.max(1) {
             let (d, sock) = (Arc::downgrade(&dispatcher), sock.clone());
-            std::thread::Builder::new()
+            let h = std::thread::Builder::new()
                 .name(format!("callguard-udp-{i}"))
-                .spawn(move || Dispatcher::udp_thread(d, sock))
+                .spawn(move || Dispatcher::udp_helper(d, sock))
                 .context("starting a UDP receive thread")?;
+            helpers.push(h.thread().clone());
         }
+        let (d, sock) = (Arc::downgrade(&dispatcher), sock.clone());
+        std::thread::Builder::new()
+            .name("callguard-udp-0".into())
+            .spawn(move || Dispatcher::udp_thread(d, sock, helpers))
+            .context("starting a UDP receive thread")?;
     }
     for (l, transport) in tcp {
         tokio::spawn(dispatcher.clone().accept_loop(l, transport));

@@ -594,28 +594,28 @@ fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
     let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
     let mut failing = false;
     loop {
-        let wait = next_flush.saturating_duration_since(std::time::Instant::now());
-        let gone = match rx.recv_timeout(wait) {
-            Ok(Dirty::Attempt(k)) => {
-                attempts.insert(k);
-                false
+        // Asleep until the batch is due, then everything queued is taken
+        // at once: a thread waiting on the channel instead would be woken
+        // by every call forwarded.
+        std::thread::sleep(next_flush.saturating_duration_since(std::time::Instant::now()));
+        let mut gone = false;
+        loop {
+            match rx.try_recv() {
+                Ok(Dirty::Attempt(k)) => {
+                    attempts.insert(k);
+                }
+                Ok(Dirty::Refusal(k)) => {
+                    refusals.insert(k);
+                }
+                Ok(Dirty::Flush(tx)) => waiting.push(tx),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    gone = true;
+                    break;
+                }
             }
-            Ok(Dirty::Refusal(k)) => {
-                refusals.insert(k);
-                false
-            }
-            Ok(Dirty::Flush(tx)) => {
-                waiting.push(tx);
-                next_flush = std::time::Instant::now();
-                false
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => false,
-            Err(mpsc::RecvTimeoutError::Disconnected) => true,
-        };
-        let now = std::time::Instant::now();
-        if now < next_flush && !gone {
-            continue;
         }
+        let now = std::time::Instant::now();
         next_flush = now + FLUSH_EVERY;
         let Some(inner) = inner.upgrade() else {
             return;

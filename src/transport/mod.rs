@@ -1,7 +1,8 @@
 //! The thin driver around [`crate::proxy::Core`]: sockets in, sockets
-//! out, and one timer task per shard. UDP is received on plain threads
-//! (each datagram read, handled and answered on the thread that read it);
-//! TCP, TLS, timers and decisions that wait run on tokio.
+//! out, and one timer task for all shards. UDP is received on plain
+//! threads, in batches (each datagram read, handled and answered on the
+//! thread that read it; [`datagram`]); TCP, TLS, timers and decisions that
+//! wait run on tokio.
 //!
 //! Proxy state is split into shards by Call-ID, so every message of a call
 //! (requests, responses, CANCEL, ACK) lands in the same shard while worker
@@ -14,6 +15,7 @@
 //! before anything is parsed or copied ([`crate::admission`]), and to a
 //! number of connections per source and in all.
 
+pub mod datagram;
 pub mod stream;
 pub mod tls;
 
@@ -44,11 +46,18 @@ const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// connections and never completes them holds nothing for long).
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Timers fire on a grid of this step: every deadline is rounded up to
+/// it, so that the deadlines of thousands of transactions a second share
+/// a few hundred wakeups instead of one each. SIP's timers are hundreds of
+/// milliseconds (T1 = 500 ms); 5 ms late is within what RFC 3261 allows
+/// for a timer firing.
+const TIMER_TICK_NS: u64 = 5_000_000;
+
 struct Shard {
     core: Mutex<Core>,
-    notify: Notify,
-    /// Deadline (ns since `Dispatcher::base`) the timer task sleeps until.
-    armed: AtomicU64,
+    /// The core's next deadline on the timer grid (ns since
+    /// `Dispatcher::base`, `u64::MAX` for none), kept under the core's lock.
+    due: AtomicU64,
 }
 
 /// Who is no stranger: a tenant's dialer (by network, or by the
@@ -116,6 +125,10 @@ impl Drop for StrangerConnection {
 
 pub struct Dispatcher {
     shards: Box<[Shard]>,
+    /// Wakes the timer task when a shard's deadline moves before `armed`.
+    timer: Notify,
+    /// The tick the timer task sleeps until (`u64::MAX`: none).
+    armed: AtomicU64,
     known: arc_swap::ArcSwap<Known>,
     strangers: Mutex<Strangers>,
     stranger_connections: Mutex<StrangerConnections>,
@@ -174,10 +187,11 @@ impl Dispatcher {
                 .into_iter()
                 .map(|c| Shard {
                     core: Mutex::new(c),
-                    notify: Notify::new(),
-                    armed: AtomicU64::new(u64::MAX),
+                    due: AtomicU64::new(u64::MAX),
                 })
                 .collect(),
+            timer: Notify::new(),
+            armed: AtomicU64::new(u64::MAX),
             udp_v4,
             udp_v6,
             streams: DashMap::new(),
@@ -262,6 +276,13 @@ impl Dispatcher {
         t.saturating_duration_since(self.base).as_nanos() as u64
     }
 
+    /// `t` rounded up to the timer grid.
+    fn tick(&self, t: Instant) -> u64 {
+        self.nanos(t)
+            .div_ceil(TIMER_TICK_NS)
+            .saturating_mul(TIMER_TICK_NS)
+    }
+
     /// One received message (a datagram, or a framed TCP message).
     pub fn deliver(&self, from: Peer, data: Bytes) {
         if self.admits(&from) {
@@ -299,8 +320,9 @@ impl Dispatcher {
             while let Some(j) = core.poll_decision() {
                 jobs.push(j);
             }
-            core.poll_timeout()
-                .is_some_and(|d| self.nanos(d) < shard.armed.load(Ordering::Acquire))
+            let due = core.poll_timeout().map_or(u64::MAX, |d| self.tick(d));
+            shard.due.store(due, Ordering::Release);
+            due < self.armed.load(Ordering::Acquire)
         };
         self.after(i, batch, jobs, wake);
     }
@@ -314,9 +336,8 @@ impl Dispatcher {
         jobs: SmallVec<[(DecisionId, Pending); 1]>,
         wake: bool,
     ) {
-        let shard = &self.shards[i];
         if wake {
-            shard.notify.notify_one();
+            self.timer.notify_one();
         }
         for t in batch {
             self.transmit(t);
@@ -336,33 +357,36 @@ impl Dispatcher {
         }
     }
 
-    /// Spawns one timer task per shard.
+    /// Spawns the timer task: one for all shards, so that shards whose
+    /// deadlines fall on the same tick share one wakeup.
     pub fn spawn_timers(self: &Arc<Self>) {
-        for i in 0..self.shards.len() {
-            let d = self.clone();
-            self.rt.spawn(async move { d.timer_loop(i).await });
-        }
+        let d = self.clone();
+        self.rt.spawn(async move { d.timer_loop().await });
     }
 
-    async fn timer_loop(&self, i: usize) {
-        let shard = &self.shards[i];
+    async fn timer_loop(&self) {
         loop {
-            let deadline = shard.core.lock().poll_timeout();
-            match deadline {
-                Some(d) => {
-                    shard.armed.store(self.nanos(d), Ordering::Release);
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(d.into()) => {}
-                        _ = shard.notify.notified() => continue,
-                    }
+            let now = self.nanos(Instant::now());
+            let mut next = u64::MAX;
+            for (i, shard) in self.shards.iter().enumerate() {
+                if shard.due.load(Ordering::Acquire) <= now {
+                    self.with_core(i, |core| core.handle_timeout(Instant::now()));
                 }
-                None => {
-                    shard.armed.store(u64::MAX, Ordering::Release);
-                    shard.notify.notified().await;
-                    continue;
+                next = next.min(shard.due.load(Ordering::Acquire));
+            }
+            // A shard that moves its deadline earlier than `armed` after
+            // this store notifies; one that did so before it was read
+            // above. `Notify` keeps the permit, so no wakeup is lost.
+            self.armed.store(next, Ordering::Release);
+            if next == u64::MAX {
+                self.timer.notified().await;
+            } else if next > now {
+                let at = self.base + Duration::from_nanos(next);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = self.timer.notified() => {}
                 }
             }
-            self.with_core(i, |core| core.handle_timeout(Instant::now()));
         }
     }
 
@@ -381,6 +405,11 @@ impl Dispatcher {
         };
         let Some(sock) = sock else {
             tracing::warn!(%to, "no UDP listener of this address family to send from");
+            return;
+        };
+        // On a UDP receive thread the datagram waits for the end of its
+        // batch, to go out with the others in one call.
+        let Some(payload) = datagram::hold(to, payload) else {
             return;
         };
         // A blocking send: when the socket buffer is full it waits for
@@ -610,40 +639,98 @@ impl Dispatcher {
     /// another thread, the way Kamailio's UDP children work. Several such
     /// threads share one socket; the kernel wakes one per datagram. The
     /// thread ends within `IDLE_CHECK` of the dispatcher going away.
-    pub fn udp_thread(me: Weak<Self>, sock: Arc<UdpSocket>) {
-        const IDLE_CHECK: Duration = Duration::from_millis(500);
-        if let Err(e) = sock.set_read_timeout(Some(IDLE_CHECK)) {
+    /// Receives UDP on `sock` on this thread, with `helpers` (threads
+    /// running [`Dispatcher::udp_helper`] on the same socket) called in
+    /// when datagrams queue up.
+    ///
+    /// Why one receiver and helpers rather than all threads waiting on the
+    /// socket: with several threads waiting, each datagram wakes one of
+    /// them, a thread switch per datagram. One thread alone finds the
+    /// datagrams that arrived while it worked and takes them in one call;
+    /// the helpers wake only when a full batch says it is falling behind.
+    pub fn udp_thread(me: Weak<Self>, sock: Arc<UdpSocket>, helpers: Vec<std::thread::Thread>) {
+        if let Err(e) = sock.set_read_timeout(Some(UDP_IDLE_CHECK)) {
             tracing::error!(error = %e, "UDP receive thread cannot start");
             return;
         }
-        // 64 KiB: the largest UDP payload, so no datagram is ever truncated.
-        let mut buf = vec![0u8; 65536];
+        let Some(mut io) = UdpIo::new(&me) else {
+            return;
+        };
+        let mut next = 0;
         loop {
-            let received = sock.recv_from(&mut buf);
+            let received = io.rx.recv(&sock, true);
             let Some(d) = me.upgrade() else { return };
-            match received {
-                Ok((n, from)) => {
-                    if n > d.max_message {
-                        tracing::debug!(%from, n, "dropping oversized datagram");
+            if received == Ok(datagram::BATCH) && !helpers.is_empty() {
+                helpers[next % helpers.len()].unpark();
+                next += 1;
+            }
+            d.handle_datagrams(received, &mut io);
+        }
+    }
+
+    /// A helper of [`Dispatcher::udp_thread`]: when woken, takes datagrams
+    /// until none is waiting, then sleeps again.
+    pub fn udp_helper(me: Weak<Self>, sock: Arc<UdpSocket>) {
+        let Some(mut io) = UdpIo::new(&me) else {
+            return;
+        };
+        loop {
+            std::thread::park_timeout(UDP_IDLE_CHECK);
+            loop {
+                let received = io.rx.recv(&sock, false);
+                let Some(d) = me.upgrade() else { return };
+                let more = received == Ok(datagram::BATCH);
+                d.handle_datagrams(received, &mut io);
+                if !more {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn handle_datagrams(&self, received: Result<usize, nix::errno::Errno>, io: &mut UdpIo) {
+        match received {
+            Ok(n) => {
+                for i in 0..n {
+                    let (from, data) = io.rx.get(i);
+                    if data.len() > self.max_message {
+                        tracing::debug!(%from, n = data.len(), "dropping oversized datagram");
                         continue;
                     }
                     let peer = Peer {
                         transport: Transport::Udp,
                         addr: from,
                     };
-                    if d.admits(&peer) {
-                        d.route(peer, Bytes::copy_from_slice(&buf[..n]));
+                    if self.admits(&peer) {
+                        self.route(peer, Bytes::copy_from_slice(data));
                     }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                // ICMP errors surface here on some systems; they are not fatal.
-                Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+                io.tx.flush(self.udp_v4.as_deref(), self.udp_v6.as_deref());
             }
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+            // ICMP errors surface here on some systems; they are not fatal.
+            Err(e) => tracing::debug!(error = %e, "UDP receive error"),
         }
+    }
+}
+
+/// How often a UDP thread with nothing to do checks that the proxy is
+/// still running.
+const UDP_IDLE_CHECK: Duration = Duration::from_millis(500);
+
+/// A UDP thread's batch buffers.
+struct UdpIo {
+    rx: datagram::Receiver,
+    tx: datagram::Sender,
+}
+
+impl UdpIo {
+    fn new(me: &Weak<Dispatcher>) -> Option<UdpIo> {
+        let largest = me.upgrade()?.max_message;
+        Some(UdpIo {
+            rx: datagram::Receiver::new(largest),
+            tx: datagram::Sender::start(),
+        })
     }
 }
 

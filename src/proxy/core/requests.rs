@@ -315,7 +315,8 @@ impl Core {
         let c = &mut self.clients[cidx];
         c.timer_c_due = Some(due);
         c.ring_limit = Some(now + self.settings.timer_c * RING_LIMIT_PERIODS);
-        self.timers.arm(due, cidx, c.gen, Timer::C);
+        self.timers
+            .arm_after(now, self.settings.timer_c, cidx, c.gen, Timer::C);
     }
 
     pub(super) fn on_ack(
@@ -436,7 +437,7 @@ impl Core {
         let dest = m.dest();
         c.cancel = CancelState::Sent;
         self.timers
-            .arm(now + t.t1_64(), cidx, c.gen, Timer::CancelWait);
+            .arm_after(now, t.t1_64(), cidx, c.gen, Timer::CancelWait);
         let key = TxnKey::client(&branch, b"CANCEL");
         self.new_client(now, key, Role::Cancel, None, None, |ctx| {
             ClientMachine::NonInvite(ClientNonInvite::start(dest, bytes, t.t1_64(), ctx))

@@ -93,7 +93,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     pub fn arm(&mut self, after: Duration, timer: Timer) {
         self.timers
-            .arm(self.now + after, self.slot, self.gen, timer);
+            .arm_after(self.now, after, self.slot, self.gen, timer);
     }
 
     pub fn send(&mut self, to: Peer, payload: Bytes) {
