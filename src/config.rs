@@ -1045,7 +1045,10 @@ sources = ["127.0.0.0/8"]
         let e = parse(&format!("{OK}\n[audit]\nretention_days = 0\n"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("audit.retention_days") && e.contains("at least 1"), "{e}");
+        assert!(
+            e.contains("audit.retention_days") && e.contains("at least 1"),
+            "{e}"
+        );
         let c = parse(&format!("{OK}\n[audit]\nretention_days = 400\n")).unwrap();
         assert_eq!(c.audit.retention_days, Some(400));
     }
