@@ -14,7 +14,8 @@ use callguard::policy::Facts;
 use callguard::state::Backend;
 use callguard::state::Store;
 use chrono::{TimeZone, Utc};
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
 use std::io::Write;
 
 const N: u64 = 10_000_000;

@@ -12,8 +12,9 @@
 
 use callguard::dnc::{self, CompactSet};
 use callguard::numbering::Country;
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use rand::{Rng, SeedableRng};
+use criterion::{criterion_group, criterion_main, Criterion};
+use rand::{RngExt, SeedableRng};
+use std::hint::black_box;
 use std::io::Write;
 use std::time::Instant;
 
@@ -27,11 +28,11 @@ fn rss_kib(field: &str) -> u64 {
 }
 
 /// Sorted, distinct NANP numbers (`1NPANXXXXXX`), clustered by exchange.
-fn registry(n: usize, rng: &mut impl Rng) -> Vec<u64> {
+fn registry(n: usize, rng: &mut impl RngExt) -> Vec<u64> {
     let mut out = Vec::with_capacity(n + 10_000);
     let mut exchange: u64 = 201_000; // NPA-NXX 201-000
     while out.len() < n {
-        exchange += rng.gen_range(1..4);
+        exchange += rng.random_range(1..4);
         let (npa, nxx) = (exchange / 1000, exchange % 1000);
         assert!(npa <= 999, "the NANP holds fewer numbers than asked for");
         // Only exchanges of area codes in service (as the registry holds).
@@ -40,9 +41,9 @@ fn registry(n: usize, rng: &mut impl Rng) -> Vec<u64> {
         {
             continue;
         }
-        let density = rng.gen_range(0.05..0.9);
+        let density = rng.random_range(0.05..0.9);
         for line in 0..10_000u64 {
-            if rng.gen_bool(density) {
+            if rng.random_bool(density) {
                 out.push(10_000_000_000 + exchange * 10_000 + line);
             }
         }
@@ -72,7 +73,7 @@ fn benches(c: &mut Criterion) {
         }
     }
     let probes_in: Vec<u64> = (0..500_000)
-        .map(|_| numbers[rng.gen_range(0..numbers.len())])
+        .map(|_| numbers[rng.random_range(0..numbers.len())])
         .collect();
     let span = (numbers[0], numbers[numbers.len() - 1]);
     drop(numbers);
@@ -126,7 +127,7 @@ fn benches(c: &mut Criterion) {
     let probes: Vec<u64> = probes_in
         .iter()
         .copied()
-        .zip((0..).map(|_| rng.gen_range(span.0..span.1)))
+        .zip((0..).map(|_| rng.random_range(span.0..span.1)))
         .flat_map(|(a, b)| [a, b])
         .collect();
     let mut empty: Vec<u64> = (0..100_000)

@@ -650,17 +650,19 @@ mod tests {
     /// with no chunk starting in them, with one, and with many.
     #[test]
     fn a_registry_like_list_across_many_slices() {
-        use rand::{Rng, SeedableRng};
+        use rand::{RngExt, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut v = Vec::new();
         for _ in 0..60 {
-            let exchange = 12_000_000_000 + rng.gen_range(0..800_000u64) * 10_000;
-            v.extend((0..rng.gen_range(500..5_000)).map(|_| exchange + rng.gen_range(0..10_000)));
+            let exchange = 12_000_000_000 + rng.random_range(0..800_000u64) * 10_000;
+            v.extend(
+                (0..rng.random_range(500..5_000)).map(|_| exchange + rng.random_range(0..10_000)),
+            );
         }
         let truth: HashSet<u64> = v.iter().copied().collect();
         assert!(truth.len() > 1_000 * CHUNK, "{}", truth.len());
         let probes: Vec<u64> = (0..100_000)
-            .map(|_| 12_000_000_000 + rng.gen_range(0..8_000_000_000u64))
+            .map(|_| 12_000_000_000 + rng.random_range(0..8_000_000_000u64))
             .collect();
         check_same(&CompactSet::build(v, None), &truth, &probes);
     }

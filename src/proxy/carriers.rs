@@ -118,7 +118,7 @@ pub fn order(carriers: &[Carrier], status: &CarrierStatus, rng: &mut StdRng) -> 
                 let weighted = left.iter().any(|c| c.weight > 0);
                 let weight = |c: &Carrier| if weighted { u64::from(c.weight) } else { 1 };
                 let total: u64 = left.iter().map(|c| weight(c)).sum();
-                let mut pick = rand::Rng::gen_range(&mut *rng, 0..total);
+                let mut pick = rand::RngExt::random_range(&mut *rng, 0..total);
                 let i = left
                     .iter()
                     .position(|c| {
