@@ -634,14 +634,12 @@ impl Dispatcher {
         drop(stranger);
     }
 
-    /// Receives on `sock` (in blocking mode) and handles each datagram on
-    /// this thread: read, decided and answered without handing it to
-    /// another thread, the way Kamailio's UDP children work. Several such
-    /// threads share one socket; the kernel wakes one per datagram. The
-    /// thread ends within `IDLE_CHECK` of the dispatcher going away.
-    /// Receives UDP on `sock` on this thread, with `helpers` (threads
-    /// running [`Dispatcher::udp_helper`] on the same socket) called in
-    /// when datagrams queue up.
+    /// Receives UDP on `sock` (in blocking mode) on this thread, with
+    /// `helpers` (threads running [`Dispatcher::udp_helper`] on the same
+    /// socket) called in when datagrams queue up. Each datagram is read,
+    /// decided and answered on the thread that read it, never handed to
+    /// another. The thread ends within `UDP_IDLE_CHECK` of the dispatcher
+    /// going away.
     ///
     /// Why one receiver and helpers rather than all threads waiting on the
     /// socket: with several threads waiting, each datagram wakes one of

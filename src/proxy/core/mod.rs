@@ -212,12 +212,12 @@ macro_rules! ctx {
     };
 }
 
-/// One shard of proxy state. See the module docs of [`crate::proxy`].
 /// Transactions by key. The keys come from the network (Via branches), so
 /// the hash is seeded per process; foldhash rather than std's SipHash,
 /// which cost more than the lookups themselves (2 % of a loaded proxy).
 type TxnIndex = HashMap<TxnKey, usize, foldhash::fast::RandomState>;
 
+/// One shard of proxy state. See the module docs of [`crate::proxy`].
 pub struct Core {
     settings: Arc<Settings>,
     gatekeeper: Arc<dyn Gatekeeper>,
