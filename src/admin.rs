@@ -417,15 +417,126 @@ async fn dnc_bulk(
     }
     if !bad.is_empty() {
         let first: Vec<_> = bad.iter().take(10).collect();
+        let what = if bad.len() == 1 {
+            "1 line is not a valid number".to_owned()
+        } else {
+            format!("{} lines are not valid numbers", bad.len())
+        };
         return Err(ApiError::bad(format!(
-            "{} lines are not valid numbers (first: {first:?}); nothing was added",
-            bad.len()
+            "{what} (first: {first:?}); nothing was added"
         )));
     }
     if numbers.is_empty() {
         return Err(ApiError::bad("no number in the body"));
     }
     dnc_change(s, list, numbers, true).await
+}
+
+type ConsentListRef = (Arc<crate::dnc::ConsentList>, numbering::Country);
+
+fn consent_list(gate: &Gate, name: &str) -> Result<ConsentListRef, ApiError> {
+    gate.tenants
+        .consent_list(name)
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no consent list `{name}`")))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsentRequest {
+    /// The day the consent was given (YYYY-MM-DD).
+    date: String,
+    /// Where the proof is kept (a form id, a recording reference).
+    proof: String,
+    /// The consumer also agreed to calls outside the legal hours.
+    #[serde(default)]
+    hours: bool,
+}
+
+async fn consent_get(
+    State(s): State<AdminState>,
+    Path((list, num)): Path<(String, String)>,
+) -> ApiResult {
+    let (l, country) = consent_list(&s.ops.gate(), &list)?;
+    let n = number(&num, country)?;
+    let (consent, source) = l.lookup(n);
+    Ok(Json(serde_json::json!({
+        "list": list, "number": n.to_string(), "consent": consent, "source": source,
+    }))
+    .into_response())
+}
+
+/// Records a consent (with its date and proof) for a number, durably and
+/// on every instance sharing the state; it wins over the list's file.
+async fn consent_put(
+    State(s): State<AdminState>,
+    Path((list, num)): Path<(String, String)>,
+    b: Result<Json<ConsentRequest>, JsonRejection>,
+) -> ApiResult {
+    let r = body(b)?;
+    let gate = s.ops.gate();
+    let (_, country) = consent_list(&gate, &list)?;
+    let n = number(&num, country)?;
+    let date = chrono::NaiveDate::parse_from_str(r.date.trim(), "%Y-%m-%d").map_err(|e| {
+        ApiError::bad(format!(
+            "`date` must be a day, YYYY-MM-DD ({e}): `{}`",
+            r.date
+        ))
+    })?;
+    if date > gate.clock.now().date_naive() + chrono::Days::new(1) {
+        return Err(ApiError::bad(
+            "`date` is in the future: a consent is recorded once it was given",
+        ));
+    }
+    let proof = r.proof.trim();
+    if proof.is_empty() || proof.len() > 500 || proof.chars().any(char::is_control) {
+        return Err(ApiError::bad(
+            "`proof` must be 1 to 500 characters with no control character: where the proof of the consent is kept",
+        ));
+    }
+    let consent = crate::dnc::Consent {
+        date,
+        proof: proof.to_owned(),
+        hours: r.hours,
+    };
+    consent_change(&gate, list, n, Some(consent)).await
+}
+
+/// Withdraws a number's consent (from the file's record too), durably.
+async fn consent_delete(
+    State(s): State<AdminState>,
+    Path((list, num)): Path<(String, String)>,
+) -> ApiResult {
+    let gate = s.ops.gate();
+    let (_, country) = consent_list(&gate, &list)?;
+    let n = number(&num, country)?;
+    consent_change(&gate, list, n, None).await
+}
+
+async fn consent_change(
+    gate: &Gate,
+    list: String,
+    n: E164,
+    consent: Option<crate::dnc::Consent>,
+) -> ApiResult {
+    let state = gate
+        .state()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no call state"))?;
+    state
+        .consent_change(&list, vec![n], consent.clone())
+        .await
+        .map_err(|e| {
+            tracing::error!("consent change not recorded: {e}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not recorded: {e}"),
+            )
+        })?;
+    tracing::info!(list = %list, number = %n, given = consent.is_some(), "consent changed through the API");
+    Ok(Json(serde_json::json!({
+        "list": list, "number": n.to_string(), "consent": consent,
+    }))
+    .into_response())
 }
 
 async fn healthz() -> &'static str {
@@ -484,6 +595,69 @@ async fn auth(State(s): State<AdminState>, req: Request, next: Next) -> Response
         }
     }
     next.run(req).await
+}
+
+/// Every change made through the API (a PUT, a DELETE, a POST other than
+/// `/v1/check`) goes into the audit trail, on disk before it is answered: which
+/// token, what was asked (the JSON body, or a bulk upload's size and
+/// SHA-256), the status and the answer. Requests refused for their token
+/// never get here (`auth` runs first): a stranger cannot fill the trail.
+async fn record_change(State(s): State<AdminState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let changes = method == axum::http::Method::PUT
+        || method == axum::http::Method::DELETE
+        || (method == axum::http::Method::POST && path != "/v1/check");
+    let gate = s.ops.gate();
+    let Some(audit) = gate.audit().filter(|_| changes).cloned() else {
+        return next.run(req).await;
+    };
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, BULK_LIMIT).await else {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is over {BULK_LIMIT} bytes"),
+        );
+    };
+    let request = (!bytes.is_empty()).then(|| {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            let mut h = crate::audit::chain::GENESIS;
+            let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
+            crate::audit::chain::hex(d.as_ref(), &mut h);
+            serde_json::json!({ "bytes": bytes.len(), "sha256": String::from_utf8_lossy(&h) })
+        })
+    });
+    let resp = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    let answer = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let change = crate::audit::AdminChange {
+        at: gate.clock.now(),
+        via: crate::audit::Via::Api,
+        token: s.token.as_deref().map(crate::audit::token_id),
+        method: method.to_string(),
+        path,
+        request,
+        status: status.as_u16(),
+        result: serde_json::from_slice(&answer).ok(),
+    };
+    // On disk before the answer: an acknowledged change is never missing
+    // from the trail (calls accept a 100 ms loss window; changes are rare).
+    let recorded = audit.record_admin(change).is_ok()
+        && tokio::task::spawn_blocking(move || audit.flush(std::time::Duration::from_secs(5)))
+            .await
+            .unwrap_or(false);
+    if !recorded {
+        tracing::error!(
+            status = status.as_u16(),
+            "audit trail behind: an admin change may not be recorded"
+        );
+    }
+    Response::from_parts(parts, axum::body::Body::from(answer))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -548,10 +722,15 @@ pub fn router(state: AdminState) -> Router {
             get(dnc_get).put(dnc_put).delete(dnc_delete),
         )
         .route(
+            "/v1/consent/{list}/{number}",
+            get(consent_get).put(consent_put).delete(consent_delete),
+        )
+        .route(
             "/v1/dnc/{list}",
             axum::routing::post(dnc_bulk).layer(DefaultBodyLimit::max(BULK_LIMIT)),
         )
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .route_layer(middleware::from_fn_with_state(state.clone(), record_change))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(healthz))

@@ -16,8 +16,18 @@
 //! `callguard_audit_overflow_total`. Calls in progress (ACK, BYE, CANCEL)
 //! are not affected.
 //!
+//! Besides decisions, the trail holds each forwarded call's outcome
+//! (`"kind":"outcome"`: the final status, answered or not), its end
+//! (`"kind":"end"`, the BYE: the duration is the time from the answer) and
+//! every admin change (`"kind":"admin"`: what, when, which token). Lines
+//! are chained by hash ([`chain`]); `callguard audit verify` checks them
+//! and `callguard audit search` ([`search`]) reads them back.
+//!
 //! Files: `DIR/audit-YYYY-MM-DD.jsonl` (UTC day), rotated to
 //! `audit-YYYY-MM-DD.N.jsonl` when larger than `max_bytes`.
+
+pub mod chain;
+pub mod search;
 
 use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
@@ -48,6 +58,7 @@ pub struct Record {
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
+    kind: &'static str,
     call_id: &'a str,
     tenant: Option<&'a str>,
     source: String,
@@ -62,6 +73,8 @@ struct Line<'a> {
     explanation: &'a str,
     retry_after: Option<u64>,
     failed_rules: &'a [crate::policy::Failure],
+    jurisdiction: Option<&'a str>,
+    rules_version: Option<&'a str>,
     config_version: &'a str,
 }
 
@@ -70,6 +83,7 @@ fn format_line(r: &Record, out: &mut Vec<u8>) {
     let line = match &r.decision {
         Some(d) => Line {
             time: r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            kind: "decision",
             call_id: &r.call_id,
             tenant: Some(&d.tenant),
             source: r.source.to_string(),
@@ -84,10 +98,13 @@ fn format_line(r: &Record, out: &mut Vec<u8>) {
             explanation: &d.explanation,
             retry_after: d.retry_after,
             failed_rules: &d.failed_rules,
+            jurisdiction: d.jurisdiction.as_deref(),
+            rules_version: d.rules_version.as_deref(),
             config_version: &r.config_version,
         },
         None => Line {
             time: r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            kind: "decision",
             call_id: &r.call_id,
             tenant: None,
             source: r.source.to_string(),
@@ -102,11 +119,20 @@ fn format_line(r: &Record, out: &mut Vec<u8>) {
             explanation: "the source address is in no tenant's dialer networks",
             retry_after: None,
             failed_rules: &none,
+            jurisdiction: None,
+            rules_version: None,
             config_version: &r.config_version,
         },
     };
-    if serde_json::to_writer(&mut *out, &line).is_ok() {
-        out.push(b'\n');
+    write_json(out, &line);
+}
+
+/// Appends `v` as one JSON object (no newline: the chain seals it), or
+/// nothing if it cannot be serialized.
+fn write_json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.truncate(start);
     }
 }
 
@@ -151,31 +177,176 @@ struct StrangerLine<'a> {
     config_version: &'a str,
 }
 
+/// The final answer to a forwarded call's INVITE (the carrier's, or this
+/// proxy's when no carrier gave one).
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    pub call_id: String,
+    pub tenant: std::sync::Arc<str>,
+    pub status: u16,
+    pub carrier: Option<std::sync::Arc<str>>,
+    pub at: DateTime<Utc>,
+}
+
+/// What a final status means for the call, in the words of a dialer's
+/// report.
+pub fn outcome_of(status: u16) -> &'static str {
+    match status {
+        200..=299 => "answered",
+        486 | 600 => "busy",
+        487 => "cancelled",
+        408 | 480 => "no_answer",
+        603 | 607 | 608 => "declined",
+        _ => "failed",
+    }
+}
+
+/// Which side ended an answered call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Party {
+    /// The tenant's dialer (or agent) hung up.
+    Dialer,
+    /// The callee's side (through the carrier).
+    Carrier,
+}
+
+/// A BYE seen on a dialog this proxy record-routed.
+#[derive(Debug, Clone)]
+pub struct CallEnd {
+    pub call_id: String,
+    pub by: Party,
+    pub at: DateTime<Utc>,
+}
+
+/// How an admin change came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Api,
+    Signal,
+}
+
+/// A change an operator made: to lists, refusals, closures, consent, or
+/// the configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminChange {
+    #[serde(skip)]
+    pub at: DateTime<Utc>,
+    pub via: Via,
+    /// `sha256:` and the first 16 hex digits of the bearer token's hash:
+    /// which token, never the token. `None` when the API has no token.
+    pub token: Option<String>,
+    pub method: String,
+    pub path: String,
+    /// The request body when it is JSON, or its size in bytes otherwise.
+    pub request: Option<serde_json::Value>,
+    pub status: u16,
+    /// The response body when it is JSON.
+    pub result: Option<serde_json::Value>,
+}
+
+/// The id the trail records for a bearer token.
+pub fn token_id(token: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut h = chain::GENESIS;
+    chain::hex(d.as_ref(), &mut h);
+    format!("sha256:{}", String::from_utf8_lossy(&h[..16]))
+}
+
+#[derive(Serialize)]
+struct OutcomeLine<'a> {
+    time: String,
+    kind: &'static str,
+    call_id: &'a str,
+    tenant: &'a str,
+    status: u16,
+    outcome: &'static str,
+    answered: bool,
+    carrier: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct EndLine<'a> {
+    time: String,
+    kind: &'static str,
+    call_id: &'a str,
+    by: Party,
+}
+
+#[derive(Serialize)]
+struct AdminLine<'a> {
+    time: String,
+    kind: &'static str,
+    #[serde(flatten)]
+    change: &'a AdminChange,
+}
+
 /// One line to write. Records go by value as they came (boxing them
 /// would cost an allocation per call).
 #[allow(clippy::large_enum_variant)]
 enum Entry {
     Call(Record),
+    Outcome(CallOutcome),
+    End(CallEnd),
+    Admin(Box<AdminChange>),
     Strangers(std::sync::Arc<StrangerAccount>, usize),
+}
+
+fn millis(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 impl Entry {
     fn at(&self) -> DateTime<Utc> {
         match self {
             Entry::Call(r) => r.at,
+            Entry::Outcome(o) => o.at,
+            Entry::End(e) => e.at,
+            Entry::Admin(a) => a.at,
             Entry::Strangers(a, _) => a.until,
         }
     }
 
+    /// Appends the entry as one JSON object, without newline.
     fn format(&self, out: &mut Vec<u8>) {
         let (a, c) = match self {
             Entry::Call(r) => return format_line(r, out),
+            Entry::Outcome(o) => {
+                let line = OutcomeLine {
+                    time: millis(o.at),
+                    kind: "outcome",
+                    call_id: &o.call_id,
+                    tenant: &o.tenant,
+                    status: o.status,
+                    outcome: outcome_of(o.status),
+                    answered: (200..300).contains(&o.status),
+                    carrier: o.carrier.as_deref(),
+                };
+                return write_json(out, &line);
+            }
+            Entry::End(e) => {
+                let line = EndLine {
+                    time: millis(e.at),
+                    kind: "end",
+                    call_id: &e.call_id,
+                    by: e.by,
+                };
+                return write_json(out, &line);
+            }
+            Entry::Admin(a) => {
+                let line = AdminLine {
+                    time: millis(a.at),
+                    kind: "admin",
+                    change: a,
+                };
+                return write_json(out, &line);
+            }
             Entry::Strangers(a, i) => match a.counts.get(*i) {
                 Some(c) => (a, c),
                 None => return,
             },
         };
-        let millis = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let line = StrangerLine {
             time: millis(a.until),
             kind: "strangers",
@@ -193,9 +364,7 @@ impl Entry {
             },
             config_version: &a.config_version,
         };
-        if serde_json::to_writer(&mut *out, &line).is_ok() {
-            out.push(b'\n');
-        }
+        write_json(out, &line);
     }
 }
 
@@ -203,7 +372,7 @@ impl Entry {
 // that is sent once at shutdown.
 #[allow(clippy::large_enum_variant)]
 enum Msg {
-    Record(Record),
+    Entry(Entry),
     Strangers(StrangerAccount),
     /// Write and fsync what came before, then answer (shutdown).
     Flush(mpsc::SyncSender<()>),
@@ -223,16 +392,7 @@ impl Audit {
         std::fs::create_dir_all(dir)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut w = Writer {
-            dir: dir.to_owned(),
-            max_bytes,
-            retention_days,
-            file: None,
-            day: String::new(),
-            size: 0,
-            pending: 0,
-            queued: queued.clone(),
-        };
+        let mut w = Writer::new(dir, max_bytes, retention_days, queued.clone())?;
         std::thread::Builder::new()
             .name("callguard-audit".into())
             .spawn(move || w.run(rx))?;
@@ -278,12 +438,36 @@ impl Audit {
 
     /// Queues a record without waiting; `Full` when the writer is behind.
     pub fn try_record(&self, r: Record) -> Result<(), Full> {
+        self.send(Entry::Call(r))
+    }
+
+    /// Queues a forwarded call's outcome. The call is placed already: a
+    /// full queue loses the line (counted in the overflow and logged).
+    pub fn record_outcome(&self, o: CallOutcome) {
+        if self.send(Entry::Outcome(o)).is_err() {
+            tracing::warn!("audit trail behind: a call's outcome was not recorded");
+        }
+    }
+
+    /// Queues the end (BYE) of an answered call.
+    pub fn record_end(&self, e: CallEnd) {
+        if self.send(Entry::End(e)).is_err() {
+            tracing::warn!("audit trail behind: a call's end was not recorded");
+        }
+    }
+
+    /// Queues an admin change.
+    pub fn record_admin(&self, a: AdminChange) -> Result<(), Full> {
+        self.send(Entry::Admin(Box::new(a)))
+    }
+
+    fn send(&self, e: Entry) -> Result<(), Full> {
         // Counted before it is sent: the writer may take the record and
         // subtract it before this thread runs again, and a count that went
         // below zero (wrapping) would read as a full queue to every call.
         self.queued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sent = self.tx.try_send(Msg::Record(r));
+        let sent = self.tx.try_send(Msg::Entry(e));
         if sent.is_err() {
             self.queued
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -293,7 +477,7 @@ impl Audit {
             Ok(()) => Ok(()),
             Err(mpsc::TrySendError::Full(_)) => Err(Full),
             Err(mpsc::TrySendError::Disconnected(_)) => {
-                tracing::error!("audit writer stopped: decision not recorded");
+                tracing::error!("audit writer stopped: record not written");
                 Err(Full)
             }
         }
@@ -328,9 +512,50 @@ struct Writer {
     /// Bytes formatted for the current file but not yet written.
     pending: u64,
     queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The chain value of the last line formatted.
+    head: chain::Head,
+    /// The file the last line went to (or, before the first, the newest
+    /// file found at start), which the next file's chain start names.
+    last_file: Option<String>,
+    /// `last_file` ends with a complete sealed line: appending to it
+    /// continues the chain.
+    last_sealed: bool,
 }
 
 impl Writer {
+    fn new(
+        dir: &Path,
+        max_bytes: u64,
+        retention_days: Option<u32>,
+        queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> std::io::Result<Writer> {
+        // The chain goes on from the newest file of an earlier run.
+        let newest = chain::files_in(dir)?.pop();
+        let tail = match &newest {
+            Some(p) => chain::tail(p)?,
+            None => chain::Tail {
+                head: None,
+                sealed: false,
+            },
+        };
+        if let (Some(p), false) = (&newest, tail.sealed) {
+            tracing::warn!(file = %p.display(), "the newest audit file does not end with a complete chained line (a crash mid-write, or a file from before the chain): a new file starts the chain");
+        }
+        Ok(Writer {
+            dir: dir.to_owned(),
+            max_bytes,
+            retention_days,
+            file: None,
+            day: String::new(),
+            size: 0,
+            pending: 0,
+            queued,
+            head: tail.head.unwrap_or(chain::GENESIS),
+            last_file: newest.and_then(|p| Some(p.file_name()?.to_str()?.to_owned())),
+            last_sealed: tail.sealed,
+        })
+    }
+
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
         let mut buf = Vec::with_capacity(512 * BATCH);
         let mut behind = false;
@@ -338,11 +563,11 @@ impl Writer {
             // Wait for the first record, then take what else arrives within
             // FLUSH_EVERY, up to BATCH records.
             let mut batch = Vec::new();
-            let mut calls = 0;
+            let mut counted = 0;
             let mut take = |m: Msg, batch: &mut Vec<Entry>| match m {
-                Msg::Record(r) => {
-                    calls += 1;
-                    batch.push(Entry::Call(r));
+                Msg::Entry(e) => {
+                    counted += 1;
+                    batch.push(e);
                     None
                 }
                 Msg::Strangers(a) => {
@@ -372,7 +597,7 @@ impl Writer {
             }
             behind = batch.len() >= BATCH;
             self.queued
-                .fetch_sub(calls, std::sync::atomic::Ordering::Relaxed);
+                .fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
             // One write per batch, not per line: a syscall per decision
             // cost more than formatting it.
             let mut day = String::new();
@@ -385,9 +610,12 @@ impl Writer {
                     &mut day,
                     format_args!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()),
                 );
-                let start = buf.len();
+                let mut start = buf.len();
                 r.format(&mut buf);
-                let len = (buf.len() - start) as u64;
+                if buf.len() == start {
+                    continue;
+                }
+                let len = (buf.len() - start) as u64 + chain::SUFFIX_LEN as u64 + 1;
                 if self.file.is_none()
                     || self.day != day
                     || self.size + self.pending + len > self.max_bytes
@@ -395,12 +623,14 @@ impl Writer {
                     // Lines so far belong to the current file.
                     let line = buf.split_off(start);
                     self.flush(&mut buf);
-                    if let Err(e) = self.open(&day) {
+                    if let Err(e) = self.open(&day, r.at(), &mut buf) {
                         tracing::error!(error = %e, dir = %self.dir.display(), "audit file open failed");
                     }
-                    buf = line;
+                    start = buf.len();
+                    buf.extend_from_slice(&line);
                 }
-                self.pending += len;
+                chain::seal(&mut self.head, &mut buf, start);
+                self.pending += (buf.len() - start) as u64;
             }
             self.flush(&mut buf);
             if let Some(f) = &self.file {
@@ -426,18 +656,28 @@ impl Writer {
         buf.clear();
     }
 
-    fn open(&mut self, day: &str) -> std::io::Result<()> {
+    /// Opens the file of `day` for appending. A new file (or one that
+    /// cannot be continued) gets a chain start in `buf`.
+    fn open(&mut self, day: &str, at: DateTime<Utc>, buf: &mut Vec<u8>) -> std::io::Result<()> {
         if let Some(f) = self.file.take() {
             f.sync_data()?;
         }
-        let current = self.dir.join(format!("audit-{day}.jsonl"));
+        let name = format!("audit-{day}.jsonl");
+        let current = self.dir.join(&name);
         let size = std::fs::metadata(&current).map(|m| m.len()).unwrap_or(0);
-        if size > 0 && size >= self.max_bytes {
-            // Rotate by size: the full file becomes .N, a new one starts.
+        let ours = self.last_file.as_deref() == Some(name.as_str());
+        let continues = size > 0 && size < self.max_bytes && ours && self.last_sealed;
+        if size > 0 && !continues {
+            // Rotate: the full file (or one whose chain cannot go on)
+            // becomes .N, a new one starts.
             let n = (1..)
                 .find(|n| !self.dir.join(format!("audit-{day}.{n}.jsonl")).exists())
                 .unwrap_or(1);
-            std::fs::rename(&current, self.dir.join(format!("audit-{day}.{n}.jsonl")))?;
+            let rotated = format!("audit-{day}.{n}.jsonl");
+            std::fs::rename(&current, self.dir.join(&rotated))?;
+            if ours {
+                self.last_file = Some(rotated);
+            }
         }
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -445,6 +685,21 @@ impl Writer {
             .open(&current)?;
         self.size = f.metadata()?.len();
         self.file = Some(f);
+        if !continues {
+            let start = chain::Start {
+                time: millis(at),
+                kind: "chain".into(),
+                previous_file: self.last_file.take(),
+                previous_hash: (self.head != chain::GENESIS)
+                    .then(|| String::from_utf8_lossy(&self.head).into_owned()),
+            };
+            let at = buf.len();
+            write_json(buf, &start);
+            chain::seal(&mut self.head, buf, at);
+            self.pending += (buf.len() - at) as u64;
+        }
+        self.last_file = Some(name);
+        self.last_sealed = true;
         if self.day != day {
             self.expire(day);
         }
@@ -473,7 +728,7 @@ impl Writer {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let Some(file_day) = name.to_str().and_then(file_day) else {
+            let Some((file_day, _)) = name.to_str().and_then(chain::file_key) else {
                 continue;
             };
             if file_day < oldest {
@@ -490,22 +745,6 @@ impl Writer {
     }
 }
 
-/// The day of an audit file's name (`audit-YYYY-MM-DD.jsonl` or
-/// `audit-YYYY-MM-DD.N.jsonl`); `None` for any other name.
-fn file_day(name: &str) -> Option<chrono::NaiveDate> {
-    let rest = name.strip_prefix("audit-")?;
-    let (day, tail) = (rest.get(..10)?, rest.get(10..)?);
-    let tail = tail.strip_prefix('.')?.strip_suffix("jsonl")?;
-    let ok = tail.is_empty()
-        || tail
-            .strip_suffix('.')
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if !ok {
-        return None;
-    }
-    chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").ok()
-}
-
 /// A short, stable version of the config text for the audit trail.
 pub fn config_version(text: &str) -> String {
     use std::hash::Hasher;
@@ -517,7 +756,6 @@ pub fn config_version(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     /// While fewer records wait than the queue holds, no call is refused.
     /// (The SIP load found 0.05–0.1 % of calls refused `audit_unavailable`
@@ -581,17 +819,6 @@ mod tests {
             .collect()
     }
 
-    fn wait_for(dir: &Path, n: usize) -> Vec<(String, Vec<serde_json::Value>)> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let all = read_all(dir);
-            if all.iter().map(|(_, l)| l.len()).sum::<usize>() >= n || Instant::now() > deadline {
-                return all;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// With a retention, opening a day's file deletes the audit files of
     /// days past it (rotated parts too), and nothing else.
     #[test]
@@ -649,23 +876,29 @@ mod tests {
         }
         assert!(a.flush(Duration::from_secs(10)));
         // No waiting: everything is there when flush returns.
-        let lines: usize = read_all(dir.path()).iter().map(|(_, l)| l.len()).sum();
+        let lines: usize = read_all(dir.path())
+            .iter()
+            .flat_map(|(_, l)| l)
+            .filter(|l| l["kind"] == "decision")
+            .count();
         assert_eq!(lines, 3000);
         // A flush with nothing pending returns too.
         assert!(a.flush(Duration::from_secs(10)));
     }
 
     #[test]
-    fn lines_rotate_by_day_and_size() {
+    fn lines_rotate_by_day_and_size_and_the_chain_runs_through() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Audit::start(dir.path(), 600, None, Default::default()).unwrap();
+        // Room for a chain start and two decisions a file.
+        let a = Audit::start(dir.path(), 1400, None, Default::default()).unwrap();
         let d1 = "2026-11-17T10:00:00Z".parse().unwrap();
         let d2 = "2026-11-18T10:00:00Z".parse().unwrap();
         for i in 0..4 {
             a.try_record(rec(&format!("c{i}"), d1)).unwrap();
         }
         a.try_record(rec("next-day", d2)).unwrap();
-        let files = wait_for(dir.path(), 5);
+        assert!(a.flush(Duration::from_secs(10)));
+        let files = read_all(dir.path());
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -676,9 +909,12 @@ mod tests {
             ],
             "{files:?}"
         );
-        let total: usize = files.iter().map(|(_, l)| l.len()).sum();
-        assert_eq!(total, 5);
-        let line = &files[2].1[0];
+        for (_, lines) in &files {
+            assert_eq!(lines[0]["kind"], "chain");
+        }
+        let decisions: usize = files.iter().map(|(_, l)| l.len() - 1).sum();
+        assert_eq!(decisions, 5);
+        let line = &files[2].1[1];
         assert_eq!(line["call_id"], "next-day");
         assert_eq!(line["decision"], "reject");
         assert_eq!(line["reason"], "source_not_authorized");
@@ -686,6 +922,125 @@ mod tests {
         assert_eq!(line["source"], "10.0.0.1:5060");
         assert_eq!(line["time"], "2026-11-18T10:00:00.000Z");
         assert_eq!(line["config_version"], "v1");
+        assert_eq!(files[1].1[0]["previous_file"], "audit-2026-11-17.1.jsonl");
+        // The files verify in the writer's order, each continuing the last.
+        let reports = chain::verify(&chain::files_in(dir.path()).unwrap()).unwrap();
+        let links: Vec<_> = reports
+            .iter()
+            .map(|r| (r.link.clone(), r.defect.clone()))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                (chain::Link::Genesis, None),
+                (chain::Link::Continues, None),
+                (chain::Link::Continues, None)
+            ]
+        );
+    }
+
+    /// A restart goes on with the chain of the file it finds; a file cut
+    /// mid-line (a crash) is set aside and a new one starts.
+    #[test]
+    fn a_restart_continues_the_chain_and_a_cut_file_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = "2026-11-17T10:00:00Z".parse().unwrap();
+        let run = |ids: &[&str]| {
+            let a = Audit::start(dir.path(), 1 << 20, None, Default::default()).unwrap();
+            for id in ids {
+                a.try_record(rec(id, at)).unwrap();
+            }
+            assert!(a.flush(Duration::from_secs(10)));
+        };
+        run(&["r1", "r2"]);
+        run(&["r3"]);
+        let files = read_all(dir.path());
+        assert_eq!(files.len(), 1);
+        let kinds: Vec<_> = files[0]
+            .1
+            .iter()
+            .map(|l| l["kind"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kinds, ["chain", "decision", "decision", "decision"]);
+        let all = chain::files_in(dir.path()).unwrap();
+        assert_eq!(chain::verify(&all).unwrap()[0].defect, None);
+
+        // A crash mid-write leaves half a line.
+        let file = dir.path().join("audit-2026-11-17.jsonl");
+        let mut text = std::fs::read(&file).unwrap();
+        text.extend_from_slice(b"{\"time\":\"2026-11-17T10:00:00.000Z\",\"kind\":\"deci");
+        std::fs::write(&file, &text).unwrap();
+        run(&["r4"]);
+        let all = chain::files_in(dir.path()).unwrap();
+        let names: Vec<_> = all
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["audit-2026-11-17.1.jsonl", "audit-2026-11-17.jsonl"]
+        );
+        let reports = chain::verify(&all).unwrap();
+        assert_eq!(
+            reports[0].defect.as_ref().map(|d| d.0),
+            Some(5),
+            "the cut line is shown"
+        );
+        assert_eq!(reports[1].defect, None);
+        // The new file goes on from the last complete line before the cut.
+        assert_eq!(reports[1].link, chain::Link::Continues);
+        let text = std::fs::read_to_string(&all[1]).unwrap();
+        assert!(text.lines().nth(1).unwrap().contains("\"r4\""));
+    }
+
+    #[test]
+    fn outcomes_ends_and_admin_changes_have_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Audit::start(dir.path(), 1 << 20, None, Default::default()).unwrap();
+        let at = "2026-11-17T10:00:00Z".parse().unwrap();
+        a.record_outcome(CallOutcome {
+            call_id: "o1".into(),
+            tenant: "t".into(),
+            status: 487,
+            carrier: Some("c1".into()),
+            at,
+        });
+        a.record_end(CallEnd {
+            call_id: "o1".into(),
+            by: Party::Carrier,
+            at,
+        });
+        a.record_admin(AdminChange {
+            at,
+            via: Via::Api,
+            token: Some(token_id("s3cret")),
+            method: "DELETE".into(),
+            path: "/v1/closures/7".into(),
+            request: None,
+            status: 404,
+            result: Some(serde_json::json!({"error": "no closure 7"})),
+        })
+        .unwrap();
+        assert!(a.flush(Duration::from_secs(10)));
+        let files = read_all(dir.path());
+        let l = &files[0].1;
+        assert_eq!(l[1]["kind"], "outcome");
+        assert_eq!(l[1]["outcome"], "cancelled");
+        assert_eq!(l[1]["answered"], false);
+        assert_eq!(l[1]["carrier"], "c1");
+        assert_eq!(l[2]["kind"], "end");
+        assert_eq!(l[2]["by"], "carrier");
+        assert_eq!(l[3]["kind"], "admin");
+        assert_eq!(l[3]["via"], "api");
+        assert_eq!(l[3]["status"], 404);
+        assert_eq!(l[3]["result"]["error"], "no closure 7");
+        // `printf s3cret | sha256sum`, its first 16 digits.
+        assert_eq!(l[3]["token"], "sha256:1ec1c26b50d5d3c5");
+        assert_eq!(outcome_of(200), "answered");
+        assert_eq!(outcome_of(486), "busy");
+        assert_eq!(outcome_of(408), "no_answer");
+        assert_eq!(outcome_of(603), "declined");
+        assert_eq!(outcome_of(503), "failed");
     }
 
     #[test]

@@ -91,6 +91,48 @@ enum Command {
         #[command(subcommand)]
         command: DncCommand,
     },
+    /// The audit trail: prove it unedited, read it back.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files: every line unedited, none
+    /// inserted or removed, each file continuing the one before it.
+    /// Exit status: 0 intact, 2 a defect found, 1 error.
+    Verify {
+        /// Audit files, or directories (every audit file in them, oldest
+        /// first); files are checked in the order the writer made them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Every decision on a number (as caller or callee), with each
+    /// forwarded call's outcome and duration.
+    Search {
+        /// The number, in E.164 (`+33612345678`; spaces and dashes allowed).
+        #[arg(long)]
+        number: String,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// From this day (YYYY-MM-DD, UTC) or instant (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// To this day (included) or instant.
+        #[arg(long)]
+        to: Option<String>,
+        /// CSV with a header line instead of JSON lines.
+        #[arg(long)]
+        csv: bool,
+        /// The audit directory; default the config's (`audit.dir`, or
+        /// `state.data_dir/audit`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "config/callguard.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -263,6 +305,143 @@ fn dnc(command: DncCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A day (`YYYY-MM-DD`: its first or, with `end`, its last millisecond,
+/// UTC) or an RFC 3339 instant.
+fn day_or_instant(text: &str, end: bool) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.to_utc());
+    }
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .with_context(|| format!("`{text}`: expected a day (YYYY-MM-DD) or an RFC 3339 instant"))?;
+    let t = if end {
+        day.and_hms_milli_opt(23, 59, 59, 999)
+    } else {
+        day.and_hms_opt(0, 0, 0)
+    };
+    Ok(t.context("no such time")?.and_utc())
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    use callguard::audit::chain::{self, Link};
+    use callguard::audit::search;
+    match command {
+        AuditCommand::Verify { paths } => {
+            let mut files = Vec::new();
+            for p in paths {
+                if p.is_dir() {
+                    let found =
+                        chain::files_in(&p).with_context(|| format!("listing {}", p.display()))?;
+                    if found.is_empty() {
+                        anyhow::bail!("{}: no audit files (audit-YYYY-MM-DD.jsonl)", p.display());
+                    }
+                    files.extend(found);
+                } else {
+                    files.push(p);
+                }
+            }
+            // In the writer's order, whatever order the shell gave.
+            files.sort_by_cached_key(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(chain::file_key)
+            });
+            let reports = chain::verify(&files)?;
+            let mut intact = true;
+            for r in &reports {
+                let link = match &r.link {
+                    Link::Genesis => "starts the chain".to_owned(),
+                    Link::Continues => "continues the file before".to_owned(),
+                    Link::From(f) => format!("continues {f} (not checked: not given)"),
+                    Link::Broken(f) => {
+                        intact = false;
+                        format!("does NOT continue {f}: lines were removed from its end, or this file was forged")
+                    }
+                };
+                match &r.defect {
+                    None => println!(
+                        "{}: intact, {} lines, {link}; last hash {}",
+                        r.path.display(),
+                        r.lines,
+                        r.last.as_deref().unwrap_or("-")
+                    ),
+                    Some((line, why)) => {
+                        intact = false;
+                        println!("{}: line {line}: {why}", r.path.display());
+                    }
+                }
+            }
+            Ok(if intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        AuditCommand::Search {
+            number,
+            tenant,
+            from,
+            to,
+            csv,
+            dir,
+            config,
+        } => {
+            let number = search::normalize_number(&number).with_context(|| {
+                format!("--number `{number}`: expected an E.164 number (+33612345678)")
+            })?;
+            let from = from
+                .map(|t| day_or_instant(&t, false))
+                .transpose()
+                .context("--from")?;
+            let to = to
+                .map(|t| day_or_instant(&t, true))
+                .transpose()
+                .context("--to")?;
+            let dir = match dir {
+                Some(d) => d,
+                None => {
+                    let cfg = Config::load(&config)?;
+                    cfg.audit
+                        .dir
+                        .unwrap_or_else(|| cfg.state.data_dir.join("audit"))
+                }
+            };
+            if !dir.is_dir() {
+                anyhow::bail!("{}: no such audit directory", dir.display());
+            }
+            let q = search::Query {
+                number,
+                tenant,
+                from,
+                to,
+            };
+            let results = search::search(&dir, &q)?;
+            let mut out = std::io::stdout().lock();
+            use std::io::Write;
+            if csv {
+                writeln!(out, "{}", search::CSV_HEADER)?;
+            }
+            for f in &results.found {
+                if csv {
+                    writeln!(out, "{}", search::csv_row(f))?;
+                } else {
+                    serde_json::to_writer(&mut out, f)?;
+                    writeln!(out)?;
+                }
+            }
+            let n = results.found.len();
+            let noun = if n == 1 { "decision" } else { "decisions" };
+            eprintln!("{n} {noun} found in {}", dir.display());
+            if results.unreadable > 0 {
+                eprintln!(
+                    "warning: {} lines that name the number are not valid JSON (run `callguard audit verify`)",
+                    results.unreadable
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
@@ -440,8 +619,8 @@ async fn run_until_stopped(running: &service::Running) {
             _ = term.recv() => return,
             _ = hup.recv() => {
                 let r = running.reloader.clone();
-                // The outcome is logged and counted by the reloader.
-                let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+                // The outcome is logged, counted and audited by the reloader.
+                let _ = tokio::task::spawn_blocking(move || r.reload_on_signal()).await;
             }
         }
     }
@@ -483,7 +662,7 @@ fn config_check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let c = Config::load(config)?;
     let (_, lists) = callguard::app::compile::tenants(&c, &base_dir(config), None)?;
     println!(
-        "{}: OK ({} listeners, {} carriers, {} tenants)",
+        "{}: OK (listeners: {}, carriers: {}, tenants: {})",
         config.display(),
         c.sip.listen.len(),
         c.carriers.len(),
@@ -545,6 +724,7 @@ fn main() -> ExitCode {
         } => config_check(&config),
         Command::Rules { command } => rules(command),
         Command::Dnc { command } => dnc(command),
+        Command::Audit { command } => audit(command),
     };
     match result {
         Ok(code) => code,

@@ -32,7 +32,9 @@ fn every_decision_is_on_disk_and_survives_kill_9() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    // A chain start, then the two decisions.
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["kind"], "chain");
     let by = |id: &str| {
         lines
             .iter()
@@ -67,4 +69,198 @@ fn every_decision_is_on_disk_and_survives_kill_9() {
     assert_eq!(d["callee"], "+33612345678");
     assert_eq!(d["failed_rules"][0]["rule"], "dnc");
     assert_eq!(d["failed_rules"][0]["enforcement"], "block");
+}
+
+/// A compliance officer's view through a real process: an answered call's
+/// outcome and duration, a busy one, an admin change with its token id;
+/// every line chained; `audit verify` finds an edit; `audit search` joins
+/// decisions with outcomes (JSON and CSV); the chain goes on across a
+/// restart.
+#[test]
+fn outcomes_admin_changes_chain_verify_and_search() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let (mut p, _lists, _) = proxy_with_dnc_file(&uas, "+33612345678\n");
+    // With an admin token, so that its id is recorded.
+    p.restart_with_admin_token();
+    let uac = Ua::bind("127.0.0.1:0");
+
+    // Answered, then hung up by the dialer.
+    send_invite(&p, &uac, "+33142000000", "o-answered");
+    let (fwd, _) = uas.recv(T).expect("INVITE at the carrier");
+    uas.send(p.addr(), &reply(&fwd, 200, "OK", "c1", &uas.hostport()));
+    let ok = loop {
+        let m = uac.recv_final_or_request(T);
+        if m.status() == Some(200) {
+            break m;
+        }
+    };
+    uac.send(
+        p.addr(),
+        &caller_dialog_request(&ok, "ACK", 1, &uac.hostport(), "UDP", "z9hG4bKoack"),
+    );
+    assert!(uas.recv(T).is_some(), "ACK relayed");
+    std::thread::sleep(Duration::from_millis(30));
+    uac.send(
+        p.addr(),
+        &caller_dialog_request(&ok, "BYE", 2, &uac.hostport(), "UDP", "z9hG4bKobye"),
+    );
+    let (bye, _) = uas.recv(T).expect("BYE relayed");
+    uas.send(p.addr(), &reply(&bye, 200, "OK", "", ""));
+    assert_eq!(uac.recv_final_or_request(T).cseq(), Some((2, &b"BYE"[..])));
+
+    // Busy at the carrier.
+    send_invite(&p, &uac, "+33142000001", "o-busy");
+    let (fwd, _) = uas.recv(T).expect("INVITE at the carrier");
+    uas.send(
+        p.addr(),
+        &reply(&fwd, 486, "Busy Here", "c2", &uas.hostport()),
+    );
+    let busy = loop {
+        let m = uac.recv_final_or_request(T);
+        if m.status() == Some(486) {
+            break m;
+        }
+    };
+    assert_eq!(busy.call_id(), Some(&b"o-busy"[..]));
+    let _ = uas.recv(Duration::from_millis(300)); // the proxy's ACK of the 486
+
+    // An admin change, with the token the test proxy is given.
+    let (status, _) = p.http("PUT", "/v1/dnc/d/+33142000000", "");
+    assert_eq!(
+        status, 401,
+        "refused for its token: not a change, not recorded"
+    );
+    let (status, _) = p.http_with(
+        "PUT",
+        "/v1/dnc/d/+33142000000",
+        "",
+        "Authorization: Bearer s3cret\r\n",
+    );
+    assert_eq!(status, 200);
+
+    let dir = p.dir.path().join("data/audit");
+    let file = dir.join("audit-2026-11-17.jsonl");
+    let lines = wait_lines(&file, 7);
+    let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["chain", "decision", "outcome", "end", "decision", "outcome", "admin"],
+        "{lines:#?}"
+    );
+    assert_eq!(lines[1]["jurisdiction"], "FR");
+    assert!(lines[1]["rules_version"].is_string());
+    assert_eq!(
+        (lines[2]["status"].as_u64(), lines[2]["outcome"].as_str()),
+        (Some(200), Some("answered"))
+    );
+    assert_eq!(lines[3]["by"], "dialer");
+    assert_eq!(
+        (lines[5]["status"].as_u64(), lines[5]["outcome"].as_str()),
+        (Some(486), Some("busy"))
+    );
+    assert_eq!(lines[6]["method"], "PUT");
+    assert_eq!(lines[6]["path"], "/v1/dnc/d/+33142000000");
+    assert_eq!(lines[6]["status"], 200);
+    assert!(
+        lines[6]["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("sha256:") && t.len() == 23),
+        "{}",
+        lines[6]
+    );
+    for l in &lines {
+        assert_eq!(l["hash"].as_str().map(str::len), Some(64), "{l}");
+    }
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callguard"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = cli(&["audit", "verify", d]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("intact, 7 lines"), "{out}");
+
+    let (code, out, err) = cli(&[
+        "audit",
+        "search",
+        "--dir",
+        d,
+        "--number",
+        "+33 1 42 00 00 00",
+        "--from",
+        "2026-11-17",
+        "--to",
+        "2026-11-17",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let found: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(found.len(), 1, "{out}");
+    assert_eq!(found[0]["call_id"], "o-answered");
+    assert_eq!(found[0]["outcome"], "answered");
+    assert_eq!(found[0]["ended_by"], "dialer");
+    let duration = found[0]["duration_s"].as_f64().unwrap();
+    assert!((0.0..5.0).contains(&duration), "{duration}");
+    let (_, out, _) = cli(&[
+        "audit",
+        "search",
+        "--dir",
+        d,
+        "--number",
+        "+33162000001",
+        "--csv",
+    ]);
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(rows[0].starts_with("time,call_id,tenant,caller,callee"));
+    assert!(
+        rows[2].contains(",o-busy,") && rows[2].contains(",busy,486,"),
+        "{}",
+        rows[2]
+    );
+    let (code, _, err) = cli(&["audit", "search", "--dir", d, "--number", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("E.164"), "{err}");
+
+    // The chain goes on across a restart: no new chain start in the file.
+    p.kill9_and_restart();
+    send_invite(&p, &uac, "+33612345678", "o-after");
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(603));
+    let lines = wait_lines(&file, 8);
+    assert_eq!(lines[7]["call_id"], "o-after");
+    let (code, out, _) = cli(&["audit", "verify", d]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // One edited character is found, with its line.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replacen("\"status\":486", "\"status\":200", 1)).unwrap();
+    let (code, out, _) = cli(&["audit", "verify", d]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("line 6: hash mismatch"), "{out}");
+}
+
+/// The lines of `file` once it holds `n` (the writer flushes every 100 ms).
+fn wait_lines(file: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= n || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

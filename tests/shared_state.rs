@@ -311,3 +311,76 @@ fn dnc_changes_through_one_instance_reach_the_others() {
     listed_on(&b, "+33142000057", true);
     listed_on(&b, "+33142000055", false);
 }
+
+#[test]
+fn consent_changes_through_one_instance_reach_the_others() {
+    let redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let list = write_list("number,date,proof\n");
+    let start = || {
+        Proxy::process_with(
+            &[format!("udp:{}", uas.addr())],
+            &format!(
+                "{}[[consent_list]]\nname = \"optin\"\nfile = \"{}\"\n",
+                redis.state_config(false),
+                list.display()
+            ),
+            "campaign = \"prospecting\"\nconsent_lists = [\"optin\"]\n",
+        )
+    };
+    let a = start();
+    let mut b = start();
+    let uac = Ua::bind("127.0.0.1:0");
+    let given_on = |p: &Proxy, n: &str, want: bool| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = p.http("GET", &format!("/v1/consent/optin/{n}"), "");
+            assert_eq!(status, 200, "{body}");
+            if body.contains("\"consent\":null") != want {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} given={want} never seen: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let consent = r#"{"date":"2026-11-10","proof":"web form 12","hours":true}"#;
+
+    // Given on A: B forwards the prospecting call.
+    let (status, body) = a.http("PUT", "/v1/consent/optin/+33142000065", consent);
+    assert_eq!(status, 200, "{body}");
+    let seen = given_on(&b, "+33142000065", true);
+    assert!(
+        seen.contains("\"proof\":\"web form 12\"") && seen.contains("\"hours\":true"),
+        "{seen}"
+    );
+    let carrier = busy_carrier(uas, 1);
+    assert_eq!(
+        call(&b, &uac, "+33142000065", "consent-b-1").status(),
+        Some(486)
+    );
+    assert_eq!(carrier.join().unwrap(), 1);
+
+    // Withdrawn on B: A refuses it.
+    let (status, body) = b.http("DELETE", "/v1/consent/optin/+33142000065", "");
+    assert_eq!(status, 200, "{body}");
+    given_on(&a, "+33142000065", false);
+    let r = call(&a, &uac, "+33142000065", "consent-a-1");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(608), "no_consent".to_owned())
+    );
+
+    // Given while B is down: loaded before it is ready.
+    b.kill9_and_restart_after(|| {
+        let (status, body) = a.http("PUT", "/v1/consent/optin/+33142000066", consent);
+        assert_eq!(status, 200, "{body}");
+    });
+    let (_, body) = b.http("GET", "/v1/consent/optin/+33142000066", "");
+    assert!(
+        body.contains("\"source\":\"api\"") && body.contains("web form 12"),
+        "{body}"
+    );
+}

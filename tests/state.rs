@@ -286,17 +286,7 @@ fn bad_api_calls_get_json_errors_and_change_nothing() {
     assert!(b.contains("\"decision\":\"allow\""), "{b}");
 
     // With a token configured, every /v1 endpoint and /metrics need it.
-    let cfg = p.dir.path().join("cg.toml");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "[admin]\n",
-            "[admin]\ntoken_env = \"CALLGUARD_TEST_TOKEN\"\n",
-        ),
-    )
-    .unwrap();
-    p.kill9_and_restart();
+    p.restart_with_admin_token();
     for (method, path) in [
         ("POST", "/v1/refusals"),
         ("POST", "/v1/check"),
@@ -420,4 +410,168 @@ fn closures_through_the_api_refuse_calls_and_survive_kill_9() {
     let carrier = busy_carrier(uas, 1);
     assert_eq!(call(&p, &uac, "+33142000031", "cl-3").status(), Some(486));
     assert_eq!(carrier.join().unwrap(), 1);
+}
+
+/// Consent at run time: given with its date and proof, it lets a
+/// prospecting call through; withdrawn, the call is refused again; both
+/// survive `kill -9`, override the list's file, and bad requests change
+/// nothing.
+#[test]
+fn consent_given_and_withdrawn_through_the_api_survives_kill_9() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let lists = tempfile::tempdir().unwrap();
+    let file = lists.path().join("optin.csv");
+    std::fs::write(&file, "number,date,proof\n+33142000020,2026-09-01,form-1\n").unwrap();
+    let mut p = Proxy::process_with(
+        &[format!("udp:{}", uas.addr())],
+        &format!(
+            "[[consent_list]]\nname = \"optin\"\nfile = \"{}\"\n",
+            file.display()
+        ),
+        "campaign = \"prospecting\"\nconsent_lists = [\"optin\"]\n",
+    );
+    let uac = Ua::bind("127.0.0.1:0");
+    let refused = |p: &Proxy, id: &str, n: &str| {
+        let r = call(p, &uac, n, id);
+        assert_eq!(
+            (r.status(), reason(&r)),
+            (Some(608), "no_consent".into()),
+            "{n}"
+        );
+    };
+    refused(&p, "c-0", "+33142000010");
+
+    let body = r#"{"date":"2026-11-02","proof":"call recording 7781","hours":false}"#;
+    let (status, b) = p.http("PUT", "/v1/consent/optin/0142000010", body);
+    assert_eq!(status, 200, "{b}");
+    assert!(
+        b.contains("\"number\":\"+33142000010\"")
+            && b.contains("\"proof\":\"call recording 7781\""),
+        "{b}"
+    );
+    assert_eq!(
+        p.http("DELETE", "/v1/consent/optin/+33142000020", "").0,
+        200
+    );
+    for (method, path, body, status, says) in [
+        (
+            "PUT",
+            "/v1/consent/nope/+33142000011",
+            body,
+            404,
+            "no consent list `nope`",
+        ),
+        (
+            "PUT",
+            "/v1/consent/optin/+33142000011",
+            r#"{"date":"2026-13-01","proof":"x"}"#,
+            400,
+            "`date`",
+        ),
+        (
+            "PUT",
+            "/v1/consent/optin/+33142000011",
+            r#"{"date":"2027-06-01","proof":"x"}"#,
+            400,
+            "in the future",
+        ),
+        (
+            "PUT",
+            "/v1/consent/optin/+33142000011",
+            r#"{"date":"2026-11-01","proof":" "}"#,
+            400,
+            "`proof`",
+        ),
+        (
+            "PUT",
+            "/v1/consent/optin/+33142000011",
+            r#"{"date":"2026-11-01"}"#,
+            422,
+            "proof",
+        ),
+        (
+            "PUT",
+            "/v1/consent/optin/+33142000011",
+            r#"{"date":"2026-11-01","proof":"x","who":1}"#,
+            422,
+            "who",
+        ),
+    ] {
+        let (got, b) = p.http(method, path, body);
+        assert_eq!(got, status, "{method} {path} {body}: {b}");
+        assert!(b.contains(says), "{method} {path} {body}: {b}");
+    }
+
+    p.kill9_and_restart();
+
+    // Given at run time: forwarded (the carrier answers busy).
+    let carrier = busy_carrier(uas, 1);
+    assert_eq!(call(&p, &uac, "+33142000010", "c-1").status(), Some(486));
+    assert_eq!(carrier.join().unwrap(), 1);
+    // Withdrawn at run time, over the file's record: refused.
+    refused(&p, "c-2", "+33142000020");
+    // Never given: still refused.
+    refused(&p, "c-3", "+33142000011");
+    let (status, b) = p.http("GET", "/v1/consent/optin/+33142000010", "");
+    assert_eq!(status, 200);
+    assert!(
+        b.contains("\"source\":\"api\"") && b.contains("\"date\":\"2026-11-02\""),
+        "{b}"
+    );
+    let (_, b) = p.http("GET", "/v1/consent/optin/+33142000020", "");
+    assert!(
+        b.contains("\"consent\":null") && b.contains("\"source\":\"api\""),
+        "{b}"
+    );
+    let (_, b) = p.http("GET", "/v1/consent/optin/+33142000099", "");
+    assert!(
+        b.contains("\"consent\":null") && b.contains("\"source\":null"),
+        "{b}"
+    );
+
+    // Withdrawn again after the restart.
+    assert_eq!(
+        p.http("DELETE", "/v1/consent/optin/+33142000010", "").0,
+        200
+    );
+    refused(&p, "c-4", "+33142000010");
+
+    // Each change is in the audit trail, refused requests too (with their
+    // status), and nothing else.
+    std::thread::sleep(Duration::from_millis(300));
+    let audit =
+        std::fs::read_to_string(p.dir.path().join("data/audit/audit-2026-11-17.jsonl")).unwrap();
+    let changes: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "admin")
+        .collect();
+    let seen: Vec<(String, String, u64)> = changes
+        .iter()
+        .map(|c| {
+            (
+                c["method"].as_str().unwrap().into(),
+                c["path"].as_str().unwrap().into(),
+                c["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 9, "{seen:?}");
+    assert_eq!(
+        seen[0],
+        ("PUT".into(), "/v1/consent/optin/0142000010".into(), 200)
+    );
+    assert_eq!(changes[0]["request"]["proof"], "call recording 7781");
+    assert_eq!(
+        seen[2],
+        ("PUT".into(), "/v1/consent/nope/+33142000011".into(), 404)
+    );
+    assert_eq!(
+        seen[8],
+        (
+            "DELETE".into(),
+            "/v1/consent/optin/+33142000010".into(),
+            200
+        )
+    );
 }

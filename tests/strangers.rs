@@ -116,9 +116,12 @@ fn a_flood_is_answered_within_budget_and_accounted_per_source() {
         .as_str()
         .is_some_and(|c| c.starts_with("flood-"))));
     assert_eq!(
-        lines.iter().filter(|l| l["tenant"] == "test").count(),
+        lines
+            .iter()
+            .filter(|l| l["tenant"] == "test" && l["kind"] == "decision")
+            .count(),
         20,
-        "one line per tenant call"
+        "one decision line per tenant call"
     );
 }
 

@@ -520,7 +520,10 @@ pub fn tenants(
             name: l.name.clone(),
             report,
         });
-        consent.insert(&l.name, Arc::new(list));
+        let delta = state.map(|s| s.consent_delta(&l.name)).unwrap_or_default();
+        let list = Arc::new(list.with_delta(delta));
+        t.add_consent_list(&l.name, list.clone(), l.country.unwrap_or(Country::FR));
+        consent.insert(&l.name, list);
     }
     let mut responses = Responses::default();
     for (code, r) in &cfg.responses {

@@ -7,7 +7,7 @@ mod sync;
 
 pub use carriers::Resolved;
 use carriers::{expand_carriers, ping_carriers};
-use sync::{dnc_full_load, dnc_list_names, dnc_sync};
+use sync::{dnc_full_load, dnc_sync, list_names};
 
 use anyhow::{bail, Context};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -220,6 +220,36 @@ impl Reloader {
         result
     }
 
+    /// A reload asked for by SIGHUP: done, and recorded in the audit
+    /// trail as the API's reloads are.
+    pub fn reload_on_signal(&self) -> anyhow::Result<String> {
+        let result = self.reload();
+        let (status, body) = match &result {
+            Ok(summary) => (
+                200,
+                serde_json::json!({ "result": "success", "summary": summary }),
+            ),
+            Err(e) => (
+                422,
+                serde_json::json!({ "error": format!("reload refused, the running configuration stays: {e:#}") }),
+            ),
+        };
+        let change = crate::audit::AdminChange {
+            at: self.clock.now(),
+            via: crate::audit::Via::Signal,
+            token: None,
+            method: "SIGHUP".into(),
+            path: "/v1/reload".into(),
+            request: None,
+            status,
+            result: Some(body),
+        };
+        if self.audit.record_admin(change).is_err() || !self.audit.flush(Duration::from_secs(5)) {
+            tracing::error!("audit trail behind: the reload may not be recorded");
+        }
+        result
+    }
+
     /// The gate new calls are decided with.
     pub fn gate(&self) -> Arc<Gate> {
         self.current.load_full()
@@ -298,7 +328,7 @@ impl Reloader {
             .map(|l| format!("{} `{}`: {}", l.kind, l.name, l.report))
             .collect();
         Ok(format!(
-            "{} tenants, {} carriers; {}",
+            "tenants: {}, carriers: {}; {}",
             n_tenants,
             settings.carriers.len(),
             lists.join("; ")
@@ -654,7 +684,7 @@ pub async fn start_on(
     // applied before the first call, so none of those numbers is called.
     let mut dnc_after = None;
     if let Some(s) = &shared {
-        let load = dnc_full_load(&state, s, dnc_list_names(&tenants));
+        let load = dnc_full_load(&state, s, list_names(&tenants));
         match tokio::time::timeout(Duration::from_secs(10), load).await {
             Ok(Ok((latest, _))) => dnc_after = Some(latest),
             Ok(Err(e)) => tracing::warn!(

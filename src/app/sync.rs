@@ -1,5 +1,5 @@
-//! Run-time DNC changes kept in step across instances sharing a Redis
-//! state: the change stream, and a full load after any gap.
+//! Run-time DNC and consent changes kept in step across instances sharing
+//! a Redis state: the change stream, and a full load after any gap.
 
 use super::*;
 
@@ -17,7 +17,7 @@ pub(super) async fn dnc_sync(
         tokio::time::sleep(Duration::from_millis(500)).await;
         let step = match after.clone() {
             None => {
-                let lists = dnc_list_names(&r.gate().tenants);
+                let lists = list_names(&r.gate().tenants);
                 let loaded = dnc_full_load(&r.state, &shared, lists).await;
                 if matches!(loaded, Ok((_, n)) if n > 0) {
                     r.metrics.dnc_sizes(&r.gate().tenants);
@@ -38,8 +38,26 @@ pub(super) async fn dnc_sync(
     }
 }
 
-pub(super) fn dnc_list_names(tenants: &Tenants) -> Vec<String> {
-    tenants.dnc_lists().map(|l| l.name().to_owned()).collect()
+/// The names of the DNC lists and of the consent lists.
+pub(super) fn list_names(tenants: &Tenants) -> (Vec<String>, Vec<String>) {
+    (
+        tenants.dnc_lists().map(|l| l.name().to_owned()).collect(),
+        tenants.consent_list_names().map(str::to_owned).collect(),
+    )
+}
+
+async fn consent_apply(
+    state: &Store,
+    list: String,
+    digits: Vec<u64>,
+    consent: Option<crate::dnc::Consent>,
+) -> anyhow::Result<usize> {
+    let state = state.clone();
+    let n =
+        tokio::task::spawn_blocking(move || state.consent_apply(&list, &digits, consent.as_ref()))
+            .await
+            .context("consent apply task")??;
+    Ok(n)
 }
 
 async fn dnc_apply(
@@ -60,7 +78,7 @@ async fn dnc_apply(
 pub(super) async fn dnc_full_load(
     state: &Store,
     shared: &crate::state::Shared,
-    lists: Vec<String>,
+    (lists, consent_lists): (Vec<String>, Vec<String>),
 ) -> anyhow::Result<(String, usize)> {
     // The stream position first: a change made during the load is then
     // applied twice, never missed.
@@ -77,7 +95,15 @@ pub(super) async fn dnc_full_load(
             changed += dnc_apply(state, list.clone(), digits, listed).await?;
         }
     }
-    tracing::info!(changed, "DNC changes of the other instances loaded");
+    for list in consent_lists {
+        for (digits, consent) in shared.consent_all(&list).await? {
+            changed += consent_apply(state, list.clone(), vec![digits], consent).await?;
+        }
+    }
+    tracing::info!(
+        changed,
+        "DNC and consent changes of the other instances loaded"
+    );
     Ok((latest, changed))
 }
 
@@ -89,12 +115,22 @@ async fn dnc_follow(
     let mut last = after;
     let mut changed = 0;
     for c in shared.dnc_changes(&last).await? {
-        changed += dnc_apply(&r.state, c.list.clone(), c.numbers, c.listed).await?;
+        changed += match c.change {
+            crate::state::ListChange::Dnc(listed) => {
+                dnc_apply(&r.state, c.list.clone(), c.numbers, listed).await?
+            }
+            crate::state::ListChange::Consent(consent) => {
+                consent_apply(&r.state, c.list.clone(), c.numbers, consent).await?
+            }
+        };
         last = c.id;
     }
     if changed > 0 {
         r.metrics.dnc_sizes(&r.gate().tenants);
-        tracing::info!(changed, "DNC changes from another instance applied");
+        tracing::info!(
+            changed,
+            "DNC or consent changes from another instance applied"
+        );
     }
     Ok(last)
 }

@@ -378,28 +378,107 @@ impl DncList {
 
 /// One consent record (rules.md: date and proof reference; `hours` is the
 /// consumer's consent to be called outside the legal hours).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Consent {
     pub date: NaiveDate,
     pub proof: String,
+    #[serde(default)]
     pub hours: bool,
 }
 
+/// What the policy reads of a consent: no proof text (no allocation on
+/// the call path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsentTerms {
+    pub date: NaiveDate,
+    pub hours: bool,
+}
+
+/// Run-time consent changes of one list, over its file: a consent given
+/// (`Some`) or withdrawn (`None`) through the admin API.
+#[derive(Debug, Default)]
+pub struct ConsentDelta {
+    map: dashmap::DashMap<u64, Option<Consent>, rustc_hash::FxBuildHasher>,
+    /// Lets the call path skip the map while no change was ever made.
+    used: std::sync::atomic::AtomicBool,
+}
+
+impl ConsentDelta {
+    /// `None`: no run-time change; `Some(None)`: withdrawn.
+    pub fn get(&self, n: u64) -> Option<Option<Consent>> {
+        if !self.used.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.map.get(&n).map(|v| v.clone())
+    }
+    fn terms(&self, n: u64) -> Option<Option<ConsentTerms>> {
+        if !self.used.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        self.map.get(&n).map(|v| {
+            v.as_ref().map(|c| ConsentTerms {
+                date: c.date,
+                hours: c.hours,
+            })
+        })
+    }
+    pub fn set(&self, n: u64, c: Option<Consent>) {
+        self.used.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.map.insert(n, c);
+    }
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// A consent list as the policy reads it: the file's records with the
+/// run-time changes on top.
 #[derive(Debug, Default)]
 pub struct ConsentList {
     map: FxHashMap<u64, Consent>,
+    delta: std::sync::Arc<ConsentDelta>,
 }
 
 impl ConsentList {
     pub fn from_entries(entries: impl IntoIterator<Item = (E164, Consent)>) -> ConsentList {
         ConsentList {
             map: entries.into_iter().map(|(n, c)| (n.digits(), c)).collect(),
+            delta: Default::default(),
         }
     }
 
-    pub fn get(&self, n: E164) -> Option<&Consent> {
-        self.map.get(&n.digits())
+    /// The list with the run-time changes kept by the state store.
+    pub fn with_delta(mut self, delta: std::sync::Arc<ConsentDelta>) -> ConsentList {
+        self.delta = delta;
+        self
     }
+
+    pub fn get(&self, n: E164) -> Option<ConsentTerms> {
+        match self.delta.terms(n.digits()) {
+            Some(changed) => changed,
+            None => self.map.get(&n.digits()).map(|c| ConsentTerms {
+                date: c.date,
+                hours: c.hours,
+            }),
+        }
+    }
+
+    /// The record of `n` and where it comes from (admin API).
+    pub fn lookup(&self, n: E164) -> (Option<Consent>, Option<Source>) {
+        match self.delta.get(n.digits()) {
+            Some(changed) => (changed, Some(Source::Api)),
+            None => {
+                let c = self.map.get(&n.digits()).cloned();
+                let source = c.is_some().then_some(Source::File);
+                (c, source)
+            }
+        }
+    }
+
+    /// Records in the file; run-time changes are counted apart.
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -864,7 +943,13 @@ pub fn load_consent(path: &Path, country: Country) -> Result<(ConsentList, LoadR
         }
     }
     report.entries = map.len();
-    Ok((ConsentList { map }, report))
+    Ok((
+        ConsentList {
+            map,
+            delta: Default::default(),
+        },
+        report,
+    ))
 }
 
 #[cfg(test)]
@@ -1025,9 +1110,33 @@ mod tests {
         let f = file("number,date,proof,hours\n+33142000001,2026-09-01,form-123,no\n0142000002,2026-09-02,rec-7,yes\n0142000003,yesterday,x\n");
         let (c, r) = load_consent(f.path(), Country::FR).unwrap();
         assert_eq!((r.entries, r.invalid), (2, 1));
-        let e = c.get(n("0142000002")).unwrap();
-        assert_eq!((e.proof.as_str(), e.hours), ("rec-7", true));
+        let (e, source) = c.lookup(n("0142000002"));
+        let e = e.unwrap();
+        assert_eq!(
+            (e.proof.as_str(), e.hours, source),
+            ("rec-7", true, Some(Source::File))
+        );
         assert!(!c.get(n("0142000001")).unwrap().hours);
+
+        // Run-time changes win over the file: a consent withdrawn, one given.
+        let delta = std::sync::Arc::new(ConsentDelta::default());
+        let c = c.with_delta(delta.clone());
+        delta.set(n("0142000002").digits(), None);
+        let given = Consent {
+            date: NaiveDate::from_ymd_opt(2026, 11, 2).unwrap(),
+            proof: "api-1".into(),
+            hours: false,
+        };
+        delta.set(n("0142000009").digits(), Some(given.clone()));
+        assert_eq!(c.get(n("0142000002")), None);
+        assert_eq!(c.lookup(n("0142000002")), (None, Some(Source::Api)));
+        assert_eq!(
+            c.get(n("0142000009")).map(|t| (t.date, t.hours)),
+            Some((given.date, false))
+        );
+        assert_eq!(c.lookup(n("0142000009")), (Some(given), Some(Source::Api)));
+        assert!(c.get(n("0142000001")).is_some(), "untouched by the changes");
+        assert_eq!(c.lookup(n("0142000005")), (None, None));
     }
 
     /// Numbers as a spreadsheet or a script might write them, and the

@@ -389,6 +389,11 @@ impl Gate {
     pub fn config_version(&self) -> &Arc<str> {
         &self.flow.config_version
     }
+
+    /// The audit trail, where admin changes are recorded too.
+    pub fn audit(&self) -> Option<&Audit> {
+        self.flow.audit.as_ref()
+    }
 }
 
 impl Gatekeeper for Gate {
@@ -449,13 +454,41 @@ impl Gatekeeper for Gate {
             .map(|t| t.id.clone())
     }
 
-    /// A BYE from a tenant's dialer that says the callee refused: the
+    fn settled(&self, call_id: &[u8], tenant: &Arc<str>, status: u16, carrier: Option<&Arc<str>>) {
+        if let Some(a) = &self.flow.audit {
+            a.record_outcome(crate::audit::CallOutcome {
+                call_id: String::from_utf8_lossy(call_id).into_owned(),
+                tenant: tenant.clone(),
+                status,
+                carrier: carrier.cloned(),
+                at: self.clock.now(),
+            });
+        }
+    }
+
+    /// A BYE ends the call (recorded: its duration runs from the answer);
+    /// from a tenant's dialer it may also say the callee refused: the
     /// callee is the dialog's remote party, named in the To header.
     fn in_dialog(&self, req: &Message, source: &Peer) {
-        if req.method() != Some(&b"BYE"[..]) || !self.refusal.matches(req) {
+        if req.method() != Some(&b"BYE"[..]) {
             return;
         }
-        let Some(t) = self.tenants.find_peer(source, self.peer_names.as_deref()) else {
+        let tenant = self.tenants.find_peer(source, self.peer_names.as_deref());
+        if let Some(a) = &self.flow.audit {
+            a.record_end(crate::audit::CallEnd {
+                call_id: String::from_utf8_lossy(req.call_id().unwrap_or_default()).into_owned(),
+                by: if tenant.is_some() {
+                    crate::audit::Party::Dialer
+                } else {
+                    crate::audit::Party::Carrier
+                },
+                at: self.clock.now(),
+            });
+        }
+        if !self.refusal.matches(req) {
+            return;
+        }
+        let Some(t) = tenant else {
             return;
         };
         let callee = req

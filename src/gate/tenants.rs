@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::dnc::DncList;
+use crate::dnc::{ConsentList, DncList};
 use crate::numbering::Country;
 use crate::policy::TenantPolicy;
 use crate::proxy::{Peer, Transport};
@@ -24,6 +24,8 @@ pub struct Tenants {
     /// Every configured DNC list by name, with the country its national
     /// numbers are read in (admin API).
     lists: HashMap<String, (DncList, Country)>,
+    /// Every configured consent list by name, likewise.
+    consent: HashMap<String, (Arc<ConsentList>, Country)>,
 }
 
 impl Tenants {
@@ -42,6 +44,18 @@ impl Tenants {
 
     pub fn add_dnc_list(&mut self, list: DncList, country: Country) {
         self.lists.insert(list.name().to_owned(), (list, country));
+    }
+
+    pub fn add_consent_list(&mut self, name: &str, list: Arc<ConsentList>, country: Country) {
+        self.consent.insert(name.to_owned(), (list, country));
+    }
+
+    pub fn consent_list(&self, name: &str) -> Option<&(Arc<ConsentList>, Country)> {
+        self.consent.get(name)
+    }
+
+    pub fn consent_list_names(&self) -> impl Iterator<Item = &str> {
+        self.consent.keys().map(String::as_str)
     }
 
     /// The tenant whose networks hold `ip`, most specific prefix first.

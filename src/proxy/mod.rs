@@ -209,6 +209,17 @@ pub trait Gatekeeper: Send + Sync {
     /// before it is forwarded (e.g. a BYE that signals a refusal). Never
     /// changes how it is routed.
     fn in_dialog(&self, _req: &Message, _source: &Peer) {}
+    /// A forwarded call's INVITE got its final answer: the carrier's, or
+    /// this proxy's when no carrier gave one (`carrier` is then the last
+    /// one tried, if any). Called once per forwarded call.
+    fn settled(
+        &self,
+        _call_id: &[u8],
+        _tenant: &Arc<str>,
+        _status: u16,
+        _carrier: Option<&Arc<str>>,
+    ) {
+    }
 }
 
 /// Counters the core reports; implemented by the metrics registry, and by

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use super::{Attempts, Health};
 use crate::clock::Clock;
-use crate::dnc::Delta;
+use crate::dnc::{Consent, ConsentDelta, Delta};
 use crate::numbering::E164;
 use crate::policy::{Cap, Closure, History};
 
@@ -47,6 +47,9 @@ const REFUSALS: TableDefinition<(&str, u64), i64> = TableDefinition::new("refusa
 const ATTEMPTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("attempts");
 /// (list, number) -> 1 added, 0 removed at run time.
 const DNC: TableDefinition<(&str, u64), u8> = TableDefinition::new("dnc");
+/// (list, number) -> the consent as JSON, `null` when withdrawn at run
+/// time (`PUT`/`DELETE /v1/consent/...`).
+const CONSENT: TableDefinition<(&str, u64), &str> = TableDefinition::new("consent");
 /// closure id -> the closure as JSON (`POST /v1/closures`).
 const CLOSURES: TableDefinition<u64, &str> = TableDefinition::new("closures");
 /// Counters that must survive a restart: `closure_id`, the last closure id
@@ -86,6 +89,7 @@ struct Inner {
     any_refusal: std::sync::atomic::AtomicBool,
     attempts: DashMap<Key, SmallVec<[i64; 4]>, FxBuildHasher>,
     dnc: DashMap<String, Arc<Delta>>,
+    consent: DashMap<String, Arc<ConsentDelta>>,
     /// Every closure on record; `None` when there is none (the call path
     /// then skips the check).
     closures: arc_swap::ArcSwapOption<Vec<Closure>>,
@@ -119,14 +123,15 @@ pub struct Loaded {
     pub refusals: usize,
     pub attempts: usize,
     pub dnc_changes: usize,
+    pub consent_changes: usize,
 }
 
 impl std::fmt::Display for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} refusals, {} callees with counted attempts, {} run-time DNC changes",
-            self.refusals, self.attempts, self.dnc_changes
+            "{} refusals, {} callees with counted attempts, {} run-time DNC changes, {} run-time consent changes",
+            self.refusals, self.attempts, self.dnc_changes, self.consent_changes
         )
     }
 }
@@ -160,6 +165,7 @@ impl Store {
             w.open_table(REFUSALS).map_err(|e| open_err(e.into()))?;
             w.open_table(ATTEMPTS).map_err(|e| open_err(e.into()))?;
             w.open_table(DNC).map_err(|e| open_err(e.into()))?;
+            w.open_table(CONSENT).map_err(|e| open_err(e.into()))?;
             w.open_table(CLOSURES).map_err(|e| open_err(e.into()))?;
             w.open_table(META).map_err(|e| open_err(e.into()))?;
             w.commit().map_err(|e| open_err(e.into()))?;
@@ -174,6 +180,7 @@ impl Store {
             any_refusal: Default::default(),
             attempts: DashMap::default(),
             dnc: DashMap::new(),
+            consent: DashMap::new(),
             closures: arc_swap::ArcSwapOption::empty(),
             closure_change: std::sync::Mutex::new(()),
             keep_attempts: AtomicI64::new(chrono::Duration::days(31).num_seconds()),
@@ -406,6 +413,60 @@ impl Store {
         Ok(())
     }
 
+    /// The run-time changes of consent list `name` (created empty if none).
+    pub fn consent_delta(&self, name: &str) -> Arc<ConsentDelta> {
+        self.inner
+            .consent
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Gives (`Some`) or withdraws (`None`) consent for numbers of a list,
+    /// durably (one transaction), then in memory.
+    pub fn consent_set(
+        &self,
+        list: &str,
+        digits: &[u64],
+        consent: Option<&Consent>,
+    ) -> Result<(), StateError> {
+        let value = serde_json::to_string(&consent).unwrap_or_else(|_| "null".into());
+        let w = self.inner.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(CONSENT).map_err(db_err)?;
+            for &d in digits {
+                t.insert((list, d), value.as_str()).map_err(db_err)?;
+            }
+        }
+        w.commit().map_err(db_err)?;
+        let delta = self.consent_delta(list);
+        for &d in digits {
+            delta.set(d, consent.cloned());
+        }
+        Ok(())
+    }
+
+    /// Applies consent changes made elsewhere (shared state); only the
+    /// numbers whose run-time record differs are written. Returns how many
+    /// changed.
+    pub fn consent_apply(
+        &self,
+        list: &str,
+        digits: &[u64],
+        consent: Option<&Consent>,
+    ) -> Result<usize, StateError> {
+        let delta = self.consent_delta(list);
+        let changed: Vec<u64> = digits
+            .iter()
+            .copied()
+            .filter(|&d| delta.get(d).as_ref() != Some(&consent.cloned()))
+            .collect();
+        if !changed.is_empty() {
+            self.consent_set(list, &changed, consent)?;
+        }
+        Ok(changed.len())
+    }
+
     /// Applies DNC changes made elsewhere (another instance, through the
     /// shared state): only the numbers whose run-time state differs are
     /// written, so an instance's own changes coming back cost nothing.
@@ -526,6 +587,27 @@ impl Inner {
                 .or_default()
                 .set(number, v.value() == 1);
             loaded.dnc_changes += 1;
+        }
+        for row in r
+            .open_table(CONSENT)
+            .map_err(db_err)?
+            .iter()
+            .map_err(db_err)?
+        {
+            let (k, v) = row.map_err(db_err)?;
+            let (list, number) = k.value();
+            match serde_json::from_str::<Option<Consent>>(v.value()) {
+                Ok(c) => {
+                    self.consent
+                        .entry(list.to_owned())
+                        .or_default()
+                        .set(number, c);
+                    loaded.consent_changes += 1;
+                }
+                Err(e) => {
+                    tracing::error!(list, number, error = %e, "a stored consent change is unreadable; skipped")
+                }
+            }
         }
         Ok(loaded)
     }

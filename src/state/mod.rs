@@ -16,7 +16,7 @@ pub mod embedded;
 pub mod redis;
 
 pub use embedded::{Loaded, StateError, Store};
-pub use redis::{DncChange, RedisSettings, Shared, SharedError};
+pub use redis::{DncChange, ListChange, RedisSettings, Shared, SharedError};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
@@ -174,6 +174,26 @@ impl Backend {
             }
             None => self.local.record_refusal_soon(tenant, callee, at),
         }
+    }
+
+    /// Gives (`Some`) or withdraws consent for numbers of a consent list at
+    /// run time, durably: published to the other instances first when
+    /// shared, then committed here.
+    pub async fn consent_change(
+        &self,
+        list: &str,
+        numbers: Vec<E164>,
+        consent: Option<crate::dnc::Consent>,
+    ) -> Result<(), Error> {
+        if let Some(s) = &self.shared {
+            s.consent_publish(list, &numbers, consent.as_ref()).await?;
+        }
+        let (store, list) = (self.local.clone(), list.to_owned());
+        let digits: Vec<u64> = numbers.iter().map(|n| n.digits()).collect();
+        tokio::task::spawn_blocking(move || store.consent_set(&list, &digits, consent.as_ref()))
+            .await
+            .map_err(|_| Error::Task)?
+            .map_err(Error::from)
     }
 
     /// Adds (`listed`) or removes numbers of a DNC list at run time,

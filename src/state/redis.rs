@@ -8,8 +8,11 @@
 //!   seconds, expiring after the window.
 //!
 //! - `P:dnc:LIST`: a hash of run-time DNC changes (digits -> 1 listed,
-//!   0 removed), and `P:dnc-changes`, a stream of those changes that every
-//!   instance reads to apply them locally (see `service`).
+//!   0 removed); `P:consent:LIST`: a hash of run-time consent changes
+//!   (digits -> the consent as JSON, `null` withdrawn); and
+//!   `P:dnc-changes`, a stream of both kinds of change (`kind` `consent`
+//!   for the latter) that every instance reads to apply them locally (see
+//!   `app::sync`).
 //!
 //! Check-and-count is one Lua script, so it is atomic across instances:
 //! concurrent INVITEs to one callee, whichever instance they reach, never
@@ -119,8 +122,17 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DncChange {
     pub id: String,
     pub list: String,
-    pub listed: bool,
+    pub change: ListChange,
     pub numbers: Vec<u64>,
+}
+
+/// What a run-time change does to its list's numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListChange {
+    /// Listed (`true`) or removed from a DNC list.
+    Dnc(bool),
+    /// A consent given, or withdrawn (`None`).
+    Consent(Option<crate::dnc::Consent>),
 }
 
 /// Least time between two "unavailable" log lines.
@@ -338,37 +350,81 @@ impl Shared {
         numbers: &[E164],
         listed: bool,
     ) -> Result<(), SharedError> {
+        let flag = if listed { "1" } else { "0" };
+        let hash = format!("{}:dnc:{list}", self.inner.prefix);
+        self.publish(&hash, numbers, flag, &[("list", list), ("listed", flag)])
+            .await
+    }
+
+    /// Publishes a run-time consent change to every instance, as
+    /// [`Shared::dnc_publish`] does for DNC lists.
+    pub async fn consent_publish(
+        &self,
+        list: &str,
+        numbers: &[E164],
+        consent: Option<&crate::dnc::Consent>,
+    ) -> Result<(), SharedError> {
+        let value = serde_json::to_string(&consent).unwrap_or_else(|_| "null".into());
+        let hash = format!("{}:consent:{list}", self.inner.prefix);
+        let fields = [("kind", "consent"), ("list", list), ("consent", &value)];
+        self.publish(&hash, numbers, &value, &fields).await
+    }
+
+    /// One transaction: `value` for every number in the list's `hash`, and
+    /// a stream entry with `fields` and the numbers.
+    async fn publish(
+        &self,
+        hash: &str,
+        numbers: &[E164],
+        value: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<(), SharedError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let hash = format!("{}:dnc:{list}", self.inner.prefix);
-        let flag = u8::from(listed);
         for chunk in numbers.chunks(10_000) {
-            let pairs: Vec<(u64, u8)> = chunk.iter().map(|n| (n.digits(), flag)).collect();
-            pipe.hset_multiple(&hash, &pairs).ignore();
+            let pairs: Vec<(u64, &str)> = chunk.iter().map(|n| (n.digits(), value)).collect();
+            pipe.hset_multiple(hash, &pairs).ignore();
         }
         let joined = numbers
             .iter()
             .map(|n| n.digits().to_string())
             .collect::<Vec<_>>()
             .join(",");
-        pipe.cmd("XADD")
+        let xadd = pipe
+            .cmd("XADD")
             .arg(self.dnc_stream())
             .arg("MAXLEN")
             .arg("~")
             .arg(DNC_STREAM_LEN)
-            .arg("*")
-            .arg("list")
-            .arg(list)
-            .arg("listed")
-            .arg(flag)
-            .arg("numbers")
-            .arg(joined)
-            .ignore();
+            .arg("*");
+        for (k, v) in fields {
+            xadd.arg(*k).arg(*v);
+        }
+        xadd.arg("numbers").arg(joined).ignore();
         let mut conn = self.conn();
         let () = self
             .run_within(ADMIN_TIMEOUT, pipe.query_async(&mut conn))
             .await?;
         Ok(())
+    }
+
+    /// Every run-time consent change of a list; unreadable values skipped.
+    pub async fn consent_all(
+        &self,
+        list: &str,
+    ) -> Result<Vec<(u64, Option<crate::dnc::Consent>)>, SharedError> {
+        let mut conn = self.conn();
+        let hash = format!("{}:consent:{list}", self.inner.prefix);
+        let all: Vec<(u64, String)> = self
+            .run_within(
+                ADMIN_TIMEOUT,
+                redis::cmd("HGETALL").arg(hash).query_async(&mut conn),
+            )
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(n, v)| Some((n, serde_json::from_str(&v).ok()?)))
+            .collect())
     }
 
     /// Every run-time change of a list: (digits, listed).
@@ -426,17 +482,29 @@ impl Shared {
                 let mut c = DncChange {
                     id,
                     list: String::new(),
-                    listed: false,
+                    change: ListChange::Dnc(false),
                     numbers: Vec::new(),
                 };
+                let mut consent = None;
                 for (k, v) in fields {
                     match k.as_str() {
                         "list" => c.list = v,
-                        "listed" => c.listed = v == "1",
+                        "listed" => c.change = ListChange::Dnc(v == "1"),
+                        "consent" => consent = Some(v),
                         "numbers" => {
                             c.numbers = v.split(',').filter_map(|n| n.parse().ok()).collect()
                         }
                         _ => {}
+                    }
+                }
+                if let Some(v) = consent {
+                    match serde_json::from_str(&v) {
+                        Ok(value) => c.change = ListChange::Consent(value),
+                        Err(e) => {
+                            // Applied as nothing rather than as a withdrawal.
+                            tracing::error!(list = %c.list, error = %e, "an unreadable consent change in the shared stream; skipped");
+                            c.numbers.clear();
+                        }
                     }
                 }
                 c

@@ -315,6 +315,16 @@ impl Proxy {
     }
 
     /// One admin API request: (status, body).
+    /// Restarts the process (`kill -9`) with `admin.token_env` set: the API
+    /// then needs `Authorization: Bearer s3cret`.
+    pub fn restart_with_admin_token(&mut self) {
+        let cfg = self.dir.path().join("cg.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let with = "[admin]\ntoken_env = \"CALLGUARD_TEST_TOKEN\"\n";
+        std::fs::write(&cfg, text.replace("[admin]\n", with)).unwrap();
+        self.kill9_and_restart();
+    }
+
     pub fn http(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         self.http_with(method, path, body, "")
     }

@@ -439,13 +439,15 @@ impl Core {
             } => {
                 self.observe_forward(&tenant, warn);
                 let targets = self.targets();
-                if targets.is_empty() {
-                    return self.reject_server(now, id.slot, &no_carrier());
-                }
                 if let Some(fwd) = self.servers[id.slot].fwd.as_mut() {
+                    // Set first: a call allowed with no carrier to take it
+                    // has an outcome too.
+                    fwd.tenant = Some(tenant);
+                    if targets.is_empty() {
+                        return self.reject_server(now, id.slot, &no_carrier());
+                    }
                     fwd.targets = targets;
                     fwd.extra = headers;
-                    fwd.tenant = Some(tenant);
                 }
                 self.try_next_carrier(now, id.slot);
             }
@@ -458,13 +460,27 @@ impl Core {
 
     // ---------------------------------------------------------- local finals
 
+    /// The final answer to a forwarded call (`fwd` has a tenant once the
+    /// gate let it through): the gatekeeper records its outcome.
+    fn settle(&self, fwd: &Forwarding, code: u16) {
+        let Some(tenant) = &fwd.tenant else { return };
+        let carrier = self
+            .live_client(fwd.branch)
+            .and_then(|c| self.clients[c].carrier.as_ref());
+        let call_id = fwd.request.call_id().unwrap_or_default();
+        self.gatekeeper.settled(call_id, tenant, code, carrier);
+    }
+
     /// A final response generated here for a proxied request.
     fn local_final(&mut self, now: Instant, sidx: usize, code: u16, phrase: &str) {
-        let s = &mut self.servers[sidx];
-        if !s.machine.proceeding() {
+        if !self.servers[sidx].machine.proceeding() {
             return;
         }
-        let Some(fwd) = s.fwd.take() else { return };
+        let Some(fwd) = self.servers[sidx].fwd.take() else {
+            return;
+        };
+        self.settle(&fwd, code);
+        let s = &mut self.servers[sidx];
         let tag = s.key.local_tag();
         let bytes = build::response(
             &fwd.request,
@@ -505,6 +521,7 @@ impl Core {
         let Some(fwd) = self.servers[sidx].fwd.take() else {
             return;
         };
+        self.settle(&fwd, r.status);
         let tag = self.servers[sidx].key.local_tag();
         let bytes = self.explained_response(&fwd.request, fwd.top_via.as_deref(), &tag, r);
         let s = &mut self.servers[sidx];

@@ -172,6 +172,8 @@ impl Core {
                 let targets = self.targets();
                 if targets.is_empty() {
                     let r = no_carrier();
+                    let call_id = msg.call_id().unwrap_or_default();
+                    self.gatekeeper.settled(call_id, &tenant, r.status, None);
                     return self.reject_invite(now, from, msg, key, top_via, reply_to, r, false);
                 }
                 let mut fwd = Forwarding::new(msg, top_via);

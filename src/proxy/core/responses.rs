@@ -137,9 +137,12 @@ impl Core {
             }
             return;
         };
-        let s = &mut self.servers[sidx];
-        if !s.machine.proceeding() {
+        if !self.servers[sidx].machine.proceeding() {
             return;
+        }
+        let fwd = self.servers[sidx].fwd.take();
+        if let Some(f) = &fwd {
+            self.settle(f, code);
         }
         // §16.7 step 6: a 503 from downstream must not make upstream think
         // *this* proxy is overloaded.
@@ -148,9 +151,8 @@ impl Core {
         } else {
             (None, code)
         };
-        let bytes =
-            build::forward_response(msg, status, s.fwd.as_deref().map(Forwarding::upstream));
-        s.fwd = None;
+        let bytes = build::forward_response(msg, status, fwd.as_deref().map(Forwarding::upstream));
+        let s = &mut self.servers[sidx];
         let gen = s.gen;
         let mut ctx = ctx!(self, now, sidx, gen);
         s.machine.final_response(sent_code, bytes, &mut ctx);
