@@ -96,6 +96,16 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Shell completions on standard output, e.g.
+    /// `callguard completions bash > /etc/bash_completion.d/callguard`.
+    Completions { shell: clap_complete::Shell },
+    /// The manual page (roff) on standard output: `callguard man | man -l -`.
+    Man {
+        /// Write every page instead (`callguard.1`, `callguard-serve.1`, …)
+        /// into this directory.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -725,6 +735,22 @@ fn main() -> ExitCode {
         Command::Rules { command } => rules(command),
         Command::Dnc { command } => dnc(command),
         Command::Audit { command } => audit(command),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "callguard", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match out_dir {
+                Some(dir) => clap_mangen::generate_to(cmd, &dir)
+                    .with_context(|| format!("writing the manual pages into {}", dir.display())),
+                None => clap_mangen::Man::new(cmd)
+                    .render(&mut std::io::stdout())
+                    .context("writing the manual page"),
+            }
+            .map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

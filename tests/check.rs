@@ -336,3 +336,35 @@ fn tenant_sources_take_single_addresses_and_explain_bad_networks() {
     assert!(err.contains("`127.0.0.0/33` is not a network"), "{err}");
     assert!(err.contains("line 5"), "{err}");
 }
+
+/// The man pages and completions the package ships come from the CLI
+/// itself: every subcommand is in them.
+#[test]
+fn man_pages_and_completions_name_every_subcommand() {
+    let out = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_callguard"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let page = out(&["man"]);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH callguard"),
+        "{page}"
+    );
+    let bash = out(&["completions", "bash"]);
+    for sub in ["serve", "check", "audit", "dnc", "rules", "config"] {
+        assert!(page.contains(sub), "man page lacks {sub}");
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+    }
+    assert!(bash.contains("--number"), "audit search's options");
+    let dir = tempfile::tempdir().unwrap();
+    out(&["man", "--out-dir", dir.path().to_str().unwrap()]);
+    let verify = std::fs::read_to_string(dir.path().join("callguard-audit-verify.1")).unwrap();
+    assert!(verify.contains("hash chain"), "{verify}");
+    let (code, err) = run(&["completions", "tcsh"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("bash"), "{err}");
+}
