@@ -331,6 +331,25 @@ impl Metrics {
         }
     }
 
+    /// Exports each carrier's failover and failure counters at 0 (start,
+    /// reload): a rate or `increase()` over a series that appears with its
+    /// first count misses that count, and a panel shows no data instead of
+    /// 0. Targets found later through DNS get theirs at their first count.
+    pub fn carriers_known<'a>(&self, names: impl Iterator<Item = &'a str>) {
+        for name in names {
+            let carrier = name.to_owned();
+            let _ = self.carrier_failovers.get_or_create(&CarrierName {
+                carrier: carrier.clone(),
+            });
+            for reason in ["timeout", "unreachable"] {
+                let _ = self.carrier_failures.get_or_create(&CarrierFailure {
+                    carrier: carrier.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+
     /// Sets the DNC lists' data ages at `now` and their maximum ages.
     pub fn dnc_ages(&self, tenants: &crate::gate::Tenants, now: chrono::DateTime<chrono::Utc>) {
         self.dnc_age.clear();

@@ -198,6 +198,8 @@ fn silent_carrier_is_counted_as_a_carrier_failure() {
     for series in [
         r#"callguard_config_reloads_total{result="failure"} 0"#,
         r#"callguard_config_reloads_total{result="success"} 0"#,
+        r#"callguard_carrier_failovers_total{carrier="c1"} 0"#,
+        r#"callguard_carrier_failures_total{carrier="c1",reason="unreachable"} 0"#,
     ] {
         assert!(scrape.contains(series), "{series} missing:\n{scrape}");
     }

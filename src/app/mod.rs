@@ -315,6 +315,8 @@ impl Reloader {
         ));
         self.metrics.dnc_sizes(&gate.tenants);
         self.metrics.dated_calendars(&gate.tenants);
+        self.metrics
+            .carriers_known(settings.carriers.iter().map(|c| &*c.name));
         self.current.store(gate.clone());
         self.current_settings.store(settings.clone());
         let gate: Arc<dyn crate::proxy::Gatekeeper> = gate;
@@ -814,6 +816,7 @@ pub async fn start_on(
     }
     metrics.dnc_sizes(&gatekeeper.tenants);
     metrics.dated_calendars(&gatekeeper.tenants);
+    metrics.carriers_known(settings.carriers.iter().map(|c| &*c.name));
     if gatekeeper.tenants.is_empty() {
         tracing::warn!("no tenant is configured: every INVITE will be rejected 403");
     }
@@ -922,12 +925,13 @@ pub async fn start_on(
         ops: reloader.clone(),
     };
     tokio::spawn(crate::admin::serve(admin_listener, state));
+    for c in &settings.carriers {
+        // Known from the start, so the gauge reads 1 before any ping (and
+        // stays 1 without pings: the proxy then always tries the carrier).
+        crate::proxy::Observer::carrier_up(&*metrics, &c.name, true);
+    }
     if cfg.health.options_interval_ms > 0 {
         let interval = Duration::from_millis(cfg.health.options_interval_ms);
-        for c in &settings.carriers {
-            // Known from the start, so the gauge reads 1 before any ping.
-            crate::proxy::Observer::carrier_up(&*metrics, &c.name, true);
-        }
         tokio::spawn(ping_carriers(reloader.clone(), interval));
     }
     if let Some(shared) = reloader.shared.clone() {
