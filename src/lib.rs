@@ -19,9 +19,10 @@
 //!    - [`admission`]: what a stranger (no tenant, no carrier) may cost: per-source
 //!      budgets, addresses and instants in, verdicts and an account out.
 //! 3. Effects the call path needs:
-//!    - [`state`]: refusals, attempts and DNC changes behind one [`state::Backend`]
+//!    - [`state`]: refusals, attempts, DNC and consent changes behind one [`state::Backend`]
 //!      (embedded redb store, or Redis shared by several instances).
-//!    - [`audit`]: the audit trail, one JSON line per decision, written off the call path.
+//!    - [`audit`]: the audit trail (decisions, call outcomes, admin changes), hash-chained,
+//!      written off the call path; read back by `audit verify` and `audit search`.
 //!    - [`dns`]: carriers given as SIP domains, located per RFC 3263.
 //!    - [`transport`]: the UDP/TCP/TLS driver around the core (UDP threads, tokio).
 //! 4. [`gate`]: the one flow for an initial INVITE (tenant → facts → state →
