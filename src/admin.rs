@@ -621,10 +621,8 @@ async fn record_change(State(s): State<AdminState>, req: Request, next: Next) ->
     };
     let request = (!bytes.is_empty()).then(|| {
         serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            let mut h = crate::audit::chain::GENESIS;
-            let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
-            crate::audit::chain::hex(d.as_ref(), &mut h);
-            serde_json::json!({ "bytes": bytes.len(), "sha256": String::from_utf8_lossy(&h) })
+            let sha256 = crate::audit::chain::sha256_hex(&bytes);
+            serde_json::json!({ "bytes": bytes.len(), "sha256": sha256 })
         })
     });
     let resp = next

@@ -248,10 +248,7 @@ pub struct AdminChange {
 
 /// The id the trail records for a bearer token.
 pub fn token_id(token: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let mut h = chain::GENESIS;
-    chain::hex(d.as_ref(), &mut h);
-    format!("sha256:{}", String::from_utf8_lossy(&h[..16]))
+    format!("sha256:{}", &chain::sha256_hex(token.as_bytes())[..16])
 }
 
 #[derive(Serialize)]
@@ -494,11 +491,26 @@ impl Audit {
     /// Returns once every record handed over before the call is on disk
     /// (fsync'd), or after `bound` if the disk stalls: shutdown must end.
     pub fn flush(&self, bound: Duration) -> bool {
+        let deadline = std::time::Instant::now() + bound;
         let (tx, rx) = mpsc::sync_channel(1);
-        if self.tx.send(Msg::Flush(tx)).is_err() {
-            return false;
+        // Not `send`: with the queue full (the disk stalls) it would wait
+        // for ever, and an admin request or the shutdown with it.
+        let mut msg = Msg::Flush(tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Disconnected(_)) => return false,
+                Err(mpsc::TrySendError::Full(m)) => {
+                    if std::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
-        rx.recv_timeout(bound).is_ok()
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .is_ok()
     }
 }
 
@@ -1041,6 +1053,17 @@ mod tests {
         assert_eq!(outcome_of(408), "no_answer");
         assert_eq!(outcome_of(603), "declined");
         assert_eq!(outcome_of(503), "failed");
+    }
+
+    /// A stalled disk does not hold a flush (an admin change, the
+    /// shutdown) past its bound, even with the queue full.
+    #[test]
+    fn a_flush_on_a_full_queue_gives_up_at_its_bound() {
+        let (a, _keep) = Audit::stalled(1);
+        a.try_record(rec("q1", chrono::Utc::now())).unwrap();
+        let started = std::time::Instant::now();
+        assert!(!a.flush(Duration::from_millis(200)));
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

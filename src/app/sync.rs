@@ -49,14 +49,12 @@ pub(super) fn list_names(tenants: &Tenants) -> (Vec<String>, Vec<String>) {
 async fn consent_apply(
     state: &Store,
     list: String,
-    digits: Vec<u64>,
-    consent: Option<crate::dnc::Consent>,
+    changes: Vec<(u64, Option<crate::dnc::Consent>)>,
 ) -> anyhow::Result<usize> {
     let state = state.clone();
-    let n =
-        tokio::task::spawn_blocking(move || state.consent_apply(&list, &digits, consent.as_ref()))
-            .await
-            .context("consent apply task")??;
+    let n = tokio::task::spawn_blocking(move || state.consent_apply(&list, changes))
+        .await
+        .context("consent apply task")??;
     Ok(n)
 }
 
@@ -96,9 +94,8 @@ pub(super) async fn dnc_full_load(
         }
     }
     for list in consent_lists {
-        for (digits, consent) in shared.consent_all(&list).await? {
-            changed += consent_apply(state, list.clone(), vec![digits], consent).await?;
-        }
+        let all = shared.consent_all(&list).await?;
+        changed += consent_apply(state, list, all).await?;
     }
     tracing::info!(
         changed,
@@ -120,7 +117,8 @@ async fn dnc_follow(
                 dnc_apply(&r.state, c.list.clone(), c.numbers, listed).await?
             }
             crate::state::ListChange::Consent(consent) => {
-                consent_apply(&r.state, c.list.clone(), c.numbers, consent).await?
+                let changes = c.numbers.iter().map(|&d| (d, consent.clone())).collect();
+                consent_apply(&r.state, c.list.clone(), changes).await?
             }
         };
         last = c.id;

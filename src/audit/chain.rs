@@ -33,6 +33,16 @@ pub fn hex(digest: &[u8], out: &mut Head) {
     }
 }
 
+/// The SHA-256 of `bytes` in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let mut h = GENESIS;
+    hex(
+        ring::digest::digest(&ring::digest::SHA256, bytes).as_ref(),
+        &mut h,
+    );
+    String::from_utf8_lossy(&h).into_owned()
+}
+
 /// The chain value of a line whose body (the JSON object without its hash
 /// field) is `body` followed by `}`, after `prev`.
 fn link(prev: &Head, body_open: &[u8]) -> Head {

@@ -227,28 +227,42 @@ pub fn load_changes(path: &Path, country: Country) -> Result<(Changes, LoadRepor
     Ok((changes, report))
 }
 
-/// Run-time additions (`true`) and removals (`false`) of one DNC list,
-/// made through the admin API and persisted by the state store. They
-/// outlive reloads: a reload replaces the file's snapshot, not the
-/// changes an operator made since.
-#[derive(Debug, Default)]
-pub struct Delta {
-    map: dashmap::DashMap<u64, bool, rustc_hash::FxBuildHasher>,
+/// Run-time changes of one list over its file, by number: what the admin
+/// API (or another instance) set, persisted by the state store. They
+/// outlive reloads: a reload replaces the file's snapshot, not the changes
+/// an operator made since. DNC lists keep listed/removed ([`Delta`]),
+/// consent lists a consent given or withdrawn ([`ConsentDelta`]).
+#[derive(Debug)]
+pub struct Overlay<V> {
+    map: dashmap::DashMap<u64, V, rustc_hash::FxBuildHasher>,
     /// Lets the call path skip the map while no change was ever made (the
     /// common case), at the cost of one relaxed load.
     used: std::sync::atomic::AtomicBool,
 }
 
-impl Delta {
-    pub fn get(&self, n: u64) -> Option<bool> {
+impl<V> Default for Overlay<V> {
+    fn default() -> Self {
+        Overlay {
+            map: Default::default(),
+            used: Default::default(),
+        }
+    }
+}
+
+impl<V: Clone> Overlay<V> {
+    pub fn get(&self, n: u64) -> Option<V> {
+        self.read(n, V::clone)
+    }
+    /// `f` of the change of `n`, if any, without cloning it.
+    fn read<T>(&self, n: u64, f: impl FnOnce(&V) -> T) -> Option<T> {
         if !self.used.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
-        self.map.get(&n).map(|v| *v)
+        self.map.get(&n).map(|v| f(&v))
     }
-    pub fn set(&self, n: u64, listed: bool) {
+    pub fn set(&self, n: u64, v: V) {
         self.used.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.map.insert(n, listed);
+        self.map.insert(n, v);
     }
     pub fn len(&self) -> usize {
         self.map.len()
@@ -256,6 +270,12 @@ impl Delta {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+}
+
+/// A DNC list's run-time changes: listed (`true`) or removed.
+pub type Delta = Overlay<bool>;
+
+impl Delta {
     /// Net change to the snapshot's size.
     pub fn net(&self, base: &NumberSet) -> i64 {
         self.map
@@ -394,45 +414,9 @@ pub struct ConsentTerms {
     pub hours: bool,
 }
 
-/// Run-time consent changes of one list, over its file: a consent given
-/// (`Some`) or withdrawn (`None`) through the admin API.
-#[derive(Debug, Default)]
-pub struct ConsentDelta {
-    map: dashmap::DashMap<u64, Option<Consent>, rustc_hash::FxBuildHasher>,
-    /// Lets the call path skip the map while no change was ever made.
-    used: std::sync::atomic::AtomicBool,
-}
-
-impl ConsentDelta {
-    /// `None`: no run-time change; `Some(None)`: withdrawn.
-    pub fn get(&self, n: u64) -> Option<Option<Consent>> {
-        if !self.used.load(std::sync::atomic::Ordering::Relaxed) {
-            return None;
-        }
-        self.map.get(&n).map(|v| v.clone())
-    }
-    fn terms(&self, n: u64) -> Option<Option<ConsentTerms>> {
-        if !self.used.load(std::sync::atomic::Ordering::Relaxed) {
-            return None;
-        }
-        self.map.get(&n).map(|v| {
-            v.as_ref().map(|c| ConsentTerms {
-                date: c.date,
-                hours: c.hours,
-            })
-        })
-    }
-    pub fn set(&self, n: u64, c: Option<Consent>) {
-        self.used.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.map.insert(n, c);
-    }
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-}
+/// A consent list's run-time changes: a consent given (`Some`) or
+/// withdrawn (`None`) through the admin API.
+pub type ConsentDelta = Overlay<Option<Consent>>;
 
 /// A consent list as the policy reads it: the file's records with the
 /// run-time changes on top.
@@ -457,12 +441,13 @@ impl ConsentList {
     }
 
     pub fn get(&self, n: E164) -> Option<ConsentTerms> {
-        match self.delta.terms(n.digits()) {
+        let terms = |c: &Consent| ConsentTerms {
+            date: c.date,
+            hours: c.hours,
+        };
+        match self.delta.read(n.digits(), |c| c.as_ref().map(terms)) {
             Some(changed) => changed,
-            None => self.map.get(&n.digits()).map(|c| ConsentTerms {
-                date: c.date,
-                hours: c.hours,
-            }),
+            None => self.map.get(&n.digits()).map(terms),
         }
     }
 

@@ -422,47 +422,44 @@ impl Store {
             .clone()
     }
 
-    /// Gives (`Some`) or withdraws (`None`) consent for numbers of a list,
-    /// durably (one transaction), then in memory.
+    /// Gives (`Some`) or withdraws (`None`) consent, number by number, for
+    /// a list: durably (one transaction), then in memory.
     pub fn consent_set(
         &self,
         list: &str,
-        digits: &[u64],
-        consent: Option<&Consent>,
+        changes: &[(u64, Option<Consent>)],
     ) -> Result<(), StateError> {
-        let value = serde_json::to_string(&consent).unwrap_or_else(|_| "null".into());
         let w = self.inner.db.begin_write().map_err(db_err)?;
         {
             let mut t = w.open_table(CONSENT).map_err(db_err)?;
-            for &d in digits {
-                t.insert((list, d), value.as_str()).map_err(db_err)?;
+            for (d, c) in changes {
+                let value = serde_json::to_string(c).unwrap_or_else(|_| "null".into());
+                t.insert((list, *d), value.as_str()).map_err(db_err)?;
             }
         }
         w.commit().map_err(db_err)?;
         let delta = self.consent_delta(list);
-        for &d in digits {
-            delta.set(d, consent.cloned());
+        for (d, c) in changes {
+            delta.set(*d, c.clone());
         }
         Ok(())
     }
 
     /// Applies consent changes made elsewhere (shared state); only the
-    /// numbers whose run-time record differs are written. Returns how many
-    /// changed.
+    /// numbers whose run-time record differs are written, in one
+    /// transaction. Returns how many changed.
     pub fn consent_apply(
         &self,
         list: &str,
-        digits: &[u64],
-        consent: Option<&Consent>,
+        changes: Vec<(u64, Option<Consent>)>,
     ) -> Result<usize, StateError> {
         let delta = self.consent_delta(list);
-        let changed: Vec<u64> = digits
-            .iter()
-            .copied()
-            .filter(|&d| delta.get(d).as_ref() != Some(&consent.cloned()))
+        let changed: Vec<(u64, Option<Consent>)> = changes
+            .into_iter()
+            .filter(|(d, c)| delta.get(*d).as_ref() != Some(c))
             .collect();
         if !changed.is_empty() {
-            self.consent_set(list, &changed, consent)?;
+            self.consent_set(list, &changed)?;
         }
         Ok(changed.len())
     }

@@ -189,8 +189,11 @@ impl Backend {
             s.consent_publish(list, &numbers, consent.as_ref()).await?;
         }
         let (store, list) = (self.local.clone(), list.to_owned());
-        let digits: Vec<u64> = numbers.iter().map(|n| n.digits()).collect();
-        tokio::task::spawn_blocking(move || store.consent_set(&list, &digits, consent.as_ref()))
+        let changes: Vec<_> = numbers
+            .iter()
+            .map(|n| (n.digits(), consent.clone()))
+            .collect();
+        tokio::task::spawn_blocking(move || store.consent_set(&list, &changes))
             .await
             .map_err(|_| Error::Task)?
             .map_err(Error::from)
