@@ -16,10 +16,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use callguard::proxy::{
-    Carrier, CarrierStatus, Core, Gatekeeper, LocalEndpoint, NoObserver, Peer, Settings, Transport,
-    Verdict,
-};
+use callguard::proxy::{Carrier, Core, Gatekeeper, NoObserver, Peer, Settings, Verdict};
 use callguard::sip::message::HeaderName;
 use callguard::sip::Message;
 use libfuzzer_sys::fuzz_target;
@@ -56,37 +53,15 @@ impl Gatekeeper for TenNet {
 }
 
 fn udp(a: &str) -> Peer {
-    Peer {
-        transport: Transport::Udp,
-        addr: a.parse().unwrap(),
-    }
+    Peer::udp(a.parse().unwrap())
 }
 
 fn core() -> Core {
-    let settings = Settings {
-        t1: Duration::from_millis(500),
-        t2: Duration::from_secs(4),
-        t4: Duration::from_secs(5),
-        carrier_timeout: Duration::from_secs(5),
-        timer_c: Duration::from_secs(180),
-        local: vec![LocalEndpoint {
-            transport: Transport::Udp,
-            ipv6: false,
-            host: "192.0.2.10".into(),
-            port: 5060,
-        }],
-        aliases: vec![],
-        carriers: vec![Carrier {
-            name: "c1".into(),
-            group: "c1".into(),
-            peer: udp(CARRIER),
-            priority: 0,
-            weight: 1,
-        }],
-        route_key: [7; 16],
-        instance: 1,
-        status: Arc::new(CarrierStatus::new(2)),
-    };
+    let settings = Settings::simulated(
+        "192.0.2.10",
+        5060,
+        vec![Carrier::single("c1", udp(CARRIER))],
+    );
     Core::new(
         Arc::new(settings),
         Arc::new(TenNet),

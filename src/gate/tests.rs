@@ -3,11 +3,11 @@
 //! simulated time.
 
 use super::*;
-use crate::proxy::{Carrier, CarrierStatus, Core, LocalEndpoint, NoObserver, Settings, Transport};
+use crate::proxy::{Carrier, CarrierStatus, Core, NoObserver, Settings};
 use crate::testing::{acme, tuesday_11};
 use bytes::Bytes;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn gate(state: Option<Backend>, audit: Option<Audit>) -> Gate {
     let mut tenants = Tenants::default();
@@ -32,10 +32,7 @@ fn embedded(dir: &std::path::Path) -> Backend {
 }
 
 fn peer(a: &str) -> Peer {
-    Peer {
-        transport: Transport::Udp,
-        addr: a.parse().unwrap(),
-    }
+    Peer::udp(a.parse().unwrap())
 }
 
 fn invite(callee: &str, call_id: &str) -> Message {
@@ -106,28 +103,8 @@ const C1: &str = "192.0.2.20:5060";
 impl Net {
     fn new(g: Gate) -> Net {
         let settings = Settings {
-            t1: Duration::from_millis(500),
-            t2: Duration::from_secs(4),
-            t4: Duration::from_secs(5),
-            carrier_timeout: Duration::from_secs(5),
-            timer_c: Duration::from_secs(180),
-            local: vec![LocalEndpoint {
-                transport: Transport::Udp,
-                ipv6: false,
-                host: "192.0.2.10".into(),
-                port: 5060,
-            }],
-            aliases: vec![],
-            carriers: vec![Carrier {
-                name: "c1".into(),
-                group: "c1".into(),
-                peer: peer(C1),
-                priority: 0,
-                weight: 1,
-            }],
-            route_key: [3; 16],
-            instance: 1,
             status: Arc::new(CarrierStatus::new(3)),
+            ..Settings::simulated("192.0.2.10", 5060, vec![Carrier::single("c1", peer(C1))])
         };
         Net {
             core: Core::new(Arc::new(settings), Arc::new(g), Arc::new(NoObserver), 0),

@@ -2,6 +2,7 @@
 //! copied byte for byte from the received message.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use crate::sip::message::{params, split_commas, HeaderName};
@@ -22,6 +23,12 @@ fn raw_line(out: &mut BytesMut, msg: &Message, h: &crate::sip::message::HeaderLi
 /// Escapes a string for a quoted-string (`text="..."` in Reason, Warning).
 pub fn escape_quoted(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
+    escape_quoted_into(&mut o, s);
+    o
+}
+
+/// [`escape_quoted`], appended to `o`.
+pub fn escape_quoted_into(o: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '"' | '\\' => {
@@ -32,7 +39,6 @@ pub fn escape_quoted(s: &str) -> String {
             _ => o.push(c),
         }
     }
-    o
 }
 
 /// The top Via with `received` and `rport` filled in (RFC 3261 §18.2.1,
@@ -109,8 +115,12 @@ pub fn response(
     to_tag: Option<&str>,
     extra: &[(&str, &str)],
 ) -> Bytes {
-    let mut out = BytesMut::with_capacity(512 + req.headers.len() * 16);
-    out.put_slice(format!("SIP/2.0 {code} {phrase}\r\n").as_bytes());
+    // Sized for the copied headers and the added ones: a rejection's
+    // Reason and Warning carry its explanation twice, and growing the
+    // buffer midway copied it all.
+    let added: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let mut out = BytesMut::with_capacity(512 + req.headers.len() * 16 + added);
+    let _ = write!(out, "SIP/2.0 {code} {phrase}\r\n");
     put_vias(
         &mut out,
         req,

@@ -26,6 +26,19 @@ pub struct Carrier {
     pub weight: u32,
 }
 
+impl Carrier {
+    /// A carrier of its own group, first priority, weight 1.
+    pub fn single(name: &str, peer: Peer) -> Carrier {
+        Carrier {
+            name: name.into(),
+            group: name.into(),
+            peer,
+            priority: 0,
+            weight: 1,
+        }
+    }
+}
+
 /// Reachability of each carrier, from OPTIONS pings: a carrier that leaves
 /// `down_after` pings in a row unanswered is down until one is answered.
 /// Shared by every shard; plain memory, no I/O.

@@ -79,6 +79,15 @@ pub struct Peer {
     pub addr: SocketAddr,
 }
 
+impl Peer {
+    pub fn udp(addr: SocketAddr) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr,
+        }
+    }
+}
+
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.transport, self.addr)
@@ -130,6 +139,32 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The config's defaults (RFC 3261's T1 500 ms, T2 4 s, T4 5 s; a
+    /// carrier answers within 5 s; Timer C 180 s; a carrier is out of
+    /// rotation after 2 unanswered pings) on one UDP endpoint
+    /// `host:port`: the core as tests, fuzzing and benchmarks run it in
+    /// simulated time.
+    pub fn simulated(host: &str, port: u16, carriers: Vec<Carrier>) -> Settings {
+        Settings {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+            carrier_timeout: Duration::from_secs(5),
+            timer_c: Duration::from_secs(180),
+            local: vec![LocalEndpoint {
+                transport: Transport::Udp,
+                ipv6: false,
+                host: host.into(),
+                port,
+            }],
+            aliases: vec![],
+            carriers,
+            route_key: [7; 16],
+            instance: 1,
+            status: Arc::new(CarrierStatus::new(2)),
+        }
+    }
+
     pub fn intervals(&self) -> txn::Intervals {
         txn::Intervals {
             t1: self.t1,

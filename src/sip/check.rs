@@ -145,6 +145,12 @@ fn after_uri(v: &[u8]) -> &[u8] {
 
 /// Positions of the `<` and `>` of a name-addr, outside quotes.
 fn angle(v: &[u8]) -> Option<(usize, usize)> {
+    if memchr::memchr(b'"', v).is_none() {
+        // No quoted display name (the usual case): the first `>` and a
+        // `<` before it, found without a walk byte by byte.
+        let gt = memchr::memchr(b'>', v)?;
+        return memchr::memchr(b'<', &v[..gt]).map(|lt| (lt, gt));
+    }
     let (mut quoted, mut escaped, mut lt) = (false, false, None);
     for (i, &c) in v.iter().enumerate() {
         if escaped {
@@ -178,7 +184,8 @@ fn name_addr_ok(v: &[u8]) -> bool {
     }
     // Quotes must balance.
     let (mut quoted, mut escaped) = (false, false);
-    for &c in v {
+    let quotes = memchr::memchr(b'"', v).map_or(&[][..], |q| &v[q..]);
+    for &c in quotes {
         if escaped {
             escaped = false;
         } else if quoted {

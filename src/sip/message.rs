@@ -459,6 +459,11 @@ pub fn split_commas_raw(v: &[u8]) -> impl Iterator<Item = &[u8]> {
         }
         let start = pos;
         let (mut quoted, mut angle, mut escaped) = (false, false, false);
+        // Most values are one element: without a comma the scan below would
+        // run to the end, so skip it (it was the parser's largest item).
+        if memchr::memchr(b',', &v[pos..]).is_none() {
+            pos = v.len();
+        }
         while pos < v.len() {
             let c = v[pos];
             if escaped {
@@ -509,6 +514,10 @@ pub fn split_commas(v: &[u8]) -> impl Iterator<Item = &[u8]> {
         while pos < v.len() {
             let start = pos;
             let (mut quoted, mut angle, mut escaped) = (false, false, false);
+            // As in `split_commas_raw`: no comma left, one element left.
+            if memchr::memchr(b',', &v[pos..]).is_none() {
+                pos = v.len();
+            }
             while pos < v.len() {
                 let c = v[pos];
                 if escaped {

@@ -57,6 +57,12 @@ enum ServerMachine {
 }
 
 impl ServerMachine {
+    fn awaits(&self, timer: Timer) -> bool {
+        match self {
+            ServerMachine::Invite(m) => m.awaits(timer),
+            ServerMachine::NonInvite(m) => m.awaits(timer),
+        }
+    }
     fn proceeding(&self) -> bool {
         match self {
             ServerMachine::Invite(m) => m.proceeding(),
@@ -140,6 +146,12 @@ impl ClientMachine {
         match self {
             ClientMachine::Invite(m) => m.waiting(),
             ClientMachine::NonInvite(m) => m.waiting(),
+        }
+    }
+    fn awaits(&self, timer: Timer) -> bool {
+        match self {
+            ClientMachine::Invite(m) => m.awaits(timer),
+            ClientMachine::NonInvite(m) => m.awaits(timer),
         }
     }
     fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx<'_>) -> Fate {
@@ -273,7 +285,15 @@ impl Core {
         self.out.pop()
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    /// The next instant a timer can do something. Entries whose
+    /// transaction ended or moved on (a Timer G after its ACK, a Timer C
+    /// after the final response) are dropped from the queues' fronts here,
+    /// as soon as they are found, rather than when due: the driver then
+    /// sleeps until a timer that matters, not the stale one's deadline,
+    /// and the queues do not hold every call of the last three minutes.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let (servers, clients) = (&self.servers, &self.clients);
+        self.timers.prune(|f| timer_live(servers, clients, f));
         self.timers.next_deadline()
     }
 
@@ -538,21 +558,36 @@ impl Core {
         tag: &str,
         r: &Rejection,
     ) -> Bytes {
-        let text = build::escape_quoted(&r.explanation);
-        let reason = format!("SIP ;cause={} ;text=\"{}\"", r.status, text);
+        use std::fmt::Write as _;
         let host = self
             .settings
             .local
             .first()
             .map(|l| l.host.as_str())
             .unwrap_or("callguard");
-        let warning = format!("399 {host} \"{text}\"");
-        let retry = r.retry_after.map(|s| s.to_string());
+        // The three values written into one buffer: one allocation per
+        // rejection instead of four.
+        let mut text = String::with_capacity(2 * r.explanation.len() + host.len() + 64);
+        let _ = write!(text, "SIP ;cause={} ;text=\"", r.status);
+        let quoted = text.len();
+        build::escape_quoted_into(&mut text, &r.explanation);
+        let quoted = quoted..text.len();
+        text.push('"');
+        let reason_end = text.len();
+        let _ = write!(text, "399 {host} \"");
+        text.extend_from_within(quoted);
+        text.push('"');
+        let warning_end = text.len();
+        if let Some(s) = r.retry_after {
+            let _ = write!(text, "{s}");
+        }
+        let (reason, rest) = text.split_at(reason_end);
+        let (warning, retry) = rest.split_at(warning_end - reason_end);
         let mut extra: SmallVec<[(&str, &str); 4]> = SmallVec::new();
-        extra.push(("Reason", &reason));
-        extra.push(("Warning", &warning));
+        extra.push(("Reason", reason));
+        extra.push(("Warning", warning));
         extra.push(("X-Callguard-Reason", r.code.as_str()));
-        if let Some(retry) = retry.as_deref() {
+        if r.retry_after.is_some() {
             extra.push(("Retry-After", retry));
         }
         build::response(msg, top_via, r.status, &r.phrase, Some(tag), &extra)
@@ -751,6 +786,7 @@ fn local_rejection(status: u16, phrase: &str, code: Code, why: &str) -> Rejectio
 mod requests;
 mod responses;
 mod timers;
+use timers::timer_live;
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,29 @@
 
 use super::*;
 
+/// Whether a queued timer would still act when it fires: its transaction
+/// is the same one (generation) and in a state the timer applies to. The
+/// same tests [`Core::handle_timeout`] and the machines' `on_timer` make.
+pub(super) fn timer_live(
+    servers: &slab::Slab<ServerEntry>,
+    clients: &slab::Slab<ClientEntry>,
+    f: &Fired,
+) -> bool {
+    if f.timer.on_server() {
+        return servers
+            .get(f.slot)
+            .is_some_and(|s| s.gen == f.gen && s.machine.awaits(f.timer));
+    }
+    clients.get(f.slot).is_some_and(|c| {
+        c.gen == f.gen
+            && match f.timer {
+                Timer::C => c.timer_c_due.is_some() && c.machine.waiting(),
+                Timer::CancelWait => c.machine.waiting(),
+                t => c.machine.awaits(t),
+            }
+    })
+}
+
 impl Core {
     pub(super) fn server_timer(&mut self, now: Instant, f: Fired) {
         let s = &mut self.servers[f.slot];

@@ -81,9 +81,20 @@ impl ClientNonInvite {
         }
     }
 
+    /// Whether `timer` does anything in the current state.
+    pub fn awaits(&self, timer: Timer) -> bool {
+        matches!(
+            (timer, self.state),
+            (Timer::E | Timer::F, State::Trying | State::Proceeding) | (Timer::K, State::Completed)
+        )
+    }
+
     pub fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx<'_>) -> Fate {
-        match (timer, self.state) {
-            (Timer::E, State::Trying | State::Proceeding) => {
+        if !self.awaits(timer) {
+            return Fate::Alive;
+        }
+        match timer {
+            Timer::E => {
                 if let Some(sent) = &self.sent {
                     ctx.send(self.dest, sent.clone());
                 }
@@ -96,9 +107,8 @@ impl ClientNonInvite {
                 ctx.arm(self.interval, Timer::E);
                 Fate::Alive
             }
-            (Timer::F, State::Trying | State::Proceeding) => Fate::TimedOut,
-            (Timer::K, State::Completed) => Fate::Terminated,
-            _ => Fate::Alive,
+            Timer::F => Fate::TimedOut,
+            _ => Fate::Terminated,
         }
     }
 }

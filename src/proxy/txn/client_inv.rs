@@ -137,9 +137,22 @@ impl ClientInvite {
         }
     }
 
+    /// Whether `timer` does anything in the current state.
+    pub fn awaits(&self, timer: Timer) -> bool {
+        matches!(
+            (timer, self.state),
+            (Timer::A | Timer::B, State::Calling)
+                | (Timer::D, State::Completed)
+                | (Timer::M, State::Accepted)
+        )
+    }
+
     pub fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx<'_>) -> Fate {
-        match (timer, self.state) {
-            (Timer::A, State::Calling) => {
+        if !self.awaits(timer) {
+            return Fate::Alive;
+        }
+        match timer {
+            Timer::A => {
                 if let Some(sent) = &self.sent {
                     ctx.send(self.dest, sent.buf().clone());
                 }
@@ -147,9 +160,8 @@ impl ClientInvite {
                 ctx.arm(self.interval, Timer::A);
                 Fate::Alive
             }
-            (Timer::B, State::Calling) => Fate::TimedOut,
-            (Timer::D, State::Completed) | (Timer::M, State::Accepted) => Fate::Terminated,
-            _ => Fate::Alive,
+            Timer::B => Fate::TimedOut,
+            _ => Fate::Terminated,
         }
     }
 }

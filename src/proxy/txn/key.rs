@@ -36,11 +36,13 @@ pub struct TxnKey {
 impl TxnKey {
     /// The server transaction `msg` belongs to (§17.2.3).
     pub fn server(msg: &Message, via: &Via<'_>, method: &[u8]) -> TxnKey {
-        let mut id = Vec::with_capacity(64);
-        match via
+        let branch = via
             .branch
-            .filter(|b| b.starts_with(BRANCH_COOKIE) && b.len() > BRANCH_COOKIE.len())
-        {
+            .filter(|b| b.starts_with(BRANCH_COOKIE) && b.len() > BRANCH_COOKIE.len());
+        // Sized exactly for the usual (branch) key: the boxed slice then
+        // takes the buffer as it is, without a reallocation per message.
+        let mut id = Vec::with_capacity(branch.map_or(64, <[u8]>::len) + 1 + via.sent_by.len());
+        match branch {
             Some(b) => id.extend_from_slice(b),
             None => {
                 // §17.2.3 for RFC 2543 requests: To tag is left out so that

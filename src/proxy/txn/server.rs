@@ -68,10 +68,16 @@ impl ServerNonInvite {
         ctx.arm(wait, Timer::J);
     }
 
+    /// Whether `timer` does anything in the current state.
+    pub fn awaits(&self, timer: Timer) -> bool {
+        matches!((timer, self.state), (Timer::J, State::Completed))
+    }
+
     pub fn on_timer(&mut self, timer: Timer, _ctx: &mut Ctx<'_>) -> Fate {
-        match (timer, self.state) {
-            (Timer::J, State::Completed) => Fate::Terminated,
-            _ => Fate::Alive,
+        if self.awaits(timer) {
+            Fate::Terminated
+        } else {
+            Fate::Alive
         }
     }
 }

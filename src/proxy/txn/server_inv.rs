@@ -132,20 +132,29 @@ impl ServerInvite {
         }
     }
 
+    /// Whether `timer` does anything in the current state (else it was
+    /// cancelled by a state change).
+    pub fn awaits(&self, timer: Timer) -> bool {
+        matches!(
+            (timer, self.state),
+            (Timer::G | Timer::H, State::Completed)
+                | (Timer::I, State::Confirmed)
+                | (Timer::L, State::Accepted)
+        )
+    }
+
     pub fn on_timer(&mut self, timer: Timer, ctx: &mut Ctx<'_>) -> Fate {
-        match (timer, self.state) {
-            (Timer::G, State::Completed) => {
-                if let Some(last) = &self.last {
-                    ctx.send(self.reply_to, last.clone());
-                }
-                self.interval = (self.interval * 2).min(ctx.t.t2);
-                ctx.arm(self.interval, Timer::G);
-                Fate::Alive
-            }
-            (Timer::H, State::Completed)
-            | (Timer::I, State::Confirmed)
-            | (Timer::L, State::Accepted) => Fate::Terminated,
-            _ => Fate::Alive,
+        if !self.awaits(timer) {
+            return Fate::Alive;
         }
+        if timer != Timer::G {
+            return Fate::Terminated;
+        }
+        if let Some(last) = &self.last {
+            ctx.send(self.reply_to, last.clone());
+        }
+        self.interval = (self.interval * 2).min(ctx.t.t2);
+        ctx.arm(self.interval, Timer::G);
+        Fate::Alive
     }
 }

@@ -3,7 +3,9 @@
 //! Cancelling is lazy: an entry whose transaction is gone (slot
 //! generation mismatch), or whose machine has moved to a state the timer
 //! does not apply to, is ignored when it fires. Cancelling therefore costs
-//! nothing on the hot path, and entries stay queued until they are due.
+//! nothing on the hot path. Such entries are dropped when they reach the
+//! front of their queue ([`Timers::prune`], run by the core before it
+//! reports its next deadline), so the driver does not wake for them.
 //!
 //! The queue is one FIFO per interval: almost every timer is armed a fixed
 //! interval (T1, 64×T1, Timer C, …) after the core's clock, which only
@@ -60,7 +62,26 @@ impl Timer {
     pub fn on_server(self) -> bool {
         matches!(self, Timer::G | Timer::H | Timer::I | Timer::J | Timer::L)
     }
+
+    /// Whether the timer only ends a transaction that is absorbing
+    /// retransmissions (and relaying 2xx ones): it sends nothing, so
+    /// firing it later than due changes nothing on the wire, and it fires
+    /// on the coarse [`LAZY_GRID`]. Timer H is not one: Timer G repeats
+    /// the final response until H fires.
+    pub fn only_ends(self) -> bool {
+        matches!(
+            self,
+            Timer::D | Timer::I | Timer::J | Timer::K | Timer::L | Timer::M
+        )
+    }
 }
+
+/// The grid the timers that only end a transaction are rounded up to.
+/// Thousands of transactions end per second under load; on a fine grid
+/// each tick had some due, a driver wakeup every few milliseconds.
+/// Rounded up to a second, they share one wakeup a second, and a
+/// transaction lives at most this much longer than RFC 3261's minimum.
+pub const LAZY_GRID: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fired {
@@ -89,11 +110,16 @@ impl PartialOrd for Entry {
 
 #[derive(Default)]
 pub struct Timers {
-    /// (interval, entries armed that interval after the clock, in order).
-    queues: Vec<(Duration, VecDeque<Entry>)>,
+    /// (interval, on the lazy grid, entries armed that interval after the
+    /// clock, in order). Lazy and exact entries of one interval (Timers D
+    /// and H are both 64×T1) have queues of their own: mixed, the exact
+    /// ones would fall before the rounded ones and go to the heap.
+    queues: Vec<(Duration, bool, VecDeque<Entry>)>,
     /// Entries armed at an instant of their own, or out of order.
     spill: BinaryHeap<Reverse<Entry>>,
     seq: u64,
+    /// The instant [`LAZY_GRID`] counts from: the first one armed.
+    base: Option<Instant>,
 }
 
 impl Timers {
@@ -106,20 +132,58 @@ impl Timers {
         gen: u64,
         timer: Timer,
     ) {
-        let e = self.entry(now + after, slot, gen, timer);
-        let i = match self.queues.iter().position(|(d, _)| *d == after) {
+        let lazy = timer.only_ends();
+        let mut at = now + after;
+        if lazy {
+            at = self.on_lazy_grid(at);
+        }
+        let e = self.entry(at, slot, gen, timer);
+        let i = match self
+            .queues
+            .iter()
+            .position(|(d, l, _)| *d == after && *l == lazy)
+        {
             Some(i) => i,
             None => {
-                self.queues.push((after, VecDeque::new()));
+                self.queues.push((after, lazy, VecDeque::new()));
                 self.queues.len() - 1
             }
         };
-        let q = &mut self.queues[i].1;
+        let q = &mut self.queues[i].2;
         if q.back().is_some_and(|b| b.at > e.at) {
             // The clock went back (a caller's instants out of order).
             self.spill.push(Reverse(e));
         } else {
             q.push_back(e);
+        }
+    }
+
+    /// `at` rounded up to the lazy grid. Rounding keeps the order of the
+    /// instants, so each queue stays sorted.
+    fn on_lazy_grid(&mut self, at: Instant) -> Instant {
+        let base = *self.base.get_or_insert(at);
+        let Some(since) = at.checked_duration_since(base) else {
+            return at;
+        };
+        let grid = LAZY_GRID.as_nanos();
+        let ticks = since.as_nanos().div_ceil(grid);
+        let rounded = u64::try_from(ticks * grid).unwrap_or(u64::MAX);
+        base.checked_add(Duration::from_nanos(rounded))
+            .unwrap_or(at)
+    }
+
+    /// Drops the entries at the front of each queue that `live` says would
+    /// do nothing when they fire (cancelled by a state change), so that
+    /// the next deadline is one that matters. Entries behind a live one
+    /// wait for it.
+    pub fn prune(&mut self, mut live: impl FnMut(&Fired) -> bool) {
+        for (_, _, q) in &mut self.queues {
+            while q.front().is_some_and(|e| !live(&e.fired)) {
+                q.pop_front();
+            }
+        }
+        while self.spill.peek().is_some_and(|e| !live(&e.0.fired)) {
+            self.spill.pop();
         }
     }
 
@@ -141,7 +205,7 @@ impl Timers {
     /// The earliest entry: `None` for the spill heap, else its queue.
     fn earliest(&self) -> Option<(Option<usize>, &Entry)> {
         let mut best = self.spill.peek().map(|e| (None, &e.0));
-        for (i, (_, q)) in self.queues.iter().enumerate() {
+        for (i, (_, _, q)) in self.queues.iter().enumerate() {
             if let Some(f) = q.front() {
                 if best.is_none_or(|(_, b)| f < b) {
                     best = Some((Some(i), f));
@@ -161,14 +225,14 @@ impl Timers {
             return None;
         }
         let e = match from {
-            Some(i) => self.queues[i].1.pop_front(),
+            Some(i) => self.queues[i].2.pop_front(),
             None => self.spill.pop().map(|e| e.0),
         };
         e.map(|e| e.fired)
     }
 
     pub fn len(&self) -> usize {
-        self.spill.len() + self.queues.iter().map(|(_, q)| q.len()).sum::<usize>()
+        self.spill.len() + self.queues.iter().map(|(_, _, q)| q.len()).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -261,5 +325,51 @@ mod tests {
             Some(1)
         );
         assert!(t.is_empty());
+    }
+
+    /// Stale entries leave the queues' fronts at once; a live front keeps
+    /// the stale ones behind it until it fires.
+    #[test]
+    fn prune_drops_stale_fronts_only() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        let d = Duration::from_millis(500);
+        for slot in 0..4 {
+            t.arm_after(t0, d, slot, 0, Timer::G);
+        }
+        t.arm(t0 + Duration::from_secs(1), 9, 0, Timer::C);
+        // Slots 0 and 1 were cancelled, 2 is live, 3 cancelled too.
+        t.prune(|f| f.slot == 2);
+        assert_eq!(t.len(), 2, "slot 2 and the stale slot 3 behind it");
+        assert_eq!(t.pop_due(t0 + d).map(|f| f.slot), Some(2));
+        t.prune(|f| f.slot == 2);
+        assert!(t.is_empty());
+    }
+
+    /// Timers that only end a transaction fire on the lazy grid, never
+    /// before they are due; the others exactly when due.
+    #[test]
+    fn timers_that_only_end_fire_on_the_lazy_grid() {
+        let t0 = Instant::now();
+        let mut t = Timers::default();
+        let t4 = Duration::from_secs(5);
+        t.arm_after(t0, t4, 1, 0, Timer::I);
+        let later = t0 + Duration::from_millis(300);
+        t.arm_after(later, t4, 2, 0, Timer::I);
+        t.arm_after(later, Duration::from_millis(500), 3, 0, Timer::G);
+        assert_eq!(t.next_deadline(), Some(later + Duration::from_millis(500)));
+        assert_eq!(
+            t.pop_due(later + Duration::from_millis(500))
+                .map(|f| f.slot),
+            Some(3)
+        );
+        // The first lazy entry sets the grid; the second is rounded up to
+        // the next second of it, not fired at its own 5.3 s.
+        assert_eq!(t.next_deadline(), Some(t0 + t4));
+        assert_eq!(t.pop_due(t0 + t4).map(|f| f.slot), Some(1));
+        assert_eq!(t.next_deadline(), Some(t0 + t4 + LAZY_GRID));
+        assert!(t0 + t4 + LAZY_GRID >= later + t4);
+        assert_eq!(t.pop_due(later + t4), None);
+        assert_eq!(t.pop_due(t0 + t4 + LAZY_GRID).map(|f| f.slot), Some(2));
     }
 }

@@ -185,6 +185,36 @@ From: <sip:+33162000001@10.0.0.5>;tag=uac1\r\nTo: <sip:+33162000000@{PROXY}>;tag
     );
 }
 
+/// Once a call has its final response and its ACK, the retransmission and
+/// failure timers it armed (A, B, C, G, H) are cancelled: the next
+/// deadline is an end timer's, not Timer G's 500 ms, and no stale entry
+/// waits in the queue for Timer C's three minutes.
+#[test]
+fn a_finished_call_leaves_only_its_end_timers() {
+    let mut net = Net::new(&[C1]);
+    let fwd = start_call(&mut net, "call-12");
+    net.input(C1, &reply(&fwd, 486, "Busy Here", Some("c1")));
+    let ack = format!(
+        "ACK sip:+33162000000@{PROXY} SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bKa1\r\nMax-Forwards: 70\r\n\
+From: <sip:+33162000001@10.0.0.5>;tag=uac1\r\nTo: <sip:+33162000000@{PROXY}>;tag=c1\r\nCall-ID: call-12\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert!(net.input(UAC, &ack).is_empty());
+    let next = net.core.poll_timeout().expect("the end timers");
+    assert!(
+        next >= net.now + Duration::from_secs(5),
+        "Timer I (T4) first, not Timer G: {:?}",
+        next - net.now
+    );
+    assert_eq!(
+        net.core.pending_timers(),
+        2,
+        "Timer I of the server transaction, Timer D of the client one"
+    );
+    assert!(net.advance(Duration::from_secs(40)).is_empty());
+    assert_eq!(net.core.active_transactions(), 0);
+    assert_eq!(net.core.pending_timers(), 0);
+}
+
 #[test]
 fn cancel_after_ringing_is_forwarded() {
     let mut net = Net::new(&[C1]);

@@ -1,7 +1,7 @@
 //! The proxy core driven with simulated time: no sockets, no sleeps.
 
 use super::*;
-use crate::proxy::{Carrier, LocalEndpoint, NoObserver};
+use crate::proxy::{Carrier, NoObserver};
 use std::net::SocketAddr;
 
 const PROXY: &str = "192.0.2.10:5060";
@@ -48,10 +48,7 @@ impl Gatekeeper for OnlyTenNet {
 }
 
 fn udp(a: &str) -> Peer {
-    Peer {
-        transport: Transport::Udp,
-        addr: a.parse().unwrap(),
-    }
+    Peer::udp(a.parse().unwrap())
 }
 
 struct Net {
@@ -60,34 +57,18 @@ struct Net {
 }
 
 fn settings(carriers: &[&str]) -> Settings {
-    Settings {
-        t1: Duration::from_millis(500),
-        t2: Duration::from_secs(4),
-        t4: Duration::from_secs(5),
-        carrier_timeout: Duration::from_secs(5),
-        timer_c: Duration::from_secs(180),
-        local: vec![LocalEndpoint {
-            transport: Transport::Udp,
-            ipv6: false,
-            host: "192.0.2.10".into(),
-            port: 5060,
-        }],
-        aliases: vec![],
-        carriers: carriers
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Carrier {
-                name: format!("c{}", i + 1).into(),
-                group: format!("c{}", i + 1).into(),
-                peer: udp(c),
-                priority: i as u32,
-                weight: 1,
-            })
-            .collect(),
-        route_key: [7; 16],
-        instance: 1,
-        status: Arc::new(crate::proxy::CarrierStatus::new(2)),
-    }
+    let carriers = carriers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Carrier {
+            name: format!("c{}", i + 1).into(),
+            group: format!("c{}", i + 1).into(),
+            peer: udp(c),
+            priority: i as u32,
+            weight: 1,
+        })
+        .collect();
+    Settings::simulated("192.0.2.10", 5060, carriers)
 }
 
 impl Net {
