@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use callguard::app::{self as service, Overrides};
+use callguard::config::{Config, SipAddr};
 
 // glibc's malloc spent 6–9 % of the reject path's samples in `_int_malloc`
 // and `malloc_consolidate`: records and transactions are allocated on the
@@ -13,7 +14,6 @@ use callguard::app::{self as service, Overrides};
 // thread cache's arena without that work (figures in benches/RESULTS.md).
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-use callguard::config::{Config, SipAddr};
 
 #[derive(Parser)]
 #[command(

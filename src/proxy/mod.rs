@@ -139,11 +139,11 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The config's defaults (RFC 3261's T1 500 ms, T2 4 s, T4 5 s; a
-    /// carrier answers within 5 s; Timer C 180 s; a carrier is out of
-    /// rotation after 2 unanswered pings) on one UDP endpoint
-    /// `host:port`: the core as tests, fuzzing and benchmarks run it in
-    /// simulated time.
+    /// The config's default timers (RFC 3261's T1 500 ms, T2 4 s, T4 5 s;
+    /// a carrier answers within 5 s; Timer C 180 s) on one UDP endpoint
+    /// `host:port`, a carrier out of rotation after 2 unanswered pings
+    /// (the config's default is 3): the core as tests, fuzzing and
+    /// benchmarks run it in simulated time.
     pub fn simulated(host: &str, port: u16, carriers: Vec<Carrier>) -> Settings {
         Settings {
             t1: Duration::from_millis(500),
