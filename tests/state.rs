@@ -259,6 +259,9 @@ fn bad_api_calls_get_json_errors_and_change_nothing() {
     let (got, b) = p.http("POST", "/v1/refusals", &big);
     assert_eq!(got, 413);
     assert!(b.starts_with("{\"error\":"), "{b}");
+    // The JSON limit (64 KiB), not the bulk upload's 16 MiB, bounds what
+    // is read of a JSON change.
+    assert!(b.contains("over 65536 bytes"), "{b}");
     // What axum rejects by itself is JSON too: bytes that are not UTF-8 in
     // a path or a bulk body, a method the endpoint does not take.
     for (method, path, body, status) in [
@@ -284,6 +287,13 @@ fn bad_api_calls_get_json_errors_and_change_nothing() {
         r#"{"tenant":"test","from":"+33162000001","to":"+33142000001"}"#,
     );
     assert!(b.contains("\"decision\":\"allow\""), "{b}");
+    // While a bulk upload past 64 KiB is taken.
+    let bulk: String = (0..6000).map(|i| format!("+3314300{i:04}\n")).collect();
+    assert!(bulk.len() > 64 << 10);
+    let (got, b) = p.http("POST", "/v1/dnc/d", &bulk);
+    assert_eq!(got, 200, "{b}");
+    let (_, b) = p.http("GET", "/v1/dnc/d/+33143005999", "");
+    assert!(b.contains("\"listed\":true"), "{b}");
 
     // With a token configured, every /v1 endpoint and /metrics need it.
     p.restart_with_admin_token();

@@ -244,9 +244,10 @@ pub trait Gatekeeper: Send + Sync {
     /// before it is forwarded (e.g. a BYE that signals a refusal). Never
     /// changes how it is routed.
     fn in_dialog(&self, _req: &Message, _source: &Peer) {}
-    /// A forwarded call's INVITE got its final answer: the carrier's, or
+    /// An allowed call's INVITE got its final answer: the carrier's, or
     /// this proxy's when no carrier gave one (`carrier` is then the last
-    /// one tried, if any). Called once per forwarded call.
+    /// one tried, if any; none for a call cancelled before its verdict
+    /// came, answered 487). Called once per allowed call.
     fn settled(
         &self,
         _call_id: &[u8],

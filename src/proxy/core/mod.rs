@@ -90,6 +90,10 @@ struct ServerEntry {
     machine: ServerMachine,
     /// The request being proxied; dropped once it has its final response.
     fwd: Option<Box<Forwarding>>,
+    /// The Call-ID of a call cancelled while its decision was pending: if
+    /// the verdict allows it, the gate has recorded it as allowed, and its
+    /// outcome (cancelled, 487) is reported when the verdict comes.
+    unsettled: Option<Box<[u8]>>,
 }
 
 /// §16: a request being proxied and what the proxy does with it.
@@ -432,11 +436,18 @@ impl Core {
     }
 
     /// The outcome of a pending decision. Ignored when the transaction has
-    /// ended meanwhile; a CANCEL that came first has already answered 487.
+    /// ended meanwhile; a CANCEL that came first has already answered 487,
+    /// and an allowed call then has that for its outcome.
     pub fn handle_verdict(&mut self, now: Instant, id: DecisionId, verdict: Verdict) {
         let Some(s) = self.servers.get_mut(id.slot).filter(|s| s.gen == id.gen) else {
             return;
         };
+        if let Some(call_id) = s.unsettled.take() {
+            if let Verdict::Forward { tenant, .. } = &verdict {
+                self.gatekeeper.settled(&call_id, tenant, 487, None);
+            }
+            return;
+        }
         if !s.machine.proceeding() {
             return;
         }
@@ -501,6 +512,9 @@ impl Core {
         };
         self.settle(&fwd, code);
         let s = &mut self.servers[sidx];
+        if fwd.deciding.is_some() {
+            s.unsettled = Some(fwd.request.call_id().unwrap_or_default().into());
+        }
         let tag = s.key.local_tag();
         let bytes = build::response(
             &fwd.request,
@@ -674,6 +688,7 @@ impl Core {
             source,
             machine,
             fwd,
+            unsettled: None,
         });
         self.server_index.insert(key, slot);
         self.observer.transactions(1);

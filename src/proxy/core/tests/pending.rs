@@ -3,23 +3,33 @@
 
 use super::*;
 
-/// Defers every decision, as the gate does with a shared state store.
-struct Deferring;
+/// Defers every decision, as the gate does with a shared state store,
+/// and records each call's `settled` report (its outcome line).
+#[derive(Default)]
+struct Deferring(parking_lot::Mutex<Vec<(Vec<u8>, u16)>>);
 impl Gatekeeper for Deferring {
     fn check(&self, _m: &Message, _source: &Peer) -> Verdict {
         Verdict::Pending(Pending(Box::pin(std::future::pending())))
     }
+    fn settled(&self, call_id: &[u8], _: &Arc<str>, status: u16, _: Option<&Arc<str>>) {
+        self.0.lock().push((call_id.to_vec(), status));
+    }
 }
 
 fn deferring_net() -> Net {
+    deferring().0
+}
+
+fn deferring() -> (Net, Arc<Deferring>) {
+    let gate = Arc::new(Deferring::default());
     let mut net = Net::new(&[C1]);
     net.core = Core::new(
         Arc::new(settings(&[C1])),
-        Arc::new(Deferring),
+        gate.clone(),
         Arc::new(NoObserver),
         0,
     );
-    net
+    (net, gate)
 }
 
 #[test]
@@ -81,9 +91,20 @@ fn pending_decision_rejected_with_explanation() {
     assert_eq!(only(again, UAC).status(), Some(503));
 }
 
+/// The gate records an allowed call when its verdict is made; a CANCEL
+/// that came first means the call was never placed, and its outcome line
+/// says so (cancelled, 487), once. A refused call has no outcome line.
 #[test]
 fn cancel_while_deciding_ends_the_call_before_anything_is_forwarded() {
-    let mut net = deferring_net();
+    let (mut net, gate) = deferring();
+    net.input(UAC, &invite("z9hG4bKp4", "call-p4"));
+    let (refused, _job) = net.core.poll_decision().unwrap();
+    net.input(UAC, &cancel("call-p4").replace("z9hG4bKa1", "z9hG4bKp4"));
+    net.core
+        .handle_verdict(net.now, refused, Verdict::Reject(stranger(&udp(UAC))));
+    assert!(net.drain().is_empty());
+    assert!(gate.0.lock().is_empty(), "a refused call has no outcome");
+
     net.input(UAC, &invite("z9hG4bKp3", "call-p3"));
     let (id, _job) = net.core.poll_decision().unwrap();
     let out = net.input(UAC, &cancel("call-p3").replace("z9hG4bKa1", "z9hG4bKp3"));
@@ -100,6 +121,18 @@ fn cancel_while_deciding_ends_the_call_before_anything_is_forwarded() {
         },
     );
     assert!(net.drain().is_empty(), "forwarded after the CANCEL");
+    assert_eq!(*gate.0.lock(), [(b"call-p3".to_vec(), 487)]);
+    // A second verdict reports nothing more.
+    net.core.handle_verdict(
+        net.now,
+        id,
+        Verdict::Forward {
+            tenant: "t1".into(),
+            headers: vec![],
+            warn: None,
+        },
+    );
+    assert_eq!(gate.0.lock().len(), 1);
 }
 
 #[test]
