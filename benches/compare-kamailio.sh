@@ -141,10 +141,16 @@ RSS=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$CG/status)
 	[[ "$KAM_MAX" =~ ^[0-9]+$ ]] && ratio=$(echo "scale=2; $CG_MAX / ($KAM_MAX + 0.0001)" | bc)
 	echo "highest clean rate: kamailio $KAM_MAX calls/s, callguard $CG_MAX calls/s, ratio $ratio"
 	awk -F'\t' '$14=="PASS" && $9+0<=50 {if($2+0>m[$1]) m[$1]=$2+0} END{printf "highest rate with p99 <= 50 ms: kamailio %d, callguard %d\n", m["kamailio"], m["callguard"]}' "$OUT/results.tsv"
-	echo "CPU per call, callguard / kamailio, at every rate both pass (the headline):"
-	awk -F'\t' '$14=="PASS" {p=$1; path="accept"; if (sub(/-reject$/, "", p)) path="reject"; us[p, path, $2]=$12; seen[path, $2]=1}
+	echo "CPU per call, callguard / kamailio, at every rate both pass (the headline; a rate listed"
+	echo "more than once in RATES or REJECT_RATES: the median of its passing steps, and every value):"
+	awk -F'\t' 'function median(list,   v, n, i, j, t) {
+			n = split(list, v, " ")
+			for (i = 2; i <= n; i++) { t = v[i] + 0; for (j = i - 1; j >= 1 && v[j] + 0 > t; j--) v[j + 1] = v[j]; v[j + 1] = t }
+			return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+		}
+		$14=="PASS" {p=$1; path="accept"; if (sub(/-reject$/, "", p)) path="reject"; us[p, path, $2]=us[p, path, $2] " " $12; seen[path, $2]=1}
 		END{for (k in seen) {split(k, a, SUBSEP); c=us["callguard", a[1], a[2]]; m=us["kamailio", a[1], a[2]];
-			if (c != "" && m != "" && m > 0) printf "  %s %5d calls/s: callguard %s us, kamailio %s us, ratio %.2f\n", a[1], a[2], c, m, c / m}}' \
+			if (c != "" && m != "" && median(m) > 0) printf "  %s %5d calls/s: callguard %s us (%s), kamailio %s us (%s), ratio %.2f\n", a[1], a[2], median(c), substr(c, 2), median(m), substr(m, 2), median(c) / median(m)}}' \
 		"$OUT/results.tsv" | sort -k1,1 -k2,2n
 	echo "callguard peak RSS: $RSS"
 	echo "raw files: $OUT"

@@ -39,7 +39,9 @@ gen_callees() { # gen_callees FILE START COUNT: distinct French geographic calle
 # step NAME PROXY_ADDR RATE OUTDIR PIDS... → prints one TSV row, returns 0 on PASS
 step() {
 	local name=$1 proxy=$2 r=$3 out=$4; shift 4
-	local pids="$*" m=$((r * STEP_S)) d="$out/$name-$r"
+	local pids="$*" m=$((r * STEP_S)) d="$out/$name-$r" n=2
+	# A rate run again (for a median) keeps each step's raw files.
+	while [ -e "$d" ]; do d="$out/$name-$r.$n"; n=$((n + 1)); done
 	local lim=$((r > 1000 ? r : 1000))
 	mkdir -p "$d"
 	local first; first=$(cat "$out/next-callee" 2>/dev/null || echo 0)

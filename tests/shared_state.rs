@@ -77,11 +77,24 @@ impl Redis {
 
     /// `[state]` keys pointing a callguard at this server.
     fn state_config(&self, fail_open: bool) -> String {
+        self.state_config_waiting(fail_open, 200)
+    }
+
+    fn state_config_waiting(&self, fail_open: bool, timeout_ms: u64) -> String {
         format!(
             "backend = \"redis\"\nfail_open = {fail_open}\n[state.redis]\n\
-             url = \"redis://127.0.0.1:{}/0\"\ntimeout_ms = 200\n",
+             url = \"redis://127.0.0.1:{}/0\"\ntimeout_ms = {timeout_ms}\n",
             self.port
         )
+    }
+
+    /// Freezes (`STOP`) or thaws (`CONT`) the server: its answers wait.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{sig} {pid}");
     }
 }
 
@@ -217,6 +230,79 @@ fn redis_down_fails_closed_then_service_resumes_by_itself() {
     }
     assert_eq!(p.metric("callguard_state_backend_up"), 1.0);
     assert!(p.log().contains("reachable again"));
+}
+
+/// A call the dialer cancels while its decision waits on Redis: answered
+/// 487 at once, never forwarded, and when Redis answers and the call is
+/// allowed, the audit trail has its decision and its outcome (cancelled).
+#[test]
+fn a_call_cancelled_while_redis_decides_has_its_outcome_in_the_audit_trail() {
+    let redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = Proxy::process_with(
+        &[format!("udp:{}", uas.addr())],
+        &redis.state_config_waiting(false, 10_000),
+        "",
+    );
+    let uac = Ua::bind("127.0.0.1:0");
+    // While Redis answers, a call is decided and forwarded.
+    let first = Ua::bind("127.0.0.1:0");
+    send_invite(&p, &first, "+33142000061", "warm");
+    let (fwd, _) = uas.recv(T).expect("the first call forwarded");
+    assert_eq!(fwd.call_id(), Some(&b"warm"[..]));
+    uas.send(p.addr(), &reply(&fwd, 486, "Busy Here", "c", ""));
+    let (ack, _) = uas.recv(T).expect("hop-by-hop ACK of the 486");
+    assert_eq!(ack.method(), Some(&b"ACK"[..]));
+
+    redis.signal("STOP");
+    let hp = uac.hostport();
+    send_invite(&p, &uac, "+33142000062", "while-deciding");
+    let (trying, _) = uac.recv(T).expect("100 Trying while the decision waits");
+    assert_eq!(trying.status(), Some(100), "{}", first_line(&trying));
+    uac.send(
+        p.addr(),
+        &format!(
+            "CANCEL sip:+33142000062@{0} SIP/2.0\r\nVia: SIP/2.0/UDP {hp};branch=z9hG4bKwhile-deciding;rport\r\n\
+             Max-Forwards: 70\r\nFrom: \"Dialer\" <sip:+33162000001@{hp}>;tag=uac-while-deciding\r\n\
+             To: <sip:+33142000062@{0}>\r\nCall-ID: while-deciding\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n",
+            p.addr()
+        ),
+    );
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let (m, _) = uac.recv(T).expect("the CANCEL's 200 and the INVITE's 487");
+        got.push((m.status(), m.cseq().map(|c| c.1.to_vec())));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (Some(200), Some(b"CANCEL".to_vec())),
+            (Some(487), Some(b"INVITE".to_vec()))
+        ]
+    );
+    redis.signal("CONT");
+    uas.expect_silence(Duration::from_millis(500));
+
+    let audit = p.dir.path().join("data/audit");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let mut lines: Vec<serde_json::Value> = Vec::new();
+        for f in std::fs::read_dir(&audit).unwrap() {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            lines.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+        }
+        lines.retain(|l| l["call_id"] == "while-deciding");
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let kinds: Vec<_> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["decision", "outcome"], "{lines:?}");
+    assert_eq!(lines[0]["decision"], "allow");
+    assert_eq!(lines[1]["status"], 487);
+    assert_eq!(lines[1]["outcome"], "cancelled");
 }
 
 #[test]
