@@ -90,10 +90,15 @@ struct ServerEntry {
     machine: ServerMachine,
     /// The request being proxied; dropped once it has its final response.
     fwd: Option<Box<Forwarding>>,
-    /// The Call-ID of a call cancelled while its decision was pending: if
-    /// the verdict allows it, the gate has recorded it as allowed, and its
-    /// outcome (cancelled, 487) is reported when the verdict comes.
-    unsettled: Option<Box<[u8]>>,
+    /// A call answered here (a CANCEL: 487) while its decision was
+    /// pending: if the verdict allows it, the gate has recorded it as
+    /// allowed, and this answer is its outcome.
+    unsettled: Option<Box<Unsettled>>,
+}
+
+struct Unsettled {
+    call_id: Box<[u8]>,
+    status: u16,
 }
 
 /// §16: a request being proxied and what the proxy does with it.
@@ -442,9 +447,9 @@ impl Core {
         let Some(s) = self.servers.get_mut(id.slot).filter(|s| s.gen == id.gen) else {
             return;
         };
-        if let Some(call_id) = s.unsettled.take() {
+        if let Some(u) = s.unsettled.take() {
             if let Verdict::Forward { tenant, .. } = &verdict {
-                self.gatekeeper.settled(&call_id, tenant, 487, None);
+                self.gatekeeper.settled(&u.call_id, tenant, u.status, None);
             }
             return;
         }
@@ -513,7 +518,10 @@ impl Core {
         self.settle(&fwd, code);
         let s = &mut self.servers[sidx];
         if fwd.deciding.is_some() {
-            s.unsettled = Some(fwd.request.call_id().unwrap_or_default().into());
+            s.unsettled = Some(Box::new(Unsettled {
+                call_id: fwd.request.call_id().unwrap_or_default().into(),
+                status: code,
+            }));
         }
         let tag = s.key.local_tag();
         let bytes = build::response(
