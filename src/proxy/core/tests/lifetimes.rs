@@ -20,43 +20,12 @@ fn run(net: &mut Net, d: Duration) -> Vec<(SocketAddr, Message)> {
     net.advance(d)
 }
 
-/// [`OnlyTenNet`], recording each call's `settled` report (the outcome
-/// line of the audit trail).
-#[derive(Default)]
-struct Settled(parking_lot::Mutex<Vec<(Vec<u8>, u16)>>);
-
-impl Gatekeeper for Settled {
-    fn check(&self, m: &Message, source: &Peer) -> Verdict {
-        OnlyTenNet.check(m, source)
-    }
-    fn tenant_of(&self, peer: &Peer) -> Option<Arc<str>> {
-        OnlyTenNet.tenant_of(peer)
-    }
-    fn settled(&self, call_id: &[u8], _: &Arc<str>, status: u16, _: Option<&Arc<str>>) {
-        self.0.lock().push((call_id.to_vec(), status));
-    }
-}
-
-fn recorded(carriers: &[&str]) -> (Net, Arc<Settled>) {
-    let settled = Arc::new(Settled::default());
-    let net = Net {
-        core: Core::new(
-            Arc::new(settings(carriers)),
-            settled.clone(),
-            Arc::new(NoObserver),
-            0,
-        ),
-        now: Instant::now(),
-    };
-    (net, settled)
-}
-
 /// When every carrier answers 503, the dialer gets 500 (a 503 would tell
 /// it to avoid this proxy) and the call's outcome is the last carrier's
 /// answer, reported once.
 #[test]
 fn a_call_every_carrier_refused_is_settled_once_with_the_carriers_answer() {
-    let (mut net, settled) = recorded(&[C1, C2]);
+    let (mut net, settled) = recorded::<OnlyTenNet>(&[C1, C2]);
     let fwd = start_call(&mut net, "life");
     let out = net.input(C1, &reply(&fwd, 503, "Service Unavailable", Some("c1")));
     let fwd2 = only(
@@ -68,7 +37,7 @@ fn a_call_every_carrier_refused_is_settled_once_with_the_carriers_answer() {
     let mut out = net.input(C2, &reply(&fwd2, 503, "Service Unavailable", Some("c2")));
     out.extend(run(&mut net, Duration::from_secs(40)));
     assert_eq!(finals_to(&out, UAC).first(), Some(&500));
-    assert_eq!(*settled.0.lock(), [(b"life".to_vec(), 503)]);
+    assert_eq!(settled.reports(), [(b"life".to_vec(), 503)]);
     assert_eq!(net.core.active_transactions(), 0);
 }
 
@@ -134,7 +103,7 @@ fn every_transaction_ends_whatever_the_peers_do() {
         ),
     ];
     for (name, peer, expected) in scenarios {
-        let (mut net, settled) = recorded(&[C1]);
+        let (mut net, settled) = recorded::<OnlyTenNet>(&[C1]);
         let fwd = start_call(&mut net, "life");
         let mut out = peer(&mut net, &fwd);
         out.extend(run(&mut net, bound));
@@ -154,7 +123,7 @@ fn every_transaction_ends_whatever_the_peers_do() {
         );
         assert_eq!(net.core.unfinished_transactions(), 0, "{name}");
         assert_eq!(
-            *settled.0.lock(),
+            settled.reports(),
             [(b"life".to_vec(), expected)],
             "{name}: one outcome, the dialer's final"
         );

@@ -25,6 +25,7 @@ fn stranger(source: &Peer) -> Rejection {
 }
 
 /// Tenant `t1` owns 10.0.0.0/8.
+#[derive(Default)]
 struct OnlyTenNet;
 impl Gatekeeper for OnlyTenNet {
     fn check(&self, _m: &Message, source: &Peer) -> Verdict {
@@ -45,6 +46,47 @@ impl Gatekeeper for OnlyTenNet {
             .starts_with("10.")
             .then(|| "t1".into())
     }
+}
+
+/// The gatekeeper `G`, recording each call's `settled` report (the
+/// outcome line of the audit trail): its Call-ID and status.
+#[derive(Default)]
+struct Settled<G> {
+    inner: G,
+    reports: parking_lot::Mutex<Vec<(Vec<u8>, u16)>>,
+}
+
+impl<G> Settled<G> {
+    fn reports(&self) -> Vec<(Vec<u8>, u16)> {
+        self.reports.lock().clone()
+    }
+}
+
+impl<G: Gatekeeper> Gatekeeper for Settled<G> {
+    fn check(&self, m: &Message, source: &Peer) -> Verdict {
+        self.inner.check(m, source)
+    }
+    fn tenant_of(&self, peer: &Peer) -> Option<Arc<str>> {
+        self.inner.tenant_of(peer)
+    }
+    fn settled(&self, call_id: &[u8], _: &Arc<str>, status: u16, _: Option<&Arc<str>>) {
+        self.reports.lock().push((call_id.to_vec(), status));
+    }
+}
+
+/// A core on `carriers` whose gatekeeper `G` has its reports recorded.
+fn recorded<G: Gatekeeper + Default + 'static>(carriers: &[&str]) -> (Net, Arc<Settled<G>>) {
+    let gate = Arc::new(Settled::<G>::default());
+    let net = Net {
+        core: Core::new(
+            Arc::new(settings(carriers)),
+            gate.clone(),
+            Arc::new(NoObserver),
+            0,
+        ),
+        now: Instant::now(),
+    };
+    (net, gate)
 }
 
 fn udp(a: &str) -> Peer {

@@ -3,33 +3,26 @@
 
 use super::*;
 
-/// Defers every decision, as the gate does with a shared state store,
-/// and records each call's `settled` report (its outcome line).
+/// Defers every decision, as the gate does with a shared state store.
 #[derive(Default)]
-struct Deferring(parking_lot::Mutex<Vec<(Vec<u8>, u16)>>);
+struct Deferring;
 impl Gatekeeper for Deferring {
     fn check(&self, _m: &Message, _source: &Peer) -> Verdict {
         Verdict::Pending(Pending(Box::pin(std::future::pending())))
     }
-    fn settled(&self, call_id: &[u8], _: &Arc<str>, status: u16, _: Option<&Arc<str>>) {
-        self.0.lock().push((call_id.to_vec(), status));
-    }
 }
 
 fn deferring_net() -> Net {
-    deferring().0
+    recorded::<Deferring>(&[C1]).0
 }
 
-fn deferring() -> (Net, Arc<Deferring>) {
-    let gate = Arc::new(Deferring::default());
-    let mut net = Net::new(&[C1]);
-    net.core = Core::new(
-        Arc::new(settings(&[C1])),
-        gate.clone(),
-        Arc::new(NoObserver),
-        0,
-    );
-    (net, gate)
+/// The verdict of a call allowed for tenant `t1`.
+fn allowed() -> Verdict {
+    Verdict::Forward {
+        tenant: "t1".into(),
+        headers: vec![],
+        warn: None,
+    }
 }
 
 #[test]
@@ -96,14 +89,14 @@ fn pending_decision_rejected_with_explanation() {
 /// says so (cancelled, 487), once. A refused call has no outcome line.
 #[test]
 fn cancel_while_deciding_ends_the_call_before_anything_is_forwarded() {
-    let (mut net, gate) = deferring();
+    let (mut net, gate) = recorded::<Deferring>(&[C1]);
     net.input(UAC, &invite("z9hG4bKp4", "call-p4"));
     let (refused, _job) = net.core.poll_decision().unwrap();
     net.input(UAC, &cancel("call-p4").replace("z9hG4bKa1", "z9hG4bKp4"));
     net.core
         .handle_verdict(net.now, refused, Verdict::Reject(stranger(&udp(UAC))));
     assert!(net.drain().is_empty());
-    assert!(gate.0.lock().is_empty(), "a refused call has no outcome");
+    assert!(gate.reports().is_empty(), "a refused call has no outcome");
 
     net.input(UAC, &invite("z9hG4bKp3", "call-p3"));
     let (id, _job) = net.core.poll_decision().unwrap();
@@ -111,28 +104,12 @@ fn cancel_while_deciding_ends_the_call_before_anything_is_forwarded() {
     let codes: Vec<_> = out.iter().map(|(to, m)| (*to, m.status())).collect();
     let uac: SocketAddr = UAC.parse().unwrap();
     assert_eq!(codes, [(uac, Some(200)), (uac, Some(487))]);
-    net.core.handle_verdict(
-        net.now,
-        id,
-        Verdict::Forward {
-            tenant: "t1".into(),
-            headers: vec![],
-            warn: None,
-        },
-    );
+    net.core.handle_verdict(net.now, id, allowed());
     assert!(net.drain().is_empty(), "forwarded after the CANCEL");
-    assert_eq!(*gate.0.lock(), [(b"call-p3".to_vec(), 487)]);
+    assert_eq!(gate.reports(), [(b"call-p3".to_vec(), 487)]);
     // A second verdict reports nothing more.
-    net.core.handle_verdict(
-        net.now,
-        id,
-        Verdict::Forward {
-            tenant: "t1".into(),
-            headers: vec![],
-            warn: None,
-        },
-    );
-    assert_eq!(gate.0.lock().len(), 1);
+    net.core.handle_verdict(net.now, id, allowed());
+    assert_eq!(gate.reports().len(), 1);
 }
 
 #[test]
