@@ -4,7 +4,8 @@
 #   benches/compare-kamailio.sh
 #   env: RATES ("1000 2000 4000 5000 6000 8000 10000 12000"), STEP_S (20), WORKERS (4),
 #        REJECT_RATES ("1500 4000": the reject path, DNC callee → 603, after the
-#        accept sweep; "" skips it),
+#        accept sweeps; "" skips it), PAIRED_RATES ("": accept-path rates run
+#        after the sweeps, like the rejects),
 #        CALLGUARD_BIN (target/release/callguard), ONLY=callguard (skip Kamailio),
 #        STATE_BACKEND=redis (callguard's refusals and counts in a redis-server
 #        started here on 127.0.0.1:16379, instead of the embedded store)
@@ -16,6 +17,13 @@
 # contact hours in the callee's zone, holidays). The carrier is
 # SIPp's UAS on 127.0.0.1:5080; everything stays on loopback. Installs
 # Kamailio and SIPp from Debian when missing. Stops itself after 30 minutes.
+#
+# The sweeps run one proxy after the other (Kamailio on :5070, then
+# callguard on :5072). The reject steps and PAIRED_RATES then alternate
+# between the two, both running: kamailio, callguard, kamailio, ... at each
+# rate in turn. This box's CPU cost per call drifts by a third over minutes
+# (other tenants of the host); alternating puts each callguard step next to
+# a Kamailio step taken under the same conditions.
 set -u
 if [ -z "${CG_CMP_INNER:-}" ]; then export CG_CMP_INNER=1; exec timeout --kill-after=15 1800 bash "$0" "$@"; fi
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -36,7 +44,14 @@ if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${n
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --quiet)
 
 PIDS=""
-cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null; done; nap 1; for p in $PIDS; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; }
+cleanup() {
+	for p in $PIDS; do kill "$p" 2>/dev/null; done
+	nap 1
+	for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
+	# Kamailio's children, should its main process have gone first.
+	pkill -9 -f "kamailio -f $HERE/kamailio/kamailio.cfg" 2>/dev/null
+	wait 2>/dev/null
+}
 trap cleanup EXIT
 
 if [ ! -s "$WORK/db/dnc" ]; then
@@ -49,16 +64,26 @@ if [ ! -s "$WORK/db/dnc" ]; then
 fi
 [ -s "$WORK/dnc-callees.txt" ] || awk -F: 'NR>1{print $1}' "$WORK/db/dnc" > "$WORK/dnc-callees.txt"
 
-# rejects NAME PROXY_ADDR PIDS...: one step per REJECT_RATES rate of the reject path.
-rejects() {
-	local name=$1 proxy=$2 r; shift 2
+# paired: each PAIRED_RATES rate (accept path), then each REJECT_RATES rate
+# (reject path), one step per proxy in turn at every rate.
+paired() {
 	# A sweep that ended past the proxy's limit leaves transactions that
 	# retransmit to the carrier's port for up to 64×T1: let them end, or
 	# the next UAS counts them as failed calls and the proxy's CPU as ours.
 	[ -n "$RATES" ] && nap 35
-	for r in $REJECT_RATES; do
+	local r
+	for r in ${PAIRED_RATES:-}; do
+		[ -n "${KAM_PIDS:-}" ] && { nap 3; step kamailio 127.0.0.1:5070 "$r" "$OUT" $KAM_PIDS || true; }
 		nap 3
-		UAC_SCEN=uac_dnc.xml DNC_CALLEES="$WORK/dnc-callees.txt" step "$name-reject" "$proxy" "$r" "$OUT" "$@" || true
+		step callguard 127.0.0.1:5072 "$r" "$OUT" $CG || true
+	done
+	for r in $REJECT_RATES; do
+		if [ -n "${KAM_PIDS:-}" ]; then
+			nap 3
+			UAC_SCEN=uac_dnc.xml DNC_CALLEES="$WORK/dnc-callees.txt" step kamailio-reject 127.0.0.1:5070 "$r" "$OUT" $KAM_PIDS || true
+		fi
+		nap 3
+		UAC_SCEN=uac_dnc.xml DNC_CALLEES="$WORK/dnc-callees.txt" step callguard-reject 127.0.0.1:5072 "$r" "$OUT" $CG || true
 	done
 }
 
@@ -85,15 +110,6 @@ KAM_PIDS="$(pgrep -f "kamailio -f $HERE/kamailio/kamailio.cfg" | tr '\n' ' ')"
 echo "kamailio up: $(echo $KAM_PIDS | wc -w) processes" | tee -a "$OUT/summary.txt"
 sweep kamailio 127.0.0.1:5070 "$RATES" "$OUT" $KAM_PIDS
 KAM_MAX=$MAX
-rejects kamailio 127.0.0.1:5070 $KAM_PIDS
-kill $KAM_PIDS 2>/dev/null
-# Wait until every Kamailio process has gone and released the port.
-for _ in $(seq 1 60); do
-	pgrep -f "kamailio -f $HERE/kamailio/kamailio.cfg" >/dev/null || break
-	nap 0.5
-done
-pkill -9 -f "kamailio -f $HERE/kamailio/kamailio.cfg" 2>/dev/null
-nap 2
 fi
 
 STATE_KEYS=""
@@ -108,7 +124,7 @@ fi
 [ -s "$WORK/dnc.txt" ] || awk -F: 'NR>1{print "+" $1}' "$WORK/db/dnc" > "$WORK/dnc.txt"
 cat > "$WORK/callguard.toml" <<TOML
 [sip]
-listen = ["udp:127.0.0.1:5070"]
+listen = ["udp:127.0.0.1:5072"]
 workers = $WORKERS
 [[carrier]]
 name = "sipp-uas"
@@ -128,9 +144,10 @@ rule_set = "fr"
 dnc_lists = ["bench"]
 TOML
 start_callguard "$WORK/callguard.toml" 19090 "$OUT"
-sweep callguard 127.0.0.1:5070 "$RATES" "$OUT" $CG
+[ -n "$RATES" ] && [ -n "${KAM_PIDS:-}" ] && nap 35
+sweep callguard 127.0.0.1:5072 "$RATES" "$OUT" $CG
 CG_MAX=$MAX
-rejects callguard 127.0.0.1:5070 $CG
+paired
 RSS=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$CG/status)
 
 {
