@@ -8,7 +8,10 @@
 #        after the sweeps, like the rejects),
 #        CALLGUARD_BIN (target/release/callguard), ONLY=callguard (skip Kamailio),
 #        STATE_BACKEND=redis (callguard's refusals and counts in a redis-server
-#        started here on 127.0.0.1:16379, instead of the embedded store)
+#        started here on 127.0.0.1:16379, instead of the embedded store),
+#        FLOOR=1 (each reject rate also measures benches/floor/reject.rs, the
+#        kernel's and the loopback's share of a reject, and the summary gives
+#        each proxy's cost above it)
 #
 # Both proxies run with WORKERS worker processes/threads (Kamailio: UDP
 # children; callguard: tokio workers). Kamailio does its gatekeeper check
@@ -84,6 +87,10 @@ paired() {
 		fi
 		nap 3
 		UAC_SCEN=uac_dnc.xml DNC_CALLEES="$WORK/dnc-callees.txt" step callguard-reject 127.0.0.1:5072 "$r" "$OUT" $CG || true
+		if [ -n "${FLOOR_PID:-}" ]; then
+			nap 3
+			UAC_SCEN=uac_dnc.xml DNC_CALLEES="$WORK/dnc-callees.txt" step floor-reject 127.0.0.1:5074 "$r" "$OUT" $FLOOR_PID || true
+		fi
 	done
 }
 
@@ -147,6 +154,12 @@ start_callguard "$WORK/callguard.toml" 19090 "$OUT"
 [ -n "$RATES" ] && [ -n "${KAM_PIDS:-}" ] && nap 35
 sweep callguard 127.0.0.1:5072 "$RATES" "$OUT" $CG
 CG_MAX=$MAX
+if [ "${FLOOR:-0}" = 1 ] && [ -n "$REJECT_RATES" ]; then
+	rustc --edition 2021 -O "$HERE/floor/reject.rs" -o "$WORK/reject-floor" || exit 1
+	"$WORK/reject-floor" 127.0.0.1:5074 > "$OUT/floor.log" 2>&1 &
+	FLOOR_PID=$!
+	PIDS="$PIDS $FLOOR_PID"
+fi
 paired
 RSS=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$CG/status)
 
@@ -167,7 +180,9 @@ RSS=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$CG/status)
 		}
 		$14=="PASS" {p=$1; path="accept"; if (sub(/-reject$/, "", p)) path="reject"; us[p, path, $2]=us[p, path, $2] " " $12; seen[path, $2]=1}
 		END{for (k in seen) {split(k, a, SUBSEP); c=us["callguard", a[1], a[2]]; m=us["kamailio", a[1], a[2]];
-			if (c != "" && m != "" && median(m) > 0) printf "  %s %5d calls/s: callguard %s us (%s), kamailio %s us (%s), ratio %.2f\n", a[1], a[2], median(c), substr(c, 2), median(m), substr(m, 2), median(c) / median(m)}}' \
+			if (c != "" && m != "" && median(m) > 0) printf "  %s %5d calls/s: callguard %s us (%s), kamailio %s us (%s), ratio %.2f\n", a[1], a[2], median(c), substr(c, 2), median(m), substr(m, 2), median(c) / median(m)
+			f = us["floor", a[1], a[2]]
+			if (c != "" && m != "" && f != "" && median(m) > median(f)) printf "  %s %5d calls/s above the floor of %s us (%s): callguard %s us, kamailio %s us, ratio %.2f\n", a[1], a[2], median(f), substr(f, 2), median(c) - median(f), median(m) - median(f), (median(c) - median(f)) / (median(m) - median(f))}}' \
 		"$OUT/results.tsv" | sort -k1,1 -k2,2n
 	echo "callguard peak RSS: $RSS"
 	echo "raw files: $OUT"

@@ -8,15 +8,17 @@
 //! transaction's timers run to its end. `accept`: INVITE → 100 and the
 //! INVITE to the carrier, the carrier's 180 and 200 relayed, the dialer's
 //! ACK and BYE and the carrier's 200 to the BYE relayed, timers run. The
-//! gate has the fr rule set and a DNC list, no state backend and no audit
-//! trail (the audit writer runs on its own thread; `perf` measures it).
+//! gate has the fr rule set and a DNC list, the proxy's Prometheus metrics
+//! are counted, no state backend and no audit trail (the audit writer runs
+//! on its own thread: `benches/audit_trail.rs`).
 
 use bytes::Bytes;
 use callguard::app::compile;
 use callguard::clock::Clock;
 use callguard::config::Config;
 use callguard::gate::GateParts;
-use callguard::proxy::{Carrier, Core, NoObserver, Peer, Settings};
+use callguard::metrics::Metrics;
+use callguard::proxy::{Carrier, Core, Peer, Settings};
 use callguard::sip::Message;
 use chrono::TimeZone;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -80,7 +82,12 @@ fn net() -> (Net, tempfile::TempDir) {
         5060,
         vec![Carrier::single("c1", peer(CARRIER))],
     );
-    let core = Core::new(Arc::new(settings), Arc::new(gate), Arc::new(NoObserver), 0);
+    let core = Core::new(
+        Arc::new(settings),
+        Arc::new(gate),
+        Arc::new(Metrics::new()),
+        0,
+    );
     let net = Net {
         core,
         now: Instant::now(),

@@ -8,11 +8,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 
 use crate::codes::{Code, Outcome};
 use crate::proxy::Observer;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
     In,
     Out,
@@ -97,8 +98,10 @@ pub struct StrangerMetrics {
 
 pub struct Metrics {
     registry: Registry,
-    pub sip_messages: Family<MessageLabels, Counter>,
-    pub sip_responses: Family<ResponseLabels, Counter>,
+    // Private: counted only through `messages`/`responses`, whose handles
+    // would count into nothing if a series were removed from its family.
+    sip_messages: Family<MessageLabels, Counter>,
+    sip_responses: Family<ResponseLabels, Counter>,
     pub transactions_active: Gauge,
     pub invites: Family<InviteLabels, Counter>,
     pub decision_duration: Histogram,
@@ -117,7 +120,35 @@ pub struct Metrics {
     pub state_errors: Counter,
     pub audit_overflow: Counter,
     pub strangers: StrangerMetrics,
+    /// Handles on the `sip_messages` and `sip_responses` series, taken
+    /// from their family at a series' first use. A counter is an `Arc`:
+    /// the handle and the family's series are one, and the exposition
+    /// still shows only the series that were counted. Per message this is
+    /// an index, where `get_or_create` hashed the labels under the
+    /// family's lock (several times per call, on every call).
+    messages: [[OnceLock<Counter>; METHODS.len() + 1]; 2],
+    responses: [Box<[OnceLock<Counter>]>; 2],
 }
+
+/// The methods with a series of their own; the rest count as `other`.
+const METHODS: [&str; 13] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "UPDATE",
+    "INFO",
+    "PRACK",
+    "REFER",
+    "NOTIFY",
+    "REGISTER",
+    "SUBSCRIBE",
+    "MESSAGE",
+];
+
+/// The status codes with a cached handle: every code a message can carry.
+const CODES: std::ops::RangeInclusive<u16> = 100..=699;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -294,6 +325,8 @@ impl Metrics {
             registry,
             sip_messages,
             sip_responses,
+            messages: Default::default(),
+            responses: [0, 1].map(|_| CODES.map(|_| OnceLock::new()).collect()),
             transactions_active,
             invites,
             decision_duration,
@@ -402,61 +435,51 @@ impl Metrics {
     }
 }
 
-fn method_label(m: &[u8]) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "INVITE",
-        "ACK",
-        "BYE",
-        "CANCEL",
-        "OPTIONS",
-        "UPDATE",
-        "INFO",
-        "PRACK",
-        "REFER",
-        "NOTIFY",
-        "REGISTER",
-        "SUBSCRIBE",
-        "MESSAGE",
-    ];
-    KNOWN
+/// `m`'s index in [`METHODS`], or `METHODS.len()` (`other`).
+fn method_index(m: &[u8]) -> usize {
+    METHODS
         .iter()
-        .find(|k| k.as_bytes() == m)
-        .copied()
-        .unwrap_or("other")
+        .position(|k| k.as_bytes() == m)
+        .unwrap_or(METHODS.len())
+}
+
+impl Metrics {
+    fn count_message(&self, direction: Direction, method: &[u8]) {
+        let i = method_index(method);
+        self.messages[direction as usize][i]
+            .get_or_init(|| {
+                let method = METHODS.get(i).copied().unwrap_or("other");
+                self.sip_messages
+                    .get_or_create(&MessageLabels { direction, method })
+                    .clone()
+            })
+            .inc();
+    }
+
+    fn count_response(&self, direction: Direction, code: u16) {
+        let labels = || ResponseLabels { direction, code };
+        match self.responses[direction as usize].get(usize::from(code.wrapping_sub(*CODES.start())))
+        {
+            Some(slot) => slot
+                .get_or_init(|| self.sip_responses.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.sip_responses.get_or_create(&labels()).inc(),
+        };
+    }
 }
 
 impl Observer for Metrics {
     fn message_in(&self, method: &[u8]) {
-        self.sip_messages
-            .get_or_create(&MessageLabels {
-                direction: Direction::In,
-                method: method_label(method),
-            })
-            .inc();
+        self.count_message(Direction::In, method);
     }
     fn message_out(&self, method: &[u8]) {
-        self.sip_messages
-            .get_or_create(&MessageLabels {
-                direction: Direction::Out,
-                method: method_label(method),
-            })
-            .inc();
+        self.count_message(Direction::Out, method);
     }
     fn response_in(&self, code: u16) {
-        self.sip_responses
-            .get_or_create(&ResponseLabels {
-                direction: Direction::In,
-                code,
-            })
-            .inc();
+        self.count_response(Direction::In, code);
     }
     fn response_out(&self, code: u16) {
-        self.sip_responses
-            .get_or_create(&ResponseLabels {
-                direction: Direction::Out,
-                code,
-            })
-            .inc();
+        self.count_response(Direction::Out, code);
     }
     fn malformed(&self) {
         self.malformed.inc();
@@ -503,5 +526,60 @@ impl Observer for Metrics {
                 carrier: carrier.to_owned(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the series `name{labels}` in the exposition, if shown.
+    fn series(m: &Metrics, name_and_labels: &str) -> Option<u64> {
+        m.encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+    }
+
+    /// Counted through the cached handles, each series shows its count in
+    /// the exposition, and only series that were counted are shown.
+    #[test]
+    fn messages_and_responses_count_into_their_series() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.message_in(b"INVITE");
+        }
+        m.message_out(b"INVITE");
+        m.message_in(b"FOO");
+        m.message_in(b"PUBLISH");
+        m.response_out(603);
+        m.response_out(603);
+        m.response_in(200);
+        m.response_in(699);
+        m.response_in(100);
+        // Outside what a message can carry: counted, not cached.
+        m.response_in(42);
+        let msg = |d: &str, method: &str| {
+            series(
+                &m,
+                &format!(r#"callguard_sip_messages_total{{direction="{d}",method="{method}"}}"#),
+            )
+        };
+        let resp = |d: &str, code: u16| {
+            series(
+                &m,
+                &format!(r#"callguard_sip_responses_total{{direction="{d}",code="{code}"}}"#),
+            )
+        };
+        assert_eq!(msg("in", "INVITE"), Some(3));
+        assert_eq!(msg("out", "INVITE"), Some(1));
+        assert_eq!(msg("in", "other"), Some(2));
+        assert_eq!(msg("in", "ACK"), None, "never counted, never shown");
+        assert_eq!(msg("out", "other"), None);
+        assert_eq!(resp("out", 603), Some(2));
+        assert_eq!(resp("in", 603), None);
+        assert_eq!(resp("in", 200), Some(1));
+        assert_eq!(resp("in", 699), Some(1));
+        assert_eq!(resp("in", 100), Some(1));
+        assert_eq!(resp("in", 42), Some(1));
     }
 }
