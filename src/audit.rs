@@ -55,17 +55,36 @@ pub struct Record {
     pub config_version: std::sync::Arc<str>,
 }
 
+/// A value serialized through its `Display`: `serde_json` writes it into
+/// the line as it is formatted, without a `String` per field and line.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// The names of a callee's zones, serialized without collecting them.
+struct ZoneNames(&'static [chrono_tz::Tz]);
+
+impl Serialize for ZoneNames {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|z| z.name()))
+    }
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     time: String,
     kind: &'static str,
     call_id: &'a str,
     tenant: Option<&'a str>,
-    source: String,
-    caller: Option<String>,
-    callee: Option<String>,
+    source: Shown<SocketAddr>,
+    caller: Option<Shown<crate::numbering::CallerNumber>>,
+    callee: Option<Shown<crate::numbering::E164>>,
     mode: Option<crate::policy::Mode>,
-    callee_time_zones: Vec<&'static str>,
+    callee_time_zones: ZoneNames,
     callee_local_time: Vec<String>,
     decision: Outcome,
     status: u16,
@@ -86,11 +105,11 @@ fn format_line(r: &Record, out: &mut Vec<u8>) {
             kind: "decision",
             call_id: &r.call_id,
             tenant: Some(&d.tenant),
-            source: r.source.to_string(),
-            caller: d.caller.map(|c| c.to_string()),
-            callee: d.callee.map(|c| c.to_string()),
+            source: Shown(r.source),
+            caller: d.caller.map(Shown),
+            callee: d.callee.map(Shown),
             mode: Some(d.mode),
-            callee_time_zones: d.zones.iter().map(|z| z.name()).collect(),
+            callee_time_zones: ZoneNames(d.zones),
             callee_local_time: d.callee_local_time(),
             decision: d.decision,
             status: d.status,
@@ -107,11 +126,11 @@ fn format_line(r: &Record, out: &mut Vec<u8>) {
             kind: "decision",
             call_id: &r.call_id,
             tenant: None,
-            source: r.source.to_string(),
+            source: Shown(r.source),
             caller: None,
             callee: None,
             mode: None,
-            callee_time_zones: Vec::new(),
+            callee_time_zones: ZoneNames(&[]),
             callee_local_time: Vec::new(),
             decision: Outcome::Reject,
             status: 403,

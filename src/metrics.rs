@@ -8,7 +8,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crate::codes::{Code, Outcome};
 use crate::proxy::Observer;
@@ -41,9 +41,24 @@ pub struct ResponseLabels {
     pub code: u16,
 }
 
+/// A tenant's id as a label value, shared with the tenant: counting a
+/// decision then copies no string (`prometheus-client` encodes `Arc<T>`
+/// only for sized `T`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct TenantLabel(pub Arc<str>);
+
+impl prometheus_client::encoding::EncodeLabelValue for TenantLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InviteLabels {
-    pub tenant: String,
+    pub tenant: TenantLabel,
     pub decision: &'static str,
     pub reason: &'static str,
 }
@@ -128,6 +143,8 @@ pub struct Metrics {
     /// family's lock (several times per call, on every call).
     messages: [[OnceLock<Counter>; METHODS.len() + 1]; 2],
     responses: [Box<[OnceLock<Counter>]>; 2],
+    /// The tenant label of a source in no tenant: `""`.
+    no_tenant: Arc<str>,
 }
 
 /// The methods with a series of their own; the rest count as `other`.
@@ -327,6 +344,7 @@ impl Metrics {
             sip_responses,
             messages: Default::default(),
             responses: [0, 1].map(|_| CODES.map(|_| OnceLock::new()).collect()),
+            no_tenant: Arc::from(""),
             transactions_active,
             invites,
             decision_duration,
@@ -487,8 +505,8 @@ impl Observer for Metrics {
     fn transactions(&self, delta: i64) {
         self.transactions_active.inc_by(delta);
     }
-    fn decision(&self, tenant: Option<&str>, decision: Outcome, reason: Option<Code>) {
-        let tenant = tenant.unwrap_or("").to_owned();
+    fn decision(&self, tenant: Option<&Arc<str>>, decision: Outcome, reason: Option<Code>) {
+        let tenant = TenantLabel(tenant.unwrap_or(&self.no_tenant).clone());
         self.invites
             .get_or_create(&InviteLabels {
                 tenant,

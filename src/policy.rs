@@ -142,9 +142,11 @@ impl Mode {
     /// progressive dialers are automated systems (ARCEP's definition).
     /// An unknown value counts as automated, the stricter reading.
     pub fn from_header(v: &str) -> Mode {
-        match v.trim().to_ascii_lowercase().as_str() {
-            "preview" | "manual" => Mode::Manual,
-            _ => Mode::Automated,
+        let v = v.trim();
+        if v.eq_ignore_ascii_case("preview") || v.eq_ignore_ascii_case("manual") {
+            Mode::Manual
+        } else {
+            Mode::Automated
         }
     }
 }
@@ -208,13 +210,17 @@ pub struct TenantPolicy {
 /// Status and phrase per rule (configurable).
 #[derive(Debug, Clone)]
 pub struct Responses {
-    pub by_rule: [(u16, String); RULES],
+    /// Borrowed for the default phrases: a refusal then copies none.
+    pub by_rule: [(u16, Cow<'static, str>); RULES],
 }
 
 impl Default for Responses {
     fn default() -> Self {
         Responses {
-            by_rule: Rule::ALL.map(|r| (r.default_response().0, r.default_response().1.to_owned())),
+            by_rule: Rule::ALL.map(|r| {
+                let (status, phrase) = r.default_response();
+                (status, Cow::Borrowed(phrase))
+            }),
         }
     }
 }
@@ -713,7 +719,7 @@ impl TenantPolicy {
                 let (status, phrase) = &self.responses.by_rule[rule.index()];
                 d.decision = Outcome::Reject;
                 d.status = *status;
-                d.phrase = Cow::Owned(phrase.clone());
+                d.phrase = phrase.clone();
                 d.reason = Some(rule.code());
                 d.explanation = Cow::Owned(why);
                 d.retry_after = retry;
@@ -788,7 +794,7 @@ impl TenantPolicy {
                 let (status, phrase) = &self.responses.by_rule[rule.index()];
                 d.decision = Outcome::Reject;
                 d.status = *status;
-                d.phrase = Cow::Owned(phrase.clone());
+                d.phrase = phrase.clone();
                 d.reason = Some(rule.code());
                 d.explanation = Cow::Owned(why);
                 d.retry_after = retry;

@@ -77,3 +77,46 @@ pub fn paris(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
 pub fn tuesday_11() -> DateTime<Utc> {
     paris(2026, 11, 17, 11, 0)
 }
+
+/// The test binary's allocator: the system's, counting each thread's
+/// allocations, so that a test can measure what a call path allocates
+/// while other tests run on other threads.
+struct PerThreadCount;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_one() {
+    // `try_with`: an allocation during the thread's teardown goes uncounted.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every call is passed on to `System` unchanged.
+unsafe impl std::alloc::GlobalAlloc for PerThreadCount {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        count_one();
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+        count_one();
+        unsafe { std::alloc::System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, size: usize) -> *mut u8 {
+        count_one();
+        unsafe { std::alloc::System.realloc(p, l, size) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: PerThreadCount = PerThreadCount;
+
+/// How many allocations (and reallocations) `f` made on this thread.
+pub fn allocations<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = ALLOCATIONS.with(std::cell::Cell::get);
+    let out = f();
+    (out, ALLOCATIONS.with(std::cell::Cell::get) - before)
+}

@@ -528,10 +528,10 @@ pub fn tenants(
     let mut responses = Responses::default();
     for (code, r) in &cfg.responses {
         if let Some(rule) = Rule::from_code(code) {
-            let phrase = r
-                .phrase
-                .clone()
-                .unwrap_or_else(|| rule.default_response().1.to_owned());
+            let phrase = r.phrase.clone().map_or(
+                std::borrow::Cow::Borrowed(rule.default_response().1),
+                std::borrow::Cow::Owned,
+            );
             responses.by_rule[Rule::ALL.iter().position(|x| *x == rule).unwrap_or(0)] =
                 (r.status, phrase);
         }

@@ -336,7 +336,7 @@ fn verdict(t: &TenantPolicy, d: &Decision) -> Verdict {
         Outcome::Reject => Verdict::Reject(Rejection {
             tenant: Some(t.id.clone()),
             status: d.status,
-            phrase: d.phrase.to_string(),
+            phrase: d.phrase.clone(),
             // The policy names the rule of every refusal; a refusal without one
             // would be a policy defect, reported as the state's failure.
             code: d.reason.unwrap_or(Code::PolicyUnavailable),

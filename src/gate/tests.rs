@@ -7,7 +7,7 @@ use crate::proxy::{Carrier, CarrierStatus, Core, NoObserver, Settings};
 use crate::testing::{acme, tuesday_11};
 use bytes::Bytes;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 fn gate(state: Option<Backend>, audit: Option<Audit>) -> Gate {
     let mut tenants = Tenants::default();
@@ -197,6 +197,67 @@ X-Disposition: refused\r\nContent-Length: 0\r\n\r\n"
         Some(&b"refusal_cooloff"[..])
     );
     let _ = PROXY;
+}
+
+/// A refused call costs the heap little and its ACK nothing: in the
+/// running proxy a reject's cost is mostly cache misses, and every
+/// allocation touches the allocator's state (issue 16). The INVITE's are
+/// the Call-ID of the audit record, the explanation (formatted, then
+/// copied into the failed rules and into the rejection), the response's
+/// header text, and its buffer (two: the buffer, then its shared handle).
+#[test]
+fn a_dnc_refusal_allocates_seven_times_and_its_ack_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = Audit::start(&dir.path().join("audit"), 1 << 30, None, Default::default()).unwrap();
+    let settings = Settings::simulated("192.0.2.10", 5060, vec![Carrier::single("c1", peer(C1))]);
+    let mut core = Core::new(
+        Arc::new(settings),
+        Arc::new(gate(None, Some(audit.clone()))),
+        Arc::new(crate::metrics::Metrics::new()),
+        0,
+    );
+    let start = Instant::now();
+    // One call at a time, each transaction over before the next call: the
+    // first calls create the metric series and size the tables.
+    for i in 0..20 {
+        let now = start + Duration::from_secs(40 * i);
+        let invite = Bytes::from(text(&invite("+33612345678", &format!("d{i}"))));
+        let ((), at_invite) =
+            crate::testing::allocations(|| core.handle_message(now, peer(UAC), invite));
+        let t = core.poll_transmit().expect("a response to the INVITE");
+        assert!(core.poll_transmit().is_none(), "nothing is forwarded");
+        let r = Message::parse(t.payload).unwrap();
+        assert_eq!(r.status(), Some(603));
+        let ack = format!(
+            "ACK sip:+33612345678@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5062;branch=z9hG4bKd{i};rport\r\n\
+Max-Forwards: 70\r\nFrom: <sip:+33162000001@10.0.0.5>;tag=fd{i}\r\nTo: {}\r\n\
+Call-ID: d{i}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            String::from_utf8_lossy(r.header_by_name("To").unwrap())
+        );
+        let ack = Bytes::from(ack);
+        let ((), at_ack) = crate::testing::allocations(|| core.handle_message(now, peer(UAC), ack));
+        assert!(
+            core.poll_transmit().is_none(),
+            "an ACK is answered by nothing"
+        );
+        // It matched the transaction: Timer G does not repeat the 603.
+        core.handle_timeout(now + Duration::from_secs(2));
+        assert!(
+            core.poll_transmit().is_none(),
+            "call {i}: the 603 was repeated"
+        );
+        core.handle_timeout(now + Duration::from_secs(39));
+        if i >= 10 {
+            assert_eq!((at_invite, at_ack), (7, 0), "call {i}");
+        }
+    }
+    // Every refusal is on the audit trail.
+    assert!(audit.flush(Duration::from_secs(10)));
+    let lines = std::fs::read_dir(dir.path().join("audit"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
+    assert_eq!(lines.matches("\"reason\":\"dnc\"").count(), 20);
 }
 
 #[test]

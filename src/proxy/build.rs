@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use crate::sip::message::{params, split_commas, HeaderName};
 use crate::sip::{Message, Via};
+use smallvec::SmallVec;
 
 fn line(out: &mut BytesMut, name: &str, value: &[u8]) {
     out.put_slice(name.as_bytes());
@@ -41,16 +42,21 @@ pub fn escape_quoted_into(o: &mut String, s: &str) {
     }
 }
 
+/// A rewritten top Via, inline up to the usual length: most dialers ask
+/// for `rport` (RFC 3581), and every request of theirs gets one.
+pub type ViaText = SmallVec<[u8; 128]>;
+
 /// The top Via with `received` and `rport` filled in (RFC 3261 §18.2.1,
 /// RFC 3581), or `None` when it needs no change.
-pub fn fixed_top_via(via: &Via<'_>, src: SocketAddr) -> Option<Vec<u8>> {
+pub fn fixed_top_via(via: &Via<'_>, src: SocketAddr) -> Option<ViaText> {
     let host_is_src = crate::sip::uri::parse_ip_host(via.host) == Some(src.ip());
     let wants_rport = matches!(via.rport, Some(None));
     if host_is_src && !wants_rport {
         return None;
     }
+    use std::io::Write as _;
     let semi = memchr::memchr(b';', via.raw).unwrap_or(via.raw.len());
-    let mut v = via.raw[..semi].to_vec();
+    let mut v = ViaText::from_slice(&via.raw[..semi]);
     while v.last().is_some_and(|c| c.is_ascii_whitespace()) {
         v.pop();
     }
@@ -60,7 +66,7 @@ pub fn fixed_top_via(via: &Via<'_>, src: SocketAddr) -> Option<Vec<u8>> {
         }
         v.push(b';');
         if n.eq_ignore_ascii_case(b"rport") {
-            v.extend_from_slice(format!("rport={}", src.port()).as_bytes());
+            let _ = write!(v, "rport={}", src.port());
             continue;
         }
         v.extend_from_slice(n);
@@ -69,7 +75,7 @@ pub fn fixed_top_via(via: &Via<'_>, src: SocketAddr) -> Option<Vec<u8>> {
             v.extend_from_slice(val);
         }
     }
-    v.extend_from_slice(format!(";received={}", src.ip()).as_bytes());
+    let _ = write!(v, ";received={}", src.ip());
     Some(v)
 }
 
@@ -307,7 +313,7 @@ mod tests {
         let via = m.top_via().unwrap();
         let fixed = fixed_top_via(&via, "10.1.1.1:4000".parse().unwrap()).unwrap();
         assert_eq!(
-            String::from_utf8(fixed).unwrap(),
+            String::from_utf8(fixed.to_vec()).unwrap(),
             "SIP/2.0/UDP host.example:5062;rport=4000;branch=z9hG4bK1;received=10.1.1.1"
         );
         let m = msg(

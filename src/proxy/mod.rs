@@ -217,7 +217,7 @@ pub struct DecisionId {
 pub struct Rejection {
     pub tenant: Option<Arc<str>>,
     pub status: u16,
-    pub phrase: String,
+    pub phrase: std::borrow::Cow<'static, str>,
     /// Rule code, e.g. `source_not_authorized`.
     pub code: Code,
     pub explanation: String,
@@ -268,7 +268,7 @@ pub trait Observer: Send + Sync {
     fn malformed(&self) {}
     fn transactions(&self, _delta: i64) {}
     /// An initial INVITE was decided (`allow`, `warn`, `reject`).
-    fn decision(&self, _tenant: Option<&str>, _decision: Outcome, _reason: Option<Code>) {}
+    fn decision(&self, _tenant: Option<&Arc<str>>, _decision: Outcome, _reason: Option<Code>) {}
     fn carrier_response(&self, _carrier: &str, _code: u16) {}
     /// A carrier went up or down (OPTIONS pings).
     fn carrier_up(&self, _carrier: &str, _up: bool) {}

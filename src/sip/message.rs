@@ -194,8 +194,37 @@ impl Message {
         m.is_request().then_some((m, problem))
     }
 
+    /// [`Message::parse`], giving the buffer back with the error (to be
+    /// salvaged): the caller then keeps no clone, and cloning a `Bytes`
+    /// made from a `Vec` allocates.
+    pub fn parse_or_return(buf: Bytes) -> Result<Message, (ParseError, Bytes)> {
+        Self::parse_returning(buf, false)
+    }
+
     fn parse_with(buf: Bytes, lenient: bool) -> Result<Message, ParseError> {
-        let b = &buf[..];
+        Self::parse_returning(buf, lenient).map_err(|(e, _)| e)
+    }
+
+    fn parse_returning(buf: Bytes, lenient: bool) -> Result<Message, (ParseError, Bytes)> {
+        let mut m = Message {
+            buf,
+            start: StartLine::Response {
+                code: 0,
+                reason: Span::new(0..0),
+            },
+            headers: SmallVec::new(),
+            body: Span::new(0..0),
+        };
+        match m.index(lenient) {
+            Ok(()) => Ok(m),
+            Err(e) => Err((e, m.buf)),
+        }
+    }
+
+    /// Fills in the start line, headers and body of `self.buf`.
+    fn index(&mut self, lenient: bool) -> Result<(), ParseError> {
+        let b = &self.buf[..];
+        let headers = &mut self.headers;
         let mut pos = 0;
         // §7.5: CRLFs before the start line are ignored (keep-alives).
         while pos < b.len() && (b[pos] == b'\r' || b[pos] == b'\n') {
@@ -211,7 +240,6 @@ impl Message {
             parse_start_line(b, pos..sl_end)?
         };
 
-        let mut headers: SmallVec<[HeaderLine; 24]> = SmallVec::new();
         loop {
             let (end, after) = line_end(b, next).ok_or(ParseError::Incomplete)?;
             if end == next {
@@ -246,13 +274,9 @@ impl Message {
             });
             next = cursor;
         }
-        let body = Span::new(next..b.len());
-        Ok(Message {
-            buf,
-            start,
-            headers,
-            body,
-        })
+        self.body = Span::new(next..b.len());
+        self.start = start;
+        Ok(())
     }
 
     pub fn buf(&self) -> &Bytes {
@@ -646,9 +670,11 @@ impl<'a> Via<'a> {
         if slashes != 2 {
             return None;
         }
-        let proto = &v[..transport_start - 1];
-        let proto: Vec<u8> = proto.iter().copied().filter(|c| !is_ws(*c)).collect();
-        if !proto.eq_ignore_ascii_case(b"SIP/2.0") {
+        let proto = v[..transport_start - 1]
+            .iter()
+            .filter(|c| !is_ws(**c))
+            .map(u8::to_ascii_uppercase);
+        if !proto.eq(b"SIP/2.0".iter().copied()) {
             return None;
         }
         let mut j = transport_start;

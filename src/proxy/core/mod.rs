@@ -105,7 +105,7 @@ struct Unsettled {
 struct Forwarding {
     request: Message,
     /// The received top Via with `received`/`rport` filled in.
-    top_via: Option<Vec<u8>>,
+    top_via: Option<build::ViaText>,
     /// The client transaction trying the current target.
     branch: Option<Link>,
     /// Carriers still to try, in order (initial INVITEs).
@@ -121,7 +121,7 @@ struct Forwarding {
 }
 
 impl Forwarding {
-    fn new(request: Message, top_via: Option<Vec<u8>>) -> Box<Forwarding> {
+    fn new(request: Message, top_via: Option<build::ViaText>) -> Box<Forwarding> {
         Box::new(Forwarding {
             request,
             top_via,
@@ -388,9 +388,9 @@ impl Core {
     // ------------------------------------------------------------------ input
 
     pub fn handle_message(&mut self, now: Instant, from: Peer, data: Bytes) {
-        let msg = match Message::parse(data.clone()) {
+        let msg = match Message::parse_or_return(data) {
             Ok(m) => m,
-            Err(e) => {
+            Err((e, data)) => {
                 self.observer.malformed();
                 tracing::debug!(%from, error = %e, "unparsable message");
                 if let Some((m, problem)) = Message::salvage(data) {
@@ -463,7 +463,7 @@ impl Core {
         match verdict {
             Verdict::Reject(r) => {
                 self.observer
-                    .decision(r.tenant.as_deref(), Outcome::Reject, Some(r.code));
+                    .decision(r.tenant.as_ref(), Outcome::Reject, Some(r.code));
                 let call_id = fwd.request.call_id().unwrap_or_default();
                 log_rejected(call_id, s.source, &r);
                 self.reject_server(now, id.slot, &r);
@@ -636,7 +636,7 @@ impl Core {
 
     // ---------------------------------------------------------------- helpers
 
-    fn observe_forward(&self, tenant: &str, warn: Option<Code>) {
+    fn observe_forward(&self, tenant: &Arc<str>, warn: Option<Code>) {
         let outcome = if warn.is_some() {
             Outcome::Warn
         } else {
@@ -795,7 +795,7 @@ fn log_rejected(call_id: &[u8], from: Peer, r: &Rejection) {
     );
 }
 
-fn local_rejection(status: u16, phrase: &str, code: Code, why: &str) -> Rejection {
+fn local_rejection(status: u16, phrase: &'static str, code: Code, why: &str) -> Rejection {
     Rejection {
         tenant: None,
         status,

@@ -21,7 +21,9 @@ impl Core {
     }
 
     pub(super) fn on_request(&mut self, now: Instant, from: Peer, msg: Message) {
-        let method = msg.method().unwrap_or_default().to_vec();
+        // Copied out (msg moves on below), inline: methods are short, and
+        // an allocation per message showed in the reject path.
+        let method: SmallVec<[u8; 16]> = SmallVec::from_slice(msg.method().unwrap_or_default());
         self.observer.message_in(&method);
         let Some(via) = msg.top_via() else {
             // No Via: a response cannot be routed (§8.2.6.2), so drop.
@@ -34,7 +36,7 @@ impl Core {
 
         if let Err(m) = check_request(&msg, &method) {
             self.observer.malformed();
-            if method != b"ACK" {
+            if &method[..] != b"ACK" {
                 self.reply_stateless(&msg, top_via.as_deref(), reply_to, m.status, m.phrase, &[]);
             }
             return;
@@ -85,7 +87,7 @@ impl Core {
                 };
                 let tenant = self.gatekeeper.tenant_of(&from);
                 self.observer
-                    .decision(tenant.as_deref(), Outcome::Reject, Some(r.code));
+                    .decision(tenant.as_ref(), Outcome::Reject, Some(r.code));
                 self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
             }
             b"INVITE" => self.initial_invite(now, from, msg, key, top_via, reply_to),
@@ -138,7 +140,7 @@ impl Core {
         from: Peer,
         msg: Message,
         key: TxnKey,
-        top_via: Option<Vec<u8>>,
+        top_via: Option<build::ViaText>,
         reply_to: Peer,
     ) {
         if let Err((code, phrase)) = routing::max_forwards(&msg) {
@@ -159,7 +161,7 @@ impl Core {
             }
             Verdict::Reject(r) => {
                 self.observer
-                    .decision(r.tenant.as_deref(), Outcome::Reject, Some(r.code));
+                    .decision(r.tenant.as_ref(), Outcome::Reject, Some(r.code));
                 log_rejected(msg.call_id().unwrap_or_default(), from, &r);
                 self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
             }
@@ -229,7 +231,7 @@ impl Core {
         from: Peer,
         msg: Message,
         key: TxnKey,
-        top_via: Option<Vec<u8>>,
+        top_via: Option<build::ViaText>,
         reply_to: Peer,
         r: Rejection,
         explain: bool,
@@ -327,7 +329,7 @@ impl Core {
         from: Peer,
         msg: Message,
         key: TxnKey,
-        top_via: Option<Vec<u8>>,
+        top_via: Option<build::ViaText>,
     ) {
         if let Some(&idx) = self.server_index.get(&key) {
             let s = &mut self.servers[idx];
@@ -369,7 +371,7 @@ impl Core {
         from: Peer,
         msg: Message,
         key: &TxnKey,
-        top_via: Option<Vec<u8>>,
+        top_via: Option<build::ViaText>,
         reply_to: Peer,
     ) {
         // The CANCEL must come from where the INVITE came from: the branch
@@ -453,7 +455,7 @@ impl Core {
         from: Peer,
         msg: Message,
         key: TxnKey,
-        top_via: Option<Vec<u8>>,
+        top_via: Option<build::ViaText>,
         reply_to: Peer,
         method: &[u8],
     ) {

@@ -2,6 +2,7 @@
 //! to its transaction by.
 
 use crate::sip::{Message, Via, BRANCH_COOKIE};
+use smallvec::SmallVec;
 
 /// The method part of a key: an ACK belongs to the INVITE transaction it
 /// acknowledges, a CANCEL has its own (§9.2, §17.2.3).
@@ -30,7 +31,11 @@ impl KeyMethod {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TxnKey {
     method: KeyMethod,
-    id: Box<[u8]>,
+    /// Inline up to 64 bytes, which holds a branch and sent-by of the
+    /// usual lengths: keys are made for every message and kept twice (the
+    /// index and the transaction), and allocating them showed in the
+    /// reject path.
+    id: SmallVec<[u8; 64]>,
 }
 
 impl TxnKey {
@@ -39,9 +44,7 @@ impl TxnKey {
         let branch = via
             .branch
             .filter(|b| b.starts_with(BRANCH_COOKIE) && b.len() > BRANCH_COOKIE.len());
-        // Sized exactly for the usual (branch) key: the boxed slice then
-        // takes the buffer as it is, without a reallocation per message.
-        let mut id = Vec::with_capacity(branch.map_or(64, <[u8]>::len) + 1 + via.sent_by.len());
+        let mut id = SmallVec::new();
         match branch {
             Some(b) => id.extend_from_slice(b),
             None => {
@@ -60,7 +63,7 @@ impl TxnKey {
         id.extend_from_slice(via.sent_by);
         TxnKey {
             method: KeyMethod::of(method),
-            id: id.into(),
+            id,
         }
     }
 
@@ -68,7 +71,7 @@ impl TxnKey {
     pub fn client(branch: &[u8], method: &[u8]) -> TxnKey {
         TxnKey {
             method: KeyMethod::of(method),
-            id: branch.into(),
+            id: SmallVec::from_slice(branch),
         }
     }
 
@@ -87,11 +90,29 @@ impl TxnKey {
 
     /// A To tag for responses generated here, derived from the key so that
     /// a retransmitted request gets a byte-identical answer.
-    pub fn local_tag(&self) -> String {
+    pub fn local_tag(&self) -> LocalTag {
         use std::hash::{Hash, Hasher};
         let mut h = siphasher::sip::SipHasher13::new();
         self.hash(&mut h);
-        format!("cg{:x}", h.finish())
+        let v = h.finish();
+        let mut tag = *b"cg0000000000000000";
+        for (i, d) in tag[2..].iter_mut().enumerate() {
+            *d = b"0123456789abcdef"[(v >> (60 - 4 * i)) as usize & 0xf];
+        }
+        LocalTag(tag)
+    }
+}
+
+/// A To tag of ours: `cg` and 16 hex digits, kept inline because every
+/// locally answered request needs one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalTag([u8; 18]);
+
+impl std::ops::Deref for LocalTag {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // ASCII by construction.
+        std::str::from_utf8(&self.0).unwrap_or("cg")
     }
 }
 
