@@ -7,7 +7,10 @@
 //! `reject_dnc`: INVITE to a listed callee → 603, its ACK, and the
 //! transaction's timers run to its end. `accept`: INVITE → 100 and the
 //! INVITE to the carrier, the carrier's 180 and 200 relayed, the dialer's
-//! ACK and BYE and the carrier's 200 to the BYE relayed, timers run. The
+//! ACK and BYE and the carrier's 200 to the BYE relayed, timers run.
+//! `cold/…_cold_caches`: the reject with every cache level emptied before
+//! each message, the far end of what the running proxy meets on a shared
+//! box (warm is the other). The
 //! gate has the fr rule set and a DNC list, the proxy's Prometheus metrics
 //! are counted, no state backend and no audit trail (the audit writer runs
 //! on its own thread: `benches/audit_trail.rs`).
@@ -21,7 +24,7 @@ use callguard::metrics::Metrics;
 use callguard::proxy::{Carrier, Core, Peer, Settings};
 use callguard::sip::Message;
 use chrono::TimeZone;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -191,6 +194,43 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // The same reject from cold caches. In the running proxy the two SIPp
+    // processes, and the box's other tenants, run between two of its
+    // wakeups; here a buffer the size of the last-level cache is written
+    // before each message. Only the proxy's work is timed.
+    let mut junk = vec![0u8; EVICT];
+    let mut cold = c.benchmark_group("cold");
+    cold.sample_size(10)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(400))
+        .sampling_mode(SamplingMode::Flat);
+    cold.bench_function("core_reject_dnc_invite_603_ack_cold_caches", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                i += 1;
+                let inv = invite("+33612345678", i);
+                evict(&mut junk);
+                let t = Instant::now();
+                net.input(dialer, inv);
+                spent += t.elapsed();
+                let tag = Message::parse(net.out[0].clone())
+                    .ok()
+                    .and_then(|r| r.to_tag().map(<[u8]>::to_vec))
+                    .unwrap_or_default();
+                let branch = format!("z9hG4bK-{i}-1-0");
+                let ack = in_dialog("ACK", "+33612345678", i, &tag, "", &branch);
+                evict(&mut junk);
+                let t = Instant::now();
+                net.input(dialer, ack);
+                spent += t.elapsed();
+                net.tick();
+            }
+            spent
+        })
+    });
+    cold.finish();
+
     i += 1;
     assert!(accept_call(&mut net, i), "an allowed call goes through");
     c.bench_function("core_accept_invite_180_200_ack_bye", |b| {
@@ -201,6 +241,18 @@ fn benches(c: &mut Criterion) {
             assert!(accept_call(&mut net, i));
         })
     });
+}
+
+/// This box's last-level cache (32 MiB).
+const EVICT: usize = 32 << 20;
+
+/// Writes a byte of every cache line of `junk`: what was cached before is
+/// gone from every level.
+fn evict(junk: &mut [u8]) {
+    for b in junk.iter_mut().step_by(64) {
+        *b = b.wrapping_add(1);
+    }
+    std::hint::black_box(junk);
 }
 
 /// One allowed call from INVITE to the 200 to its BYE; whether every
