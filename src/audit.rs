@@ -27,6 +27,7 @@
 //! `audit-YYYY-MM-DD.N.jsonl` when larger than `max_bytes`.
 
 pub mod chain;
+mod json;
 pub mod search;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -38,6 +39,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::codes::{Code, Outcome};
+use crate::numbering::CallerNumber;
 use crate::policy::Decision;
 
 const BATCH: usize = 1024;
@@ -55,95 +57,69 @@ pub struct Record {
     pub config_version: std::sync::Arc<str>,
 }
 
-/// A value serialized through its `Display`: `serde_json` writes it into
-/// the line as it is formatted, without a `String` per field and line.
-struct Shown<T>(T);
-
-impl<T: std::fmt::Display> Serialize for Shown<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
-/// The names of a callee's zones, serialized without collecting them.
-struct ZoneNames(&'static [chrono_tz::Tz]);
-
-impl Serialize for ZoneNames {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(|z| z.name()))
-    }
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    kind: &'static str,
-    call_id: &'a str,
-    tenant: Option<&'a str>,
-    source: Shown<SocketAddr>,
-    caller: Option<Shown<crate::numbering::CallerNumber>>,
-    callee: Option<Shown<crate::numbering::E164>>,
-    mode: Option<crate::policy::Mode>,
-    callee_time_zones: ZoneNames,
-    callee_local_time: Vec<String>,
-    decision: Outcome,
-    status: u16,
-    reason: Option<Code>,
-    explanation: &'a str,
-    retry_after: Option<u64>,
-    failed_rules: &'a [crate::policy::Failure],
-    jurisdiction: Option<&'a str>,
-    rules_version: Option<&'a str>,
-    config_version: &'a str,
-}
-
+/// The decision line, written by hand ([`json`]): the same JSON as
+/// `serde_json` would write for these fields, in this order.
 fn format_line(r: &Record, out: &mut Vec<u8>) {
-    let none: [crate::policy::Failure; 0] = [];
-    let line = match &r.decision {
-        Some(d) => Line {
-            time: r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            kind: "decision",
-            call_id: &r.call_id,
-            tenant: Some(&d.tenant),
-            source: Shown(r.source),
-            caller: d.caller.map(Shown),
-            callee: d.callee.map(Shown),
-            mode: Some(d.mode),
-            callee_time_zones: ZoneNames(d.zones),
-            callee_local_time: d.callee_local_time(),
-            decision: d.decision,
-            status: d.status,
-            reason: d.reason,
-            explanation: &d.explanation,
-            retry_after: d.retry_after,
-            failed_rules: &d.failed_rules,
-            jurisdiction: d.jurisdiction.as_deref(),
-            rules_version: d.rules_version.as_deref(),
-            config_version: &r.config_version,
-        },
-        None => Line {
-            time: r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            kind: "decision",
-            call_id: &r.call_id,
-            tenant: None,
-            source: Shown(r.source),
-            caller: None,
-            callee: None,
-            mode: None,
-            callee_time_zones: ZoneNames(&[]),
-            callee_local_time: Vec::new(),
-            decision: Outcome::Reject,
-            status: 403,
-            reason: Some(Code::SourceNotAuthorized),
-            explanation: "the source address is in no tenant's dialer networks",
-            retry_after: None,
-            failed_rules: &none,
-            jurisdiction: None,
-            rules_version: None,
-            config_version: &r.config_version,
-        },
-    };
-    write_json(out, &line);
+    let mut o = json::Obj::open(out);
+    o.time("time", r.at)
+        .str("kind", "decision")
+        .str("call_id", &r.call_id);
+    match &r.decision {
+        Some(d) => {
+            o.str("tenant", &d.tenant).addr("source", r.source);
+            match d.caller {
+                Some(CallerNumber::E164(n)) => o.digits("caller", "+", n.digits()),
+                Some(CallerNumber::FrShort(n)) => o.digits("caller", "", u64::from(n)),
+                None => o.null("caller"),
+            };
+            match d.callee {
+                Some(n) => o.digits("callee", "+", n.digits()),
+                None => o.null("callee"),
+            }
+            .str("mode", d.mode.as_str())
+            .array("callee_time_zones", d.zones, |out, z| {
+                json::quoted(out, z.name())
+            })
+            .array("callee_local_time", d.zones, |out, z| {
+                json::push_local_time(out, d.at, z)
+            })
+            .str("decision", d.decision.as_str())
+            .num("status", u64::from(d.status))
+            .opt_str("reason", d.reason_str())
+            .str("explanation", &d.explanation)
+            .opt_num("retry_after", d.retry_after)
+            .array("failed_rules", &d.failed_rules, |out, f| {
+                json::Obj::open(out)
+                    .str("rule", f.rule.code().as_str())
+                    .str("explanation", &f.explanation)
+                    .str("enforcement", f.enforcement.as_str())
+                    .close()
+            })
+            .opt_str("jurisdiction", d.jurisdiction.as_deref())
+            .opt_str("rules_version", d.rules_version.as_deref());
+        }
+        None => {
+            o.null("tenant")
+                .addr("source", r.source)
+                .null("caller")
+                .null("callee")
+                .null("mode")
+                .array("callee_time_zones", [(); 0], |_, ()| {})
+                .array("callee_local_time", [(); 0], |_, ()| {})
+                .str("decision", Outcome::Reject.as_str())
+                .num("status", 403)
+                .str("reason", Code::SourceNotAuthorized.as_str())
+                .str(
+                    "explanation",
+                    "the source address is in no tenant's dialer networks",
+                )
+                .null("retry_after")
+                .array("failed_rules", [(); 0], |_, ()| {})
+                .null("jurisdiction")
+                .null("rules_version");
+        }
+    }
+    o.str("config_version", &r.config_version).close();
 }
 
 /// Appends `v` as one JSON object (no newline: the chain seals it), or
@@ -230,6 +206,15 @@ pub enum Party {
     Carrier,
 }
 
+impl Party {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Party::Dialer => "dialer",
+            Party::Carrier => "carrier",
+        }
+    }
+}
+
 /// A BYE seen on a dialog this proxy record-routed.
 #[derive(Debug, Clone)]
 pub struct CallEnd {
@@ -271,26 +256,6 @@ pub fn token_id(token: &str) -> String {
 }
 
 #[derive(Serialize)]
-struct OutcomeLine<'a> {
-    time: String,
-    kind: &'static str,
-    call_id: &'a str,
-    tenant: &'a str,
-    status: u16,
-    outcome: &'static str,
-    answered: bool,
-    carrier: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct EndLine<'a> {
-    time: String,
-    kind: &'static str,
-    call_id: &'a str,
-    by: Party,
-}
-
-#[derive(Serialize)]
 struct AdminLine<'a> {
     time: String,
     kind: &'static str,
@@ -329,26 +294,24 @@ impl Entry {
         let (a, c) = match self {
             Entry::Call(r) => return format_line(r, out),
             Entry::Outcome(o) => {
-                let line = OutcomeLine {
-                    time: millis(o.at),
-                    kind: "outcome",
-                    call_id: &o.call_id,
-                    tenant: &o.tenant,
-                    status: o.status,
-                    outcome: outcome_of(o.status),
-                    answered: (200..300).contains(&o.status),
-                    carrier: o.carrier.as_deref(),
-                };
-                return write_json(out, &line);
+                return json::Obj::open(out)
+                    .time("time", o.at)
+                    .str("kind", "outcome")
+                    .str("call_id", &o.call_id)
+                    .str("tenant", &o.tenant)
+                    .num("status", u64::from(o.status))
+                    .str("outcome", outcome_of(o.status))
+                    .bool("answered", (200..300).contains(&o.status))
+                    .opt_str("carrier", o.carrier.as_deref())
+                    .close();
             }
             Entry::End(e) => {
-                let line = EndLine {
-                    time: millis(e.at),
-                    kind: "end",
-                    call_id: &e.call_id,
-                    by: e.by,
-                };
-                return write_json(out, &line);
+                return json::Obj::open(out)
+                    .time("time", e.at)
+                    .str("kind", "end")
+                    .str("call_id", &e.call_id)
+                    .str("by", e.by.as_str())
+                    .close();
             }
             Entry::Admin(a) => {
                 let line = AdminLine {
@@ -819,6 +782,200 @@ mod tests {
         });
         assert!(a.flush(Duration::from_secs(30)));
         assert_eq!(a.overflowed(), 0);
+    }
+
+    /// What the decision, outcome and end lines were when `serde_json`
+    /// wrote them: the hand-written lines must stay byte for byte the
+    /// same, or every verifier and search of old files would see a change.
+    mod reference {
+        use super::*;
+        use crate::numbering::{CallerNumber, E164};
+
+        pub struct Shown<T>(pub T);
+        impl<T: std::fmt::Display> Serialize for Shown<T> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(&self.0)
+            }
+        }
+
+        #[derive(Serialize)]
+        pub struct Line<'a> {
+            pub time: String,
+            pub kind: &'static str,
+            pub call_id: &'a str,
+            pub tenant: Option<&'a str>,
+            pub source: Shown<SocketAddr>,
+            pub caller: Option<Shown<CallerNumber>>,
+            pub callee: Option<Shown<E164>>,
+            pub mode: Option<crate::policy::Mode>,
+            pub callee_time_zones: Vec<&'static str>,
+            pub callee_local_time: Vec<String>,
+            pub decision: Outcome,
+            pub status: u16,
+            pub reason: Option<Code>,
+            pub explanation: &'a str,
+            pub retry_after: Option<u64>,
+            pub failed_rules: &'a [crate::policy::Failure],
+            pub jurisdiction: Option<&'a str>,
+            pub rules_version: Option<&'a str>,
+            pub config_version: &'a str,
+        }
+
+        #[derive(Serialize)]
+        pub struct OutcomeLine<'a> {
+            pub time: String,
+            pub kind: &'static str,
+            pub call_id: &'a str,
+            pub tenant: &'a str,
+            pub status: u16,
+            pub outcome: &'static str,
+            pub answered: bool,
+            pub carrier: Option<&'a str>,
+        }
+
+        #[derive(Serialize)]
+        pub struct EndLine<'a> {
+            pub time: String,
+            pub kind: &'static str,
+            pub call_id: &'a str,
+            pub by: Party,
+        }
+    }
+
+    fn text(e: &Entry) -> String {
+        let mut out = Vec::new();
+        e.format(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn hand_written_lines_are_what_serde_json_wrote(
+            call_id in ".{0,40}",
+            tenant in ".{0,12}",
+            explanation in ".{0,80}",
+            failed in proptest::collection::vec((0..crate::policy::RULES, ".{0,60}", proptest::bool::ANY), 0..3),
+            status in 100u16..700,
+            retry_after in proptest::option::of(proptest::num::u64::ANY),
+            callee in proptest::option::of(1u64..999_999_999_999_999),
+            zones in 0usize..4,
+            ms in 0i64..8_000_000_000_000,
+            stranger in proptest::bool::ANY,
+            carrier in proptest::option::of(".{0,20}"),
+        ) {
+            use crate::policy::{Decision, Enforce, Failure, Mode, Rule};
+            const ZONES: &[chrono_tz::Tz] = &[chrono_tz::Europe::Paris, chrono_tz::America::St_Johns, chrono_tz::Australia::Lord_Howe];
+            let at = DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
+            let source: SocketAddr = if zones % 2 == 0 { "127.0.0.1:5090" } else { "[2001:db8::1]:5090" }.parse().unwrap();
+            let failed_rules: smallvec::SmallVec<[Failure; 2]> = failed
+                .iter()
+                .map(|(r, e, warn)| Failure {
+                    rule: Rule::ALL[*r],
+                    explanation: e.clone(),
+                    enforcement: if *warn { Enforce::Warn } else { Enforce::Block },
+                })
+                .collect();
+            let d = Decision {
+                decision: if failed.is_empty() { Outcome::Allow } else { Outcome::Reject },
+                status,
+                phrase: "x".into(),
+                reason: failed.first().map(|(r, _, _)| Rule::ALL[*r].code()),
+                explanation: explanation.clone().into(),
+                retry_after,
+                tenant: tenant.as_str().into(),
+                mode: if zones % 2 == 0 { Mode::Automated } else { Mode::Manual },
+                caller: callee.map(|c| if c % 3 == 0 {
+                    CallerNumber::FrShort((c % 10_000) as u16)
+                } else {
+                    CallerNumber::E164(crate::numbering::E164::from_digits(c / 7 + 1))
+                }),
+                callee: callee.map(crate::numbering::E164::from_digits),
+                zones: &ZONES[..zones.min(ZONES.len())],
+                at,
+                failed_rules,
+                jurisdiction: callee.map(|_| "US-FL".into()),
+                rules_version: retry_after.map(|_| "2026-11-24".into()),
+            };
+            let r = Record {
+                call_id: call_id.clone(),
+                source,
+                decision: (!stranger).then(|| d.clone()),
+                at,
+                config_version: explanation.as_str().into(),
+            };
+            let time = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let none = [];
+            let want = match &r.decision {
+                Some(d) => reference::Line {
+                    time: time.clone(),
+                    kind: "decision",
+                    call_id: &call_id,
+                    tenant: Some(&d.tenant),
+                    source: reference::Shown(source),
+                    caller: d.caller.map(reference::Shown),
+                    callee: d.callee.map(reference::Shown),
+                    mode: Some(d.mode),
+                    callee_time_zones: d.zones.iter().map(|z| z.name()).collect(),
+                    callee_local_time: d.callee_local_time(),
+                    decision: d.decision,
+                    status: d.status,
+                    reason: d.reason,
+                    explanation: &d.explanation,
+                    retry_after: d.retry_after,
+                    failed_rules: &d.failed_rules,
+                    jurisdiction: d.jurisdiction.as_deref(),
+                    rules_version: d.rules_version.as_deref(),
+                    config_version: &r.config_version,
+                },
+                None => reference::Line {
+                    time: time.clone(),
+                    kind: "decision",
+                    call_id: &call_id,
+                    tenant: None,
+                    source: reference::Shown(source),
+                    caller: None,
+                    callee: None,
+                    mode: None,
+                    callee_time_zones: Vec::new(),
+                    callee_local_time: Vec::new(),
+                    decision: Outcome::Reject,
+                    status: 403,
+                    reason: Some(Code::SourceNotAuthorized),
+                    explanation: "the source address is in no tenant's dialer networks",
+                    retry_after: None,
+                    failed_rules: &none,
+                    jurisdiction: None,
+                    rules_version: None,
+                    config_version: &r.config_version,
+                },
+            };
+            let want = serde_json::to_string(&want).unwrap();
+            proptest::prop_assert_eq!(text(&Entry::Call(r)), want);
+
+            let o = CallOutcome {
+                call_id: call_id.clone(),
+                tenant: tenant.as_str().into(),
+                status,
+                carrier: carrier.as_deref().map(Into::into),
+                at,
+            };
+            let want = reference::OutcomeLine {
+                time: time.clone(),
+                kind: "outcome",
+                call_id: &call_id,
+                tenant: &tenant,
+                status,
+                outcome: outcome_of(status),
+                answered: (200..300).contains(&status),
+                carrier: carrier.as_deref(),
+            };
+            proptest::prop_assert_eq!(text(&Entry::Outcome(o)), serde_json::to_string(&want).unwrap());
+
+            let by = if stranger { Party::Dialer } else { Party::Carrier };
+            let e = CallEnd { call_id: call_id.clone(), by, at };
+            let want = reference::EndLine { time, kind: "end", call_id: &call_id, by };
+            proptest::prop_assert_eq!(text(&Entry::End(e)), serde_json::to_string(&want).unwrap());
+        }
     }
 
     fn rec(call_id: &str, at: DateTime<Utc>) -> Record {

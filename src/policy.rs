@@ -138,6 +138,13 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Automated => "automated",
+            Mode::Manual => "manual",
+        }
+    }
+
     /// Dialing mode from the mode header (`X-Dial-Mode`): predictive and
     /// progressive dialers are automated systems (ARCEP's definition).
     /// An unknown value counts as automated, the stricter reading.
