@@ -75,8 +75,8 @@ impl<'a> Obj<'a> {
     }
 
     /// A socket address as its `Display` writes it; an IPv4 one without
-    /// going through `fmt` (its octets and port cost more there than the
-    /// rest of the line's numbers together).
+    /// going through `fmt` (`fmt` for the source, caller and callee was
+    /// 11 % of the writer thread's time, after the rest of this module).
     pub fn addr(&mut self, k: &'static str, v: std::net::SocketAddr) -> &mut Self {
         let std::net::SocketAddr::V4(a) = v else {
             return self.shown(k, &v);
@@ -226,18 +226,9 @@ impl fmt::Write for Escaping<'_> {
     }
 }
 
-fn push_u64(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+/// `v` in decimal: `itoa`, what `serde_json` itself writes integers with.
+fn push_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 fn push_digits(out: &mut Vec<u8>, v: u32, width: usize) {
