@@ -52,6 +52,7 @@ pub mod rules;
 pub mod schedule;
 pub mod sip;
 pub mod state;
+pub mod text;
 pub mod transport;
 
 #[cfg(test)]

@@ -14,6 +14,8 @@
 use chrono::{DateTime, Datelike, FixedOffset, Offset, TimeZone, Timelike, Utc};
 use std::fmt;
 
+use crate::text::Ip;
+
 /// One JSON object being written into `out`.
 pub struct Obj<'a> {
     out: &'a mut Vec<u8>,
@@ -83,12 +85,7 @@ impl<'a> Obj<'a> {
         };
         let out = self.key(k);
         out.push(b'"');
-        for (i, o) in a.ip().octets().into_iter().enumerate() {
-            if i > 0 {
-                out.push(b'.');
-            }
-            push_u64(out, u64::from(o));
-        }
+        out.extend_from_slice(Ip::new((*a.ip()).into()).as_str().as_bytes());
         out.push(b':');
         push_u64(out, u64::from(a.port()));
         out.push(b'"');

@@ -2,11 +2,11 @@
 //! copied byte for byte from the received message.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use crate::sip::message::{params, split_commas, HeaderName};
 use crate::sip::{Message, Via};
+use crate::text::Ip;
 use smallvec::SmallVec;
 
 fn line(out: &mut BytesMut, name: &str, value: &[u8]) {
@@ -14,6 +14,22 @@ fn line(out: &mut BytesMut, name: &str, value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
+}
+
+fn status_line(out: &mut BytesMut, code: u16, phrase: &str) {
+    out.put_slice(b"SIP/2.0 ");
+    out.put_slice(itoa::Buffer::new().format(code).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(phrase.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// Content-Length, the blank line and the body.
+fn end_headers(out: &mut BytesMut, body: &[u8]) {
+    out.put_slice(b"Content-Length: ");
+    out.put_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.put_slice(b"\r\n\r\n");
+    out.put_slice(body);
 }
 
 fn raw_line(out: &mut BytesMut, msg: &Message, h: &crate::sip::message::HeaderLine) {
@@ -54,7 +70,6 @@ pub fn fixed_top_via(via: &Via<'_>, src: SocketAddr) -> Option<ViaText> {
     if host_is_src && !wants_rport {
         return None;
     }
-    use std::io::Write as _;
     let semi = memchr::memchr(b';', via.raw).unwrap_or(via.raw.len());
     let mut v = ViaText::from_slice(&via.raw[..semi]);
     while v.last().is_some_and(|c| c.is_ascii_whitespace()) {
@@ -66,7 +81,8 @@ pub fn fixed_top_via(via: &Via<'_>, src: SocketAddr) -> Option<ViaText> {
         }
         v.push(b';');
         if n.eq_ignore_ascii_case(b"rport") {
-            let _ = write!(v, "rport={}", src.port());
+            v.extend_from_slice(b"rport=");
+            v.extend_from_slice(itoa::Buffer::new().format(src.port()).as_bytes());
             continue;
         }
         v.extend_from_slice(n);
@@ -75,7 +91,8 @@ pub fn fixed_top_via(via: &Via<'_>, src: SocketAddr) -> Option<ViaText> {
             v.extend_from_slice(val);
         }
     }
-    let _ = write!(v, ";received={}", src.ip());
+    v.extend_from_slice(b";received=");
+    v.extend_from_slice(Ip::new(src.ip()).as_str().as_bytes());
     Some(v)
 }
 
@@ -126,7 +143,7 @@ pub fn response(
     // buffer midway copied it all.
     let added: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
     let mut out = BytesMut::with_capacity(512 + req.headers.len() * 16 + added);
-    let _ = write!(out, "SIP/2.0 {code} {phrase}\r\n");
+    status_line(&mut out, code, phrase);
     put_vias(
         &mut out,
         req,
@@ -198,7 +215,7 @@ pub fn forward_request(msg: &Message, f: &Forward<'_>) -> Bytes {
     line(
         &mut out,
         "Max-Forwards",
-        f.max_forwards.to_string().as_bytes(),
+        itoa::Buffer::new().format(f.max_forwards).as_bytes(),
     );
     let mut to_pop = f.pop_routes;
     for h in &msg.headers {
@@ -218,8 +235,7 @@ pub fn forward_request(msg: &Message, f: &Forward<'_>) -> Bytes {
     for (n, v) in f.extra {
         line(&mut out, n, v.as_bytes());
     }
-    out.put_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-    out.put_slice(body);
+    end_headers(&mut out, body);
     out.freeze()
 }
 
@@ -238,7 +254,7 @@ pub fn forward_response(
     let body = msg.body().unwrap_or(&[]);
     let mut out = BytesMut::with_capacity(msg.buf().len());
     match status {
-        Some((code, phrase)) => out.put_slice(format!("SIP/2.0 {code} {phrase}\r\n").as_bytes()),
+        Some((code, phrase)) => status_line(&mut out, code, phrase),
         None => {
             let first_line_end = memchr::memchr(b'\n', msg.buf()).map(|i| i + 1).unwrap_or(0);
             let sl = &msg.buf()[..first_line_end];
@@ -262,8 +278,7 @@ pub fn forward_response(
             _ => raw_line(&mut out, msg, h),
         }
     }
-    out.put_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
-    out.put_slice(body);
+    end_headers(&mut out, body);
     out.freeze()
 }
 
@@ -292,10 +307,12 @@ pub fn ack_or_cancel(sent: &Message, method: &str, response_to: Option<&[u8]>) -
         }
     }
     let cseq = sent.cseq().map(|(n, _)| n).unwrap_or(1);
-    out.put_slice(
-        format!("CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
-            .as_bytes(),
-    );
+    out.put_slice(b"CSeq: ");
+    out.put_slice(itoa::Buffer::new().format(cseq).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(method.as_bytes());
+    out.put_slice(b"\r\nMax-Forwards: 70\r\n");
+    end_headers(&mut out, &[]);
     out.freeze()
 }
 

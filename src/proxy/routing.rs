@@ -19,6 +19,7 @@ use std::sync::Arc;
 use super::{Gatekeeper, Peer, Settings, Transport};
 use crate::sip::message::{name_addr_uri, HeaderName};
 use crate::sip::{Message, Uri, Via};
+use crate::text::{Hex, Ip};
 
 /// Record-Route parameter carrying the token.
 pub const TOKEN_PARAM: &[u8] = b"cgr";
@@ -40,7 +41,7 @@ pub fn token(
         // Separators: ("ab","c") and ("a","bc") must differ.
         h.write_u8(0);
     }
-    format!("{:016x}", h.finish())
+    Hex::padded(h.finish(), 16).as_str().to_owned()
 }
 
 /// How this proxy names itself toward `dest`: the listener of the same
@@ -61,13 +62,17 @@ pub fn endpoint_for(s: &Settings, dest: Peer) -> (&str, u16) {
 
 pub fn via_value(s: &Settings, dest: Peer, branch: &str) -> String {
     let (host, port) = endpoint_for(s, dest);
-    format!(
-        "SIP/2.0/{} {}:{};branch={};rport",
-        dest.transport.as_via(),
-        host,
-        port,
-        branch
-    )
+    let mut v = String::with_capacity(host.len() + branch.len() + 40);
+    v.push_str("SIP/2.0/");
+    v.push_str(dest.transport.as_via());
+    v.push(' ');
+    v.push_str(host);
+    v.push(':');
+    v.push_str(itoa::Buffer::new().format(port));
+    v.push_str(";branch=");
+    v.push_str(branch);
+    v.push_str(";rport");
+    v
 }
 
 /// Record-Route values, topmost first, for a dialog between `inbound`
@@ -89,7 +94,18 @@ pub fn record_route(
             Transport::Tls => ";transport=tls",
             Transport::Udp => "",
         };
-        format!("<sip:{host}:{port}{t};lr;cgr={token};cgc={carrier}>")
+        let mut v = String::with_capacity(host.len() + token.len() + carrier.len() + 48);
+        v.push_str("<sip:");
+        v.push_str(host);
+        v.push(':');
+        v.push_str(itoa::Buffer::new().format(port));
+        v.push_str(t);
+        v.push_str(";lr;cgr=");
+        v.push_str(token);
+        v.push_str(";cgc=");
+        v.push_str(carrier);
+        v.push('>');
+        v
     };
     let out = entry(outbound);
     let inn = entry(inbound);
@@ -255,48 +271,63 @@ pub fn stateless_branch(msg: &Message) -> String {
         h.write(v.sent_by);
     }
     h.write(msg.call_id().unwrap_or_default());
-    format!("z9hG4bKcgsl{:x}", h.finish())
+    let mut b = String::with_capacity(32);
+    b.push_str("z9hG4bKcgsl");
+    b.push_str(Hex::new(h.finish()).as_str());
+    b
 }
 
 /// The Request-URI sent to a carrier: the dialled user at the carrier's
 /// address (`tel:` URIs become `sip:`).
 pub fn rewrite_uri_host(uri: &[u8], dest: &Peer) -> String {
-    let host = match dest.addr {
-        std::net::SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
-        std::net::SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    };
     let transport = match dest.transport {
         Transport::Tcp => ";transport=tcp",
         Transport::Tls => ";transport=tls",
         Transport::Udp => "",
     };
+    let mut out = String::with_capacity(uri.len() + 64);
+    let push_host = |out: &mut String| {
+        let v6 = dest.addr.is_ipv6();
+        if v6 {
+            out.push('[');
+        }
+        out.push_str(Ip::new(dest.addr.ip()).as_str());
+        if v6 {
+            out.push(']');
+        }
+        out.push(':');
+        out.push_str(itoa::Buffer::new().format(dest.addr.port()));
+    };
     match Uri::parse(uri) {
         Some(u) => {
             // TLS to the carrier is this hop's transport (`transport=tls`);
             // `sips:` stays a promise of the caller's to make.
-            let scheme = if u.is_sips() { "sips" } else { "sip" };
-            let user = u
-                .user
-                .map(|u| format!("{}@", String::from_utf8_lossy(u)))
-                .unwrap_or_default();
-            let params: String = crate::sip::message::params(u.params)
-                .filter(|(n, _)| {
-                    !n.eq_ignore_ascii_case(b"transport")
-                        && !n.eq_ignore_ascii_case(b"phone-context")
-                })
-                .map(|(n, v)| match v {
-                    Some(v) => format!(
-                        ";{}={}",
-                        String::from_utf8_lossy(n),
-                        String::from_utf8_lossy(v)
-                    ),
-                    None => format!(";{}", String::from_utf8_lossy(n)),
-                })
-                .collect();
-            format!("{scheme}:{user}{host}{params}{transport}")
+            out.push_str(if u.is_sips() { "sips:" } else { "sip:" });
+            if let Some(user) = u.user {
+                out.push_str(&String::from_utf8_lossy(user));
+                out.push('@');
+            }
+            push_host(&mut out);
+            for (n, v) in crate::sip::message::params(u.params) {
+                if n.eq_ignore_ascii_case(b"transport") || n.eq_ignore_ascii_case(b"phone-context")
+                {
+                    continue;
+                }
+                out.push(';');
+                out.push_str(&String::from_utf8_lossy(n));
+                if let Some(v) = v {
+                    out.push('=');
+                    out.push_str(&String::from_utf8_lossy(v));
+                }
+            }
         }
-        None => format!("sip:{host}{transport}"),
+        None => {
+            out.push_str("sip:");
+            push_host(&mut out);
+        }
     }
+    out.push_str(transport);
+    out
 }
 
 /// The next hop named by a URI: needs an IP literal (DNS-named in-dialog
@@ -318,4 +349,144 @@ pub fn uri_destination(u: &Uri<'_>) -> Option<Peer> {
         transport,
         addr: (ip, port).into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::SocketAddr;
+
+    /// What `rewrite_uri_host` wrote through `format!` before it was
+    /// written into one buffer: the reference for its bytes.
+    fn rewrite_by_format(uri: &[u8], dest: &Peer) -> String {
+        let host = match dest.addr {
+            SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
+            SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+        };
+        let transport = match dest.transport {
+            Transport::Tcp => ";transport=tcp",
+            Transport::Tls => ";transport=tls",
+            Transport::Udp => "",
+        };
+        match Uri::parse(uri) {
+            Some(u) => {
+                let scheme = if u.is_sips() { "sips" } else { "sip" };
+                let user = u
+                    .user
+                    .map(|u| format!("{}@", String::from_utf8_lossy(u)))
+                    .unwrap_or_default();
+                let params: String = crate::sip::message::params(u.params)
+                    .filter(|(n, _)| {
+                        !n.eq_ignore_ascii_case(b"transport")
+                            && !n.eq_ignore_ascii_case(b"phone-context")
+                    })
+                    .map(|(n, v)| match v {
+                        Some(v) => format!(
+                            ";{}={}",
+                            String::from_utf8_lossy(n),
+                            String::from_utf8_lossy(v)
+                        ),
+                        None => format!(";{}", String::from_utf8_lossy(n)),
+                    })
+                    .collect();
+                format!("{scheme}:{user}{host}{params}{transport}")
+            }
+            None => format!("sip:{host}{transport}"),
+        }
+    }
+
+    fn transport(i: u8) -> Transport {
+        [Transport::Udp, Transport::Tcp, Transport::Tls][usize::from(i % 3)]
+    }
+
+    proptest! {
+        #[test]
+        fn built_text_is_what_format_wrote(
+            scheme in "sips?|tel|x",
+            user in proptest::option::of("[+0-9a-z%.é]{0,14}"),
+            host in "[a-z0-9.]{1,12}|\\[::1\\]",
+            port in proptest::option::of(any::<u16>()),
+            params in proptest::collection::vec(
+                ("transport|phone-context|user|lr|[a-zA-Z]{1,6}", proptest::option::of("[a-z0-9=.]{0,6}")),
+                0..4,
+            ),
+            raw in proptest::collection::vec(any::<u8>(), 0..30),
+            ip in any::<u32>(),
+            ip6 in any::<u128>(),
+            v6 in any::<bool>(),
+            dport in any::<u16>(),
+            t in any::<u8>(),
+            key in any::<[u8; 16]>(),
+            call_id in "[a-zA-Z0-9@.-]{0,20}",
+            branch in "z9hG4bK[a-z0-9.]{0,20}",
+            carrier in "[a-z0-9-]{1,10}",
+        ) {
+            let addr: SocketAddr = if v6 {
+                (std::net::Ipv6Addr::from(ip6), dport).into()
+            } else {
+                (std::net::Ipv4Addr::from(ip), dport).into()
+            };
+            let dest = Peer { transport: transport(t), addr };
+            let mut uri = format!("{scheme}:");
+            if let Some(u) = &user {
+                uri.push_str(u);
+                uri.push('@');
+            }
+            uri.push_str(&host);
+            if let Some(p) = port {
+                uri.push_str(&format!(":{p}"));
+            }
+            for (n, v) in &params {
+                uri.push(';');
+                uri.push_str(n);
+                if let Some(v) = v {
+                    uri.push('=');
+                    uri.push_str(v);
+                }
+            }
+            prop_assert_eq!(rewrite_uri_host(uri.as_bytes(), &dest), rewrite_by_format(uri.as_bytes(), &dest));
+            prop_assert_eq!(rewrite_uri_host(&raw, &dest), rewrite_by_format(&raw, &dest));
+
+            let s = Settings::simulated(&host, dport, vec![]);
+            let (h, p) = endpoint_for(&s, dest);
+            prop_assert_eq!(
+                via_value(&s, dest, &branch),
+                format!("SIP/2.0/{} {}:{};branch={};rport", dest.transport.as_via(), h, p, branch)
+            );
+            let tok = token(&key, call_id.as_bytes(), b"tag", "acme", &carrier);
+            let mut hasher = siphasher::sip::SipHasher13::new_with_key(&key);
+            for part in [call_id.as_bytes(), b"tag", b"acme", carrier.as_bytes()] {
+                hasher.write(part);
+                hasher.write_u8(0);
+            }
+            prop_assert_eq!(&tok, &format!("{:016x}", hasher.finish()));
+            let inbound = Peer { transport: transport(t.wrapping_add(1)), addr };
+            let rr = record_route(&s, inbound, dest, &tok, &carrier);
+            let by_format = |p: Peer| {
+                let (host, port) = endpoint_for(&s, p);
+                let t = match p.transport {
+                    Transport::Tcp => ";transport=tcp",
+                    Transport::Tls => ";transport=tls",
+                    Transport::Udp => "",
+                };
+                format!("<sip:{host}:{port}{t};lr;cgr={tok};cgc={carrier}>")
+            };
+            prop_assert_eq!(&rr[0], &by_format(dest));
+            prop_assert_eq!(rr.last().unwrap(), &by_format(inbound));
+        }
+    }
+
+    #[test]
+    fn stateless_branch_is_the_hash_in_hex() {
+        let m = Message::parse(bytes::Bytes::from_static(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKx\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:a@b>\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .unwrap();
+        let mut h = siphasher::sip::SipHasher13::new();
+        h.write(b"z9hG4bKx");
+        h.write(b"10.0.0.1:5060");
+        h.write(b"c1");
+        assert_eq!(stateless_branch(&m), format!("z9hG4bKcgsl{:x}", h.finish()));
+    }
 }

@@ -17,7 +17,7 @@
 
 use bytes::Bytes;
 use smallvec::SmallVec;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ use super::carriers::{self, Carrier};
 use super::routing::{self, Refusal};
 use super::txn::{
     AckFor, ClientInvite, ClientNonInvite, Ctx, Fate, Fired, InviteEvent, KeyMethod,
-    NonInviteEvent, Outbox, ServerInvite, ServerNonInvite, Timer, Timers, TxnKey,
+    NonInviteEvent, Outbox, ServerInvite, ServerNonInvite, Timer, Timers, TxnIndex, TxnKey,
 };
 use super::{
     DecisionId, Gatekeeper, Observer, Peer, Pending, Rejection, Settings, Transmit, Transport,
@@ -37,6 +37,7 @@ use crate::codes::{Code, Outcome};
 use crate::sip::check::check_request;
 use crate::sip::message::HeaderName;
 use crate::sip::{Message, ParseError, Via};
+use crate::text::Hex;
 
 /// Marks branches this proxy generated; responses whose top Via lacks it
 /// were not sent by us and are dropped.
@@ -232,11 +233,6 @@ macro_rules! ctx {
         }
     };
 }
-
-/// Transactions by key. The keys come from the network (Via branches), so
-/// the hash is seeded per process; foldhash rather than std's SipHash,
-/// which cost more than the lookups themselves (2 % of a loaded proxy).
-type TxnIndex = HashMap<TxnKey, usize, foldhash::fast::RandomState>;
 
 /// One shard of proxy state. See the module docs of [`crate::proxy`].
 pub struct Core {
@@ -580,7 +576,6 @@ impl Core {
         tag: &str,
         r: &Rejection,
     ) -> Bytes {
-        use std::fmt::Write as _;
         let host = self
             .settings
             .local
@@ -590,18 +585,22 @@ impl Core {
         // The three values written into one buffer: one allocation per
         // rejection instead of four.
         let mut text = String::with_capacity(2 * r.explanation.len() + host.len() + 64);
-        let _ = write!(text, "SIP ;cause={} ;text=\"", r.status);
+        text.push_str("SIP ;cause=");
+        text.push_str(itoa::Buffer::new().format(r.status));
+        text.push_str(" ;text=\"");
         let quoted = text.len();
         build::escape_quoted_into(&mut text, &r.explanation);
         let quoted = quoted..text.len();
         text.push('"');
         let reason_end = text.len();
-        let _ = write!(text, "399 {host} \"");
+        text.push_str("399 ");
+        text.push_str(host);
+        text.push_str(" \"");
         text.extend_from_within(quoted);
         text.push('"');
         let warning_end = text.len();
         if let Some(s) = r.retry_after {
-            let _ = write!(text, "{s}");
+            text.push_str(itoa::Buffer::new().format(s));
         }
         let (reason, rest) = text.split_at(reason_end);
         let (warning, retry) = rest.split_at(warning_end - reason_end);
@@ -628,7 +627,10 @@ impl Core {
             let mut h = siphasher::sip::SipHasher13::new_with_key(&self.settings.route_key);
             h.write(req.call_id().unwrap_or_default());
             h.write(req.from_tag().unwrap_or_default());
-            format!("cg{:x}", h.finish())
+            let mut tag = String::with_capacity(18);
+            tag.push_str("cg");
+            tag.push_str(Hex::new(h.finish()).as_str());
+            tag
         });
         let bytes = build::response(req, top_via, code, phrase, tag.as_deref(), extra);
         self.out.send(to, bytes);
@@ -692,13 +694,15 @@ impl Core {
         let machine = make(&mut ctx);
         entry.insert(ServerEntry {
             gen,
-            key: key.clone(),
+            key,
             source,
             machine,
             fwd,
             unsettled: None,
         });
-        self.server_index.insert(key, slot);
+        let servers = &self.servers;
+        self.server_index
+            .insert(&servers[slot].key, slot, |i| servers.get(i).map(|s| &s.key));
         self.observer.transactions(1);
         slot
     }
@@ -720,7 +724,7 @@ impl Core {
         let machine = make(&mut ctx);
         entry.insert(ClientEntry {
             gen,
-            key: key.clone(),
+            key,
             machine,
             role,
             server,
@@ -730,24 +734,34 @@ impl Core {
             timer_c_due: None,
             ring_limit: None,
         });
-        self.client_index.insert(key, slot);
+        let clients = &self.clients;
+        self.client_index
+            .insert(&clients[slot].key, slot, |i| clients.get(i).map(|c| &c.key));
         self.observer.transactions(1);
         slot
     }
 
+    /// The server transaction keyed `key`.
+    fn server_txn(&self, key: &TxnKey) -> Option<usize> {
+        self.server_index
+            .get(key, |i| self.servers.get(i).map(|s| &s.key))
+    }
+
+    /// The client transaction keyed `key`.
+    fn client_txn(&self, key: &TxnKey) -> Option<usize> {
+        self.client_index
+            .get(key, |i| self.clients.get(i).map(|c| &c.key))
+    }
+
     fn remove_server(&mut self, idx: usize) {
-        let s = self.servers.remove(idx);
-        if self.server_index.get(&s.key) == Some(&idx) {
-            self.server_index.remove(&s.key);
-        }
+        self.server_index.remove(&self.servers[idx].key, idx);
+        self.servers.remove(idx);
         self.observer.transactions(-1);
     }
 
     fn remove_client(&mut self, idx: usize) {
-        let c = self.clients.remove(idx);
-        if self.client_index.get(&c.key) == Some(&idx) {
-            self.client_index.remove(&c.key);
-        }
+        self.client_index.remove(&self.clients[idx].key, idx);
+        self.clients.remove(idx);
         self.observer.transactions(-1);
     }
 }
@@ -755,10 +769,14 @@ impl Core {
 /// A branch of ours: the cookie, our mark, the process instance (so
 /// branches never repeat across restarts), the shard and a sequence.
 fn branch_id(instance: u32, shard: u16, seq: u64) -> String {
-    format!(
-        "{}{instance:08x}.{shard:x}.{seq:x}",
-        std::str::from_utf8(OUR_BRANCH).unwrap_or("z9hG4bKcg"),
-    )
+    let mut b = String::with_capacity(48);
+    b.push_str(std::str::from_utf8(OUR_BRANCH).unwrap_or("z9hG4bKcg"));
+    b.push_str(Hex::padded(instance.into(), 8).as_str());
+    b.push('.');
+    b.push_str(Hex::new(shard.into()).as_str());
+    b.push('.');
+    b.push_str(Hex::new(seq).as_str());
+    b
 }
 
 /// Every value of the headers named `name`, joined (Proxy-Require, Require).

@@ -46,7 +46,7 @@ impl Core {
             b"CANCEL" => return self.on_cancel(now, from, msg, &key, top_via, reply_to),
             _ => {}
         }
-        if let Some(&idx) = self.server_index.get(&key) {
+        if let Some(idx) = self.server_txn(&key) {
             // A retransmission: the machine repeats its last response.
             let s = &self.servers[idx];
             let gen = s.gen;
@@ -331,7 +331,7 @@ impl Core {
         key: TxnKey,
         top_via: Option<build::ViaText>,
     ) {
-        if let Some(&idx) = self.server_index.get(&key) {
+        if let Some(idx) = self.server_txn(&key) {
             let s = &mut self.servers[idx];
             let gen = s.gen;
             if let ServerMachine::Invite(m) = &mut s.machine {
@@ -381,9 +381,7 @@ impl Core {
             routing::canonical(s.source.addr.ip()) == routing::canonical(from.addr.ip())
         };
         let invite = self
-            .server_index
-            .get(&key.with_method(KeyMethod::Invite))
-            .copied()
+            .server_txn(&key.with_method(KeyMethod::Invite))
             .filter(|&i| same_source(&self.servers[i]));
         let Some(sidx) = invite else {
             return self.reply_stateless(

@@ -21,7 +21,7 @@ impl Core {
             return;
         };
         let key = TxnKey::client(branch, cseq_method);
-        let Some(cidx) = self.client_index.get(&key).copied() else {
+        let Some(cidx) = self.client_txn(&key) else {
             // §16.7: no transaction matches; relay statelessly by Via.
             return self.forward_stateless_response(&msg);
         };

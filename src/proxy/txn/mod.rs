@@ -16,7 +16,7 @@ mod timer;
 
 pub use client::{ClientNonInvite, NonInviteEvent};
 pub use client_inv::{ClientInvite, InviteEvent, State as ClientInviteState};
-pub use key::{KeyMethod, TxnKey};
+pub use key::{KeyMethod, TxnIndex, TxnKey};
 pub use server::ServerNonInvite;
 pub use server_inv::{AckFor, ServerInvite};
 pub use timer::{Fired, Timer, Timers};
