@@ -112,6 +112,13 @@ fn proxy_on(redis: &Redis, carrier: &Ua, fail_open: bool) -> Proxy {
     )
 }
 
+/// Records that `number` refused tenant `test`'s calls.
+fn refuse(p: &Proxy, number: &str) {
+    let body = format!(r#"{{"tenant":"test","number":"{number}"}}"#);
+    let (status, answer) = p.http("POST", "/v1/refusals", &body);
+    assert_eq!(status, 201, "{answer}");
+}
+
 #[test]
 fn two_instances_share_the_cap_and_refusals() {
     let redis = Redis::start();
@@ -122,12 +129,7 @@ fn two_instances_share_the_cap_and_refusals() {
     race_forwards_exactly_four(&[a.addr(), b.addr()], uas, "+33142000077", "shared");
 
     // A refusal recorded through one instance blocks calls through the other.
-    let (status, body) = a.http(
-        "POST",
-        "/v1/refusals",
-        r#"{"tenant":"test","number":"+33142000088"}"#,
-    );
-    assert_eq!(status, 201, "{body}");
+    refuse(&a, "+33142000088");
     let uac = Ua::bind("127.0.0.1:0");
     let r = call(&b, &uac, "+33142000088", "shared-refused");
     assert_eq!(r.status(), Some(603));
@@ -469,4 +471,68 @@ fn consent_changes_through_one_instance_reach_the_others() {
         body.contains("\"source\":\"api\"") && body.contains("web form 12"),
         "{body}"
     );
+}
+
+/// A decision that waits for Redis is answered on another thread, which
+/// sends at once, while the receive thread holds what it sends for the end
+/// of its batch. The 100 Trying of a call waiting for its decision must
+/// still reach the dialer before the final response: a UAC in Completed
+/// takes a 1xx as an error (SIPp aborted a call on a 100 after its 480).
+#[test]
+fn the_100_of_a_call_decided_through_redis_comes_before_its_final() {
+    let redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = proxy_on(&redis, &uas, false);
+    refuse(&p, "+33142000099");
+    let uac = Ua::bind("127.0.0.1:0");
+    // Waves of INVITEs sent at once, each read by the proxy's receive
+    // thread in one batch, while Redis answers the first of the wave: one
+    // chance per wave for a final to overtake a held 100. The answers are
+    // read between waves, so that none is lost to a full socket buffer.
+    let (waves, per_wave) = (40, 16);
+    let n = waves * per_wave;
+    let mut finals = std::collections::HashMap::new();
+    let mut trying = 0;
+    let mut late = Vec::new();
+    let mut read_until = |until: Instant, finals: &mut std::collections::HashMap<String, u16>| {
+        while finals.len() < n && Instant::now() < until {
+            let Some((m, _)) = uac.recv(Duration::from_millis(5)) else {
+                continue;
+            };
+            let call_id = String::from_utf8_lossy(m.call_id().unwrap_or_default()).into_owned();
+            match m.status() {
+                Some(100) if finals.contains_key(&call_id) => late.push(call_id),
+                Some(100) => trying += 1,
+                Some(s) if s >= 200 => {
+                    finals.insert(call_id, s);
+                }
+                _ => {}
+            }
+        }
+    };
+    for w in 0..waves {
+        for i in w * per_wave..(w + 1) * per_wave {
+            let call_id = format!("order-{i}");
+            let branch = format!("z9hG4bKorder{i}");
+            let msg = invite(
+                &uac.hostport(),
+                "UDP",
+                p.addr(),
+                "+33142000099",
+                &call_id,
+                &branch,
+            );
+            uac.send(p.addr(), &msg);
+        }
+        read_until(Instant::now() + Duration::from_millis(20), &mut finals);
+    }
+    read_until(Instant::now() + Duration::from_secs(10), &mut finals);
+    assert_eq!(finals.len(), n, "every call gets its final response");
+    assert!(finals.values().all(|&s| s == 603), "refused: {finals:?}");
+    assert!(
+        trying > 0,
+        "the decisions waited for Redis, with a 100 each"
+    );
+    assert!(late.is_empty(), "100 Trying after the final for {late:?}");
+    uas.expect_silence(Duration::from_millis(100));
 }

@@ -339,8 +339,15 @@ impl Dispatcher {
         if wake {
             self.timer.notify_one();
         }
+        // A decision started here is answered on another thread (when the
+        // state backend replies), which sends at once. A 100 Trying held
+        // for the end of this thread's batch could then leave after the
+        // final response it precedes, and a UAC in Completed takes a 1xx
+        // as an error (SIPp aborts the call). So when decisions start,
+        // this event's messages are sent before them, not held.
+        let hold = jobs.is_empty();
         for t in batch {
-            self.transmit(t);
+            self.transmit(t, hold);
         }
         for (id, Pending(job)) in jobs {
             let Some(me) = self.me.upgrade() else { return };
@@ -390,14 +397,16 @@ impl Dispatcher {
         }
     }
 
-    fn transmit(&self, t: Transmit) {
+    /// Sends `t`; on a UDP receive thread, a datagram is held for the end
+    /// of the batch if `hold`.
+    fn transmit(&self, t: Transmit, hold: bool) {
         match t.to.transport {
-            Transport::Udp => self.send_udp(t.to.addr, t.payload),
+            Transport::Udp => self.send_udp(t.to.addr, t.payload, hold),
             Transport::Tcp | Transport::Tls => self.send_stream(t.to, t.payload),
         }
     }
 
-    fn send_udp(&self, to: SocketAddr, payload: Bytes) {
+    fn send_udp(&self, to: SocketAddr, payload: Bytes, hold: bool) {
         let sock = if to.is_ipv6() {
             self.udp_v6.as_ref()
         } else {
@@ -409,8 +418,13 @@ impl Dispatcher {
         };
         // On a UDP receive thread the datagram waits for the end of its
         // batch, to go out with the others in one call.
-        let Some(payload) = datagram::hold(to, payload) else {
-            return;
+        let payload = if hold {
+            match datagram::hold(to, payload) {
+                Some(p) => p,
+                None => return,
+            }
+        } else {
+            payload
         };
         // A blocking send: when the socket buffer is full it waits for
         // room, which holds back the thread that produced the message
