@@ -34,14 +34,14 @@ pub fn token(
     caller_tag: &[u8],
     tenant: &str,
     carrier: &str,
-) -> String {
+) -> Hex {
     let mut h = siphasher::sip::SipHasher13::new_with_key(key);
     for part in [call_id, caller_tag, tenant.as_bytes(), carrier.as_bytes()] {
         h.write(part);
         // Separators: ("ab","c") and ("a","bc") must differ.
         h.write_u8(0);
     }
-    Hex::padded(h.finish(), 16).as_str().to_owned()
+    Hex::padded(h.finish(), 16)
 }
 
 /// How this proxy names itself toward `dest`: the listener of the same
@@ -195,8 +195,12 @@ pub fn in_dialog(
         std::str::from_utf8(carrier).map_err(|_| Refusal::Forbidden("Forbidden Route"))?;
     let call_id = msg.call_id().unwrap_or_default();
     let valid = |tag: &[u8], tenant: Option<Arc<str>>| {
-        tenant
-            .is_some_and(|t| token_eq(&self::token(&s.route_key, call_id, tag, &t, carrier), token))
+        tenant.is_some_and(|t| {
+            token_eq(
+                self::token(&s.route_key, call_id, tag, &t, carrier).as_str(),
+                token,
+            )
+        })
     };
     let from_tag = msg.from_tag().unwrap_or_default();
     let to_tag = msg.to_tag().unwrap_or_default();
@@ -454,7 +458,7 @@ mod tests {
                 via_value(&s, dest, &branch),
                 format!("SIP/2.0/{} {}:{};branch={};rport", dest.transport.as_via(), h, p, branch)
             );
-            let tok = token(&key, call_id.as_bytes(), b"tag", "acme", &carrier);
+            let tok = token(&key, call_id.as_bytes(), b"tag", "acme", &carrier).as_str().to_owned();
             let mut hasher = siphasher::sip::SipHasher13::new_with_key(&key);
             for part in [call_id.as_bytes(), b"tag", b"acme", carrier.as_bytes()] {
                 hasher.write(part);

@@ -276,7 +276,7 @@ impl Core {
             fwd.tenant.as_deref().unwrap_or(""),
             &carrier.group,
         );
-        let rr = routing::record_route(&settings, source, dest, &token, &carrier.group);
+        let rr = routing::record_route(&settings, source, dest, token.as_str(), &carrier.group);
         self.branch_seq += 1;
         let branch = branch_id(settings.instance, self.shard, self.branch_seq);
         let via = routing::via_value(&settings, dest, &branch);
