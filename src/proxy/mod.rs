@@ -99,6 +99,12 @@ impl std::fmt::Display for Peer {
 pub struct Transmit {
     pub to: Peer,
     pub payload: Bytes,
+    /// Send before doing anything else: a later message of the same
+    /// transaction may be produced on another thread (the answer to a
+    /// decision that waits for the state store) and must not overtake
+    /// this one. A driver may hold the others to send several in one
+    /// system call.
+    pub urgent: bool,
 }
 
 /// How this proxy names itself in Via and Record-Route for one transport

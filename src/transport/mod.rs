@@ -339,13 +339,13 @@ impl Dispatcher {
         if wake {
             self.timer.notify_one();
         }
-        // A decision started here is answered on another thread (when the
-        // state backend replies), which sends at once. A 100 Trying held
-        // for the end of this thread's batch could then leave after the
-        // final response it precedes, and a UAC in Completed takes a 1xx
-        // as an error (SIPp aborts the call). So when decisions start,
-        // this event's messages are sent before them, not held.
-        let hold = jobs.is_empty();
+        // A decision is answered on another thread (when the state backend
+        // replies), which sends at once. A 100 Trying held for the end of
+        // this thread's batch could then leave after the final response it
+        // precedes, and a UAC in Completed takes a 1xx as an error (SIPp
+        // aborts the call). The core marks such messages urgent; they and
+        // the rest of their event are sent now, before any decision starts.
+        let hold = !batch.iter().any(|t| t.urgent);
         for t in batch {
             self.transmit(t, hold);
         }

@@ -55,6 +55,15 @@ impl Core {
                 ServerMachine::Invite(m) => m.on_retransmission(&mut ctx),
                 ServerMachine::NonInvite(m) => m.on_retransmission(&mut ctx),
             }
+            // The 100 repeated while the decision is out: its final
+            // response may come from the thread the verdict lands on.
+            if self.servers[idx]
+                .fwd
+                .as_ref()
+                .is_some_and(|f| f.deciding.is_some())
+            {
+                self.out.urge();
+            }
             return;
         }
         // §16.3 step 5: this proxy supports no extension a proxy must
@@ -190,6 +199,9 @@ impl Core {
                 let mut fwd = Forwarding::new(msg, top_via);
                 fwd.deciding = Some(now);
                 let idx = self.park(now, from, key, reply_to, fwd);
+                // The 100 must leave before the final response, which the
+                // verdict may send from another thread.
+                self.out.urge();
                 let id = DecisionId {
                     slot: idx,
                     gen: self.servers[idx].gen,

@@ -71,7 +71,18 @@ impl Outbox {
             let sp = memchr::memchr(b' ', &payload).unwrap_or(0);
             self.observer.message_out(&payload[..sp]);
         }
-        self.queue.push_back(Transmit { to, payload });
+        self.queue.push_back(Transmit {
+            to,
+            payload,
+            urgent: false,
+        });
+    }
+
+    /// Marks what is queued as [`Transmit::urgent`].
+    pub fn urge(&mut self) {
+        for t in &mut self.queue {
+            t.urgent = true;
+        }
     }
 
     pub fn pop(&mut self) -> Option<Transmit> {

@@ -58,6 +58,71 @@ fn pending_decision_answers_100_then_forwards_on_the_verdict() {
     assert!(net.drain().is_empty());
 }
 
+/// What an event sent, with each message's urgency.
+fn drain_urgency(net: &mut Net) -> Vec<(Option<u16>, bool)> {
+    let mut v = Vec::new();
+    while let Some(t) = net.core.poll_transmit() {
+        v.push((Message::parse(t.payload).unwrap().status(), t.urgent));
+    }
+    v
+}
+
+/// The 100 of a call whose decision is out, first sent or repeated for a
+/// retransmitted INVITE, is urgent: the verdict's final response may leave
+/// from another thread, and a 1xx after it breaks the dialer's call. Once
+/// the final is sent, nothing else can overtake a repeat of it.
+#[test]
+fn a_100_sent_while_the_decision_is_out_is_urgent() {
+    let mut net = deferring_net();
+    net.core.handle_message(
+        net.now,
+        udp(UAC),
+        Bytes::from(invite("z9hG4bKu1", "call-u1")),
+    );
+    assert_eq!(drain_urgency(&mut net), [(Some(100), true)]);
+    let (id, _job) = net.core.poll_decision().unwrap();
+    net.core.handle_message(
+        net.now,
+        udp(UAC),
+        Bytes::from(invite("z9hG4bKu1", "call-u1")),
+    );
+    assert_eq!(drain_urgency(&mut net), [(Some(100), true)]);
+
+    net.core
+        .handle_verdict(net.now, id, Verdict::Reject(stranger(&udp(UAC))));
+    assert_eq!(drain_urgency(&mut net), [(Some(403), false)]);
+    net.core.handle_message(
+        net.now,
+        udp(UAC),
+        Bytes::from(invite("z9hG4bKu1", "call-u1")),
+    );
+    assert_eq!(drain_urgency(&mut net), [(Some(403), false)]);
+}
+
+/// A call decided at once sends nothing urgent: the driver may batch it.
+#[test]
+fn a_call_decided_at_once_sends_nothing_urgent() {
+    let mut net = recorded::<OnlyTenNet>(&[C1]).0;
+    net.core.handle_message(
+        net.now,
+        udp(UAC),
+        Bytes::from(invite("z9hG4bKu2", "call-u2")),
+    );
+    let mut urgent = 0;
+    let mut sent = 0;
+    while let Some(t) = net.core.poll_transmit() {
+        sent += 1;
+        urgent += usize::from(t.urgent);
+    }
+    assert_eq!((sent, urgent), (2, 0), "the 100 and the forwarded INVITE");
+    net.core.handle_message(
+        net.now,
+        udp(UAC),
+        Bytes::from(invite("z9hG4bKu2", "call-u2")),
+    );
+    assert_eq!(drain_urgency(&mut net), [(Some(100), false)]);
+}
+
 #[test]
 fn pending_decision_rejected_with_explanation() {
     let mut net = deferring_net();
