@@ -171,7 +171,9 @@ RSS=$(awk '/VmHWM/{print $2/1024 " MiB"}' /proc/$CG/status)
 	column -t -s $'\t' "$OUT/results.tsv"
 	echo
 	ratio="-"
-	[[ "$KAM_MAX" =~ ^[0-9]+$ ]] && ratio=$(echo "scale=2; $CG_MAX / ($KAM_MAX + 0.0001)" | bc)
+	# Rounded, not truncated by bc's scale: 7,500 against 5,000 is 1.50.
+	[[ "$KAM_MAX" =~ ^[1-9][0-9]*$ && "$CG_MAX" =~ ^[0-9]+$ ]] &&
+		ratio=$(awk -v c="$CG_MAX" -v k="$KAM_MAX" 'BEGIN { printf "%.2f", c / k }')
 	echo "highest clean rate: kamailio $KAM_MAX calls/s, callguard $CG_MAX calls/s, ratio $ratio"
 	awk -F'\t' '$14=="PASS" && $9+0<=50 {if($2+0>m[$1]) m[$1]=$2+0} END{printf "highest rate with p99 <= 50 ms: kamailio %d, callguard %d\n", m["kamailio"], m["callguard"]}' "$OUT/results.tsv"
 	echo "CPU per call, callguard / kamailio, at every rate both pass (the headline; a rate listed"
