@@ -19,6 +19,10 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 cargo build --release --bins --target "$host"
 for t in "${targets[@]}"; do
 	scratch=$(mktemp -d)
+	# The files the list and rule targets write for each input, in memory
+	# where it can be: an index is written with an fsync.
+	CALLGUARD_FUZZ_SCRATCH=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
+	export CALLGUARD_FUZZ_SCRATCH
 	mkdir -p "artifacts/$t"
 	echo "fuzzing $t for ${seconds}s"
 	# The exit status counts, not only the artifacts: a crash whose input
@@ -27,7 +31,7 @@ for t in "${targets[@]}"; do
 	"$CARGO_TARGET_DIR/$host/release/$t" -max_total_time="$seconds" -max_len=65536 -timeout=10 \
 		-artifact_prefix="artifacts/$t/" -print_final_stats=1 "$scratch" "corpus/$t" >"$scratch.log" 2>&1 || status=$?
 	grep -E "^(#[0-9]+\s+DONE|stat::number_of_executed_units|stat::new_units_added|==|SUMMARY|.*panicked)" "$scratch.log" || true
-	rm -rf "$scratch" "$scratch.log"
+	rm -rf "$scratch" "$scratch.log" "$CALLGUARD_FUZZ_SCRATCH"
 	# One test per kind: `ls` of several globs fails when any one of them
 	# matches nothing, which once hid a crash behind the absent timeouts.
 	failing=$(find "artifacts/$t" -type f \( -name 'crash-*' -o -name 'timeout-*' -o -name 'oom-*' -o -name 'leak-*' \) | head -1)

@@ -11,13 +11,7 @@ use std::path::PathBuf;
 
 /// One file per process, rewritten for each input: the loaders read paths.
 fn scratch() -> PathBuf {
-    let dir = std::path::Path::new("/dev/shm");
-    let dir = if dir.is_dir() {
-        dir.to_owned()
-    } else {
-        std::env::temp_dir()
-    };
-    dir.join(format!("callguard-fuzz-lists-{}", std::process::id()))
+    callguard_fuzz::scratch_dir().join(format!("lists-{}", std::process::id()))
 }
 
 /// Numbers to look up: the input's words, and what a list of each country

@@ -10,13 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&year, text)) = data.split_first() else {
         return;
     };
-    let dir = std::path::Path::new("/dev/shm");
-    let dir = if dir.is_dir() {
-        dir.to_owned()
-    } else {
-        std::env::temp_dir()
-    };
-    let path = dir.join(format!("callguard-fuzz-rules-{}.toml", std::process::id()));
+    let path = callguard_fuzz::scratch_dir().join(format!("rules-{}.toml", std::process::id()));
     if std::fs::write(&path, text).is_err() {
         return;
     }
