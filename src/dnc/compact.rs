@@ -438,22 +438,16 @@ pub fn is_index(head: &[u8]) -> bool {
 
 /// Gives `bytes` an index's magic, version and checksum (padding it to
 /// whole words and at least a header), keeping every other word. For the
-/// fuzz target: the checksum stops damage, not a forger (xxh3 is no
+/// fuzz target and the tests: the checksum stops damage, not a forger (xxh3 is no
 /// signature), so the structure checks and the reads behind it must hold
 /// on their own, and a fuzzer reaches them only through this.
 #[doc(hidden)]
 pub fn forge(bytes: &mut Vec<u8>) {
-    let len = bytes.len().div_ceil(8).max(HEADER) * 8;
-    bytes.resize(len, 0);
-    let mut w: Vec<u64> = bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-        .collect();
-    w[0] = MAGIC;
-    w[1] = VERSION;
-    w[7] = checksum(&w[HEADER..]);
-    bytes.clear();
-    bytes.extend(w.iter().flat_map(|x| x.to_le_bytes()));
+    bytes.resize(bytes.len().div_ceil(8).max(HEADER) * 8, 0);
+    bytes[..8].copy_from_slice(&MAGIC.to_le_bytes());
+    bytes[8..16].copy_from_slice(&VERSION.to_le_bytes());
+    let sum = checksum_of_bytes(&bytes[HEADER * 8..]);
+    bytes[7 * 8..8 * 8].copy_from_slice(&sum.to_le_bytes());
 }
 
 /// The numbers of sorted `parts`, merged in order (repeats included).
@@ -473,7 +467,12 @@ pub fn merge<I: Iterator<Item = u64>>(parts: Vec<I>) -> impl Iterator<Item = u64
 
 /// xxh3 of the words: a damaged index is refused, not half-read.
 fn checksum(words: &[u64]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytemuck::cast_slice(words))
+    checksum_of_bytes(bytemuck::cast_slice(words))
+}
+
+/// The same over the words' little-endian bytes (a file's, unaligned).
+fn checksum_of_bytes(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 /// Days from 0001-01-01 (chrono's day 1) to 1970-01-01.
@@ -751,13 +750,10 @@ mod tests {
         ));
         // A consistent checksum over an inconsistent structure (a file
         // made by hand): refused before any lookup trusts it.
-        let mut forged: Vec<u64> = good
-            .chunks_exact(8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        forged[HEADER] += 1;
-        forged[7] = checksum(&forged[HEADER..]);
-        std::fs::write(&path, bytemuck::cast_slice::<u64, u8>(&forged)).unwrap();
+        let mut forged = good.clone();
+        forged[HEADER * 8] ^= 1;
+        forge(&mut forged);
+        std::fs::write(&path, &forged).unwrap();
         assert!(matches!(
             CompactSet::open(&path),
             Err(IndexError::Damaged {
