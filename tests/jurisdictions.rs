@@ -446,12 +446,12 @@ fn operator_rule_files_are_checked_with_key_and_line() {
 #[test]
 fn a_dated_calendar_near_its_end_is_reported() {
     let t = tenant("\"id\"", "");
-    let soon = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+    let soon = NaiveDate::from_ymd_opt(2027, 11, 24).unwrap();
     assert_eq!(
         callguard::app::compile::warn_stale_calendars("t", &t.rules, soon),
         ["id"]
     );
-    let early = NaiveDate::from_ymd_opt(2026, 6, 1).unwrap();
+    let early = NaiveDate::from_ymd_opt(2027, 6, 1).unwrap();
     assert!(callguard::app::compile::warn_stale_calendars("t", &t.rules, early).is_empty());
     // Indonesia: Idul Fitri 2026 closes the day; Sundays are closed.
     let jkt = Tz::Asia__Jakarta;
@@ -474,5 +474,44 @@ fn a_dated_calendar_near_its_end_is_reported() {
         )
         .1,
         Some("weekend")
+    );
+    // 2027's lunar holidays are shipped ahead of the decree, every
+    // candidate day closed: Isra Mi'raj 1448 (5-6 January), the Chinese
+    // New Year (a Saturday, a day with open hours), Nyepi (8-9 March),
+    // Idul Fitri (9-11 March), Idul Adha and Maulid Nabi on their weekday
+    // candidates.
+    for (m, d) in [
+        (1, 5),
+        (1, 6),
+        (2, 6),
+        (3, 8),
+        (3, 9),
+        (3, 10),
+        (3, 11),
+        (5, 17),
+        (8, 16),
+    ] {
+        assert_eq!(
+            decide(
+                &t,
+                "+6281234567890",
+                local(jkt, 2027, m, d, 10, 0),
+                &History::default()
+            )
+            .1,
+            Some("public_holiday"),
+            "2027-{m:02}-{d:02}"
+        );
+    }
+    // An ordinary weekday of 2027 stays open.
+    assert_eq!(
+        decide(
+            &t,
+            "+6281234567890",
+            local(jkt, 2027, 3, 12, 10, 0),
+            &History::default()
+        )
+        .0,
+        Outcome::Allow
     );
 }

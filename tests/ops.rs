@@ -358,10 +358,10 @@ fn shipped_alert_rules_and_dashboard_queries_are_valid_promql() {
 #[test]
 fn a_dated_holiday_calendar_in_use_exports_its_end() {
     let p = Proxy::start_with(&[], "", r#"rule_sets = ["fr", "id"]"#);
-    // dated_until 2026-12-31: the data ends at 2027-01-01T00:00:00Z.
+    // dated_until 2027-12-31: the data ends at 2028-01-01T00:00:00Z.
     assert_eq!(
         p.metric(r#"callguard_holiday_calendar_dated_until_timestamp_seconds{calendar="id"}"#),
-        1_798_761_600.0
+        1_830_297_600.0
     );
     // The shipped alert, by promtool's rule tests (time() starts at 0):
     // fires for a calendar ending in 50 days, not for one ending in 90.
