@@ -1,6 +1,7 @@
-//! The project's RFC 4475 torture corpus (`tests/torture/`, one message per
-//! case, its expected outcome in `expected.txt`) sent through a real
-//! `callguard` process over UDP.
+//! The project's torture corpora, one message per case and its expected
+//! outcome in `expected.txt`, sent through a real `callguard` process over
+//! UDP: RFC 4475's cases (`tests/torture/`, over 127.0.0.1) and RFC 5118's
+//! IPv6 cases (`tests/torture-ipv6/`, over ::1).
 
 mod common;
 
@@ -12,29 +13,7 @@ fn every_torture_message_gets_the_rfc_outcome() {
     let uas = Ua::bind("127.0.0.1:0");
     let p = Proxy::start(&[format!("udp:{}", uas.addr())]);
     let uac = Ua::bind("127.0.0.1:0");
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/torture");
-    let expected = std::fs::read_to_string(format!("{dir}/expected.txt")).unwrap();
-    let mut checked = 0;
-    let mut wrong = Vec::new();
-    for line in expected.lines() {
-        let line = line.split('#').next().unwrap().trim();
-        let Some((name, outcome)) = line.split_once(' ') else {
-            continue;
-        };
-        let raw = std::fs::read(format!("{dir}/{name}.sip")).unwrap();
-        let text = String::from_utf8(raw)
-            .unwrap()
-            .replace("$P", &p.addr().to_string())
-            .replace("$U", &uac.hostport());
-        uac.send(p.addr(), &text);
-        let got = outcome_of(name, &uac, &uas, outcome);
-        if got != outcome {
-            wrong.push(format!("{name}: expected {outcome}, got {got}"));
-        }
-        checked += 1;
-    }
-    assert_eq!(checked, 49, "every case of the corpus ran");
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(run_corpus("torture", p.addr(), &uac, &uas), 49);
     // The process is still there and still routes calls.
     send_invite(&p, &uac, "+33142000099", "after-torture");
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -46,6 +25,44 @@ fn every_torture_message_gets_the_rfc_outcome() {
             }
         }
     }
+}
+
+/// The IPv6 cases reach the proxy on its ::1 listener from a sender on ::1;
+/// the carrier stays on 127.0.0.1, so a forwarded call also crosses families.
+#[test]
+fn every_ipv6_torture_message_gets_the_rfc_outcome() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = Proxy::start(&[format!("udp:{}", uas.addr())]);
+    let uac = Ua::bind("[::1]:0");
+    assert_eq!(run_corpus("torture-ipv6", p.addr6(), &uac, &uas), 11);
+}
+
+/// Sends every case of `tests/DIR/` to `proxy` from `uac`; panics with the
+/// cases whose outcome differs, returns how many ran.
+fn run_corpus(dir: &str, proxy: std::net::SocketAddr, uac: &Ua, uas: &Ua) -> usize {
+    let dir = format!("{}/tests/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let expected = std::fs::read_to_string(format!("{dir}/expected.txt")).unwrap();
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for line in expected.lines() {
+        let line = line.split('#').next().unwrap().trim();
+        let Some((name, outcome)) = line.split_once(' ') else {
+            continue;
+        };
+        let raw = std::fs::read(format!("{dir}/{name}.sip")).unwrap();
+        let text = String::from_utf8(raw)
+            .unwrap()
+            .replace("$P", &proxy.to_string())
+            .replace("$U", &uac.hostport());
+        uac.send(proxy, &text);
+        let got = outcome_of(name, uac, uas, outcome);
+        if got != outcome {
+            wrong.push(format!("{name}: expected {outcome}, got {got}"));
+        }
+        checked += 1;
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    checked
 }
 
 /// What happened to case `name`: the status of its first final answer,
