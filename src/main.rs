@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use callguard::app::{self as service, Overrides};
 use callguard::config::{Config, SipAddr};
+use callguard::numbering::Country;
 
 // glibc's malloc spent 6–9 % of the reject path's samples in `_int_malloc`
 // and `malloc_consolidate`: records and transactions are allocated on the
@@ -168,7 +169,7 @@ enum DncCommand {
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
         /// Country for numbers in national format.
-        #[arg(long, default_value = "FR", value_parser = ["FR", "US"])]
+        #[arg(long, default_value = "FR", value_parser = Country::NAMES)]
         country: String,
         /// Date of the data (YYYY-MM-DD); default the newest input's
         /// modification date (or the indexes' dates).
@@ -266,11 +267,7 @@ fn dnc(command: DncCommand) -> anyhow::Result<ExitCode> {
             country,
             date,
         } => {
-            let country = if country == "US" {
-                callguard::numbering::Country::US
-            } else {
-                callguard::numbering::Country::FR
-            };
+            let country: Country = country.parse().map_err(anyhow::Error::msg)?;
             let started = std::time::Instant::now();
             let modified = |p: &std::path::Path| -> Option<chrono::NaiveDate> {
                 let t = std::fs::metadata(p).ok()?.modified().ok()?;

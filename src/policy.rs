@@ -1047,8 +1047,12 @@ pub fn caller_prefix(s: &str, country: Country) -> Option<(u64, u32)> {
                 .chars()
                 .filter(|c| c.is_ascii_digit())
                 .collect();
-            let d = match country {
-                Country::FR if digits.starts_with('0') => format!("33{}", &digits[1..]),
+            // National format opens with the trunk prefix; without one, a
+            // prefix is written with its country code.
+            let d = match country.trunk_prefix() {
+                Some(t) if digits.starts_with(t) => {
+                    format!("{}{}", country.calling_code(), &digits[1..])
+                }
                 _ => digits,
             };
             (!d.is_empty() && d.len() <= 15)

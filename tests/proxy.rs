@@ -569,3 +569,36 @@ fn the_outbound_proxy_route_is_removed() {
     let (fwd, _) = uas.recv(T).expect("INVITE at the carrier");
     assert!(fwd.header(HeaderName::Route).is_none());
 }
+
+/// Dialers write numbers the way their country does: `0412345678` from a
+/// Sydney call centre is an Australian mobile, under Australia's hours,
+/// where a French tenant's same digits are a number in Lyon.
+#[test]
+fn national_format_is_read_in_the_tenants_country() {
+    let (uas, spec) = carrier();
+    let au = Proxy::start_with(
+        std::slice::from_ref(&spec),
+        "",
+        "country = \"AU\"\nrule_sets = [\"fr\", \"au\"]",
+    );
+    let uac = Ua::bind("127.0.0.1:0");
+    // 11:00 on a Tuesday in Paris is 21:00 in Sydney, 18:00 in Perth: an
+    // Australian mobile may be in either, and the Standard ends at 20:00.
+    let r = call(&au, &uac, "0412345678", "au-national");
+    assert_eq!(
+        r.header_by_name("X-Callguard-Reason"),
+        Some(&b"outside_hours"[..]),
+        "{}",
+        first_line(&r)
+    );
+    let warning = String::from_utf8_lossy(r.header_by_name("Warning").unwrap()).into_owned();
+    assert!(warning.contains("AU"), "{warning}");
+    uas.expect_silence(Duration::from_millis(300));
+    drop(au);
+
+    let fr = Proxy::start_with(&[spec], "", "rule_sets = [\"fr\", \"au\"]");
+    send_invite(&fr, &uac, "0412345678", "fr-national");
+    // Forwarded as dialled: 11:00 in Lyon is inside the French window.
+    let (m, _) = uas.recv(T).expect("the French number is called");
+    assert_eq!(m.call_id(), Some(&b"fr-national"[..]));
+}

@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {
         return;
     };
-    for country in [Country::FR, Country::US] {
+    for country in Country::ALL {
         if let Ok(n) = numbering::parse(s, country) {
             let text = n.to_string();
             assert!(text.len() <= 16, "{text}");

@@ -23,19 +23,74 @@ pub fn warm() {
 use std::borrow::Cow;
 use std::fmt;
 
-/// Country whose national format is used to read numbers without `+`.
+/// Country whose national format is used to read numbers without `+`:
+/// the countries callguard has rule sets for. A dialer in Sydney writes
+/// `0412 345 678`; read as French it would be a number in Lyon, under
+/// the wrong law and the wrong clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
 pub enum Country {
     FR,
     US,
+    /// Canada: NANP, read as the US.
+    CA,
+    ES,
+    AU,
+    BR,
+    CO,
+    ID,
 }
 
 impl Country {
+    /// Every country, and its name as written in config files and on the
+    /// command line, in the same order.
+    pub const ALL: [Country; 8] = [
+        Country::FR,
+        Country::US,
+        Country::CA,
+        Country::ES,
+        Country::AU,
+        Country::BR,
+        Country::CO,
+        Country::ID,
+    ];
+    pub const NAMES: [&'static str; 8] = ["FR", "US", "CA", "ES", "AU", "BR", "CO", "ID"];
+
     pub fn calling_code(self) -> u64 {
         match self {
             Country::FR => 33,
-            Country::US => 1,
+            Country::US | Country::CA => 1,
+            Country::ES => 34,
+            Country::AU => 61,
+            Country::BR => 55,
+            Country::CO => 57,
+            Country::ID => 62,
         }
+    }
+
+    /// The digit that opens a national number in national format and is
+    /// not part of it (ITU-T E.164 "trunk prefix"), where there is one.
+    pub fn trunk_prefix(self) -> Option<char> {
+        match self {
+            Country::FR | Country::AU | Country::BR | Country::ID => Some('0'),
+            Country::US | Country::CA | Country::ES | Country::CO => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Country {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Country, String> {
+        Country::NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(s))
+            .map(|i| Country::ALL[i])
+            .ok_or_else(|| {
+                format!(
+                    "unknown country `{s}`: one of {}",
+                    Country::NAMES.join(", ")
+                )
+            })
     }
 }
 
@@ -279,11 +334,17 @@ pub fn parse(input: &str, country: Country) -> Result<E164, NumberError> {
     parse_clean(plus, &d, country)
 }
 
-/// [`parse`] of a dial string [`clean`] has read.
+/// [`parse`] of a dial string [`clean`] has read. Without `+`, a number is
+/// read in this order: the country's international prefix, then its
+/// national format (its trunk prefix, or the national length where it has
+/// none), then as digits that start with a country code. The international
+/// prefixes and trunk forms are those of the national plans as notified to
+/// the ITU (libphonenumber carries the same).
 fn parse_clean(plus: bool, d: &str, country: Country) -> Result<E164, NumberError> {
     if plus {
         return check_e164(d);
     }
+    let national = |nsn: &str| check_e164(&format!("{}{nsn}", country.calling_code()));
     match country {
         Country::FR => {
             if let Some(intl) = d.strip_prefix("00") {
@@ -294,16 +355,88 @@ fn parse_clean(plus: bool, d: &str, country: Country) -> Result<E164, NumberErro
                 check_e164(d)
             }
         }
-        Country::US => {
+        Country::US | Country::CA => {
             if let Some(intl) = d.strip_prefix("011") {
                 check_e164(intl)
             } else if d.len() == 10 && !d.starts_with(['0', '1']) {
-                check_e164(&format!("1{d}"))
+                national(d)
+            } else {
+                check_e164(d)
+            }
+        }
+        // No trunk prefix: national numbers are 9 digits starting 5-9.
+        Country::ES => {
+            if let Some(intl) = d.strip_prefix("00") {
+                check_e164(intl)
+            } else if d.len() == 9 && d.as_bytes()[0] >= b'5' {
+                national(d)
+            } else {
+                check_e164(d)
+            }
+        }
+        // 0011 and the carriers' 0014-0019; 13, 1300, 1800, 1900 numbers
+        // are dialled without the trunk prefix.
+        Country::AU => {
+            if let Some(intl) = strip_any(d, &["0011", "0014", "0015", "0016", "0018", "0019"]) {
+                check_e164(intl)
+            } else if let Some(nsn) = d.strip_prefix('0') {
+                national(nsn)
+            } else if (d.starts_with("13") && (d.len() == 6 || d.len() == 10))
+                || ((d.starts_with("18") || d.starts_with("19")) && d.len() == 10)
+            {
+                national(d)
+            } else {
+                check_e164(d)
+            }
+        }
+        // 00 and 0 are followed by a two-digit carrier selection code for
+        // international and long-distance calls: `00 21 …`, `0 21 11 …`.
+        // A DDD never starts with 0, so `00` is always international. Ten or
+        // eleven digits are a DDD and its subscriber number.
+        Country::BR => {
+            if let Some(rest) = d.strip_prefix("00") {
+                check_e164(rest.get(2..).ok_or(NumberError::TooShort)?)
+            } else if let Some(rest) = d.strip_prefix('0') {
+                match rest.len() {
+                    12 | 13 => national(&rest[2..]),
+                    _ => national(rest),
+                }
+            } else if d.len() == 10 || d.len() == 11 {
+                national(d)
+            } else {
+                check_e164(d)
+            }
+        }
+        // Since 2021 every number has 10 digits (3xx mobile, 60X fixed),
+        // dialled as is; 01800/01900 keep a 0; 005, 007, 009 and the
+        // 00414/00444/00456 carriers are international.
+        Country::CO => {
+            if let Some(intl) = strip_any(d, &["00414", "00444", "00456", "005", "007", "009"]) {
+                check_e164(intl)
+            } else if let Some(nsn) = d.strip_prefix('0').filter(|n| n.starts_with('1')) {
+                national(nsn)
+            } else if d.len() == 10 && (d.starts_with('3') || d.starts_with("60")) {
+                national(d)
+            } else {
+                check_e164(d)
+            }
+        }
+        // 001, 007, 008, 009 are the carriers' international prefixes.
+        Country::ID => {
+            if let Some(intl) = strip_any(d, &["001", "007", "008", "009"]) {
+                check_e164(intl)
+            } else if let Some(nsn) = d.strip_prefix('0') {
+                national(nsn)
             } else {
                 check_e164(d)
             }
         }
     }
+}
+
+/// `d` without the first of `prefixes` it starts with.
+fn strip_any<'a>(d: &'a str, prefixes: &[&str]) -> Option<&'a str> {
+    prefixes.iter().find_map(|p| d.strip_prefix(p))
 }
 
 /// Parses a caller ID: like [`parse`], plus French short numbers.
@@ -394,6 +527,68 @@ mod tests {
 
     fn p(s: &str) -> Result<String, NumberError> {
         parse(s, Country::FR).map(|e| e.to_string())
+    }
+
+    /// Each country's national format, its international prefixes and the
+    /// forms that are not its numbers: (country, dialled, E.164 or None).
+    #[test]
+    fn national_formats_of_every_rule_set_country() {
+        let cases: &[(Country, &str, Option<&str>)] = &[
+            // Canada: NANP like the US.
+            (Country::CA, "416 555 0123", Some("+14165550123")),
+            (Country::CA, "1 416 555 0123", Some("+14165550123")),
+            (Country::CA, "011 33 1 62 00 00 00", Some("+33162000000")),
+            // Spain: 9 digits, no trunk prefix.
+            (Country::ES, "912 345 678", Some("+34912345678")),
+            (Country::ES, "612345678", Some("+34612345678")),
+            (Country::ES, "0033162000000", Some("+33162000000")),
+            (Country::ES, "34912345678", Some("+34912345678")),
+            (Country::ES, "412345678", None),
+            // Australia: trunk 0, 13/1300/1800 without it, 0011 abroad.
+            (Country::AU, "0412 345 678", Some("+61412345678")),
+            (Country::AU, "(02) 9876 5432", Some("+61298765432")),
+            (Country::AU, "1300 123 456", Some("+611300123456")),
+            (Country::AU, "131 450", Some("+61131450")),
+            (Country::AU, "0011 33 1 62 00 00 00", Some("+33162000000")),
+            (Country::AU, "61412345678", Some("+61412345678")),
+            (Country::AU, "0512345678", None),
+            (Country::AU, "041234567", None),
+            // Brazil: DDD + number, with trunk 0 and a carrier code or not.
+            (Country::BR, "(11) 91234-5678", Some("+5511912345678")),
+            (Country::BR, "21 2345-6789", Some("+552123456789")),
+            (Country::BR, "011 91234 5678", Some("+5511912345678")),
+            (Country::BR, "0 21 11 91234 5678", Some("+5511912345678")),
+            (Country::BR, "0800 123 4567", Some("+558001234567")),
+            (Country::BR, "00 21 33 1 62 00 00 00", Some("+33162000000")),
+            (Country::BR, "5511912345678", Some("+5511912345678")),
+            (Country::BR, "(20) 91234-5678", None),
+            // Colombia: 10 digits as dialled, 01800 with its 0.
+            (Country::CO, "301 234 5678", Some("+573012345678")),
+            (Country::CO, "601 234 5678", Some("+576012345678")),
+            (Country::CO, "01 8000 123 456", Some("+5718000123456")),
+            (Country::CO, "009 33 1 62 00 00 00", Some("+33162000000")),
+            (Country::CO, "00444 33 1 62 00 00 00", Some("+33162000000")),
+            (Country::CO, "573012345678", Some("+573012345678")),
+            (Country::CO, "0301234567", None),
+            // Indonesia: trunk 0, 001/007/008/009 abroad.
+            (Country::ID, "0812-3456-7890", Some("+6281234567890")),
+            (Country::ID, "(021) 5550 1234", Some("+622155501234")),
+            (Country::ID, "001 33 1 62 00 00 00", Some("+33162000000")),
+            (Country::ID, "6281234567890", Some("+6281234567890")),
+            (Country::ID, "0112345678", None),
+        ];
+        for (c, s, want) in cases {
+            let got = parse(s, *c).map(|e| e.to_string()).ok();
+            assert_eq!(got.as_deref(), *want, "{c:?} {s}");
+        }
+        for (name, c) in Country::NAMES.into_iter().zip(Country::ALL) {
+            assert_eq!(name.parse::<Country>(), Ok(c));
+            assert_eq!(name.to_ascii_lowercase().parse::<Country>(), Ok(c));
+            // The config reads the same names.
+            let v: Country = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!(v, c);
+        }
+        assert!("XX".parse::<Country>().unwrap_err().contains("FR, US, CA"));
     }
 
     #[test]

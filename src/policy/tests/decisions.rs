@@ -532,3 +532,29 @@ fn the_cap_frees_when_enough_attempts_have_left_the_window() {
         "{why}"
     );
 }
+
+/// A caller-ID pattern in national format opens with the country's trunk
+/// prefix; where there is none, it is written with the country code.
+#[test]
+fn caller_id_patterns_in_each_countrys_national_format() {
+    for (pattern, country, want) in [
+        ("0162*", Country::FR, (33162, 5)),
+        ("04*", Country::AU, (614, 3)),
+        ("0812*", Country::ID, (62812, 5)),
+        ("011*", Country::BR, (5511, 4)),
+        ("+61 2*", Country::FR, (612, 3)),
+        ("1212*", Country::US, (1212, 4)),
+        ("346*", Country::ES, (346, 3)),
+    ] {
+        assert_eq!(
+            caller_prefix(pattern, country),
+            Some(want),
+            "{pattern} {country:?}"
+        );
+    }
+    // A whole number is read like any caller ID.
+    assert_eq!(
+        caller_prefix("0412345678", Country::AU),
+        Some((61_412_345_678, 11))
+    );
+}
