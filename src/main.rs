@@ -267,7 +267,7 @@ fn dnc(command: DncCommand) -> anyhow::Result<ExitCode> {
             country,
             date,
         } => {
-            let country: Country = country.parse().map_err(anyhow::Error::msg)?;
+            let country: Country = country.parse()?;
             let started = std::time::Instant::now();
             let modified = |p: &std::path::Path| -> Option<chrono::NaiveDate> {
                 let t = std::fs::metadata(p).ok()?.modified().ok()?;
