@@ -604,8 +604,29 @@ impl TenantPolicy {
                 self.id
             ));
         }
-        for check in rules.caller_checks(today) {
-            let CallerIdCheck::FrArcep = check.check;
+        for check in rules.caller_checks(mode, today) {
+            if check.check == CallerIdCheck::Prefixes {
+                let e = match n {
+                    CallerNumber::E164(e) => Some(e),
+                    CallerNumber::FrShort(_) => None,
+                };
+                let opens = |p: &crate::rules::NumberPrefix| e.is_some_and(|e| p.matches(e));
+                if let Some(p) = check.deny.iter().find(|p| opens(p)) {
+                    return Some(format!(
+                        "caller ID {n} is in the range {p}, which {} forbids for these calls",
+                        check.cite.law
+                    ));
+                }
+                if !check.allow.is_empty() && !check.allow.iter().any(opens) {
+                    let ranges: Vec<String> = check.allow.iter().map(|p| p.to_string()).collect();
+                    return Some(format!(
+                        "caller ID {n} is outside the ranges {} allows for these calls ({})",
+                        check.cite.law,
+                        ranges.join(", ")
+                    ));
+                }
+                continue;
+            }
             let cat = numbering::fr_category(n);
             if cat == FrCategory::Mobile {
                 return Some(format!(

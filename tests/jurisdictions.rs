@@ -515,3 +515,106 @@ fn a_dated_calendar_near_its_end_is_reported() {
         Outcome::Allow
     );
 }
+
+/// A Spanish rule file whose caller-ID entries are `entries`.
+fn es_with_caller_id(entries: &str) -> String {
+    format!(
+        "set = \"es\"\ntitle = \"Spain\"\nversion = \"ops-1\"\n\n[[jurisdiction]]\nid = \"ES\"\nname = \"Spain\"\ncalendars = [\"es\"]\n\n[[jurisdiction.hours]]\ndays = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\"]\nblocks = [\"09:00-21:00\"]\nlaw = \"TRLGDCU art. 96.2\"\nsource = \"E3\"\nconfidence = \"H\"\n{entries}"
+    )
+}
+
+const CID: &str = "law = \"Ley 10/2025\"\nsource = \"E4\"\nconfidence = \"M\"\n";
+
+#[test]
+fn caller_id_ranges_are_rules_with_modes_dates_and_checked_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("es.toml");
+    std::fs::write(
+        &file,
+        es_with_caller_id(&format!(
+            "\n[[jurisdiction.caller_id]]\ncheck = \"prefixes\"\nallow = [\"+34400\"]\nmodes = [\"automated\"]\nfrom = \"2026-12-28\"\n{CID}\n[[jurisdiction.caller_id]]\ncheck = \"prefixes\"\ndeny = [\"+346\", \"+347\"]\n{CID}"
+        )),
+    )
+    .unwrap();
+    let t = tenant(
+        "\"es\"",
+        &format!("[rules]\nfiles = [\"{}\"]", file.display()),
+    );
+    let madrid = Tz::Europe__Madrid;
+    let decide_from = |caller: &str, mode: &str, at: DateTime<Utc>| {
+        let d = t.decide(
+            &Facts::new(caller, "+34912345678", Some(mode)),
+            &History::default(),
+            at,
+        );
+        (d.reason_str(), d.explanation.to_string())
+    };
+    let before = local(madrid, 2026, 12, 22, 11, 0);
+    let after = local(madrid, 2026, 12, 29, 11, 0);
+    // The code is required from its date, in automated calls only.
+    assert_eq!(decide_from("+34912345678", "predictive", before).0, None);
+    let (r, why) = decide_from("+34912345678", "predictive", after);
+    assert_eq!(r, Some("caller_id_category"), "{why}");
+    assert!(
+        why.contains("Ley 10/2025") && why.contains("+34400"),
+        "{why}"
+    );
+    assert_eq!(decide_from("+34400123456", "predictive", after).0, None);
+    assert_eq!(decide_from("+34912345678", "manual", after).0, None);
+    // A denied range, in every mode and at any date.
+    let (r, why) = decide_from("+34712345678", "manual", before);
+    assert_eq!(r, Some("caller_id_category"), "{why}");
+    assert!(why.contains("+347"), "{why}");
+
+    let lib = callguard::rules::Library::check_file(&file).unwrap();
+    let shown = callguard::rules::report::show(&lib, "ES", 2027).unwrap();
+    assert!(
+        shown.contains("only from +34400 (automated calls) from 2026-12-28")
+            && shown.contains("never from +346 +347"),
+        "{shown}"
+    );
+
+    for (entry, line, message) in [
+        (
+            "check = \"fr-arcep\"\nallow = [\"+34400\"]\n",
+            17,
+            "takes no `allow` or `deny`",
+        ),
+        ("check = \"prefixes\"\n", 17, "needs the ranges"),
+        (
+            "check = \"prefixes\"\nallow = [\"34400\"]\n",
+            17,
+            "E.164 prefix",
+        ),
+        (
+            "check = \"prefixes\"\nallow = [\"+34 400\"]\n",
+            17,
+            "1 to 15 digits",
+        ),
+        (
+            "check = \"prefixes\"\nallow = [\"+34400\"]\ndeny = [\"+34400\"]\n",
+            17,
+            "both allowed and denied",
+        ),
+        // A misspelt key in one of several entries is named.
+        (
+            "check = \"prefixes\"\nalow = [\"+34400\"]\n",
+            19,
+            "unknown field `alow`",
+        ),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            es_with_caller_id(&format!("\n[[jurisdiction.caller_id]]\n{entry}{CID}")),
+        )
+        .unwrap();
+        let e = callguard::rules::Library::check_file(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(message) && e.contains(&format!("line {line}")),
+            "{entry}: {e}"
+        );
+    }
+}

@@ -602,3 +602,104 @@ fn national_format_is_read_in_the_tenants_country() {
     let (m, _) = uas.recv(T).expect("the French number is called");
     assert_eq!(m.call_id(), Some(&b"fr-national"[..]));
 }
+
+/// An operator's rule file over the Spanish set: automated calls only from
+/// the code for commercial calls (the Ministry's proposed 400), and no
+/// call from a mobile, in ranges written as data.
+const ES_COMMERCIAL_CODE: &str = r#"set = "es"
+title = "Spain"
+version = "ops-1"
+
+[[jurisdiction]]
+id = "ES"
+name = "Spain"
+calendars = ["es"]
+
+[[jurisdiction.hours]]
+days = ["mon", "tue", "wed", "thu", "fri"]
+blocks = ["09:00-21:00"]
+law = "TRLGDCU art. 96.2"
+source = "E3"
+confidence = "H"
+
+[[jurisdiction.caller_id]]
+check = "prefixes"
+allow = ["+34400"]
+modes = ["automated"]
+law = "Ley 10/2025"
+source = "E4"
+confidence = "M"
+
+[[jurisdiction.caller_id]]
+check = "prefixes"
+deny = ["+346", "+347"]
+law = "house rule"
+source = "ops"
+confidence = "H"
+"#;
+
+#[test]
+fn caller_id_ranges_of_an_operator_rule_file_are_enforced() {
+    let rules = tempfile::tempdir().unwrap();
+    let file = rules.path().join("es-ops.toml");
+    std::fs::write(&file, ES_COMMERCIAL_CODE).unwrap();
+    let (uas, spec) = carrier();
+    let p = Proxy::process_with(
+        std::slice::from_ref(&spec),
+        &format!("[rules]\nfiles = [\"{}\"]", file.display()),
+        "country = \"ES\"\nrule_sets = [\"es\"]",
+    );
+    let uac = Ua::bind("127.0.0.1:0");
+    // 11:00 on a Tuesday in Madrid: inside the hours, so only the caller
+    // ID decides.
+    for (n, identity, mode, refused) in [
+        (1, "+34912345678", "predictive", Some("+34400")),
+        (2, "+34400123456", "predictive", None),
+        // National format, read in the tenant's country.
+        (3, "400123456", "predictive", None),
+        (4, "+34912345678", "manual", None),
+        (5, "+34612345678", "manual", Some("+346")),
+    ] {
+        let call_id = format!("es-cid-{n}");
+        let msg = invite(
+            &uac.hostport(),
+            "UDP",
+            p.addr(),
+            "+34912345678",
+            &call_id,
+            &format!("z9hG4bK{call_id}"),
+        )
+        .replacen("<sip:+33162000001@", &format!("<sip:{identity}@"), 1)
+        .replacen("\r\nTo:", &format!("\r\nX-Dial-Mode: {mode}\r\nTo:"), 1);
+        uac.send(p.addr(), &msg);
+        // This call's answer: an earlier refusal, never ACKed here, is
+        // retransmitted meanwhile.
+        let answer = || loop {
+            let r = uac.recv_final_or_request(T);
+            if r.call_id() == Some(call_id.as_bytes()) {
+                return r;
+            }
+        };
+        match refused {
+            Some(range) => {
+                let r = answer();
+                assert_eq!(reason(&r), "caller_id_category", "{n}: {}", first_line(&r));
+                assert!(first_line(&r).starts_with("SIP/2.0 403"), "{n}");
+                let warning =
+                    String::from_utf8_lossy(r.header_by_name("Warning").unwrap()).into_owned();
+                assert!(warning.contains(range), "{n}: {warning}");
+            }
+            None => {
+                let Some((m, _)) = uas.recv(T) else {
+                    let r = answer();
+                    panic!(
+                        "{n} was not forwarded: {} {:?}",
+                        first_line(&r),
+                        r.header_by_name("Warning").map(String::from_utf8_lossy)
+                    );
+                };
+                assert_eq!(m.call_id(), Some(call_id.as_bytes()), "{n}");
+            }
+        }
+    }
+}

@@ -202,13 +202,16 @@ pub fn rule_set(name: &str, c: &RuleSetConfig, lib: &Library) -> Result<RuleSet,
     match c.caller_id.as_deref() {
         None => {}
         Some("fr") => {
-            national.caller_id = Some(CallerIdRule {
+            national.caller_id = vec![CallerIdRule {
                 check: CallerIdCheck::FrArcep,
+                allow: Vec::new(),
+                deny: Vec::new(),
+                modes: Vec::new(),
                 in_force: InForce::default(),
                 cite: cite("caller_id (ARCEP 2022-1583)"),
-            })
+            }]
         }
-        Some("none") => national.caller_id = None,
+        Some("none") => national.caller_id.clear(),
         Some(o) => {
             return Err(err(
                 "caller_id",

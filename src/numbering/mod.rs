@@ -364,11 +364,12 @@ fn parse_clean(plus: bool, d: &str, country: Country) -> Result<E164, NumberErro
                 check_e164(d)
             }
         }
-        // No trunk prefix: national numbers are 9 digits starting 5-9.
+        // No trunk prefix: national numbers are 9 digits starting 5-9
+        // (or 400, see `plan::spain_leads`).
         Country::ES => {
             if let Some(intl) = d.strip_prefix("00") {
                 check_e164(intl)
-            } else if d.len() == 9 && d.as_bytes()[0] >= b'5' {
+            } else if d.len() == 9 && plan::spain_leads(d.as_bytes()) {
                 national(d)
             } else {
                 check_e164(d)
@@ -544,6 +545,7 @@ mod tests {
             (Country::ES, "0033162000000", Some("+33162000000")),
             (Country::ES, "34912345678", Some("+34912345678")),
             (Country::ES, "412345678", None),
+            (Country::ES, "400123456", Some("+34400123456")),
             // Australia: trunk 0, 13/1300/1800 without it, 0011 abroad.
             (Country::AU, "0412 345 678", Some("+61412345678")),
             (Country::AU, "(02) 9876 5432", Some("+61298765432")),

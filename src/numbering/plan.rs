@@ -191,10 +191,21 @@ fn overseas(nsn: &[u8], ranges: &[&str]) -> Result<(), NumberError> {
 /// Spain (CNMC plan): 9 digits starting 5–9 (8/9 fixed, 6/7 mobile, 5
 /// corporate; 800/900 freephone).
 fn spain(nsn: &[u8]) -> Result<(), NumberError> {
-    if nsn[0] < b'5' {
-        return Err(NumberError::Invalid("Spanish numbers start with 5-9"));
+    if !spain_leads(nsn) {
+        return Err(NumberError::Invalid(
+            "Spanish numbers start with 5-9 or 400",
+        ));
     }
     Ok(())
+}
+
+/// Whether a Spanish national number opens as an assigned range does:
+/// 5–9, or 400, the code the Ministry proposed for commercial calls under
+/// Ley 10/2025 (jurisdictions.md E4, E5). Without it, a rule requiring that
+/// code (`check = "prefixes"`) could never be met: every caller ID in it
+/// would be refused as no number at all.
+pub(crate) fn spain_leads(nsn: &[u8]) -> bool {
+    nsn.first().is_some_and(|&b| b >= b'5') || nsn.starts_with(b"400")
 }
 
 /// Brazil (Anatel plan): a 2-digit DDD area code from the assigned list,
@@ -299,9 +310,10 @@ mod tests {
             ("590690123456", true),
             ("34612345678", true),
             ("34412345678", false),
-            ("5511987654321", true),  // São Paulo mobile
-            ("551133334444", true),   // São Paulo fixed
-            ("552033334444", false),  // DDD 20 does not exist
+            ("34400123456", true), // the proposed commercial code (Ley 10/2025)
+            ("5511987654321", true), // São Paulo mobile
+            ("551133334444", true), // São Paulo fixed
+            ("552033334444", false), // DDD 20 does not exist
             ("5511887654321", false), // 9-digit number not starting with 9
             ("573001234567", true),
             ("576011234567", true),

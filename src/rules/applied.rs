@@ -81,8 +81,12 @@ impl Applied {
             .map(|c| &c.cite)
     }
 
-    pub fn caller_checks(&self, date: NaiveDate) -> impl Iterator<Item = &CallerIdRule> {
-        self.caller_id.iter().filter(move |c| c.in_force.on(date))
+    pub fn caller_checks(
+        &self,
+        mode: Mode,
+        date: NaiveDate,
+    ) -> impl Iterator<Item = &CallerIdRule> {
+        self.caller_id.iter().filter(move |c| c.applies(mode, date))
     }
 
     /// The longest a refusal or an attempt must be kept for these rules.
@@ -329,7 +333,10 @@ fn applied(
         rule_set: set.name.as_str().into(),
         version: set.version.as_str().into(),
         windows,
-        caller_id: js.iter().filter_map(|j| j.caller_id.clone()).collect(),
+        caller_id: js
+            .iter()
+            .flat_map(|j| j.caller_id.iter().cloned())
+            .collect(),
         consent: js.iter().filter_map(|j| j.consent.clone()).collect(),
         cooloffs: js.iter().filter_map(|j| j.cooloff.clone()).collect(),
         caps: js.iter().flat_map(|j| j.caps.iter().cloned()).collect(),

@@ -166,8 +166,11 @@ pub struct JurisdictionDef {
     pub cooloff: Option<CooloffDef>,
     #[serde(default)]
     pub consent: Option<ConsentDef>,
-    #[serde(default)]
-    pub caller_id: Option<CallerIdDef>,
+    /// `[jurisdiction.caller_id]` for one check, `[[jurisdiction.caller_id]]`
+    /// for several (a range forbidden in every mode, another required in
+    /// automated calls).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub caller_id: Vec<CallerIdDef>,
     #[serde(default)]
     pub note: Option<String>,
 }
@@ -265,12 +268,26 @@ pub enum CallerIdCheck {
     /// ARCEP 2022-1583: automated calls only from NPV, 08 (not 089) and
     /// 30/31 short numbers; mobile numbers never.
     FrArcep,
+    /// The ranges the rule writes: the caller ID opens with one of `allow`
+    /// (when it lists any) and with none of `deny` (a dedicated code for
+    /// commercial calls, such as the one Spain's Ley 10/2025 provides for).
+    Prefixes,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerIdDef {
     pub check: CallerIdCheck,
+    /// `prefixes`: E.164 prefixes (`+34400`) the caller ID must open with
+    /// one of.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// `prefixes`: E.164 prefixes the caller ID must not open with.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Only for calls in these modes (default every mode).
+    #[serde(default)]
+    pub modes: Vec<Mode>,
     #[serde(default)]
     pub from: Option<NaiveDate>,
     #[serde(default)]
@@ -280,4 +297,33 @@ pub struct CallerIdDef {
     pub confidence: Confidence,
     #[serde(default)]
     pub note: Option<String>,
+}
+
+/// One table or an array of tables, as a list. Written here rather than
+/// taken from `serde_with` (`OneOrMany`): one field needs it, and the
+/// visitor keeps the element's own errors (a misspelt key is named), which
+/// an untagged enum would reduce to "did not match any variant".
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Visit<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a table or an array of tables")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<Vec<T>, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(|t| vec![t])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(t) = s.next_element()? {
+                out.push(t);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(Visit(std::marker::PhantomData))
 }

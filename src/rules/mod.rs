@@ -130,8 +130,61 @@ impl ConsentRule {
 #[derive(Debug, Clone)]
 pub struct CallerIdRule {
     pub check: CallerIdCheck,
+    /// `Prefixes`: the caller ID opens with one of these (when any).
+    pub allow: Vec<NumberPrefix>,
+    /// `Prefixes`: the caller ID opens with none of these.
+    pub deny: Vec<NumberPrefix>,
+    pub modes: Vec<Mode>,
     pub in_force: InForce,
     pub cite: Cite,
+}
+
+impl CallerIdRule {
+    pub fn applies(&self, mode: Mode, date: NaiveDate) -> bool {
+        applies_to(&self.modes, mode) && self.in_force.on(date)
+    }
+}
+
+/// The leading digits of E.164 numbers (`+34400`), as a rule writes a
+/// range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NumberPrefix {
+    pub digits: u64,
+    pub len: u32,
+}
+
+impl NumberPrefix {
+    pub fn matches(self, n: crate::numbering::E164) -> bool {
+        n.starts_with(self.digits, self.len)
+    }
+}
+
+impl std::str::FromStr for NumberPrefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<NumberPrefix, String> {
+        let digits = s.strip_prefix('+').ok_or_else(|| {
+            format!("`{s}`: write a range as an E.164 prefix, `+` and the country code first")
+        })?;
+        if digits.is_empty()
+            || digits.len() > 15
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || digits.starts_with('0')
+        {
+            return Err(format!(
+                "`{s}`: a range is `+` and 1 to 15 digits, the country code first"
+            ));
+        }
+        Ok(NumberPrefix {
+            digits: digits.parse().map_err(|_| format!("`{s}`: not a number"))?,
+            len: digits.len() as u32,
+        })
+    }
+}
+
+impl std::fmt::Display for NumberPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "+{:0w$}", self.digits, w = self.len as usize)
+    }
 }
 
 /// A named holiday list of a rule set.
@@ -168,7 +221,7 @@ pub struct Jurisdiction {
     pub caps: Vec<CapRule>,
     pub cooloff: Option<CooloffRule>,
     pub consent: Option<ConsentRule>,
-    pub caller_id: Option<CallerIdRule>,
+    pub caller_id: Vec<CallerIdRule>,
     pub note: Option<String>,
 }
 
@@ -621,14 +674,48 @@ fn jurisdiction(
         }),
         None => None,
     };
-    let caller_id = d.caller_id.as_ref().map(|c| CallerIdRule {
-        check: c.check,
-        in_force: InForce {
-            from: c.from,
-            until: c.until,
-        },
-        cite: cite(&c.law, &c.source, c.confidence, &c.note),
-    });
+    let mut caller_id = Vec::new();
+    for (i, c) in d.caller_id.iter().enumerate() {
+        let ranges = |list: &[String]| {
+            list.iter()
+                .map(|p| p.parse::<NumberPrefix>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|m| ("caller_id", Some(i), m))
+        };
+        let (allow, deny) = (ranges(&c.allow)?, ranges(&c.deny)?);
+        match c.check {
+            CallerIdCheck::FrArcep if !allow.is_empty() || !deny.is_empty() => {
+                return Err((
+                    "caller_id",
+                    Some(i),
+                    "`fr-arcep` takes no `allow` or `deny` (its ranges are ARCEP's); use `check = \"prefixes\"` for ranges of your own".into(),
+                ))
+            }
+            CallerIdCheck::Prefixes if allow.is_empty() && deny.is_empty() => {
+                return Err((
+                    "caller_id",
+                    Some(i),
+                    "`prefixes` needs the ranges: `allow`, `deny` or both".into(),
+                ))
+            }
+            _ => {}
+        }
+        if let Some(p) = allow.iter().find(|a| deny.iter().any(|d| d == *a)) {
+            return Err((
+                "caller_id",
+                Some(i),
+                format!("{p} is both allowed and denied"),
+            ));
+        }
+        caller_id.push(CallerIdRule {
+            check: c.check,
+            allow,
+            deny,
+            modes: c.modes.clone(),
+            in_force: in_force(c.from, c.until, i)?,
+            cite: cite(&c.law, &c.source, c.confidence, &c.note),
+        });
+    }
     let countries = if d.parent.is_some() {
         Vec::new()
     } else if d.countries.is_empty() {

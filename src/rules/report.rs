@@ -62,18 +62,7 @@ fn jurisdiction(out: &mut String, set: &RuleSet, j: &Jurisdiction, year: i32) {
     }
     for h in &j.hours {
         let days: Vec<&str> = (0..7).filter(|d| h.days[*d]).map(|d| DAYS[d]).collect();
-        let modes = if h.modes.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({} calls)",
-                h.modes
-                    .iter()
-                    .map(|m| format!("{m:?}").to_lowercase())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
+        let modes = modes_text(&h.modes);
         let blocks = if h.blocks.is_empty() {
             "no calls".to_owned()
         } else {
@@ -129,11 +118,22 @@ fn jurisdiction(out: &mut String, set: &RuleSet, j: &Jurisdiction, year: i32) {
             cite(&c.cite)
         );
     }
-    if let Some(c) = &j.caller_id {
+    for c in &j.caller_id {
+        let ranges = |label: &str, list: &[crate::rules::NumberPrefix]| {
+            if list.is_empty() {
+                String::new()
+            } else {
+                let l: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+                format!(", {label} {}", l.join(" "))
+            }
+        };
         let _ = writeln!(
             out,
-            "  caller ID: {:?}{} — {}",
+            "  caller ID: {:?}{}{}{}{} — {}",
             c.check,
+            ranges("only from", &c.allow),
+            ranges("never from", &c.deny),
+            modes_text(&c.modes),
             dates(c.in_force.from, c.in_force.until),
             cite(&c.cite)
         );
@@ -185,4 +185,16 @@ pub fn show(lib: &Library, id: &str, year: i32) -> Option<String> {
         jurisdiction(&mut out, set, &set.national, year);
     }
     Some(out)
+}
+
+/// ` (automated calls)` for a rule of some modes only; empty for every mode.
+fn modes_text(modes: &[crate::policy::Mode]) -> String {
+    if modes.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = modes
+        .iter()
+        .map(|m| format!("{m:?}").to_lowercase())
+        .collect();
+    format!(" ({} calls)", names.join(", "))
 }
