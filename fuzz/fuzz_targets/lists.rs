@@ -43,14 +43,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, body)) = data.split_first() else {
         return;
     };
-    let country = if mode & 0x80 == 0 {
-        Country::FR
-    } else {
-        Country::US
-    };
+    // The low four bits pick the loader, the high four the country whose
+    // national format the list's numbers are read in.
+    let country = Country::ALL[usize::from(mode >> 4) % Country::ALL.len()];
     let path = scratch();
     let mut bytes = body.to_vec();
-    match mode & 0x7f {
+    match mode & 0x0f {
         // An index whose words the input gives, past magic and checksum.
         0 => compact::forge(&mut bytes),
         // A real index of the input's numbers (a count, then the numbers),
@@ -96,7 +94,7 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&path, &bytes).is_err() {
         return;
     }
-    match mode & 0x7f {
+    match mode & 0x0f {
         0 | 1 => {
             if let Ok(set) = CompactSet::open(&path) {
                 read_index(&set, body);
