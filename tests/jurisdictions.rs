@@ -569,7 +569,7 @@ fn caller_id_ranges_are_rules_with_modes_dates_and_checked_files() {
     let lib = callguard::rules::Library::check_file(&file).unwrap();
     let shown = callguard::rules::report::show(&lib, "ES", 2027).unwrap();
     assert!(
-        shown.contains("only from +34400 (automated calls) from 2026-12-28")
+        shown.contains("caller ID: prefixes, only from +34400 (automated calls) from 2026-12-28")
             && shown.contains("never from +346 +347"),
         "{shown}"
     );

@@ -274,6 +274,16 @@ pub enum CallerIdCheck {
     Prefixes,
 }
 
+impl CallerIdCheck {
+    /// As rule files write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CallerIdCheck::FrArcep => "fr-arcep",
+            CallerIdCheck::Prefixes => "prefixes",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallerIdDef {

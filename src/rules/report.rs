@@ -129,8 +129,8 @@ fn jurisdiction(out: &mut String, set: &RuleSet, j: &Jurisdiction, year: i32) {
         };
         let _ = writeln!(
             out,
-            "  caller ID: {:?}{}{}{}{} — {}",
-            c.check,
+            "  caller ID: {}{}{}{}{} — {}",
+            c.check.name(),
             ranges("only from", &c.allow),
             ranges("never from", &c.deny),
             modes_text(&c.modes),

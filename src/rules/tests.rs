@@ -14,3 +14,33 @@ fn builtin_sets_load() {
     assert!(lib.find("us-fl").is_some());
     assert!(lib.find("XX").is_none());
 }
+
+#[test]
+fn caller_id_checks_are_named_as_files_write_them() {
+    #[derive(serde::Deserialize)]
+    struct One {
+        check: CallerIdCheck,
+    }
+    for c in [CallerIdCheck::FrArcep, CallerIdCheck::Prefixes] {
+        let read: One = toml::from_str(&format!("check = \"{}\"", c.name())).unwrap();
+        assert_eq!(read.check, c);
+    }
+    let fr = report::show(&Library::builtin().unwrap(), "FR", 2027).unwrap();
+    assert!(
+        fr.contains("caller ID: fr-arcep — ARCEP décision 2022-1583"),
+        "{fr}"
+    );
+}
+
+#[test]
+fn number_prefixes_read_and_print_as_written() {
+    for ok in ["+34400", "+1", "+123456789012345"] {
+        assert_eq!(ok.parse::<NumberPrefix>().unwrap().to_string(), ok);
+    }
+    for bad in ["34400", "+", "+0", "+34 400", "+1234567890123456", "+34a"] {
+        assert!(bad.parse::<NumberPrefix>().is_err(), "{bad}");
+    }
+    let p: NumberPrefix = "+346".parse().unwrap();
+    assert!(p.matches(crate::numbering::E164::from_digits(34_612_345_678)));
+    assert!(!p.matches(crate::numbering::E164::from_digits(34_912_345_678)));
+}
