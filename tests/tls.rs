@@ -414,3 +414,63 @@ fn an_untrusted_carrier_certificate_is_refused_and_certificates_reload_on_sighup
         "the renewed certificate is served"
     );
 }
+
+#[test]
+fn a_sips_request_goes_only_to_a_carrier_reached_over_tls() {
+    let pki = Pki::new("test CA");
+    let cg = pki.issue("callguard.test", &["callguard.test"]);
+    let carrier_cert = pki.issue("carrier.test", &["carrier.test"]);
+    let (cport, carriers) = carrier(&carrier_cert, &pki.ca_pem);
+    let uas = Ua::bind("127.0.0.1:0");
+    let files = |dir: &Path| {
+        write(dir, "cg.pem", &cg.pem);
+        write(dir, "cg.key", &cg.key);
+        write(dir, "ca.pem", &pki.ca_pem);
+    };
+    let sips_invite = |port: u16, call_id: &str| {
+        tls_invite(port, "+33142000000", call_id).replacen("INVITE sip:", "INVITE sips:", 1)
+    };
+    // Two carriers of one priority, one over UDP: a `sip:` call could go
+    // to either, a `sips:` one only over TLS (RFC 3261 §26.2.2).
+    let p = Proxy::process_tls(
+        &[
+            format!("udp:{}", uas.addr()),
+            format!("tls:127.0.0.1:{cport}"),
+        ],
+        TLS_TOML,
+        "",
+        files,
+    );
+    let mut d = dialer(p.tls, &pki.ca_pem, None);
+    let mut c = None;
+    for n in 0..4 {
+        d.send(&sips_invite(p.tls, &format!("sips-{n}")));
+        let c = c.get_or_insert_with(|| {
+            carriers
+                .recv_timeout(T)
+                .unwrap_or_else(|_| panic!("no TLS connection to the carrier:\n{}", p.log()))
+        });
+        let fwd = c.recv(T).expect("INVITE at the TLS carrier");
+        assert_eq!(fwd.call_id(), Some(format!("sips-{n}").as_bytes()));
+        assert!(fwd.request_uri().unwrap().starts_with(b"sips:"));
+    }
+    uas.expect_silence(Duration::from_millis(300));
+    drop(p);
+
+    // Only a UDP carrier: the call cannot go on securely, 480 (RFC 5630
+    // §5.3), and nothing reaches the carrier.
+    let p = Proxy::process_tls(&[format!("udp:{}", uas.addr())], TLS_TOML, "", files);
+    let mut d = dialer(p.tls, &pki.ca_pem, None);
+    d.send(&sips_invite(p.tls, "sips-udp"));
+    let r = d.recv_skip_100(T);
+    assert_eq!(r.status(), Some(480), "{}", first_line(&r));
+    assert_eq!(
+        reason(&r),
+        "no_carrier",
+        "{}",
+        String::from_utf8_lossy(r.buf())
+    );
+    let warning = String::from_utf8_lossy(r.header_by_name("Warning").unwrap()).into_owned();
+    assert!(warning.contains("sips:"), "{warning}");
+    uas.expect_silence(Duration::from_millis(300));
+}

@@ -244,6 +244,15 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether the Request-URI is a SIPS URI: every hop to its target is then
+/// TLS (§26.2.2, RFC 5630 §3.1.3), so only carriers reached over TLS may
+/// take the request.
+pub fn is_sips_request(msg: &Message) -> bool {
+    msg.request_uri()
+        .and_then(|u| u.get(..5))
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"sips:"))
+}
+
 /// §16.3 step 3 / §16.6 step 3: the Max-Forwards to send on, or the
 /// response that ends the request (483 at zero).
 pub fn max_forwards(msg: &Message) -> Result<u32, (u16, &'static str)> {

@@ -470,13 +470,18 @@ impl Core {
                 warn,
             } => {
                 self.observe_forward(&tenant, warn);
-                let targets = self.targets();
+                let sips = self.servers[id.slot]
+                    .fwd
+                    .as_ref()
+                    .is_some_and(|f| routing::is_sips_request(&f.request));
+                let targets = self.targets(sips);
                 if let Some(fwd) = self.servers[id.slot].fwd.as_mut() {
                     // Set first: a call allowed with no carrier to take it
                     // has an outcome too.
                     fwd.tenant = Some(tenant);
                     if targets.is_empty() {
-                        return self.reject_server(now, id.slot, &no_carrier());
+                        let r = self.no_target(sips);
+                        return self.reject_server(now, id.slot, &r);
                     }
                     fwd.targets = targets;
                     fwd.extra = headers;
@@ -647,12 +652,33 @@ impl Core {
         self.observer.decision(Some(tenant), outcome, warn);
     }
 
-    fn targets(&mut self) -> VecDeque<Carrier> {
-        carriers::order(
+    /// The carriers to try, in order; for a SIPS request only those
+    /// reached over TLS.
+    fn targets(&mut self, sips: bool) -> VecDeque<Carrier> {
+        let mut t = carriers::order(
             &self.settings.carriers,
             &self.settings.status,
             &mut self.rng,
-        )
+        );
+        if sips {
+            t.retain(|c| c.peer.transport == Transport::Tls);
+        }
+        t
+    }
+
+    /// Why an allowed call has no carrier to go to.
+    fn no_target(&self, sips: bool) -> Rejection {
+        if sips && !self.settings.carriers.is_empty() {
+            // RFC 5630 §5.3 answers a SIPS request that cannot be routed
+            // over TLS with 480.
+            return local_rejection(
+                480,
+                "Temporarily Unavailable",
+                Code::NoCarrier,
+                "the Request-URI is a sips: URI, which needs TLS on every hop (RFC 5630), and no carrier is reached over TLS",
+            );
+        }
+        no_carrier()
     }
 
     /// Carrier INVITEs and health checks use the short bound: a dialer, or

@@ -97,7 +97,7 @@ impl Core {
                 let tenant = self.gatekeeper.tenant_of(&from);
                 self.observer
                     .decision(tenant.as_ref(), Outcome::Reject, Some(r.code));
-                self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
+                self.reject_invite(now, from, msg, key, top_via, reply_to, r);
             }
             b"INVITE" => self.initial_invite(now, from, msg, key, top_via, reply_to),
             b"OPTIONS" if self.draining => {
@@ -172,7 +172,7 @@ impl Core {
                 self.observer
                     .decision(r.tenant.as_ref(), Outcome::Reject, Some(r.code));
                 log_rejected(msg.call_id().unwrap_or_default(), from, &r);
-                self.reject_invite(now, from, msg, key, top_via, reply_to, r, true);
+                self.reject_invite(now, from, msg, key, top_via, reply_to, r);
             }
             Verdict::Forward {
                 tenant,
@@ -180,12 +180,13 @@ impl Core {
                 warn,
             } => {
                 self.observe_forward(&tenant, warn);
-                let targets = self.targets();
+                let sips = routing::is_sips_request(&msg);
+                let targets = self.targets(sips);
                 if targets.is_empty() {
-                    let r = no_carrier();
+                    let r = self.no_target(sips);
                     let call_id = msg.call_id().unwrap_or_default();
                     self.gatekeeper.settled(call_id, &tenant, r.status, None);
-                    return self.reject_invite(now, from, msg, key, top_via, reply_to, r, false);
+                    return self.reject_invite(now, from, msg, key, top_via, reply_to, r);
                 }
                 let mut fwd = Forwarding::new(msg, top_via);
                 fwd.targets = targets;
@@ -246,21 +247,9 @@ impl Core {
         top_via: Option<build::ViaText>,
         reply_to: Peer,
         r: Rejection,
-        explain: bool,
     ) {
         let tag = key.local_tag();
-        let bytes = if explain {
-            self.explained_response(&msg, top_via.as_deref(), &tag, &r)
-        } else {
-            build::response(
-                &msg,
-                top_via.as_deref(),
-                r.status,
-                &r.phrase,
-                Some(&tag),
-                &[],
-            )
-        };
+        let bytes = self.explained_response(&msg, top_via.as_deref(), &tag, &r);
         let status = r.status;
         self.new_server(now, key, from, None, |ctx| {
             let mut m = ServerInvite::new(reply_to, None, ctx);
