@@ -159,23 +159,33 @@ impl NumberPrefix {
     }
 }
 
+/// A range a rule file writes that is no E.164 prefix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadPrefix {
+    #[error("`{0}`: write a range as an E.164 prefix, `+` and the country code first")]
+    NoPlus(String),
+    #[error("`{0}`: a range is `+` and 1 to 15 digits, the country code first")]
+    Digits(String),
+}
+
 impl std::str::FromStr for NumberPrefix {
-    type Err = String;
-    fn from_str(s: &str) -> Result<NumberPrefix, String> {
-        let digits = s.strip_prefix('+').ok_or_else(|| {
-            format!("`{s}`: write a range as an E.164 prefix, `+` and the country code first")
-        })?;
+    type Err = BadPrefix;
+    fn from_str(s: &str) -> Result<NumberPrefix, BadPrefix> {
+        let digits = s
+            .strip_prefix('+')
+            .ok_or_else(|| BadPrefix::NoPlus(s.to_owned()))?;
         if digits.is_empty()
             || digits.len() > 15
             || !digits.bytes().all(|b| b.is_ascii_digit())
             || digits.starts_with('0')
         {
-            return Err(format!(
-                "`{s}`: a range is `+` and 1 to 15 digits, the country code first"
-            ));
+            return Err(BadPrefix::Digits(s.to_owned()));
         }
         Ok(NumberPrefix {
-            digits: digits.parse().map_err(|_| format!("`{s}`: not a number"))?,
+            // 15 digits or fewer always fit.
+            digits: digits
+                .parse()
+                .map_err(|_| BadPrefix::Digits(s.to_owned()))?,
             len: digits.len() as u32,
         })
     }
@@ -680,7 +690,7 @@ fn jurisdiction(
             list.iter()
                 .map(|p| p.parse::<NumberPrefix>())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|m| ("caller_id", Some(i), m))
+                .map_err(|e| ("caller_id", Some(i), e.to_string()))
         };
         let (allow, deny) = (ranges(&c.allow)?, ranges(&c.deny)?);
         match c.check {

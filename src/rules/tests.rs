@@ -37,8 +37,16 @@ fn number_prefixes_read_and_print_as_written() {
     for ok in ["+34400", "+1", "+123456789012345"] {
         assert_eq!(ok.parse::<NumberPrefix>().unwrap().to_string(), ok);
     }
-    for bad in ["34400", "+", "+0", "+34 400", "+1234567890123456", "+34a"] {
-        assert!(bad.parse::<NumberPrefix>().is_err(), "{bad}");
+    assert_eq!(
+        "34400".parse::<NumberPrefix>(),
+        Err(BadPrefix::NoPlus("34400".into()))
+    );
+    for bad in ["+", "+0", "+34 400", "+1234567890123456", "+34a"] {
+        assert_eq!(
+            bad.parse::<NumberPrefix>(),
+            Err(BadPrefix::Digits(bad.into())),
+            "{bad}"
+        );
     }
     let p: NumberPrefix = "+346".parse().unwrap();
     assert!(p.matches(crate::numbering::E164::from_digits(34_612_345_678)));

@@ -661,6 +661,9 @@ impl Core {
             &mut self.rng,
         );
         if sips {
+            // Dropping the others from the weighted order leaves the TLS
+            // carriers in a weighted order of their own: each pick's
+            // chance is still its weight among those left.
             t.retain(|c| c.peer.transport == Transport::Tls);
         }
         t
