@@ -18,7 +18,7 @@ pub use crate::codes::{Code, Outcome};
 use crate::dnc::{ConsentList, DncList};
 use crate::numbering::{self, CallerNumber, Country, FrCategory, E164};
 use crate::rules::applied::{Applied, Lookup, TenantRules};
-use crate::rules::CallerIdCheck;
+use crate::rules::{CallerIdCheck, CallerIdRule, NumberPrefix};
 use crate::schedule::{write_2d, write_hm, Closed};
 
 /// Rule codes, in decision order (contract: `X-Callguard-Reason`).
@@ -604,49 +604,12 @@ impl TenantPolicy {
                 self.id
             ));
         }
-        for check in rules.caller_checks(mode, today) {
-            if check.check == CallerIdCheck::Prefixes {
-                let e = match n {
-                    CallerNumber::E164(e) => Some(e),
-                    CallerNumber::FrShort(_) => None,
-                };
-                let opens = |p: &crate::rules::NumberPrefix| e.is_some_and(|e| p.matches(e));
-                if let Some(p) = check.deny.iter().find(|p| opens(p)) {
-                    return Some(format!(
-                        "caller ID {n} is in the range {p}, which {} forbids for these calls",
-                        check.cite.law
-                    ));
-                }
-                if !check.allow.is_empty() && !check.allow.iter().any(opens) {
-                    let ranges: Vec<String> = check.allow.iter().map(|p| p.to_string()).collect();
-                    return Some(format!(
-                        "caller ID {n} is outside the ranges {} allows for these calls ({})",
-                        check.cite.law,
-                        ranges.join(", ")
-                    ));
-                }
-                continue;
-            }
-            let cat = numbering::fr_category(n);
-            if cat == FrCategory::Mobile {
-                return Some(format!(
-                    "caller ID {n} is a mobile number, which a call centre may never present ({})",
-                    check.cite.law
-                ));
-            } else if mode == Mode::Automated
-                && !matches!(
-                    cat,
-                    FrCategory::Npv | FrCategory::Special | FrCategory::Short
-                )
-            {
-                return Some(format!(
-                    "automated calls must present an NPV, 08 or 30/31 number ({}); caller ID {n} is {}",
-                    check.cite.law,
-                    category_text(cat)
-                ));
-            }
-        }
-        None
+        rules
+            .caller_checks(mode, today)
+            .find_map(|check| match check.check {
+                CallerIdCheck::Prefixes => range_problem(n, check),
+                CallerIdCheck::FrArcep => arcep_problem(n, mode, check),
+            })
     }
 
     /// Rule 9 over the attempts counted so far: `None` while under every
@@ -1056,6 +1019,55 @@ pub fn cooloff_end(refused: DateTime<Utc>, days: u32, zones: &[Tz]) -> DateTime<
         }
     }
     end
+}
+
+/// A caller ID outside the ranges `check` allows, or inside one it denies.
+fn range_problem(n: CallerNumber, check: &CallerIdRule) -> Option<String> {
+    let e = match n {
+        CallerNumber::E164(e) => Some(e),
+        CallerNumber::FrShort(_) => None,
+    };
+    let opens = |p: &NumberPrefix| e.is_some_and(|e| p.matches(e));
+    if let Some(p) = check.deny.iter().find(|p| opens(p)) {
+        return Some(format!(
+            "caller ID {n} is in the range {p}, which {} forbids for these calls",
+            check.cite.law
+        ));
+    }
+    if !check.allow.is_empty() && !check.allow.iter().any(opens) {
+        let ranges: Vec<String> = check.allow.iter().map(|p| p.to_string()).collect();
+        return Some(format!(
+            "caller ID {n} is outside the ranges {} allows for these calls ({})",
+            check.cite.law,
+            ranges.join(", ")
+        ));
+    }
+    None
+}
+
+/// ARCEP 2022-1583: a mobile number never; automated calls only from NPV,
+/// 08 and 30/31 numbers.
+fn arcep_problem(n: CallerNumber, mode: Mode, check: &CallerIdRule) -> Option<String> {
+    let cat = numbering::fr_category(n);
+    if cat == FrCategory::Mobile {
+        return Some(format!(
+            "caller ID {n} is a mobile number, which a call centre may never present ({})",
+            check.cite.law
+        ));
+    }
+    if mode == Mode::Automated
+        && !matches!(
+            cat,
+            FrCategory::Npv | FrCategory::Special | FrCategory::Short
+        )
+    {
+        return Some(format!(
+            "automated calls must present an NPV, 08 or 30/31 number ({}); caller ID {n} is {}",
+            check.cite.law,
+            category_text(cat)
+        ));
+    }
+    None
 }
 
 /// Parses an entitled caller-ID entry: a number, or a prefix ending in `*`.
