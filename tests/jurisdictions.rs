@@ -596,6 +596,12 @@ fn caller_id_ranges_are_rules_with_modes_dates_and_checked_files() {
             17,
             "both allowed and denied",
         ),
+        // Dates in the wrong order name the entry, not the jurisdiction.
+        (
+            "check = \"prefixes\"\ndeny = [\"+346\"]\nfrom = \"2027-01-01\"\nuntil = \"2026-01-01\"\n",
+            17,
+            "`jurisdiction[0].caller_id[0]`: jurisdiction `ES`: until 2026-01-01 is before from",
+        ),
         // A misspelt key in one of several entries is named.
         (
             "check = \"prefixes\"\nalow = [\"+34400\"]\n",

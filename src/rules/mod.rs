@@ -193,7 +193,8 @@ impl std::str::FromStr for NumberPrefix {
 
 impl std::fmt::Display for NumberPrefix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "+{:0w$}", self.digits, w = self.len as usize)
+        // No range opens with 0 (`from_str`): the digits print whole.
+        write!(f, "+{}", self.digits)
     }
 }
 
@@ -553,14 +554,17 @@ fn parse(path: &str, text: &str) -> Result<Parsed, RulesError> {
 
 type DefError = (&'static str, Option<usize>, String);
 
+/// The dates of the entry `key` (`hours`, its `i`-th) is in force; an
+/// error names that entry, whose line the operator then finds.
 fn in_force(
     from: Option<NaiveDate>,
     until: Option<NaiveDate>,
-    i: usize,
+    key: &'static str,
+    i: Option<usize>,
 ) -> Result<InForce, DefError> {
     if let (Some(f), Some(u)) = (from, until) {
         if u < f {
-            return Err(("until", Some(i), format!("until {u} is before from {f}")));
+            return Err((key, i, format!("until {u} is before from {f}")));
         }
     }
     Ok(InForce { from, until })
@@ -620,7 +624,7 @@ fn jurisdiction(
             days,
             blocks,
             modes: h.modes.clone(),
-            in_force: in_force(h.from, h.until, i)?,
+            in_force: in_force(h.from, h.until, "hours", Some(i))?,
             cite: cite(&h.law, &h.source, h.confidence, &h.note),
         });
     }
@@ -653,7 +657,7 @@ fn jurisdiction(
             },
             scope: c.scope,
             modes: c.modes.clone(),
-            in_force: in_force(c.from, c.until, i)?,
+            in_force: in_force(c.from, c.until, "cap", Some(i))?,
             cite: cite(&c.law, &c.source, c.confidence, &c.note),
         });
     }
@@ -667,7 +671,7 @@ fn jurisdiction(
         }
         Some(c) => Some(CooloffRule {
             days: c.days,
-            in_force: in_force(c.from, c.until, 0)?,
+            in_force: in_force(c.from, c.until, "cooloff", None)?,
             cite: cite(&c.law, &c.source, c.confidence, &c.note),
         }),
         None => None,
@@ -679,7 +683,7 @@ fn jurisdiction(
         Some(c) => Some(ConsentRule {
             campaigns: c.campaigns.clone(),
             modes: c.modes.clone(),
-            in_force: in_force(c.from, c.until, 0)?,
+            in_force: in_force(c.from, c.until, "consent", None)?,
             cite: cite(&c.law, &c.source, c.confidence, &c.note),
         }),
         None => None,
@@ -722,7 +726,7 @@ fn jurisdiction(
             allow,
             deny,
             modes: c.modes.clone(),
-            in_force: in_force(c.from, c.until, i)?,
+            in_force: in_force(c.from, c.until, "caller_id", Some(i))?,
             cite: cite(&c.law, &c.source, c.confidence, &c.note),
         });
     }
