@@ -334,6 +334,62 @@ fn brazil_state_overlays_by_ddd() {
     assert_eq!(r, Some("outside_hours"));
 }
 
+/// A landline is checked in the zone of its area, a mobile (whose number
+/// does not tell where it is) in every zone of its country. Before, every
+/// number outside North America and France was checked in all its
+/// country's zones: a Sydney landline at 11:00 was refused as 08:00 in
+/// Perth, a Madrid one at 09:30 as 08:30 in the Canaries.
+#[test]
+fn landlines_are_checked_in_their_area_s_zone_mobiles_in_every_zone() {
+    let t = tenant("\"au\", \"es\", \"br\", \"id\"", "");
+    let h = History::default();
+    let at = |zone: Tz, hour: u32, min: u32| local(zone, 2026, 12, 9, hour, min);
+    let outcome = |callee: &str, when| {
+        let (o, r, retry, _, why) = decide(&t, callee, when, &h);
+        (o, r, retry, why)
+    };
+    let allowed = |callee: &str, when| {
+        let (o, _, _, why) = outcome(callee, when);
+        assert_eq!(o, Outcome::Allow, "{callee}: {why}");
+    };
+    let refused = |callee: &str, when, retry: u64| {
+        let (o, r, after, why) = outcome(callee, when);
+        assert_eq!(
+            (o, r, after),
+            (Outcome::Reject, Some("outside_hours"), Some(retry)),
+            "{callee}: {why}"
+        );
+    };
+    use Tz::*;
+    // Australia, Wednesday in summer: weekdays 09:00-20:00.
+    allowed("+61299998888", at(Australia__Sydney, 11, 0));
+    allowed("+61398765432", at(Australia__Melbourne, 9, 0));
+    // Queensland keeps no daylight saving: 08:30 in Brisbane is 09:30 in
+    // Sydney, where libphonenumber's rows would place the number.
+    refused("+61733334444", at(Australia__Brisbane, 8, 30), 1800);
+    allowed("+61733334444", at(Australia__Brisbane, 19, 59));
+    refused("+61892221234", at(Australia__Perth, 8, 30), 1800);
+    // A mobile: 11:00 in Sydney is 08:00 in Perth.
+    refused("+61412345678", at(Australia__Sydney, 11, 0), 9000);
+    // Spain: 09:00-21:00, an hour apart between Madrid and the Canaries.
+    allowed("+34912345678", at(Europe__Madrid, 9, 30));
+    allowed("+34912345678", at(Europe__Madrid, 20, 59));
+    refused("+34928123456", at(Atlantic__Canary, 8, 30), 1800);
+    allowed("+34928123456", at(Atlantic__Canary, 20, 30));
+    refused("+34612345678", at(Europe__Madrid, 9, 30), 1800);
+    allowed("+34612345678", at(Europe__Madrid, 20, 59));
+    refused("+34612345678", at(Europe__Madrid, 21, 0), 46800);
+    // Brazil: Rio de Janeiro and Mato Grosso do Sul, 08:00-18:00 by the
+    // state laws, on Brasília time and an hour behind it.
+    allowed("+5521987654321", at(America__Sao_Paulo, 8, 30));
+    refused("+556733334444", at(America__Sao_Paulo, 8, 30), 1800);
+    allowed("+556733334444", at(America__Campo_Grande, 17, 30));
+    // Indonesia: 08:00-18:00, WIB, WITA and WIT.
+    allowed("+62215551234", at(Asia__Jakarta, 16, 30));
+    refused("+62967534567", at(Asia__Jakarta, 16, 30), 48600);
+    refused("+6281234567890", at(Asia__Jakarta, 16, 30), 55800);
+}
+
 #[test]
 fn a_callee_no_rule_set_covers() {
     let t = tenant("\"us\"", "");

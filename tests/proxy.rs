@@ -603,6 +603,60 @@ fn national_format_is_read_in_the_tenants_country() {
     assert_eq!(m.call_id(), Some(&b"fr-national"[..]));
 }
 
+/// A landline is held to its area's hours, a mobile to every zone of its
+/// country: at 17:00 in Jakarta (19:00 in Jayapura) a Jakarta landline
+/// is called and an Indonesian mobile refused. Before, both were refused.
+#[test]
+fn a_landline_is_called_in_its_area_s_hours() {
+    let (uas, spec) = carrier();
+    let p = Proxy::process_with(
+        std::slice::from_ref(&spec),
+        "",
+        "country = \"ID\"\nrule_sets = [\"fr\", \"id\"]",
+    );
+    let uac = Ua::bind("127.0.0.1:0");
+    let landline = invite(
+        &uac.hostport(),
+        "UDP",
+        p.addr(),
+        "+62215551234",
+        "id-landline",
+        "z9hG4bKidlandline",
+    );
+    uac.send(p.addr(), &landline);
+    let (m, _) = uas.recv(T).expect("the Jakarta landline is called");
+    assert_eq!(m.call_id(), Some(&b"id-landline"[..]));
+
+    let mobile = invite(
+        &uac.hostport(),
+        "UDP",
+        p.addr(),
+        "+6281234567890",
+        "id-mobile",
+        "z9hG4bKidmobile",
+    );
+    uac.send(p.addr(), &mobile);
+    let r = loop {
+        let r = uac.recv_final_or_request(T);
+        if r.call_id() == Some(&b"id-mobile"[..]) {
+            break r;
+        }
+    };
+    assert!(
+        first_line(&r).starts_with("SIP/2.0 480"),
+        "{}",
+        first_line(&r)
+    );
+    assert_eq!(reason(&r), "outside_hours");
+    let warning = String::from_utf8_lossy(r.header_by_name("Warning").unwrap()).into_owned();
+    assert!(warning.contains("Asia/Jayapura"), "{warning}");
+    // The carrier sees the landline's INVITE again (it never answers), and
+    // never the mobile's.
+    while let Some((m, _)) = uas.recv(Duration::from_millis(300)) {
+        assert_eq!(m.call_id(), Some(&b"id-landline"[..]));
+    }
+}
+
 /// An operator's rule file over the Spanish set: automated calls only from
 /// the code for commercial calls (the Ministry's proposed 400), and no
 /// call from a mobile, in ranges written as data.

@@ -9,31 +9,18 @@ use super::E164;
 /// The zones a number may be in. The call must be allowed in every one.
 pub type Zones = &'static [Tz];
 
-/// French overseas ranges sharing a country code (rules.md): the
-/// libphonenumber rows give both Mayotte and Réunion for +262.
-const FR_OVERRIDES: &[(&str, &str)] = &[
-    ("262262", "Indian/Reunion"),
-    ("262263", "Indian/Reunion"),
-    ("262692", "Indian/Reunion"),
-    ("262693", "Indian/Reunion"),
-    ("26270920", "Indian/Reunion"),
-    ("26270921", "Indian/Reunion"),
-    ("26270922", "Indian/Reunion"),
-    ("26270923", "Indian/Reunion"),
-    ("262269", "Indian/Mayotte"),
-    ("262639", "Indian/Mayotte"),
-    ("26270935", "Indian/Mayotte"),
-    ("26270936", "Indian/Mayotte"),
-    ("26270937", "Indian/Mayotte"),
-];
+/// libphonenumber's rows: every NANP prefix, one row per other country.
+const TIMEZONES: &str = include_str!("timezones.txt");
+/// Geographic areas of the rule-set countries, curated from their
+/// numbering plans (see the file's head for why not libphonenumber's).
+const AREAS: &str = include_str!("areas.txt");
 
-/// Area codes NANPA put in service after the libphonenumber data was cut:
-/// the zone of the codes they overlay (`nanp.txt`).
-const NANP_OVERRIDES: &[(&str, &str)] = &[
-    ("1436", "America/New_York"), // Ohio, overlay of 440
-    ("1679", "America/Detroit"),  // Michigan, overlay of 313
-    ("1861", "America/Chicago"),  // Illinois, overlay of 815/779
-];
+/// The `prefix|zones` rows of a table file.
+fn rows_of(text: &'static str) -> impl Iterator<Item = (&'static str, &'static str)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('|'))
+}
 
 struct Table {
     /// (prefix length, prefix) → zones
@@ -55,15 +42,9 @@ fn table() -> &'static Table {
             max_len = max_len.max(prefix.len() as u32);
             rows.insert((prefix.len() as u32, p), Box::leak(tzs.into_boxed_slice()));
         };
-        for line in include_str!("timezones.txt").lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            if let Some((p, z)) = line.split_once('|') {
-                add(p, z);
-            }
-        }
-        for (p, z) in FR_OVERRIDES.iter().chain(NANP_OVERRIDES) {
+        // The curated areas after libphonenumber's rows: a prefix both
+        // name is the curated one.
+        for (p, z) in rows_of(TIMEZONES).chain(rows_of(AREAS)) {
             add(p, z);
         }
         Table { rows, max_len }
@@ -130,5 +111,75 @@ mod tests {
         assert_eq!(zones("+12083215555"), ["America/Denver"]);
         let z = zones("+12083005555");
         assert_eq!(z, ["America/Boise", "America/Los_Angeles"]);
+    }
+
+    /// A zone name the time-zone database does not know would be dropped
+    /// from its row, and the call checked in fewer zones than the number
+    /// may be in: every name of both files must parse.
+    #[test]
+    fn every_row_of_both_files_reads_whole() {
+        let mut n = 0;
+        for (prefix, zones) in rows_of(TIMEZONES).chain(rows_of(AREAS)) {
+            assert!(
+                !prefix.is_empty() && prefix.bytes().all(|b| b.is_ascii_digit()),
+                "{prefix}"
+            );
+            for z in zones.split('&') {
+                assert!(z.parse::<Tz>().is_ok(), "{prefix}: unknown zone {z}");
+            }
+            n += 1;
+        }
+        assert!(n > 2300, "{n} rows");
+    }
+
+    /// Landlines are in their area's zone; a mobile, whose number does not
+    /// tell where it is, in every zone of its country.
+    #[test]
+    fn geographic_areas_of_the_rule_set_countries() {
+        let all_au = zones("+61412345678");
+        assert_eq!(all_au.len(), 8, "{all_au:?}");
+        assert_eq!(zones("+61299998888"), ["Australia/Sydney"]);
+        assert_eq!(
+            zones("+61398765432"),
+            ["Australia/Melbourne", "Australia/Hobart"]
+        );
+        // Queensland keeps no daylight saving: Brisbane, not Sydney.
+        assert_eq!(zones("+61733334444"), ["Australia/Brisbane"]);
+        assert_eq!(
+            zones("+61755361234"),
+            ["Australia/Brisbane", "Australia/Sydney"]
+        );
+        assert!(zones("+61892221234").contains(&"Australia/Perth".to_owned()));
+        assert!(zones("+61891641234").contains(&"Indian/Christmas".to_owned()));
+        assert!(zones("+61265998123").contains(&"Australia/Lord_Howe".to_owned()));
+        assert_eq!(zones("+61385001234").len(), 2, "03 8 is Victoria");
+        assert_eq!(zones("+61851234567").len(), 8, "08 5: every zone");
+
+        assert_eq!(zones("+34912345678"), ["Europe/Madrid"]);
+        assert_eq!(zones("+34971123456"), ["Europe/Madrid"]);
+        assert_eq!(zones("+34928123456"), ["Atlantic/Canary"]);
+        assert_eq!(zones("+34822123456"), ["Atlantic/Canary"]);
+        assert_eq!(zones("+34925123456"), ["Europe/Madrid"]);
+        assert_eq!(zones("+34612345678"), ["Atlantic/Canary", "Europe/Madrid"]);
+        assert_eq!(zones("+34900123456"), ["Atlantic/Canary", "Europe/Madrid"]);
+
+        assert_eq!(zones("+5521987654321"), ["America/Sao_Paulo"]);
+        assert_eq!(zones("+558532223333"), ["America/Fortaleza"]);
+        assert_eq!(zones("+556733334444"), ["America/Campo_Grande"]);
+        assert_eq!(zones("+559133334444"), ["America/Belem"]);
+        assert_eq!(zones("+5568999998888"), ["America/Rio_Branco"]);
+        assert_eq!(
+            zones("+558133334444"),
+            ["America/Noronha", "America/Recife"]
+        );
+
+        assert_eq!(zones("+62215551234"), ["Asia/Jakarta"]);
+        assert_eq!(zones("+62361234567"), ["Asia/Makassar"]);
+        assert_eq!(zones("+62411234567"), ["Asia/Makassar"]);
+        assert_eq!(zones("+62561734567"), ["Asia/Pontianak"]);
+        assert_eq!(zones("+62967534567"), ["Asia/Jayapura"]);
+        assert_eq!(zones("+6281234567890").len(), 3, "a mobile: every zone");
+
+        assert_eq!(zones("+573001234567"), ["America/Bogota"]);
     }
 }
