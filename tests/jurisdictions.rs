@@ -390,6 +390,46 @@ fn landlines_are_checked_in_their_area_s_zone_mobiles_in_every_zone() {
     refused("+6281234567890", at(Asia__Jakarta, 16, 30), 55800);
 }
 
+/// North American numbers whose libphonenumber zone was wrong: an overlay
+/// of a code that spans two zones, Saskatchewan (no daylight saving), Yukon
+/// (UTC-7 all year since 2020). Each of these calls was forwarded before.
+#[test]
+fn nanp_overlays_and_mended_zones_refuse_what_the_local_hour_forbids() {
+    let t = tenant("\"us\", \"ca\"", "");
+    let h = History::default();
+    let refused = |callee: &str, when: DateTime<Utc>| {
+        let (o, r, _, _, why) = decide(&t, callee, when, &h);
+        assert_eq!(
+            (o, r),
+            (Outcome::Reject, Some("outside_hours")),
+            "{callee}: {why}"
+        );
+    };
+    use Tz::*;
+    // Pensacola on the 448 overlay: 08:30 in New York is 07:30 there.
+    refused("+14485550123", local(America__New_York, 2026, 12, 9, 8, 30));
+    // Saskatchewan in July: 09:00 in Winnipeg is 08:00 in Regina.
+    refused("+14745550123", local(America__Winnipeg, 2026, 7, 8, 9, 0));
+    // Whitehorse in January: 21:00 in Vancouver is 22:00 there.
+    refused(
+        "+18676675550",
+        local(America__Vancouver, 2027, 1, 13, 21, 0),
+    );
+    // An overlay number in British Columbia may be in the Peace River
+    // country: 21:00 in Vancouver is 22:00 there in winter.
+    refused(
+        "+17785550123",
+        local(America__Vancouver, 2027, 1, 13, 21, 0),
+    );
+    let (o, _, _, _, why) = decide(
+        &t,
+        "+16045550123",
+        local(America__Vancouver, 2027, 1, 13, 21, 0),
+        &h,
+    );
+    assert_eq!(o, Outcome::Allow, "604 is the Lower Mainland only: {why}");
+}
+
 #[test]
 fn a_callee_no_rule_set_covers() {
     let t = tenant("\"us\"", "");

@@ -182,4 +182,40 @@ mod tests {
 
         assert_eq!(zones("+573001234567"), ["America/Bogota"]);
     }
+
+    /// North American overlays carry every zone of the code they overlay,
+    /// and the zones libphonenumber's rows get wrong are mended.
+    #[test]
+    fn nanp_overlays_and_mended_zones() {
+        assert_eq!(
+            zones("+14485550123"),
+            ["America/New_York", "America/Chicago"]
+        );
+        assert_eq!(
+            zones("+14585550123"),
+            ["America/Los_Angeles", "America/Denver"]
+        );
+        assert_eq!(
+            zones("+17785550123"),
+            [
+                "America/Vancouver",
+                "America/Edmonton",
+                "America/Dawson_Creek"
+            ]
+        );
+        assert_eq!(zones("+16045550123"), ["America/Vancouver"]);
+        // Saskatchewan keeps no daylight saving: Regina, not Winnipeg.
+        assert_eq!(zones("+14745550123"), ["America/Regina"]);
+        assert_eq!(zones("+13065550123"), ["America/Regina"]);
+        assert_eq!(
+            zones("+12507825550"),
+            ["America/Edmonton", "America/Dawson_Creek"]
+        );
+        assert_eq!(zones("+18676675550"), ["America/Whitehorse"]);
+        assert_eq!(zones("+18679795550"), ["America/Toronto"]);
+        assert_eq!(zones("+18672225550").len(), 4);
+        assert_eq!(zones("+19075815550"), ["America/Adak", "America/Anchorage"]);
+        assert_eq!(zones("+18505550123"), ["America/New_York"]);
+        assert_eq!(zones("+18502005550"), ["America/Chicago"]);
+    }
 }
