@@ -430,6 +430,80 @@ fn nanp_overlays_and_mended_zones_refuse_what_the_local_hour_forbids() {
     assert_eq!(o, Outcome::Allow, "604 is the Lower Mainland only: {why}");
 }
 
+/// Consent the law asks for prospecting calls: Florida, Oklahoma and
+/// Maryland for calls by an automated system, Spain (since 2023-06-29) and
+/// Colombia (Ley 2300) for every prospecting call. Contract campaigns and,
+/// in the three states, manual calls are not concerned.
+#[test]
+fn prospecting_calls_need_consent_where_the_law_says() {
+    let prospecting = tenant("\"us\", \"es\", \"co\"", "campaign = \"prospecting\"");
+    let contract = tenant("\"us\", \"es\", \"co\"", "");
+    let h = History::default();
+    let at = |zone: Tz| local(zone, 2026, 12, 9, 11, 0);
+    let reason = |t: &TenantPolicy, callee: &str, mode: &str, zone: Tz| {
+        let d = t.decide(
+            &Facts::new("+12125550100", callee, Some(mode)),
+            &h,
+            at(zone),
+        );
+        (d.reason_str(), d.explanation.to_string())
+    };
+    use Tz::*;
+    for (callee, zone, law) in [
+        ("+13055550123", America__New_York, "501.059(8)(a)"),
+        ("+14055550123", America__Chicago, "15 O.S. 775C.4"),
+        ("+14105550123", America__New_York, "Stop the Spam Calls Act"),
+    ] {
+        let (r, why) = reason(&prospecting, callee, "predictive", zone);
+        assert_eq!(r, Some("no_consent"), "{callee}: {why}");
+        assert!(why.contains(law), "{why}");
+        assert_eq!(
+            reason(&prospecting, callee, "manual", zone).0,
+            None,
+            "{callee}"
+        );
+        assert_eq!(
+            reason(&contract, callee, "predictive", zone).0,
+            None,
+            "{callee}"
+        );
+    }
+    // New York has no such rule.
+    assert_eq!(
+        reason(
+            &prospecting,
+            "+12125550123",
+            "predictive",
+            America__New_York
+        )
+        .0,
+        None
+    );
+    for (callee, zone, law) in [
+        ("+34912345678", Europe__Madrid, "Ley 11/2022"),
+        ("+573001234567", America__Bogota, "Ley 2300"),
+    ] {
+        for mode in ["predictive", "manual"] {
+            let (r, why) = reason(&prospecting, callee, mode, zone);
+            assert_eq!(r, Some("no_consent"), "{callee} {mode}: {why}");
+            assert!(why.contains(law), "{why}");
+        }
+        assert_eq!(
+            reason(&contract, callee, "manual", zone).0,
+            None,
+            "{callee}"
+        );
+    }
+    // Spain's rule starts on 2023-06-29.
+    let before = local(Europe__Madrid, 2023, 6, 28, 11, 0);
+    let d = prospecting.decide(
+        &Facts::new("+12125550100", "+34912345678", Some("manual")),
+        &h,
+        before,
+    );
+    assert_eq!(d.reason_str(), None, "{}", d.explanation);
+}
+
 #[test]
 fn a_callee_no_rule_set_covers() {
     let t = tenant("\"us\"", "");
@@ -509,7 +583,7 @@ fn the_decision_names_its_jurisdiction_and_rules_version() {
     );
     let v = serde_json::to_value(&d).unwrap();
     assert_eq!(v["jurisdiction"], "US-FL");
-    assert_eq!(v["rules_version"], "2026-11-24");
+    assert_eq!(v["rules_version"], "2026-12-06");
 }
 
 #[test]
@@ -535,7 +609,7 @@ fn operator_rule_files_are_checked_with_key_and_line() {
     )
     .unwrap();
     let lib = callguard::rules::Library::check_file(&good).unwrap();
-    assert_eq!(lib.sets["us"].version, "2026-11-24+ops-1");
+    assert_eq!(lib.sets["us"].version, "2026-12-06+ops-1");
     assert!(lib.find("US-TX").is_some(), "the other overlays stay");
 }
 
