@@ -334,6 +334,23 @@ fn brazil_state_overlays_by_ddd() {
     assert_eq!(r, Some("outside_hours"));
 }
 
+/// Asserts that `t` forwards a call to `callee` at `at`.
+fn assert_allowed(t: &TenantPolicy, callee: &str, at: DateTime<Utc>) {
+    let (o, _, _, _, why) = decide(t, callee, at, &History::default());
+    assert_eq!(o, Outcome::Allow, "{callee}: {why}");
+}
+
+/// Asserts that `t` refuses a call to `callee` at `at` for its hour, with
+/// `Retry-After` seconds to wait.
+fn assert_outside_hours(t: &TenantPolicy, callee: &str, at: DateTime<Utc>, retry: u64) {
+    let (o, r, after, _, why) = decide(t, callee, at, &History::default());
+    assert_eq!(
+        (o, r, after),
+        (Outcome::Reject, Some("outside_hours"), Some(retry)),
+        "{callee}: {why}"
+    );
+}
+
 /// A landline is checked in the zone of its area, a mobile (whose number
 /// does not tell where it is) in every zone of its country. Before, every
 /// number outside North America and France was checked in all its
@@ -342,24 +359,9 @@ fn brazil_state_overlays_by_ddd() {
 #[test]
 fn landlines_are_checked_in_their_area_s_zone_mobiles_in_every_zone() {
     let t = tenant("\"au\", \"es\", \"br\", \"id\"", "");
-    let h = History::default();
     let at = |zone: Tz, hour: u32, min: u32| local(zone, 2026, 12, 9, hour, min);
-    let outcome = |callee: &str, when| {
-        let (o, r, retry, _, why) = decide(&t, callee, when, &h);
-        (o, r, retry, why)
-    };
-    let allowed = |callee: &str, when| {
-        let (o, _, _, why) = outcome(callee, when);
-        assert_eq!(o, Outcome::Allow, "{callee}: {why}");
-    };
-    let refused = |callee: &str, when, retry: u64| {
-        let (o, r, after, why) = outcome(callee, when);
-        assert_eq!(
-            (o, r, after),
-            (Outcome::Reject, Some("outside_hours"), Some(retry)),
-            "{callee}: {why}"
-        );
-    };
+    let allowed = |callee: &str, when| assert_allowed(&t, callee, when);
+    let refused = |callee: &str, when, retry| assert_outside_hours(&t, callee, when, retry);
     use Tz::*;
     // Australia, Wednesday in summer: weekdays 09:00-20:00.
     allowed("+61299998888", at(Australia__Sydney, 11, 0));
@@ -396,38 +398,30 @@ fn landlines_are_checked_in_their_area_s_zone_mobiles_in_every_zone() {
 #[test]
 fn nanp_overlays_and_mended_zones_refuse_what_the_local_hour_forbids() {
     let t = tenant("\"us\", \"ca\"", "");
-    let h = History::default();
-    let refused = |callee: &str, when: DateTime<Utc>| {
-        let (o, r, _, _, why) = decide(&t, callee, when, &h);
-        assert_eq!(
-            (o, r),
-            (Outcome::Reject, Some("outside_hours")),
-            "{callee}: {why}"
-        );
-    };
+    let refused = |callee: &str, when, retry| assert_outside_hours(&t, callee, when, retry);
     use Tz::*;
-    // Pensacola on the 448 overlay: 08:30 in New York is 07:30 there.
-    refused("+14485550123", local(America__New_York, 2026, 12, 9, 8, 30));
+    // Pensacola on the 448 overlay: 08:30 in New York is 07:30 there, and
+    // Florida opens at 08:00.
+    refused(
+        "+14485550123",
+        local(America__New_York, 2026, 12, 9, 8, 30),
+        1800,
+    );
     // Saskatchewan in July: 09:00 in Winnipeg is 08:00 in Regina.
-    refused("+14745550123", local(America__Winnipeg, 2026, 7, 8, 9, 0));
-    // Whitehorse in January: 21:00 in Vancouver is 22:00 there.
     refused(
-        "+18676675550",
-        local(America__Vancouver, 2027, 1, 13, 21, 0),
+        "+14745550123",
+        local(America__Winnipeg, 2026, 7, 8, 9, 0),
+        3600,
     );
+    // Whitehorse in January: 21:00 in Vancouver is 22:00 there; it opens
+    // at 09:00, 08:00 in Vancouver.
+    let winter_night = local(America__Vancouver, 2027, 1, 13, 21, 0);
+    refused("+18676675550", winter_night, 39600);
     // An overlay number in British Columbia may be in the Peace River
-    // country: 21:00 in Vancouver is 22:00 there in winter.
-    refused(
-        "+17785550123",
-        local(America__Vancouver, 2027, 1, 13, 21, 0),
-    );
-    let (o, _, _, _, why) = decide(
-        &t,
-        "+16045550123",
-        local(America__Vancouver, 2027, 1, 13, 21, 0),
-        &h,
-    );
-    assert_eq!(o, Outcome::Allow, "604 is the Lower Mainland only: {why}");
+    // country, 22:00 there; every zone is open at 09:00 in Vancouver.
+    refused("+17785550123", winter_night, 43200);
+    // 604 serves the Lower Mainland only.
+    assert_allowed(&t, "+16045550123", winter_night);
 }
 
 /// Consent the law asks for prospecting calls: Florida, Oklahoma and

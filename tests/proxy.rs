@@ -615,33 +615,10 @@ fn a_landline_is_called_in_its_area_s_hours() {
         "country = \"ID\"\nrule_sets = [\"fr\", \"id\"]",
     );
     let uac = Ua::bind("127.0.0.1:0");
-    let landline = invite(
-        &uac.hostport(),
-        "UDP",
-        p.addr(),
-        "+62215551234",
-        "id-landline",
-        "z9hG4bKidlandline",
-    );
-    uac.send(p.addr(), &landline);
+    send_invite(&p, &uac, "+62215551234", "id-landline");
     let (m, _) = uas.recv(T).expect("the Jakarta landline is called");
     assert_eq!(m.call_id(), Some(&b"id-landline"[..]));
-
-    let mobile = invite(
-        &uac.hostport(),
-        "UDP",
-        p.addr(),
-        "+6281234567890",
-        "id-mobile",
-        "z9hG4bKidmobile",
-    );
-    uac.send(p.addr(), &mobile);
-    let r = loop {
-        let r = uac.recv_final_or_request(T);
-        if r.call_id() == Some(&b"id-mobile"[..]) {
-            break r;
-        }
-    };
+    let r = call(&p, &uac, "+6281234567890", "id-mobile");
     assert!(
         first_line(&r).starts_with("SIP/2.0 480"),
         "{}",
