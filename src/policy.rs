@@ -561,7 +561,10 @@ impl TenantPolicy {
             // closed hours in another
             let closed = window.closed_zones(now, zones);
             if !closed.is_empty() {
-                let hours_consent = consent.is_some_and(|c| c.hours);
+                // The callee's consent to calls outside the hours lifts
+                // them only where the law makes that exception.
+                let hours_consent =
+                    consent.is_some_and(|c| c.hours) && a.hours_consent_lifts(today);
                 let next = window.next_allowed(now, zones);
                 for rule in [Rule::PublicHoliday, Rule::Weekend, Rule::OutsideHours] {
                     if rule == Rule::OutsideHours && hours_consent {

@@ -498,6 +498,97 @@ fn prospecting_calls_need_consent_where_the_law_says() {
     assert_eq!(d.reason_str(), None, "{}", d.explanation);
 }
 
+/// A callee's consent to calls outside the contact hours (a consent list's
+/// `hours` column) lifts them only where the law makes that exception:
+/// France (D.223-9) and Colombia (Ley 2300). Louisiana's and Spain's hours
+/// stay; before, the consent lifted every jurisdiction's hours.
+#[test]
+fn an_hours_consent_lifts_the_hours_only_where_the_law_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("consent.csv");
+    std::fs::write(
+        &list,
+        "number,date,proof,hours\n+33142000002,2026-01-05,form-1,yes\n\
+         +573001234567,2026-01-05,form-2,yes\n+15045550123,2026-01-05,form-3,yes\n\
+         +34912345678,2026-01-05,form-4,yes\n",
+    )
+    .unwrap();
+    let t = tenant(
+        "\"fr\", \"us\", \"es\", \"co\"",
+        &format!(
+            "consent_lists = [\"c\"]\n[[consent_list]]\nname = \"c\"\nfile = \"{}\"",
+            list.display()
+        ),
+    );
+    use Tz::*;
+    // Wednesday 9 December 2026, after each jurisdiction's hours.
+    assert_allowed(&t, "+33142000002", local(Europe__Paris, 2026, 12, 9, 21, 0));
+    assert_allowed(
+        &t,
+        "+573001234567",
+        local(America__Bogota, 2026, 12, 9, 20, 0),
+    );
+    let new_orleans = local(America__Chicago, 2026, 12, 9, 20, 30);
+    assert_outside_hours(&t, "+15045550123", new_orleans, 41400);
+    let madrid = local(Europe__Madrid, 2026, 12, 9, 21, 30);
+    assert_outside_hours(&t, "+34912345678", madrid, 41400);
+    // The exception is for the hours only: a French Sunday stays closed.
+    let (_, r, _, _, _) = decide(
+        &t,
+        "+33142000002",
+        local(Europe__Paris, 2026, 12, 13, 11, 0),
+        &History::default(),
+    );
+    assert_eq!(r, Some("weekend"));
+}
+
+/// The exception is rule data: shown by `rules show`, its entry checked
+/// with key and line like every rule's.
+#[test]
+fn the_hours_consent_exception_is_shown_and_checked() {
+    let lib = callguard::rules::Library::builtin().unwrap();
+    let fr = callguard::rules::report::show(&lib, "FR", 2026).unwrap();
+    assert!(
+        fr.contains("consent to calls outside the hours lifts them") && fr.contains("D.223-9"),
+        "{fr}"
+    );
+    let es = callguard::rules::report::show(&lib, "ES", 2026).unwrap();
+    assert!(!es.contains("outside the hours lifts them"), "{es}");
+    let fl = callguard::rules::report::show(&lib, "US-FL", 2026).unwrap();
+    assert!(
+        fl.contains("consent needed for: prospecting (automated calls) from 2021-07-01"),
+        "{fl}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    for (entry, line, message) in [
+        (
+            "from = \"2027-01-01\"\nuntil = \"2026-01-01\"\n",
+            17,
+            "`jurisdiction[0].hours_consent`: jurisdiction `ES`: until 2026-01-01 is before from",
+        ),
+        (
+            "campaigns = [\"prospecting\"]\n",
+            18,
+            "unknown field `campaigns`",
+        ),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            es_with_caller_id(&format!("\n[jurisdiction.hours_consent]\n{entry}{CID}")),
+        )
+        .unwrap();
+        let e = callguard::rules::Library::check_file(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(message) && e.contains(&format!("line {line}")),
+            "{entry}: {e}"
+        );
+    }
+}
+
 #[test]
 fn a_callee_no_rule_set_covers() {
     let t = tenant("\"us\"", "");

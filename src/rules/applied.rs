@@ -10,7 +10,8 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use super::{
-    CallerIdRule, CapRule, Cite, ConsentRule, CooloffRule, Jurisdiction, Library, RuleSet,
+    CallerIdRule, CapRule, Cite, ConsentRule, CooloffRule, HoursConsentRule, Jurisdiction, Library,
+    RuleSet,
 };
 use crate::numbering::{region_of, subdivisions, E164};
 use crate::policy::{Campaign, Cap, Mode};
@@ -29,6 +30,9 @@ pub struct Applied {
     windows: [Window; 2],
     pub caller_id: SmallVec<[CallerIdRule; 1]>,
     pub consent: SmallVec<[ConsentRule; 1]>,
+    /// Each jurisdiction's exception for a callee's consent to calls
+    /// outside the hours, national first (`None`: the law has none).
+    pub hours_consent: SmallVec<[Option<HoursConsentRule>; 2]>,
     pub cooloffs: SmallVec<[CooloffRule; 1]>,
     pub caps: SmallVec<[CapRule; 1]>,
 }
@@ -47,6 +51,17 @@ impl Applied {
 
     pub fn window_mut(&mut self, mode: Mode) -> &mut Window {
         &mut self.windows[mode_index(mode)]
+    }
+
+    /// Whether a callee's consent to calls outside the hours lifts them on
+    /// `date`: only when every jurisdiction that applies (national and
+    /// overlay, whose windows are intersected) makes that exception.
+    pub fn hours_consent_lifts(&self, date: NaiveDate) -> bool {
+        !self.hours_consent.is_empty()
+            && self
+                .hours_consent
+                .iter()
+                .all(|h| h.as_ref().is_some_and(|h| h.in_force.on(date)))
     }
 
     /// The longest cool-off in force on `date`.
@@ -338,6 +353,7 @@ fn applied(
             .flat_map(|j| j.caller_id.iter().cloned())
             .collect(),
         consent: js.iter().filter_map(|j| j.consent.clone()).collect(),
+        hours_consent: js.iter().map(|j| j.hours_consent.clone()).collect(),
         cooloffs: js.iter().filter_map(|j| j.cooloff.clone()).collect(),
         caps: js.iter().flat_map(|j| j.caps.iter().cloned()).collect(),
     }

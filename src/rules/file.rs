@@ -166,6 +166,11 @@ pub struct JurisdictionDef {
     pub cooloff: Option<CooloffDef>,
     #[serde(default)]
     pub consent: Option<ConsentDef>,
+    /// Whether the callee's consent to calls outside the contact hours
+    /// (a consent list's `hours` column) lifts this jurisdiction's hours:
+    /// only where the law says so.
+    #[serde(default)]
+    pub hours_consent: Option<HoursConsentDef>,
     /// `[jurisdiction.caller_id]` for one check, `[[jurisdiction.caller_id]]`
     /// for several (a range forbidden in every mode, another required in
     /// automated calls).
@@ -250,6 +255,22 @@ pub struct ConsentDef {
     pub campaigns: Vec<Campaign>,
     #[serde(default)]
     pub modes: Vec<Mode>,
+    #[serde(default)]
+    pub from: Option<NaiveDate>,
+    #[serde(default)]
+    pub until: Option<NaiveDate>,
+    pub law: String,
+    pub source: String,
+    pub confidence: Confidence,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The law's exception to its contact hours for a callee who consented to
+/// calls outside them (France's D.223-9, Colombia's Ley 2300).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoursConsentDef {
     #[serde(default)]
     pub from: Option<NaiveDate>,
     #[serde(default)]

@@ -119,6 +119,14 @@ pub struct ConsentRule {
     pub cite: Cite,
 }
 
+/// The law lets the callee's consent to calls outside the contact hours
+/// lift them.
+#[derive(Debug, Clone)]
+pub struct HoursConsentRule {
+    pub in_force: InForce,
+    pub cite: Cite,
+}
+
 impl ConsentRule {
     pub fn needed(&self, campaign: Campaign, mode: Mode, date: NaiveDate) -> bool {
         self.campaigns.contains(&campaign)
@@ -232,6 +240,7 @@ pub struct Jurisdiction {
     pub caps: Vec<CapRule>,
     pub cooloff: Option<CooloffRule>,
     pub consent: Option<ConsentRule>,
+    pub hours_consent: Option<HoursConsentRule>,
     pub caller_id: Vec<CallerIdRule>,
     pub note: Option<String>,
 }
@@ -688,6 +697,13 @@ fn jurisdiction(
         }),
         None => None,
     };
+    let hours_consent = match &d.hours_consent {
+        Some(h) => Some(HoursConsentRule {
+            in_force: in_force(h.from, h.until, "hours_consent", None)?,
+            cite: cite(&h.law, &h.source, h.confidence, &h.note),
+        }),
+        None => None,
+    };
     let mut caller_id = Vec::new();
     for (i, c) in d.caller_id.iter().enumerate() {
         let ranges = |list: &[String]| {
@@ -747,6 +763,7 @@ fn jurisdiction(
         caps,
         cooloff,
         consent,
+        hours_consent,
         caller_id,
         note: d.note.clone(),
     })

@@ -108,14 +108,23 @@ fn jurisdiction(out: &mut String, set: &RuleSet, j: &Jurisdiction, year: i32) {
     if let Some(c) = &j.consent {
         let _ = writeln!(
             out,
-            "  consent needed for: {}{} — {}",
+            "  consent needed for: {}{}{} — {}",
             c.campaigns
                 .iter()
                 .map(|m| format!("{m:?}").to_lowercase())
                 .collect::<Vec<_>>()
                 .join(", "),
+            modes_text(&c.modes),
             dates(c.in_force.from, c.in_force.until),
             cite(&c.cite)
+        );
+    }
+    if let Some(h) = &j.hours_consent {
+        let _ = writeln!(
+            out,
+            "  the callee's consent to calls outside the hours lifts them{} — {}",
+            dates(h.in_force.from, h.in_force.until),
+            cite(&h.cite)
         );
     }
     for c in &j.caller_id {
