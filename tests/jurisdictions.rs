@@ -589,6 +589,25 @@ fn the_hours_consent_exception_is_shown_and_checked() {
     }
 }
 
+/// A Canadian who asked a telemarketer not to call stays on its internal
+/// list for three years (CRTC rules, confidence L): a refusal two years
+/// old still refuses the call, one of three years and a day does not.
+#[test]
+fn a_canadian_refusal_holds_three_years() {
+    let t = tenant("\"ca\"", "");
+    let now = local(Tz::America__Toronto, 2026, 12, 9, 11, 0);
+    let refused = |days_ago: i64| History {
+        refused_at: Some(now - chrono::Duration::days(days_ago)),
+        ..History::default()
+    };
+    let (o, r, retry, _, why) = decide(&t, "+14165550123", now, &refused(730));
+    assert_eq!((o, r), (Outcome::Reject, Some("refusal_cooloff")), "{why}");
+    assert!(why.contains("CRTC") && why.contains("1095"), "{why}");
+    assert!(retry.is_some_and(|s| s > 360 * 86_400), "{retry:?}");
+    let (o, _, _, _, why) = decide(&t, "+14165550123", now, &refused(1097));
+    assert_eq!(o, Outcome::Allow, "{why}");
+}
+
 #[test]
 fn a_callee_no_rule_set_covers() {
     let t = tenant("\"us\"", "");
