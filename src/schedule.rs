@@ -165,11 +165,23 @@ pub struct Layer {
     /// Its hours from each date on (sorted); `None`: it sets no hours.
     pub periods: SmallVec<[(NaiveDate, Option<Weekly>); 1]>,
     pub calendars: SmallVec<[Arc<Calendar>; 1]>,
+    /// Its hours on its calendars' holidays from each date on (sorted);
+    /// empty blocks, or no entry: no calls.
+    pub holiday_hours: SmallVec<[(NaiveDate, Blocks); 1]>,
 }
 
 impl Layer {
     fn hours_on(&self, date: NaiveDate) -> Option<&Weekly> {
         period_on(&self.periods, date).and_then(Option::as_ref)
+    }
+
+    fn holiday_hours_on(&self, date: NaiveDate) -> &[Block] {
+        period_on(&self.holiday_hours, date).map_or(&[], |b| &b[..])
+    }
+
+    /// The holiday `date` is in `zone` for this layer's calendars.
+    fn holiday(&self, date: NaiveDate, zone: Tz) -> Option<&Arc<str>> {
+        self.calendars.iter().find_map(|c| c.holiday(date, zone))
     }
 }
 
@@ -192,6 +204,9 @@ pub struct Window {
     /// starts at `NaiveDate::MIN`).
     legal: SmallVec<[(NaiveDate, Weekly); 1]>,
     calendars: SmallVec<[Arc<Calendar>; 2]>,
+    /// Whether some layer allows calls on its holidays: a holiday then
+    /// needs every layer's hours that day, not a closed day.
+    holiday_hours: bool,
     pub tenant: Option<Weekly>,
     pub layers: SmallVec<[Layer; 2]>,
 }
@@ -231,9 +246,13 @@ impl Window {
                 calendars.push(c.clone());
             }
         }
+        let holiday_hours = layers
+            .iter()
+            .any(|l| l.holiday_hours.iter().any(|(_, b)| !b.is_empty()));
         Window {
             legal,
             calendars,
+            holiday_hours,
             tenant,
             layers,
         }
@@ -246,6 +265,7 @@ impl Window {
                 label: "legal hours".into(),
                 periods: smallvec::smallvec![(NaiveDate::MIN, Some(legal))],
                 calendars: calendars.into_iter().collect(),
+                holiday_hours: SmallVec::new(),
             }],
             tenant,
         )
@@ -268,7 +288,10 @@ impl Window {
 
     fn day_blocks(&self, date: NaiveDate, zone: Tz) -> Result<Blocks, Closed> {
         if let Some(name) = self.holiday(date, zone) {
-            return Err(Closed::PublicHoliday(name.clone()));
+            if !self.holiday_hours {
+                return Err(Closed::PublicHoliday(name.clone()));
+            }
+            return self.holiday_blocks(date, zone);
         }
         let legal = self.legal_on(date).day(date.weekday());
         if legal.is_empty() {
@@ -286,6 +309,36 @@ impl Window {
             return Err(Closed::OutsideHours);
         }
         Ok(b)
+    }
+
+    /// A holiday's blocks when some layer allows calls on its holidays:
+    /// each layer's holiday hours where `date` is one of its holidays, its
+    /// weekday hours where it is not, intersected.
+    fn holiday_blocks(&self, date: NaiveDate, zone: Tz) -> Result<Blocks, Closed> {
+        let mut acc = Blocks::from_slice(&[(0, 1440)]);
+        for l in &self.layers {
+            let day = match l.holiday(date, zone) {
+                Some(name) => {
+                    let b = l.holiday_hours_on(date);
+                    if b.is_empty() {
+                        return Err(Closed::PublicHoliday(name.clone()));
+                    }
+                    b
+                }
+                None => match l.hours_on(date) {
+                    Some(w) => w.day(date.weekday()),
+                    None => continue,
+                },
+            };
+            acc = intersect(&acc, day);
+        }
+        if let Some(t) = &self.tenant {
+            acc = intersect(&acc, t.day(date.weekday()));
+        }
+        if acc.is_empty() {
+            return Err(Closed::OutsideHours);
+        }
+        Ok(acc)
     }
 
     /// Whether `at` is allowed in `zone`; the reason when it is not. A day
@@ -339,12 +392,22 @@ impl Window {
             }
         };
         for l in &self.layers {
-            if let Some(h) = l.calendars.iter().find_map(|c| c.holiday(date, zone)) {
-                push_law(
-                    out,
-                    &l.label,
-                    format_args!(": no calls on public holidays ({h})"),
-                );
+            if let Some(h) = l.holiday(date, zone) {
+                let blocks = l.holiday_hours_on(date);
+                if blocks.is_empty() {
+                    push_law(
+                        out,
+                        &l.label,
+                        format_args!(": no calls on public holidays ({h})"),
+                    );
+                } else if !blocks.iter().any(|&(s, e)| s <= minute && minute < e) {
+                    let b = BlocksText(blocks);
+                    push_law(
+                        out,
+                        &l.label,
+                        format_args!(": calls {b} callee time on public holidays ({h})"),
+                    );
+                }
             } else if let Some(w) = l.hours_on(date) {
                 judge(out, &l.label, w.day(wd));
             }
@@ -623,6 +686,63 @@ mod tests {
             .single()
             .unwrap()
             .with_timezone(&Utc)
+    }
+
+    /// A layer with holiday hours takes them on its holidays, the other
+    /// layers and the tenant keep their weekday hours, a layer that closes
+    /// its holidays still closes the day.
+    #[test]
+    fn holiday_hours_intersect_with_the_other_layers() {
+        let paris = Tz::Europe__Paris;
+        let cal = fr().calendars()[0].clone();
+        let daily = |s: u16, e: u16| {
+            Weekly::from_blocks(std::array::from_fn(|_| Blocks::from_slice(&[(s, e)])))
+        };
+        let layer = |label: &str, w: Weekly, cals: Vec<Arc<Calendar>>, hol: &[Block]| Layer {
+            label: label.into(),
+            periods: smallvec::smallvec![(NaiveDate::MIN, Some(w))],
+            calendars: cals.into_iter().collect(),
+            holiday_hours: smallvec::smallvec![(NaiveDate::MIN, Blocks::from_slice(hol))],
+        };
+        let afternoons = layer(
+            "afternoons",
+            daily(480, 1260),
+            vec![cal.clone()],
+            &[(780, 1260)],
+        );
+        let plain = layer("plain", daily(600, 1200), vec![], &[]);
+        let w = Window::new(
+            smallvec::smallvec![afternoons.clone(), plain.clone()],
+            Some(daily(0, 900)),
+        );
+        // Friday 25 December 2026: 13:00-15:00 only.
+        let xmas = |h, m| at(paris, 2026, 12, 25, h, m);
+        assert_eq!(w.check(xmas(12, 59), &[paris]), Err(Closed::OutsideHours));
+        assert_eq!(w.check(xmas(13, 0), &[paris]), Ok(()));
+        assert_eq!(w.check(xmas(15, 0), &[paris]), Err(Closed::OutsideHours));
+        assert_eq!(w.next_allowed(xmas(10, 0), &[paris]), Some(xmas(13, 0)));
+        assert_eq!(
+            w.next_allowed(xmas(15, 0), &[paris]),
+            Some(at(paris, 2026, 12, 26, 10, 0))
+        );
+        let mut why = String::new();
+        w.write_closing_laws(xmas(12, 0), paris, &mut why);
+        assert_eq!(
+            why,
+            "; afternoons: calls 13:00–21:00 callee time on public holidays (Christmas Day)"
+        );
+        // An ordinary day keeps the weekday hours.
+        assert_eq!(w.check(at(paris, 2026, 12, 24, 10, 0), &[paris]), Ok(()));
+        let closing = layer("closing", Weekly::always(), vec![cal], &[]);
+        let w = Window::new(smallvec::smallvec![afternoons, plain, closing], None);
+        assert_eq!(
+            w.check(xmas(14, 0), &[paris]),
+            Err(holiday("Christmas Day"))
+        );
+        assert_eq!(
+            w.next_allowed(xmas(14, 0), &[paris]),
+            Some(at(paris, 2026, 12, 26, 10, 0))
+        );
     }
 
     #[test]

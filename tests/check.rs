@@ -368,3 +368,41 @@ fn man_pages_and_completions_name_every_subcommand() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("bash"), "{err}");
 }
+
+/// Nebraska's holiday hours through the binary: an automated call at 10:00
+/// on Thanksgiving waits for 13:00, a manual one goes out.
+#[test]
+fn a_nebraska_holiday_morning_waits_for_the_afternoon() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "country = \"US\"\nrule_sets = [\"us\"]", "");
+    let at = ["--at", "2026-11-26T10:00:00-06:00"];
+    let call = |mode: &str| {
+        let mut args = vec![
+            "--mode",
+            mode,
+            "--from",
+            "+12125550100",
+            "--to",
+            "+14025550123",
+        ];
+        args.extend(at);
+        check(&cfg, &args)
+    };
+    let (code, d) = call("automated");
+    assert_eq!(code, 2, "{d}");
+    assert_eq!(d["reason"], "outside_hours", "{d}");
+    assert_eq!(d["status"], 480, "{d}");
+    assert_eq!(d["retry_after"], 3 * 3600, "{d}");
+    assert_eq!(d["jurisdiction"], "US-NE", "{d}");
+    let why = d["explanation"].as_str().unwrap();
+    assert!(
+        why.contains("on public holidays (Thanksgiving Day)"),
+        "{why}"
+    );
+    let (code, d) = call("manual");
+    assert_eq!(
+        (code, &d["decision"]),
+        (0, &serde_json::json!("allow")),
+        "{d}"
+    );
+}

@@ -690,6 +690,131 @@ fn the_decision_names_its_jurisdiction_and_rules_version() {
     assert_eq!(v["rules_version"], "2026-12-06");
 }
 
+/// Nebraska lets automated calls through on Sundays and holidays from
+/// 13:00 only (Neb. Rev. Stat. 86-236, confidence L): a holiday takes the
+/// jurisdiction's holiday hours, intersected with the federal ones, in
+/// the callee's every zone; manual calls keep the federal hours. Before,
+/// a rule file could only close a holiday, so Nebraska's holidays were
+/// ordinary days and an automated call at 10:00 on Thanksgiving went out.
+#[test]
+fn nebraska_holidays_open_automated_calls_in_the_afternoon_only() {
+    let t = tenant("\"us\"", "");
+    let ct = Tz::America__Chicago;
+    let automated = |callee: &str, at: DateTime<Utc>| {
+        let d = t.decide(
+            &Facts::new("+12125550100", callee, Some("automated")),
+            &History::default(),
+            at,
+        );
+        (
+            d.decision,
+            d.reason_str(),
+            d.retry_after,
+            d.explanation.to_string(),
+        )
+    };
+    let omaha = "+14025550123";
+    // Thanksgiving, Thursday 26 November 2026.
+    let (o, r, retry, why) = automated(omaha, local(ct, 2026, 11, 26, 10, 0));
+    assert_eq!(
+        (o, r, retry),
+        (Outcome::Reject, Some("outside_hours"), Some(3 * 3600)),
+        "{why}"
+    );
+    assert!(
+        why.contains("US-NE Neb. Rev. Stat. 86-236 (prerecorded calls): calls 13:00–21:00 callee time on public holidays (Thanksgiving Day)"),
+        "{why}"
+    );
+    assert_eq!(
+        automated(omaha, local(ct, 2026, 11, 26, 13, 0)).0,
+        Outcome::Allow
+    );
+    assert_eq!(
+        automated(omaha, local(ct, 2026, 11, 26, 20, 59)).0,
+        Outcome::Allow
+    );
+    let (o, r, _, why) = automated(omaha, local(ct, 2026, 11, 26, 21, 0));
+    assert_eq!((o, r), (Outcome::Reject, Some("outside_hours")), "{why}");
+    assert!(why.contains("TCPA"), "{why}");
+    assert_allowed(&t, omaha, local(ct, 2026, 11, 26, 10, 0));
+    // The state's own days: the day after Thanksgiving, Arbor Day (the
+    // last Friday of April), and an ordinary Friday.
+    assert_eq!(
+        automated(omaha, local(ct, 2026, 11, 27, 12, 59)).2,
+        Some(60)
+    );
+    assert_eq!(
+        automated(omaha, local(ct, 2027, 4, 30, 9, 0)).2,
+        Some(4 * 3600)
+    );
+    assert_eq!(
+        automated(omaha, local(ct, 2027, 4, 23, 9, 0)).0,
+        Outcome::Allow
+    );
+    // Independence Day 2026 is a Saturday: the Friday before is observed.
+    assert_eq!(
+        automated(omaha, local(ct, 2026, 7, 3, 11, 0)).2,
+        Some(2 * 3600)
+    );
+    // 308 spans Central and Mountain time: 13:30 in North Platte is 12:30
+    // at a panhandle exchange, open at 13:00 there.
+    let (o, _, retry, why) = automated("+13086350123", local(ct, 2026, 11, 26, 13, 30));
+    assert_eq!((o, retry), (Outcome::Reject, Some(30 * 60)), "{why}");
+    // A Sunday keeps its window; federal-only Iowa keeps its holiday.
+    assert_eq!(
+        automated(omaha, local(ct, 2026, 11, 29, 12, 0)).2,
+        Some(3600)
+    );
+    assert_eq!(
+        automated("+15155550123", local(ct, 2026, 11, 26, 10, 0)).0,
+        Outcome::Allow
+    );
+}
+
+/// Holiday hours (`hol`) are rule data: shown by `rules show`, refused
+/// with key and line in a jurisdiction that has no calendar.
+#[test]
+fn holiday_hours_are_shown_and_need_a_calendar() {
+    let lib = callguard::rules::Library::builtin().unwrap();
+    let ne = callguard::rules::report::show(&lib, "US-NE", 2026).unwrap();
+    assert!(
+        ne.contains("hours (automated calls): Sun Hol 13:00–21:00")
+            && ne.contains("(ne: Nebraska holidays")
+            && ne.contains("2026-04-24 Fri Arbor Day")
+            && ne.contains("the Hol hours:"),
+        "{ne}"
+    );
+    let pa = callguard::rules::report::show(&lib, "US-PA", 2026).unwrap();
+    assert!(pa.contains("Flag Day") && pa.contains("no calls:"), "{pa}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "set = \"us\"\ntitle = \"x\"\nversion = \"1\"\n\n[[jurisdiction]]\nid = \"US-XX\"\nname = \"X\"\nparent = \"US\"\n\n[[jurisdiction.hours]]\ndays = [\"hol\"]\nblocks = [\"13:00-21:00\"]\nlaw = \"x\"\nsource = \"x\"\nconfidence = \"H\"\n",
+    )
+    .unwrap();
+    let e = callguard::rules::Library::check_file(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 10")
+            && e.contains("`hol` (holiday hours) needs the jurisdiction's `calendars`"),
+        "{e}"
+    );
+    std::fs::write(
+        &bad,
+        "set = \"us\"\ntitle = \"x\"\nversion = \"1\"\n\n[[jurisdiction]]\nid = \"US-XX\"\nname = \"X\"\nparent = \"US\"\n\n[[jurisdiction.hours]]\ndays = [\"holiday\"]\nblocks = [\"13:00-21:00\"]\nlaw = \"x\"\nsource = \"x\"\nconfidence = \"H\"\n",
+    )
+    .unwrap();
+    let e = callguard::rules::Library::check_file(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown variant `holiday`") && e.contains("hol"),
+        "{e}"
+    );
+}
+
 #[test]
 fn operator_rule_files_are_checked_with_key_and_line() {
     let dir = tempfile::tempdir().unwrap();

@@ -172,7 +172,7 @@ pub fn rule_set(name: &str, c: &RuleSetConfig, lib: &Library) -> Result<RuleSet,
         })?;
         national.hours = (0..7)
             .map(|d| {
-                let mut days = [false; 7];
+                let mut days = [false; 8];
                 days[d] = true;
                 HoursRule {
                     days,

@@ -290,6 +290,14 @@ fn layer(
     starts.extend(j.hour_changes());
     starts.sort_unstable();
     starts.dedup();
+    let holiday_hours = if j.calendars.is_empty() {
+        SmallVec::new()
+    } else {
+        starts
+            .iter()
+            .map(|&d| (d, j.holiday_blocks(d, mode)))
+            .collect()
+    };
     let periods = starts
         .into_iter()
         .map(|d| {
@@ -324,6 +332,7 @@ fn layer(
             .iter()
             .map(|c| calendars.get(c, &opts.opt_ins))
             .collect(),
+        holiday_hours,
     }
 }
 

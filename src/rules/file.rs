@@ -74,6 +74,29 @@ impl Day {
     }
 }
 
+/// A day an hours entry lists: a weekday, or `hol`, the holidays of the
+/// jurisdiction's calendars (Nebraska lets prerecorded calls through on
+/// holidays in the afternoon only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HoursDay {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+    Hol,
+}
+
+impl HoursDay {
+    /// Monday 0 to Sunday 6, holidays [`super::HOLIDAYS`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// How a holiday that falls on a weekend is observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -185,7 +208,9 @@ pub struct JurisdictionDef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HoursDef {
-    pub days: Vec<Day>,
+    /// `hol`: on the holidays of the jurisdiction's calendars, which then
+    /// take these hours instead of closing the day.
+    pub days: Vec<HoursDay>,
     /// `HH:MM-HH:MM`, callee local time; empty: no call on those days.
     pub blocks: Vec<String>,
     /// Only for calls in these modes (default every mode).

@@ -85,10 +85,13 @@ fn applies_to(modes: &[Mode], mode: Mode) -> bool {
     modes.is_empty() || modes.contains(&mode)
 }
 
+/// The index of holidays in [`HoursRule::days`], after the weekdays.
+pub const HOLIDAYS: usize = 7;
+
 #[derive(Debug, Clone)]
 pub struct HoursRule {
-    /// Monday first.
-    pub days: [bool; 7],
+    /// Monday first, then [`HOLIDAYS`].
+    pub days: [bool; 8],
     pub blocks: Blocks,
     pub modes: Vec<Mode>,
     pub in_force: InForce,
@@ -247,7 +250,8 @@ pub struct Jurisdiction {
 
 impl Jurisdiction {
     /// The blocks allowed on `weekday` (Monday 0) of `date` for calls in
-    /// `mode`; `None` when this jurisdiction sets no hours then.
+    /// `mode`; `None` when this jurisdiction sets no hours then. `weekday`
+    /// [`HOLIDAYS`] asks for its holidays' hours.
     ///
     /// Entries for every mode make up the week: a day none of them lists
     /// is closed. An entry for some modes only restricts the days it
@@ -277,6 +281,19 @@ impl Jurisdiction {
             }
         }
         out
+    }
+
+    /// The hours on this jurisdiction's holidays on `date` in `mode`; empty:
+    /// no calls. Its calendars close the day in every mode unless an hours
+    /// entry lists `hol`: then holidays follow the entries like any day
+    /// (an entry for every mode that does not list `hol` closes them), and
+    /// in a mode no entry covers, they restrict nothing.
+    pub fn holiday_blocks(&self, date: NaiveDate, mode: Mode) -> Blocks {
+        match self.day_blocks(date, HOLIDAYS, mode) {
+            Some(b) => b,
+            None if self.hours.iter().any(|h| h.days[HOLIDAYS]) => Blocks::from_slice(&[(0, 1440)]),
+            None => Blocks::new(),
+        }
     }
 
     /// The dates at which any dated rule of this jurisdiction starts or
@@ -612,9 +629,16 @@ fn jurisdiction(
         if h.days.is_empty() {
             return Err(("hours", Some(i), "an hours entry lists no days".into()));
         }
-        let mut days = [false; 7];
+        let mut days = [false; 8];
         for day in &h.days {
-            days[day.weekday().num_days_from_monday() as usize] = true;
+            days[day.index()] = true;
+        }
+        if days[HOLIDAYS] && d.calendars.is_empty() {
+            return Err((
+                "hours",
+                Some(i),
+                "`hol` (holiday hours) needs the jurisdiction's `calendars`".into(),
+            ));
         }
         let mut blocks = Blocks::new();
         for b in &h.blocks {

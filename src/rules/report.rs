@@ -38,7 +38,7 @@ pub fn list(lib: &Library) -> String {
     out
 }
 
-const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const DAYS: [&str; 8] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "Hol"];
 
 fn jurisdiction(out: &mut String, set: &RuleSet, j: &Jurisdiction, year: i32) {
     let _ = writeln!(
@@ -61,7 +61,7 @@ fn jurisdiction(out: &mut String, set: &RuleSet, j: &Jurisdiction, year: i32) {
         let _ = writeln!(out, "  hours: none set");
     }
     for h in &j.hours {
-        let days: Vec<&str> = (0..7).filter(|d| h.days[*d]).map(|d| DAYS[d]).collect();
+        let days: Vec<&str> = (0..8).filter(|d| h.days[*d]).map(|d| DAYS[d]).collect();
         let modes = modes_text(&h.modes);
         let blocks = if h.blocks.is_empty() {
             "no calls".to_owned()
@@ -147,11 +147,16 @@ fn jurisdiction(out: &mut String, set: &RuleSet, j: &Jurisdiction, year: i32) {
             cite(&c.cite)
         );
     }
+    let on_holidays = if j.hours.iter().any(|h| h.days[super::HOLIDAYS]) {
+        "the Hol hours"
+    } else {
+        "no calls"
+    };
     for cal in &j.calendars {
         let compiled = cal.compile(&[]);
         let _ = writeln!(
             out,
-            "  holidays {year} ({}: {}), no calls:",
+            "  holidays {year} ({}: {}), {on_holidays}:",
             cal.id, cal.name
         );
         for (d, h) in compiled.year(year) {

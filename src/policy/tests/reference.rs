@@ -284,6 +284,7 @@ fn window(legal: &[RefWeek], tenant: Option<&RefWeek>, calendar: Option<Arc<Cale
             } else {
                 Default::default()
             },
+            holiday_hours: Default::default(),
         })
         .collect();
     Window::new(layers, tenant.map(RefWeek::weekly))
