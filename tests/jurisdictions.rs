@@ -771,6 +771,45 @@ fn nebraska_holidays_open_automated_calls_in_the_afternoon_only() {
     );
 }
 
+/// Australia's Christmas and Boxing Day on a weekend are observed two
+/// days later, as every state does: Christmas on a Sunday on Tuesday 27
+/// (Boxing Day has Monday 26), both on a weekend on Monday 27 and Tuesday
+/// 28. Before, each moved to the Monday only, and Tuesday 28 December 2027,
+/// a public holiday in every state, was open for calls.
+#[test]
+fn australian_christmas_on_a_weekend_is_observed_two_days_later() {
+    let t = tenant("\"au\"", "");
+    let sydney = Tz::Australia__Sydney;
+    let landline = "+61291234567";
+    let holiday = |y, m, d| {
+        let (o, r, _, _, why) = decide(
+            &t,
+            landline,
+            local(sydney, y, m, d, 11, 0),
+            &History::default(),
+        );
+        assert_eq!(
+            (o, r),
+            (Outcome::Reject, Some("public_holiday")),
+            "{y}-{m}-{d}: {why}"
+        );
+        why
+    };
+    // 2027: Christmas on Saturday, Boxing Day on Sunday.
+    assert!(holiday(2027, 12, 27).contains("Christmas Day"));
+    assert!(holiday(2027, 12, 28).contains("Boxing Day"));
+    assert_allowed(&t, landline, local(sydney, 2027, 12, 29, 11, 0));
+    // 2022: Christmas on Sunday.
+    assert!(holiday(2022, 12, 26).contains("Boxing Day"));
+    assert!(holiday(2022, 12, 27).contains("Christmas Day"));
+    assert_allowed(&t, landline, local(sydney, 2022, 12, 28, 11, 0));
+    // 2026: Boxing Day on Saturday, observed on Monday 28.
+    assert!(holiday(2026, 12, 28).contains("Boxing Day"));
+    assert_allowed(&t, landline, local(sydney, 2026, 12, 29, 11, 0));
+    // New Year's Day 2028 on a Saturday: the Monday.
+    assert!(holiday(2028, 1, 3).contains("New Year's Day"));
+}
+
 /// Holiday hours (`hol`) are rule data: shown by `rules show`, refused
 /// with key and line in a jurisdiction that has no calendar.
 #[test]

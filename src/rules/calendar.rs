@@ -194,6 +194,7 @@ impl HolidayRule {
                     let shift = match (self.observed, d.weekday()) {
                         (Some(Observed::SatFriSunMon), Weekday::Sat) => -1,
                         (Some(Observed::WeekendMon), Weekday::Sat) => 2,
+                        (Some(Observed::WeekendPlusTwo), Weekday::Sat | Weekday::Sun) => 2,
                         (Some(_), Weekday::Sun) => 1,
                         _ => 0,
                     };

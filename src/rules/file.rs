@@ -109,6 +109,10 @@ pub enum Observed {
     SunMon,
     /// Saturday or Sunday → also the Monday after (Australia).
     WeekendMon,
+    /// Saturday or Sunday → also two days after: the pair Christmas and
+    /// Boxing Day, where the first weekend day's substitute takes the
+    /// Monday and the second's the Tuesday (Australia).
+    WeekendPlusTwo,
 }
 
 /// A holiday moved by law to another day (the original is then a normal day).
