@@ -351,6 +351,16 @@ fn assert_outside_hours(t: &TenantPolicy, callee: &str, at: DateTime<Utc>, retry
     );
 }
 
+/// The error `rules check` gives for a rule file holding `text`.
+fn rule_file_error(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, text).unwrap();
+    callguard::rules::Library::check_file(&bad)
+        .unwrap_err()
+        .to_string()
+}
+
 /// A landline is checked in the zone of its area, a mobile (whose number
 /// does not tell where it is) in every zone of its country. Before, every
 /// number outside North America and France was checked in all its
@@ -560,7 +570,6 @@ fn the_hours_consent_exception_is_shown_and_checked() {
         "{fl}"
     );
 
-    let dir = tempfile::tempdir().unwrap();
     for (entry, line, message) in [
         (
             "from = \"2027-01-01\"\nuntil = \"2026-01-01\"\n",
@@ -573,15 +582,9 @@ fn the_hours_consent_exception_is_shown_and_checked() {
             "unknown field `campaigns`",
         ),
     ] {
-        let bad = dir.path().join("bad.toml");
-        std::fs::write(
-            &bad,
-            es_with_caller_id(&format!("\n[jurisdiction.hours_consent]\n{entry}{CID}")),
-        )
-        .unwrap();
-        let e = callguard::rules::Library::check_file(&bad)
-            .unwrap_err()
-            .to_string();
+        let e = rule_file_error(&es_with_caller_id(&format!(
+            "\n[jurisdiction.hours_consent]\n{entry}{CID}"
+        )));
         assert!(
             e.contains(message) && e.contains(&format!("line {line}")),
             "{entry}: {e}"
@@ -825,47 +828,37 @@ fn holiday_hours_are_shown_and_need_a_calendar() {
     );
     let pa = callguard::rules::report::show(&lib, "US-PA", 2026).unwrap();
     assert!(pa.contains("Flag Day") && pa.contains("no calls:"), "{pa}");
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "set = \"us\"\ntitle = \"x\"\nversion = \"1\"\n\n[[jurisdiction]]\nid = \"US-XX\"\nname = \"X\"\nparent = \"US\"\n\n[[jurisdiction.hours]]\ndays = [\"hol\"]\nblocks = [\"13:00-21:00\"]\nlaw = \"x\"\nsource = \"x\"\nconfidence = \"H\"\n",
-    )
-    .unwrap();
-    let e = callguard::rules::Library::check_file(&bad)
-        .unwrap_err()
-        .to_string();
+    let e = rule_file_error(&us_xx_hours("[\"hol\"]", "13:00-21:00"));
     assert!(
         e.contains("line 10")
             && e.contains("`hol` (holiday hours) needs the jurisdiction's `calendars`"),
         "{e}"
     );
-    std::fs::write(
-        &bad,
-        "set = \"us\"\ntitle = \"x\"\nversion = \"1\"\n\n[[jurisdiction]]\nid = \"US-XX\"\nname = \"X\"\nparent = \"US\"\n\n[[jurisdiction.hours]]\ndays = [\"holiday\"]\nblocks = [\"13:00-21:00\"]\nlaw = \"x\"\nsource = \"x\"\nconfidence = \"H\"\n",
-    )
-    .unwrap();
-    let e = callguard::rules::Library::check_file(&bad)
-        .unwrap_err()
-        .to_string();
+    let e = rule_file_error(&us_xx_hours("[\"holiday\"]", "13:00-21:00"));
     assert!(
         e.contains("unknown variant `holiday`") && e.contains("hol"),
         "{e}"
     );
+    let e = rule_file_error(
+        "set = \"us\"\ntitle = \"x\"\nversion = \"1\"\n\n[[calendar]]\nid = \"xx\"\nname = \"X\"\n\n[[calendar.holiday]]\nname = \"Y\"\nnth = 1\nweekday = \"hol\"\nmonth = 5\nsource = \"x\"\nconfidence = \"H\"\n",
+    );
+    assert!(
+        e.contains("`hol` is not a weekday") && e.contains("line 12"),
+        "{e}"
+    );
+}
+
+/// A US overlay `US-XX` with one hours entry (line 10).
+fn us_xx_hours(days: &str, block: &str) -> String {
+    format!(
+        "set = \"us\"\ntitle = \"x\"\nversion = \"1\"\n\n[[jurisdiction]]\nid = \"US-XX\"\nname = \"X\"\nparent = \"US\"\n\n[[jurisdiction.hours]]\ndays = {days}\nblocks = [\"{block}\"]\nlaw = \"x\"\nsource = \"x\"\nconfidence = \"H\"\n"
+    )
 }
 
 #[test]
 fn operator_rule_files_are_checked_with_key_and_line() {
+    let e = rule_file_error(&us_xx_hours("[\"mon\"]", "20:00-08:00"));
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "set = \"us\"\ntitle = \"x\"\nversion = \"1\"\n\n[[jurisdiction]]\nid = \"US-XX\"\nname = \"X\"\nparent = \"US\"\n\n[[jurisdiction.hours]]\ndays = [\"mon\"]\nblocks = [\"20:00-08:00\"]\nlaw = \"x\"\nsource = \"x\"\nconfidence = \"H\"\n",
-    )
-    .unwrap();
-    let e = callguard::rules::Library::check_file(&bad)
-        .unwrap_err()
-        .to_string();
     assert!(
         e.contains("line 10") && e.contains("hours") && e.contains("end after"),
         "{e}"
@@ -1047,15 +1040,7 @@ fn caller_id_ranges_are_rules_with_modes_dates_and_checked_files() {
             "unknown field `alow`",
         ),
     ] {
-        let bad = dir.path().join("bad.toml");
-        std::fs::write(
-            &bad,
-            es_with_caller_id(&format!("\n[[jurisdiction.caller_id]]\n{entry}{CID}")),
-        )
-        .unwrap();
-        let e = callguard::rules::Library::check_file(&bad)
-            .unwrap_err()
-            .to_string();
+        let e = rule_file_error(&es_with_caller_id(&format!("\n[[jurisdiction.caller_id]]\n{entry}{CID}")));
         assert!(
             e.contains(message) && e.contains(&format!("line {line}")),
             "{entry}: {e}"

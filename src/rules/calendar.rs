@@ -84,7 +84,10 @@ impl HolidayRule {
             if !(1..=12).contains(&m) {
                 return Err(err("month", format!("month must be 1 to 12, not {m}")));
             }
-            bases.push(Base::Nth(n, w.weekday(), m));
+            let w = w
+                .weekday()
+                .ok_or_else(|| err("weekday", "`hol` is not a weekday"))?;
+            bases.push(Base::Nth(n, w, m));
         }
         if let Some(e) = d.easter {
             if e.abs() > 120 {

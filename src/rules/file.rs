@@ -47,6 +47,9 @@ pub struct CalendarDef {
     pub holidays: Vec<HolidayDef>,
 }
 
+/// A weekday, or `hol`: in an hours entry, the holidays of the
+/// jurisdiction's calendars (Nebraska lets prerecorded calls through on
+/// holidays in the afternoon only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Day {
@@ -57,12 +60,14 @@ pub enum Day {
     Fri,
     Sat,
     Sun,
+    Hol,
 }
 
 impl Day {
-    pub fn weekday(self) -> chrono::Weekday {
+    /// `None` for `hol`.
+    pub fn weekday(self) -> Option<chrono::Weekday> {
         use chrono::Weekday::*;
-        match self {
+        Some(match self {
             Day::Mon => Mon,
             Day::Tue => Tue,
             Day::Wed => Wed,
@@ -70,27 +75,10 @@ impl Day {
             Day::Fri => Fri,
             Day::Sat => Sat,
             Day::Sun => Sun,
-        }
+            Day::Hol => return None,
+        })
     }
-}
 
-/// A day an hours entry lists: a weekday, or `hol`, the holidays of the
-/// jurisdiction's calendars (Nebraska lets prerecorded calls through on
-/// holidays in the afternoon only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HoursDay {
-    Mon,
-    Tue,
-    Wed,
-    Thu,
-    Fri,
-    Sat,
-    Sun,
-    Hol,
-}
-
-impl HoursDay {
     /// Monday 0 to Sunday 6, holidays [`super::HOLIDAYS`].
     pub fn index(self) -> usize {
         self as usize
@@ -214,7 +202,7 @@ pub struct JurisdictionDef {
 pub struct HoursDef {
     /// `hol`: on the holidays of the jurisdiction's calendars, which then
     /// take these hours instead of closing the day.
-    pub days: Vec<HoursDay>,
+    pub days: Vec<Day>,
     /// `HH:MM-HH:MM`, callee local time; empty: no call on those days.
     pub blocks: Vec<String>,
     /// Only for calls in these modes (default every mode).
