@@ -295,7 +295,7 @@ fn layer(
     } else {
         starts
             .iter()
-            .map(|&d| (d, j.holiday_blocks(d, mode)))
+            .map(|&d| (d, crate::schedule::normalize(j.holiday_blocks(d, mode))))
             .collect()
     };
     let periods = starts

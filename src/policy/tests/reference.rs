@@ -77,6 +77,8 @@ struct Reference<'a> {
     legal: &'a [RefWeek],
     tenant: Option<&'a RefWeek>,
     calendar: Option<Arc<Calendar>>,
+    /// The first jurisdiction's hours on its holidays (`None`: closed).
+    holiday_hours: Option<&'a [(u16, u16)]>,
     /// Whether each weekday has any legal minute (the weekend/outside
     /// distinction), worked out once.
     legal_days: [bool; 7],
@@ -87,11 +89,13 @@ impl<'a> Reference<'a> {
         legal: &'a [RefWeek],
         tenant: Option<&'a RefWeek>,
         calendar: Option<Arc<Calendar>>,
+        holiday_hours: Option<&'a [(u16, u16)]>,
     ) -> Self {
         Reference {
             legal,
             tenant,
             calendar,
+            holiday_hours,
             legal_days: std::array::from_fn(|d| {
                 (0..1440).any(|m| legal.iter().all(|w| w.allows(d, m)))
             }),
@@ -102,15 +106,24 @@ impl<'a> Reference<'a> {
     fn classify(&self, at: DateTime<Utc>, zone: Tz) -> Option<Code> {
         let l = at.with_timezone(&zone);
         let date = l.date_naive();
-        // Holidays come from the calendar, tested on their own to the day.
+        let day = date.weekday().num_days_from_monday() as usize;
+        let minute = (l.hour() * 60 + l.minute()) as u16;
+        // Holidays come from the calendar, tested on their own to the day;
+        // with holiday hours, the first jurisdiction allows those on them
+        // and the others their weekday hours.
         if self
             .calendar
             .as_ref()
             .is_some_and(|c| c.holiday(date, zone).is_some())
         {
-            return Some(Code::Holiday);
+            let Some(hours) = self.holiday_hours.filter(|h| !h.is_empty()) else {
+                return Some(Code::Holiday);
+            };
+            let ok = hours.iter().any(|&(s, e)| s <= minute && minute < e)
+                && self.legal[1..].iter().all(|w| w.allows(day, minute))
+                && self.tenant.is_none_or(|t| t.allows(day, minute));
+            return (!ok).then_some(Code::Outside);
         }
-        let day = date.weekday().num_days_from_monday() as usize;
         if !self.legal_days[day] {
             return Some(if day >= 5 {
                 Code::Weekend
@@ -118,7 +131,6 @@ impl<'a> Reference<'a> {
                 Code::Outside
             });
         }
-        let minute = (l.hour() * 60 + l.minute()) as u16;
         let ok = self.legal.iter().all(|w| w.allows(day, minute))
             && self.tenant.is_none_or(|t| t.allows(day, minute));
         (!ok).then_some(Code::Outside)
@@ -272,7 +284,12 @@ fn layers() -> impl Strategy<Value = Vec<RefWeek>> {
     prop::collection::vec(week(), 1..=2)
 }
 
-fn window(legal: &[RefWeek], tenant: Option<&RefWeek>, calendar: Option<Arc<Calendar>>) -> Window {
+fn window(
+    legal: &[RefWeek],
+    tenant: Option<&RefWeek>,
+    calendar: Option<Arc<Calendar>>,
+    holiday_hours: Option<&[(u16, u16)]>,
+) -> Window {
     let layers = legal
         .iter()
         .enumerate()
@@ -284,7 +301,13 @@ fn window(legal: &[RefWeek], tenant: Option<&RefWeek>, calendar: Option<Arc<Cale
             } else {
                 Default::default()
             },
-            holiday_hours: Default::default(),
+            holiday_hours: match holiday_hours {
+                Some(h) if i == 0 => smallvec::smallvec![(
+                    chrono::NaiveDate::MIN,
+                    crate::schedule::normalize(h.iter().copied().collect())
+                )],
+                _ => Default::default(),
+            },
         })
         .collect();
     Window::new(layers, tenant.map(RefWeek::weekly))
@@ -300,11 +323,13 @@ proptest! {
         legal in layers(),
         tenant in prop::option::of(week()),
         calendar in calendar(),
+        holiday_hours in prop::option::of(blocks()),
         zones in zone_set(),
         now in instant(),
     ) {
-        let w = window(&legal, tenant.as_ref(), calendar.clone());
-        let r = Reference::new(&legal, tenant.as_ref(), calendar);
+        let hol = holiday_hours.as_deref();
+        let w = window(&legal, tenant.as_ref(), calendar.clone(), hol);
+        let r = Reference::new(&legal, tenant.as_ref(), calendar, hol);
         for &z in &zones {
             let got = w.check_zone(now, z).err().map(|c| match c {
                 crate::schedule::Closed::PublicHoliday(_) => Code::Holiday,
@@ -375,17 +400,19 @@ proptest! {
         legal in layers(),
         tenant in prop::option::of(week()),
         calendar in calendar(),
+        holiday_hours in prop::option::of(blocks()),
         callee in 0..CALLEES.len(),
         now in instant(),
         automated in enforcement(),
         manual in enforcement(),
         mode in prop_oneof![Just("predictive"), Just("preview")],
     ) {
-        let p = policy(window(&legal, tenant.as_ref(), calendar.clone()), automated, manual);
+        let hol = holiday_hours.as_deref();
+        let p = policy(window(&legal, tenant.as_ref(), calendar.clone(), hol), automated, manual);
         let facts = Facts::new("+33162000000", CALLEES[callee], Some(mode));
         let d = p.decide(&facts, &History::default(), now);
         let zones = d.zones;
-        let r = Reference::new(&legal, tenant.as_ref(), calendar);
+        let r = Reference::new(&legal, tenant.as_ref(), calendar, hol);
         let mut failed: Vec<Rule> = Vec::new();
         for code in [Code::Holiday, Code::Weekend, Code::Outside] {
             if zones.iter().any(|z| r.classify(now, *z) == Some(code)) {
