@@ -106,6 +106,11 @@ pub fn normalize(mut b: Blocks) -> Blocks {
     out
 }
 
+/// Whether `minute` lies in one of `blocks`.
+fn covers(blocks: &[Block], minute: u16) -> bool {
+    blocks.iter().any(|&(s, e)| s <= minute && minute < e)
+}
+
 pub fn intersect(a: &[Block], b: &[Block]) -> Blocks {
     let mut out = Blocks::new();
     for &(s1, e1) in a {
@@ -349,7 +354,7 @@ impl Window {
         let local = at.with_timezone(&zone);
         let blocks = self.day_blocks(local.date_naive(), zone)?;
         let minute = (local.hour() * 60 + local.minute()) as u16;
-        if blocks.iter().any(|&(s, e)| s <= minute && minute < e) {
+        if covers(&blocks, minute) {
             Ok(())
         } else {
             Err(Closed::OutsideHours)
@@ -381,7 +386,7 @@ impl Window {
         let minute = (local.hour() * 60 + local.minute()) as u16;
         let wd = date.weekday();
         let judge = |out: &mut String, label: &str, blocks: &[Block]| {
-            if blocks.iter().any(|&(s, e)| s <= minute && minute < e) {
+            if covers(blocks, minute) {
                 return;
             }
             if blocks.is_empty() {
@@ -400,7 +405,7 @@ impl Window {
                         &l.label,
                         format_args!(": no calls on public holidays ({h})"),
                     );
-                } else if !blocks.iter().any(|&(s, e)| s <= minute && minute < e) {
+                } else if !covers(blocks, minute) {
                     let b = BlocksText(blocks);
                     push_law(
                         out,

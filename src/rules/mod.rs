@@ -87,6 +87,8 @@ fn applies_to(modes: &[Mode], mode: Mode) -> bool {
 
 /// The index of holidays in [`HoursRule::days`], after the weekdays.
 pub const HOLIDAYS: usize = 7;
+// `Day::index` is the variant's position: `hol` must stay last.
+const _: () = assert!(file::Day::Hol as usize == HOLIDAYS);
 
 #[derive(Debug, Clone)]
 pub struct HoursRule {
