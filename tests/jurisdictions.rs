@@ -79,9 +79,10 @@ fn florida_overlay_intersects_the_federal_window() {
         "{why}"
     );
     assert_eq!(retry, Some(12 * 3600));
-    // New York is federal only: 20:00 is fine, 21:00 is not.
+    // New York is federal only: 20:00 is fine, 21:00 is not. The call
+    // still reports its state.
     let (o, _, _, j, _) = decide(&t, "+12125550123", at, &History::default());
-    assert_eq!((o, j.as_deref()), (Outcome::Allow, Some("US")));
+    assert_eq!((o, j.as_deref()), (Outcome::Allow, Some("US-NY")));
     let (o, r, _, _, why) = decide(
         &t,
         "+12125550123",
@@ -238,7 +239,14 @@ fn canada_weekends_and_colombia_with_ley_emiliani() {
     );
     let wk = local(Tz::America__Toronto, 2026, 11, 24, 21, 29);
     let (o, _, _, j, _) = decide(&t, toronto, wk, &History::default());
-    assert_eq!((o, j.as_deref()), (Outcome::Allow, Some("CA")));
+    assert_eq!((o, j.as_deref()), (Outcome::Allow, Some("CA-ON")));
+    // Where a number may lie in several provinces or territories, the call
+    // reports them all.
+    let halifax = local(Tz::America__Halifax, 2026, 11, 24, 12, 0);
+    let (o, _, _, j, _) = decide(&t, "+19025550123", halifax, &History::default());
+    assert_eq!((o, j.as_deref()), (Outcome::Allow, Some("CA-NS&CA-PE")));
+    let (_, _, _, j, _) = decide(&t, "+18675550123", halifax, &History::default());
+    assert_eq!(j.as_deref(), Some("CA-YT&CA-NT&CA-NU"));
     let bogota = Tz::America__Bogota;
     let co = "+573001234567";
     // Epiphany 2026 (Tue 6 Jan) is moved to Monday 12 January.
@@ -314,8 +322,14 @@ fn brazil_state_overlays_by_ddd() {
     let (o, _, _, j, _) = decide(&t, "+5511987654321", sat, &History::default());
     assert_eq!(
         (o, j.as_deref()),
-        (Outcome::Allow, Some("BR")),
+        (Outcome::Allow, Some("BR-SP")),
         "São Paulo has no state window"
+    );
+    let (o, _, _, j, _) = decide(&t, "+5561987654321", sat, &History::default());
+    assert_eq!(
+        (o, j.as_deref()),
+        (Outcome::Allow, Some("BR-DF&BR-GO")),
+        "DDD 61 serves Brasília and towns of Goiás"
     );
     // Tiradentes (21 April) in Ceará.
     let (_, r, _, _, _) = decide(
@@ -678,6 +692,21 @@ fn a_closure_refuses_until_its_end_then_the_hours() {
         ..History::default()
     };
     assert_eq!(decide(&t, "+12145550123", at, &h).1, Some("closure"));
+    // A state whose law adds nothing to the federal rules can be closed
+    // all the same (a hurricane in North Carolina): Charlotte is refused,
+    // Dallas is not.
+    let mut nc = (*h.closures.clone().unwrap()).clone();
+    nc[0].jurisdiction = "US-NC".into();
+    let h = History {
+        closures: Some(Arc::new(nc)),
+        ..History::default()
+    };
+    let (o, r, _, j, _) = decide(&t, "+17045550123", at, &h);
+    assert_eq!(
+        (o, r, j.as_deref()),
+        (Outcome::Reject, Some("closure"), Some("US-NC"))
+    );
+    assert_eq!(decide(&t, "+12145550123", at, &h).0, Outcome::Allow);
 }
 
 #[test]

@@ -422,6 +422,44 @@ fn closures_through_the_api_refuse_calls_and_survive_kill_9() {
     assert_eq!(carrier.join().unwrap(), 1);
 }
 
+/// A state whose law adds nothing to the federal rules is a jurisdiction
+/// all the same: a hurricane closes North Carolina through the API, and a
+/// call there is refused `480 closure` while Texas keeps its own answer.
+/// A province of a set the tenants do not call under is refused.
+#[test]
+fn a_state_without_rules_of_its_own_can_be_closed() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = Proxy::process_with(
+        &[format!("udp:{}", uas.addr())],
+        "",
+        "rule_sets = [\"fr\", \"us\"]",
+    );
+    let uac = Ua::bind("127.0.0.1:0");
+    let (status, body) = p.http(
+        "POST",
+        "/v1/closures",
+        r#"{"jurisdiction":"us-nc","from":"2026-11-16T00:00:00-05:00","to":"2026-11-20T00:00:00-05:00","reason":"hurricane"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains(r#""jurisdiction":"US-NC""#), "{body}");
+    let r = call(&p, &uac, "+17045550123", "nc-1");
+    assert_eq!((r.status(), reason(&r)), (Some(480), "closure".into()));
+    // The clock is 05:00 in Charlotte, 04:00 in Dallas: Texas is refused
+    // for its hours, not for the closure.
+    let r = call(&p, &uac, "+12145550123", "tx-1");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(480), "outside_hours".into())
+    );
+    let (status, body) = p.http(
+        "POST",
+        "/v1/closures",
+        r#"{"jurisdiction":"CA-ON","from":"2026-11-16T00:00:00-05:00","to":"2026-11-20T00:00:00-05:00","reason":"r"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no jurisdiction"), "{body}");
+}
+
 /// Consent at run time: given with its date and proof, it lets a
 /// prospecting call through; withdrawn, the call is refused again; both
 /// survive `kill -9`, override the list's file, and bad requests change

@@ -20,7 +20,8 @@ use crate::schedule::{Calendar, Layer, Weekly, Window};
 /// The rules for calls to one jurisdiction.
 #[derive(Debug, Clone)]
 pub struct Applied {
-    /// The most specific jurisdiction (`US-FL`; `US` with no overlay).
+    /// The most specific jurisdiction (`US-FL`; `FR` with no overlay;
+    /// `CA-NS&CA-PE` where the number may lie in either).
     pub jurisdiction: Arc<str>,
     /// Every jurisdiction that applies, national first (closures match any).
     pub ids: SmallVec<[Arc<str>; 2]>,
@@ -336,6 +337,23 @@ fn layer(
     }
 }
 
+/// The jurisdiction a call reports: the overlay (`US-FL`), the national
+/// one without overlay (`FR`), and every overlay where the number may lie
+/// in several (`CA-YT&CA-NT&CA-NU`): naming one of them would be a guess.
+fn reported(js: &[&Arc<Jurisdiction>]) -> Arc<str> {
+    match js {
+        [] => "?".into(),
+        [only] => only.id.clone(),
+        [_, overlay] => overlay.id.clone(),
+        [_, overlays @ ..] => overlays
+            .iter()
+            .map(|j| &*j.id)
+            .collect::<Vec<_>>()
+            .join("&")
+            .into(),
+    }
+}
+
 fn applied(
     set: &RuleSet,
     js: &[&Arc<Jurisdiction>],
@@ -349,10 +367,7 @@ fn applied(
         )
     });
     Applied {
-        jurisdiction: js
-            .last()
-            .map(|j| j.id.clone())
-            .unwrap_or_else(|| "?".into()),
+        jurisdiction: reported(js),
         ids: js.iter().map(|j| j.id.clone()).collect(),
         rule_set: set.name.as_str().into(),
         version: set.version.as_str().into(),

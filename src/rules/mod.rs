@@ -298,6 +298,18 @@ impl Jurisdiction {
         }
     }
 
+    /// Whether it sets no rule at all (an overlay that names a state whose
+    /// law adds nothing to the national one).
+    pub fn is_empty(&self) -> bool {
+        self.hours.is_empty()
+            && self.calendars.is_empty()
+            && self.caps.is_empty()
+            && self.cooloff.is_none()
+            && self.consent.is_none()
+            && self.hours_consent.is_none()
+            && self.caller_id.is_empty()
+    }
+
     /// The dates at which any dated rule of this jurisdiction starts or
     /// stops: the hours are constant between two of them.
     pub fn hour_changes(&self) -> Vec<NaiveDate> {

@@ -57,6 +57,10 @@ fn jurisdiction(out: &mut String, set: &RuleSet, j: &Jurisdiction, year: i32) {
     if let Some(n) = &j.note {
         let _ = writeln!(out, "  note: {n}");
     }
+    if let (Some(p), true) = (&j.parent, j.is_empty()) {
+        let _ = writeln!(out, "  no rule of its own: {p}'s rules apply");
+        return;
+    }
     if j.hours.is_empty() {
         let _ = writeln!(out, "  hours: none set");
     }

@@ -9,10 +9,50 @@ fn builtin_sets_load() {
     for s in ["fr", "us", "ca", "co", "br", "id", "au", "es"] {
         assert!(lib.sets.contains_key(s), "{s}");
     }
-    assert_eq!(lib.sets["us"].overlays.len(), 22);
+    // 50 states, DC and five territories; 13 provinces and territories;
+    // 26 states and the Federal District.
+    assert_eq!(lib.sets["us"].overlays.len(), 56);
+    assert_eq!(lib.sets["ca"].overlays.len(), 13);
+    assert_eq!(lib.sets["br"].overlays.len(), 27);
     assert!(lib.find("US-FL").is_some());
     assert!(lib.find("us-fl").is_some());
     assert!(lib.find("XX").is_none());
+}
+
+/// A callee's state or province is a jurisdiction of the set that covers
+/// its country, whether its law adds rules or not: calls report it, and a
+/// closure can name it. A region the numbering plan gains fails here, not
+/// in a call.
+#[test]
+fn every_subdivision_a_number_can_have_is_a_jurisdiction_of_its_set() {
+    let lib = Library::builtin().unwrap();
+    for region in crate::numbering::subdivisions() {
+        for id in region.split('&') {
+            let country = id.split('-').next().unwrap();
+            let set = lib
+                .sets
+                .values()
+                .find(|s| s.covers(country))
+                .unwrap_or_else(|| panic!("{id}: no set covers {country}"));
+            let j = set
+                .overlays
+                .get(id)
+                .unwrap_or_else(|| panic!("{id} is no overlay of `{}`", set.name));
+            assert_eq!(j.parent.as_deref(), Some(&*set.national.id), "{id}");
+        }
+    }
+    let ny = report::show(&lib, "US-NY", 2027).unwrap();
+    assert!(
+        ny.contains("no rule of its own: US's rules apply")
+            && ny.contains("TCPA, 47 CFR 64.1200(c)(1)"),
+        "{ny}"
+    );
+    assert!(
+        !report::show(&lib, "US-FL", 2027)
+            .unwrap()
+            .contains("no rule of its own"),
+        "an overlay with rules shows them"
+    );
 }
 
 #[test]
