@@ -152,6 +152,28 @@ fn two_instances_share_the_cap_and_refusals() {
     assert!(body.contains("\"decision\":\"allow\""), "{body}");
 }
 
+/// A refusal signalled on a BYE over UDP is written to Redis (from the
+/// receive thread, which is not the runtime's): the next call, through
+/// the other instance, is refused.
+#[test]
+fn a_refusal_signalled_on_a_bye_reaches_the_other_instance() {
+    let redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let a = proxy_on(&redis, &uas, false);
+    let b = proxy_on(&redis, &uas, false);
+    refusal_on_a_bye_blocks_the_next_call(&a, &b, uas, "+33142000042", "rb");
+}
+
+/// A call the carrier challenged for credentials gives its attempt back
+/// to the shared count: the INVITE sent again with them is the one counted.
+#[test]
+fn a_challenged_call_gives_its_attempt_back_to_the_shared_count() {
+    let redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = proxy_on(&redis, &uas, false);
+    challenged_calls_count_once(&p, uas, "+33142000041");
+}
+
 #[test]
 fn redis_down_fails_closed_then_service_resumes_by_itself() {
     let mut redis = Redis::start();

@@ -5,9 +5,7 @@
 mod common;
 
 use common::*;
-use std::time::{Duration, Instant};
-
-const T: Duration = Duration::from_secs(3);
+use std::time::Duration;
 
 #[test]
 fn hundred_simultaneous_invites_to_one_callee_forward_exactly_four() {
@@ -93,41 +91,7 @@ fn refusals_and_dnc_changes_survive_kill_9() {
 fn a_refusal_signalled_on_a_bye_blocks_the_next_call() {
     let uas = Ua::bind("127.0.0.1:0");
     let p = Proxy::start(&[format!("udp:{}", uas.addr())]);
-    let uac = Ua::bind("127.0.0.1:0");
-    send_invite(&p, &uac, "+33142000020", "b-1");
-    let (inv, from) = uas.recv(T).unwrap();
-    uas.send(from, &reply(&inv, 200, "OK", "callee", &uas.hostport()));
-    let ok = uac.recv_final_or_request(T);
-    assert_eq!(ok.status(), Some(200));
-    let bye = caller_dialog_request(&ok, "BYE", 2, &uac.hostport(), "UDP", "z9hG4bKb-1-bye")
-        .replace(
-            "Content-Length: 0",
-            "X-Disposition: refused\r\nContent-Length: 0",
-        );
-    uac.send(p.addr(), &bye);
-    // The ACK for the 200 was never sent: skip the carrier's retransmitted
-    // 200s and answer the BYE.
-    let deadline = Instant::now() + T;
-    loop {
-        assert!(Instant::now() < deadline, "BYE never reached the carrier");
-        if let Some((m, from)) = uas.recv(T) {
-            if m.method() == Some(&b"BYE"[..]) {
-                uas.send(from, &reply(&m, 200, "OK", "callee", ""));
-                break;
-            }
-        }
-    }
-    let bye_ok = uac.recv_final_or_request(T);
-    assert_eq!(bye_ok.status(), Some(200));
-    assert!(bye_ok
-        .header(callguard::sip::message::HeaderName::CSeq)
-        .unwrap()
-        .ends_with(b"BYE"));
-    let r = call(&p, &uac, "+33142000020", "b-2");
-    assert_eq!(
-        (r.status(), reason(&r)),
-        (Some(603), "refusal_cooloff".into())
-    );
+    refusal_on_a_bye_blocks_the_next_call(&p, &p, uas, "+33142000020", "b");
     // A BYE without the header records nothing: another callee stays callable.
     let (status, body) = p.http(
         "POST",
@@ -420,6 +384,16 @@ fn closures_through_the_api_refuse_calls_and_survive_kill_9() {
     let carrier = busy_carrier(uas, 1);
     assert_eq!(call(&p, &uac, "+33142000031", "cl-3").status(), Some(486));
     assert_eq!(carrier.join().unwrap(), 1);
+}
+
+/// A carrier that asks for credentials did not place the call: the dialer
+/// sends the INVITE again, and only that one counts (counting the
+/// challenged INVITEs too refused the third call).
+#[test]
+fn a_call_challenged_for_credentials_counts_once() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = Proxy::process(&[format!("udp:{}", uas.addr())]);
+    challenged_calls_count_once(&p, uas, "+33142000040");
 }
 
 /// A state whose law adds nothing to the federal rules is a jurisdiction

@@ -850,20 +850,30 @@ pub async fn start_on(
         },
     );
     dispatcher.spawn_timers();
+    // The receive threads are not the runtime's, but the gate's hooks
+    // they run spawn tasks on it (a refusal signalled on a BYE, an attempt
+    // given back, written to Redis): each thread enters the runtime.
+    let rt = tokio::runtime::Handle::current();
     for sock in [udp_v4, udp_v6].into_iter().flatten() {
         let mut helpers = Vec::new();
         for i in 1..workers.max(1) {
-            let (d, sock) = (Arc::downgrade(&dispatcher), sock.clone());
+            let (d, sock, rt) = (Arc::downgrade(&dispatcher), sock.clone(), rt.clone());
             let h = std::thread::Builder::new()
                 .name(format!("callguard-udp-{i}"))
-                .spawn(move || Dispatcher::udp_helper(d, sock))
+                .spawn(move || {
+                    let _rt = rt.enter();
+                    Dispatcher::udp_helper(d, sock)
+                })
                 .context("starting a UDP receive thread")?;
             helpers.push(h.thread().clone());
         }
-        let (d, sock) = (Arc::downgrade(&dispatcher), sock.clone());
+        let (d, sock, rt) = (Arc::downgrade(&dispatcher), sock.clone(), rt.clone());
         std::thread::Builder::new()
             .name("callguard-udp-0".into())
-            .spawn(move || Dispatcher::udp_thread(d, sock, helpers))
+            .spawn(move || {
+                let _rt = rt.enter();
+                Dispatcher::udp_thread(d, sock, helpers)
+            })
             .context("starting a UDP receive thread")?;
     }
     for (l, transport) in tcp {

@@ -28,8 +28,9 @@ use std::task::Poll;
 use crate::audit::{Audit, Record};
 use crate::clock::Clock;
 use crate::codes::Code;
+use crate::numbering::E164;
 use crate::policy::{Decision, Enforce, Facts, History, Outcome, Rule, TenantPolicy};
-use crate::proxy::{Gatekeeper, Peer, Pending, Rejection, Verdict};
+use crate::proxy::{Gatekeeper, Peer, Pending, Rejection, Settlement, Ticket, Verdict};
 use crate::sip::message::HeaderName;
 use crate::sip::Message;
 use crate::state::Backend;
@@ -163,7 +164,7 @@ impl Gate {
         facts: &Facts<'_>,
         now: DateTime<Utc>,
     ) -> Decision {
-        decide(&self.flow, t, facts, now, false).await
+        decide(&self.flow, t, facts, now, false).await.0
     }
 
     /// The decision for a call that is forwarded if allowed: its attempt
@@ -175,7 +176,7 @@ impl Gate {
         facts: &Facts<'_>,
         now: DateTime<Utc>,
     ) -> Decision {
-        decide(&self.flow, t, facts, now, true).await
+        decide(&self.flow, t, facts, now, true).await.0
     }
 
     /// [`Gate::decide_and_count`] run inline; `None` when the state would
@@ -193,16 +194,40 @@ impl Gate {
     }
 }
 
+/// An attempt the gate counted for a call it lets through: handed to the
+/// core as the call's [`Ticket`], and taken back if the carrier answers
+/// only with a challenge for credentials (see [`Gate::settled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    callee: E164,
+    at: DateTime<Utc>,
+}
+
+impl Counted {
+    fn ticket(self) -> Ticket {
+        Ticket([self.callee.digits(), self.at.timestamp() as u64])
+    }
+
+    fn of(t: Ticket) -> Option<Counted> {
+        let at = DateTime::from_timestamp(t.0[1] as i64, 0)?;
+        Some(Counted {
+            callee: E164::from_digits(t.0[0]),
+            at,
+        })
+    }
+}
+
 /// Read → decide → count: the decision for one call of tenant `t` with its
 /// history from the state. `count`: the call will be forwarded if allowed,
-/// so its attempt is counted atomically with the cap check.
+/// so its attempt is counted atomically with the cap check; the attempt
+/// counted, if any, comes back with the decision.
 async fn decide(
     flow: &FlowCtx,
     t: &TenantPolicy,
     facts: &Facts<'_>,
     now: DateTime<Utc>,
     count: bool,
-) -> Decision {
+) -> (Decision, Option<Counted>) {
     let resolved = t.resolve(facts);
     let closures = flow.state.as_ref().and_then(|s| s.closures());
     let (Some(state), Ok(callee), Some(a)) =
@@ -212,7 +237,7 @@ async fn decide(
             closures,
             ..History::default()
         };
-        return t.decide_resolved(facts, &resolved, &history, now);
+        return (t.decide_resolved(facts, &resolved, &history, now), None);
     };
     let mode = t.mode_of(facts.mode);
     let today = now.date_naive();
@@ -229,10 +254,13 @@ async fn decide(
                     closures,
                     ..History::default()
                 };
-                return unavailable(
-                    flow.unavailable,
-                    t.decide_resolved(facts, &resolved, &history, now),
-                    &e,
+                return (
+                    unavailable(
+                        flow.unavailable,
+                        t.decide_resolved(facts, &resolved, &history, now),
+                        &e,
+                    ),
+                    None,
                 );
             }
         }
@@ -241,19 +269,27 @@ async fn decide(
     };
     history.closures = closures;
     let mut d = t.decide_resolved(facts, &resolved, &history, now);
+    let mut counted = None;
     if let (Some(cap), Some(callee)) = (cap, d.callee) {
         let prior = if count && d.decision != Outcome::Reject {
             let enforce = t.enforcement(d.mode, Rule::FrequencyCap) == Enforce::Block;
             match state.count(&t.id, callee, now, cap, enforce).await {
-                Ok(p) => p,
-                Err(e) => return unavailable(flow.unavailable, d, &e),
+                Ok(p) => {
+                    // The store adds the attempt unless the cap is
+                    // enforced and reached (the call is then refused).
+                    if !enforce || p.len() < cap.attempts as usize {
+                        counted = Some(Counted { callee, at: now });
+                    }
+                    p
+                }
+                Err(e) => return (unavailable(flow.unavailable, d, &e), None),
             }
         } else {
             history.attempts
         };
         t.fold_cap(&mut d, a, callee, &prior, now);
     }
-    d
+    (d, counted)
 }
 
 /// The decision when the state could not be read: the rules that need no
@@ -298,11 +334,11 @@ async fn call(
     now: DateTime<Utc>,
     c: Call,
 ) -> Verdict {
-    let d = decide(flow, t, facts, now, true).await;
+    let (d, counted) = decide(flow, t, facts, now, true).await;
     if let Some(h) = &flow.durations {
         h.observe(c.started.elapsed().as_secs_f64());
     }
-    let mut verdict = verdict(t, &d);
+    let mut verdict = verdict(t, &d, counted);
     if let Some(a) = &flow.audit {
         let record = Record {
             call_id: c.call_id,
@@ -318,12 +354,14 @@ async fn call(
     verdict
 }
 
-fn verdict(t: &TenantPolicy, d: &Decision) -> Verdict {
+fn verdict(t: &TenantPolicy, d: &Decision, counted: Option<Counted>) -> Verdict {
+    let ticket = counted.map(Counted::ticket);
     match d.decision {
         Outcome::Allow => Verdict::Forward {
             tenant: t.id.clone(),
             headers: Vec::new(),
             warn: None,
+            ticket,
         },
         Outcome::Warn => Verdict::Forward {
             tenant: t.id.clone(),
@@ -332,6 +370,7 @@ fn verdict(t: &TenantPolicy, d: &Decision) -> Verdict {
                 format!("{}; {}", d.reason_str().unwrap_or(""), d.explanation),
             )],
             warn: d.reason,
+            ticket,
         },
         Outcome::Reject => Verdict::Reject(Rejection {
             tenant: Some(t.id.clone()),
@@ -454,15 +493,24 @@ impl Gatekeeper for Gate {
             .map(|t| t.id.clone())
     }
 
-    fn settled(&self, call_id: &[u8], tenant: &Arc<str>, status: u16, carrier: Option<&Arc<str>>) {
+    fn settled(&self, call: Settlement<'_>) {
         if let Some(a) = &self.flow.audit {
             a.record_outcome(crate::audit::CallOutcome {
-                call_id: String::from_utf8_lossy(call_id).into_owned(),
-                tenant: tenant.clone(),
-                status,
-                carrier: carrier.cloned(),
+                call_id: String::from_utf8_lossy(call.call_id).into_owned(),
+                tenant: call.tenant.clone(),
+                status: call.status,
+                carrier: call.carrier.cloned(),
                 at: self.clock.now(),
             });
+        }
+        // A carrier that asks for credentials (RFC 3261 §22.2) did not place
+        // the call: the dialer sends the INVITE again, with the same
+        // Call-ID, and that one is decided and counted. Counting both would
+        // spend two of the callee's attempts (France: 4 in 30 days) on one.
+        if matches!(call.status, 401 | 407) {
+            if let (Some(state), Some(c)) = (&self.flow.state, call.ticket.and_then(Counted::of)) {
+                state.uncount(call.tenant, c.callee, c.at);
+            }
         }
     }
 

@@ -189,6 +189,8 @@ pub enum Verdict {
         headers: Vec<(String, String)>,
         /// Rule code when a failed rule is enforced as `warn`.
         warn: Option<Code>,
+        /// Given back with the call's outcome ([`Gatekeeper::settled`]).
+        ticket: Option<Ticket>,
     },
     Reject(Rejection),
     /// The decision needs I/O (a shared state store). The core answers
@@ -197,6 +199,24 @@ pub enum Verdict {
     /// back with [`Core::handle_verdict`]. The job must end on its own
     /// (its I/O bounded by a timeout) and never return `Pending`.
     Pending(Pending),
+}
+
+/// What a gatekeeper attaches to a call it lets through, opaque to the
+/// core, which hands it back with the call's outcome (the gate: the
+/// attempt it counted, to take back when the carrier only challenged the
+/// dialer for credentials).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(pub [u64; 2]);
+
+/// An allowed call's final answer, for [`Gatekeeper::settled`].
+#[derive(Debug, Clone, Copy)]
+pub struct Settlement<'a> {
+    pub call_id: &'a [u8],
+    pub tenant: &'a Arc<str>,
+    pub status: u16,
+    /// The carrier that answered, or the last one tried.
+    pub carrier: Option<&'a Arc<str>>,
+    pub ticket: Option<Ticket>,
 }
 
 /// A decision that runs outside the core (see [`Verdict::Pending`]).
@@ -254,14 +274,7 @@ pub trait Gatekeeper: Send + Sync {
     /// this proxy's when no carrier gave one (`carrier` is then the last
     /// one tried, if any; none for a call cancelled before its verdict
     /// came, answered 487). Called once per allowed call.
-    fn settled(
-        &self,
-        _call_id: &[u8],
-        _tenant: &Arc<str>,
-        _status: u16,
-        _carrier: Option<&Arc<str>>,
-    ) {
-    }
+    fn settled(&self, _call: Settlement<'_>) {}
 }
 
 /// Counters the core reports; implemented by the metrics registry, and by

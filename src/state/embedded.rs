@@ -275,6 +275,26 @@ impl Store {
         prior
     }
 
+    /// Takes back one attempt counted at `at` (the second), if it is
+    /// still there.
+    pub fn uncount(&self, tenant: &Arc<str>, callee: E164, at: DateTime<Utc>) {
+        let key = (tenant.clone(), callee.digits());
+        let at_s = at.timestamp();
+        let removed = match self.inner.attempts.get_mut(&key) {
+            Some(mut e) => match e.iter().rposition(|&t| t == at_s) {
+                Some(i) => {
+                    e.remove(i);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        };
+        if removed {
+            self.dirty(Dirty::Attempt(key));
+        }
+    }
+
     fn dirty(&self, d: Dirty) {
         // The writer lives as long as the store; if it died the next
         // `flush` reports it.

@@ -176,6 +176,24 @@ impl Backend {
         }
     }
 
+    /// Takes back an attempt counted at `at` (its call never reached the
+    /// callee), without waiting: in the background when shared.
+    pub fn uncount(&self, tenant: &Arc<str>, callee: E164, at: DateTime<Utc>) {
+        match &self.shared {
+            Some(s) => {
+                let (s, tenant) = (s.clone(), tenant.clone());
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        if let Err(e) = s.uncount(&tenant, callee, at).await {
+                            tracing::warn!(tenant = %tenant, callee = %callee, error = %e, "a challenged call's attempt stays counted");
+                        }
+                    });
+                }
+            }
+            None => self.local.uncount(tenant, callee, at),
+        }
+    }
+
     /// Gives (`Some`) or withdraws consent for numbers of a consent list at
     /// run time, durably: published to the other instances first when
     /// shared, then committed here.

@@ -62,6 +62,13 @@ redis.call('EXPIRE', KEYS[1], ARGV[6])
 return out
 ";
 
+/// Removes one attempt scored `at`, if any. KEYS[1] attempts; ARGV: at.
+const UNCOUNT: &str = r"
+local m = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1], 'LIMIT', 0, 1)
+if #m == 0 then return 0 end
+return redis.call('ZREM', KEYS[1], m[1])
+";
+
 /// Keeps the later of the stored and the given refusal.
 /// KEYS[1] refusal; ARGV: at, ttl seconds.
 const REFUSE: &str = r"
@@ -94,6 +101,7 @@ struct Inner {
     prefix: String,
     timeout: Duration,
     count: redis::Script,
+    uncount: redis::Script,
     refuse: redis::Script,
     /// Makes attempt members unique across instances and calls.
     instance: u32,
@@ -167,6 +175,7 @@ impl Shared {
                 prefix: cfg.key_prefix.clone(),
                 timeout,
                 count: redis::Script::new(COUNT),
+                uncount: redis::Script::new(UNCOUNT),
                 refuse: redis::Script::new(REFUSE),
                 instance: rand::random(),
                 seq: AtomicU64::new(0),
@@ -319,6 +328,22 @@ impl Shared {
             .into_iter()
             .filter_map(|s| DateTime::from_timestamp(s as i64, 0))
             .collect())
+    }
+
+    /// Takes back one attempt counted at `at` (any instance's: attempts of
+    /// the same second count alike).
+    pub async fn uncount(
+        &self,
+        tenant: &str,
+        callee: E164,
+        at: DateTime<Utc>,
+    ) -> Result<(), SharedError> {
+        let mut inv = self.inner.uncount.prepare_invoke();
+        inv.key(self.key("attempts", tenant, callee))
+            .arg(at.timestamp());
+        let mut conn = self.conn();
+        let _: i64 = self.run(inv.invoke_async(&mut conn)).await?;
+        Ok(())
     }
 
     /// Records a refusal (the later one wins), kept for `keep`.

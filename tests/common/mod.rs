@@ -805,20 +805,28 @@ pub fn call(p: &Proxy, uac: &Ua, callee: &str, call_id: &str) -> Message {
             continue;
         }
         if m.status().is_some_and(|s| s >= 300) {
-            let to = String::from_utf8_lossy(m.header(HeaderName::To).unwrap_or_default());
-            let hp = uac.hostport();
-            uac.send(
-                p.addr(),
-                &format!(
-                    "ACK sip:{callee}@{} SIP/2.0\r\nVia: SIP/2.0/UDP {hp};branch={branch};rport\r\n\
-                     Max-Forwards: 70\r\nFrom: \"Dialer\" <sip:+33162000001@{hp}>;tag=uac-{call_id}\r\n\
-                     To: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-                    p.addr()
-                ),
-            );
+            ack_final(p, uac, callee, &m, &branch);
         }
         return m;
     }
+}
+
+/// The dialer's ACK for a non-2xx final `m` to its INVITE sent with
+/// `branch` (same CSeq number, §17.1.1.3).
+pub fn ack_final(p: &Proxy, uac: &Ua, callee: &str, m: &Message, branch: &str) {
+    let to = String::from_utf8_lossy(m.header(HeaderName::To).unwrap_or_default());
+    let call_id = String::from_utf8_lossy(m.call_id().unwrap_or_default());
+    let cseq = m.cseq().map_or(1, |c| c.0);
+    let hp = uac.hostport();
+    uac.send(
+        p.addr(),
+        &format!(
+            "ACK sip:{callee}@{} SIP/2.0\r\nVia: SIP/2.0/UDP {hp};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: \"Dialer\" <sip:+33162000001@{hp}>;tag=uac-{call_id}\r\n\
+             To: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} ACK\r\nContent-Length: 0\r\n\r\n",
+            p.addr()
+        ),
+    );
 }
 
 pub fn reason(m: &Message) -> String {
@@ -845,6 +853,135 @@ pub fn busy_carrier(uas: Ua, stop: usize) -> std::thread::JoinHandle<usize> {
         }
         seen.len()
     })
+}
+
+/// A call through `p` answered, then ended by the dialer's BYE saying the
+/// callee refused (`X-Disposition: refused`): the next call to `callee`,
+/// through `next`, is refused `603 refusal_cooloff`.
+pub fn refusal_on_a_bye_blocks_the_next_call(
+    p: &Proxy,
+    next: &Proxy,
+    uas: Ua,
+    callee: &str,
+    tag: &str,
+) {
+    let uac = Ua::bind("127.0.0.1:0");
+    send_invite(p, &uac, callee, &format!("{tag}-1"));
+    let (inv, from) = uas.recv(Duration::from_secs(3)).unwrap();
+    uas.send(from, &reply(&inv, 200, "OK", "callee", &uas.hostport()));
+    let ok = uac.recv_final_or_request(Duration::from_secs(3));
+    assert_eq!(ok.status(), Some(200));
+    let bye = caller_dialog_request(
+        &ok,
+        "BYE",
+        2,
+        &uac.hostport(),
+        "UDP",
+        &format!("z9hG4bK{tag}-1-bye"),
+    )
+    .replace(
+        "Content-Length: 0",
+        "X-Disposition: refused\r\nContent-Length: 0",
+    );
+    uac.send(p.addr(), &bye);
+    // The ACK for the 200 was never sent: skip the carrier's retransmitted
+    // 200s and answer the BYE.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        assert!(Instant::now() < deadline, "BYE never reached the carrier");
+        if let Some((m, from)) = uas.recv(Duration::from_secs(3)) {
+            if m.method() == Some(&b"BYE"[..]) {
+                uas.send(from, &reply(&m, 200, "OK", "callee", ""));
+                break;
+            }
+        }
+    }
+    let bye_ok = uac.recv_final_or_request(Duration::from_secs(3));
+    assert_eq!(bye_ok.status(), Some(200));
+    assert!(bye_ok.header(HeaderName::CSeq).unwrap().ends_with(b"BYE"));
+    // Recorded in the background: wait for it (bounded) before calling.
+    let check = format!(r#"{{"tenant":"test","from":"+33162000001","to":"{callee}"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !next
+        .http("POST", "/v1/check", &check)
+        .1
+        .contains("refusal_cooloff")
+    {
+        assert!(Instant::now() < deadline, "the refusal was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = call(next, &uac, callee, &format!("{tag}-2"));
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(603), "refusal_cooloff".into())
+    );
+}
+
+/// A carrier that challenges every INVITE without credentials (`407`) and
+/// answers the others `486`; counts the INVITEs that carried them.
+pub fn challenging_carrier(uas: Ua, stop: usize) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut authorized = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && authorized < stop {
+            let Some((m, from)) = uas.recv(Duration::from_millis(300)) else {
+                continue;
+            };
+            if m.method() != Some(&b"INVITE"[..]) {
+                continue;
+            }
+            let answer = if m.header_by_name("Proxy-Authorization").is_some() {
+                authorized += 1;
+                reply(&m, 486, "Busy Here", "c", "")
+            } else {
+                reply(&m, 407, "Proxy Authentication Required", "c", "").replacen(
+                    "Content-Length",
+                    "Proxy-Authenticate: Digest realm=\"carrier\", nonce=\"n1\"\r\nContent-Length",
+                    1,
+                )
+            };
+            uas.send(from, &answer);
+        }
+        authorized
+    })
+}
+
+/// Four calls to `callee` through `p`, each challenged by the carrier
+/// (`uas`) and sent again with credentials (same Call-ID, next CSeq, RFC
+/// 3261 §22.2): all four reach the carrier, and a fifth call is refused
+/// `frequency_cap` (France: 4 in 30 days). Only the INVITEs the carrier
+/// took count.
+pub fn challenged_calls_count_once(p: &Proxy, uas: Ua, callee: &str) {
+    let carrier = challenging_carrier(uas, 4);
+    let uac = Ua::bind("127.0.0.1:0");
+    for i in 0..4 {
+        let id = format!("auth-{i}");
+        let r = call(p, &uac, callee, &id);
+        assert_eq!(r.status(), Some(407), "{id}: {r:?}");
+        let branch = format!("z9hG4bK{id}-2");
+        let again = invite(&uac.hostport(), "UDP", p.addr(), callee, &id, &branch)
+            .replacen("CSeq: 1 INVITE", "CSeq: 2 INVITE", 1)
+            .replacen(
+                "Content-Type",
+                "Proxy-Authorization: Digest username=\"dialer\", realm=\"carrier\", nonce=\"n1\", uri=\"sip:x\", response=\"0\"\r\nContent-Type",
+                1,
+            );
+        uac.send(p.addr(), &again);
+        let r = loop {
+            let m = uac.recv_final_or_request(Duration::from_secs(3));
+            if m.call_id() == Some(id.as_bytes()) && m.cseq().is_some_and(|c| c.0 == 2) {
+                break m;
+            }
+        };
+        assert_eq!(r.status(), Some(486), "{id} with credentials: {r:?}");
+        ack_final(p, &uac, callee, &r, &branch);
+    }
+    assert_eq!(carrier.join().unwrap(), 4, "calls that reached the callee");
+    let r = call(p, &uac, callee, "auth-5");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(480), "frequency_cap".into())
+    );
 }
 
 /// The fr cap under a race: 100 INVITEs at once to one fresh callee

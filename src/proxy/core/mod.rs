@@ -30,8 +30,8 @@ use super::txn::{
     NonInviteEvent, Outbox, ServerInvite, ServerNonInvite, Timer, Timers, TxnIndex, TxnKey,
 };
 use super::{
-    DecisionId, Gatekeeper, Observer, Peer, Pending, Rejection, Settings, Transmit, Transport,
-    Verdict,
+    DecisionId, Gatekeeper, Observer, Peer, Pending, Rejection, Settings, Settlement, Ticket,
+    Transmit, Transport, Verdict,
 };
 use crate::codes::{Code, Outcome};
 use crate::sip::check::check_request;
@@ -117,6 +117,8 @@ struct Forwarding {
     cancelled: bool,
     /// Headers added to the forwarded request (a `warn` tag).
     extra: Vec<(String, String)>,
+    /// The gatekeeper's, handed back with the outcome.
+    ticket: Option<Ticket>,
     /// Waiting for a pending decision since this instant.
     deciding: Option<Instant>,
 }
@@ -131,6 +133,7 @@ impl Forwarding {
             tenant: None,
             cancelled: false,
             extra: Vec::new(),
+            ticket: None,
             deciding: None,
         })
     }
@@ -444,8 +447,14 @@ impl Core {
             return;
         };
         if let Some(u) = s.unsettled.take() {
-            if let Verdict::Forward { tenant, .. } = &verdict {
-                self.gatekeeper.settled(&u.call_id, tenant, u.status, None);
+            if let Verdict::Forward { tenant, ticket, .. } = &verdict {
+                self.gatekeeper.settled(Settlement {
+                    call_id: &u.call_id,
+                    tenant,
+                    status: u.status,
+                    carrier: None,
+                    ticket: *ticket,
+                });
             }
             return;
         }
@@ -468,6 +477,7 @@ impl Core {
                 tenant,
                 headers,
                 warn,
+                ticket,
             } => {
                 self.observe_forward(&tenant, warn);
                 let sips = self.servers[id.slot]
@@ -479,6 +489,7 @@ impl Core {
                     // Set first: a call allowed with no carrier to take it
                     // has an outcome too.
                     fwd.tenant = Some(tenant);
+                    fwd.ticket = ticket;
                     if targets.is_empty() {
                         let r = self.no_target(sips);
                         return self.reject_server(now, id.slot, &r);
@@ -504,8 +515,13 @@ impl Core {
         let carrier = self
             .live_client(fwd.branch)
             .and_then(|c| self.clients[c].carrier.as_ref());
-        let call_id = fwd.request.call_id().unwrap_or_default();
-        self.gatekeeper.settled(call_id, tenant, code, carrier);
+        self.gatekeeper.settled(Settlement {
+            call_id: fwd.request.call_id().unwrap_or_default(),
+            tenant,
+            status: code,
+            carrier,
+            ticket: fwd.ticket,
+        });
     }
 
     /// A final response generated here for a proxied request.

@@ -178,20 +178,27 @@ impl Core {
                 tenant,
                 headers,
                 warn,
+                ticket,
             } => {
                 self.observe_forward(&tenant, warn);
                 let sips = routing::is_sips_request(&msg);
                 let targets = self.targets(sips);
                 if targets.is_empty() {
                     let r = self.no_target(sips);
-                    let call_id = msg.call_id().unwrap_or_default();
-                    self.gatekeeper.settled(call_id, &tenant, r.status, None);
+                    self.gatekeeper.settled(Settlement {
+                        call_id: msg.call_id().unwrap_or_default(),
+                        tenant: &tenant,
+                        status: r.status,
+                        carrier: None,
+                        ticket,
+                    });
                     return self.reject_invite(now, from, msg, key, top_via, reply_to, r);
                 }
                 let mut fwd = Forwarding::new(msg, top_via);
                 fwd.targets = targets;
                 fwd.extra = headers;
                 fwd.tenant = Some(tenant);
+                fwd.ticket = ticket;
                 let idx = self.park(now, from, key, reply_to, fwd);
                 self.try_next_carrier(now, idx);
             }

@@ -34,6 +34,7 @@ impl Gatekeeper for OnlyTenNet {
                 tenant: "t1".into(),
                 headers: vec![],
                 warn: None,
+                ticket: None,
             }
         } else {
             Verdict::Reject(stranger(source))
@@ -69,8 +70,10 @@ impl<G: Gatekeeper> Gatekeeper for Settled<G> {
     fn tenant_of(&self, peer: &Peer) -> Option<Arc<str>> {
         self.inner.tenant_of(peer)
     }
-    fn settled(&self, call_id: &[u8], _: &Arc<str>, status: u16, _: Option<&Arc<str>>) {
-        self.reports.lock().push((call_id.to_vec(), status));
+    fn settled(&self, call: Settlement<'_>) {
+        self.reports
+            .lock()
+            .push((call.call_id.to_vec(), call.status));
     }
 }
 

@@ -22,6 +22,7 @@ fn allowed() -> Verdict {
         tenant: "t1".into(),
         headers: vec![],
         warn: None,
+        ticket: None,
     }
 }
 
@@ -44,6 +45,7 @@ fn pending_decision_answers_100_then_forwards_on_the_verdict() {
             tenant: "t1".into(),
             headers: vec![("X-Callguard-Warning".into(), "w; why".into())],
             warn: Some(Code::Weekend),
+            ticket: None,
         },
     );
     let fwd = only(net.drain(), C1);
