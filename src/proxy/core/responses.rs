@@ -31,6 +31,22 @@ impl Core {
                 self.observer.carrier_response(name, code);
             }
         }
+        if matches!(code, 401 | 407) {
+            // A challenge gives the call's counted attempt back (the
+            // gatekeeper's ticket): only from where the INVITE went. The
+            // branch alone is no proof: ours are sequential.
+            let elsewhere = match &c.machine {
+                ClientMachine::Invite(m) => {
+                    routing::canonical(m.dest().addr.ip()) != routing::canonical(from.addr.ip())
+                }
+                ClientMachine::NonInvite(_) => false,
+            };
+            if let (true, Some(s)) = (elsewhere, self.live_server(c.server)) {
+                if let Some(f) = self.servers[s].fwd.as_mut() {
+                    f.ticket = None;
+                }
+            }
+        }
         if matches!(c.machine, ClientMachine::Invite(_)) {
             self.invite_response(now, cidx, msg, code)
         } else {

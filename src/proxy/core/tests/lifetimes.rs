@@ -41,6 +41,33 @@ fn a_call_every_carrier_refused_is_settled_once_with_the_carriers_answer() {
     assert_eq!(net.core.active_transactions(), 0);
 }
 
+/// The gatekeeper's ticket comes back with the outcome, unless a challenge
+/// (`407`) came from elsewhere than the carrier the INVITE went to: a
+/// challenge gives the call's attempt back, and anyone can send a response
+/// with a guessed branch.
+#[test]
+fn a_challenge_returns_the_ticket_only_from_the_carrier() {
+    let (mut net, settled) = recorded::<Ticketed>(&[C1]);
+    let mut finals = Vec::new();
+    for (i, (from, code)) in [(C1, 407), ("192.0.2.99:5060", 407), (C1, 486)]
+        .into_iter()
+        .enumerate()
+    {
+        let out = net.input(UAC, &invite(&format!("z9hG4bKch{i}"), &format!("chal-{i}")));
+        let fwd = only(
+            out.into_iter()
+                .filter(|(_, m)| m.method() == Some(&b"INVITE"[..]))
+                .collect(),
+            C1,
+        );
+        let out = net.input(from, &reply(&fwd, code, "Refused", Some("c1")));
+        finals.extend(finals_to(&out, UAC));
+    }
+    assert_eq!(finals, [407, 407, 486], "each relayed to the dialer");
+    let t = Some(Ticket([7, 8]));
+    assert_eq!(*settled.tickets.lock(), [t, None, t]);
+}
+
 /// What the callee side (and the dialer, for CANCEL) do after the INVITE.
 type Peer_ = Box<dyn Fn(&mut Net, &Message) -> Vec<(SocketAddr, Message)>>;
 

@@ -55,6 +55,32 @@ impl Gatekeeper for OnlyTenNet {
 struct Settled<G> {
     inner: G,
     reports: parking_lot::Mutex<Vec<(Vec<u8>, u16)>>,
+    tickets: parking_lot::Mutex<Vec<Option<Ticket>>>,
+}
+
+/// As [`OnlyTenNet`], with a ticket on every call it lets through.
+#[derive(Default)]
+struct Ticketed;
+impl Gatekeeper for Ticketed {
+    fn check(&self, m: &Message, source: &Peer) -> Verdict {
+        match OnlyTenNet.check(m, source) {
+            Verdict::Forward {
+                tenant,
+                headers,
+                warn,
+                ..
+            } => Verdict::Forward {
+                tenant,
+                headers,
+                warn,
+                ticket: Some(Ticket([7, 8])),
+            },
+            other => other,
+        }
+    }
+    fn tenant_of(&self, peer: &Peer) -> Option<Arc<str>> {
+        OnlyTenNet.tenant_of(peer)
+    }
 }
 
 impl<G> Settled<G> {
@@ -74,6 +100,7 @@ impl<G: Gatekeeper> Gatekeeper for Settled<G> {
         self.reports
             .lock()
             .push((call.call_id.to_vec(), call.status));
+        self.tickets.lock().push(call.ticket);
     }
 }
 
