@@ -39,6 +39,7 @@ impl Gatekeeper for TenNet {
                 tenant: t,
                 headers: vec![],
                 warn: None,
+                ticket: None,
             },
             None => Verdict::Reject(callguard::gate::source_not_authorized(source)),
         }
