@@ -280,17 +280,12 @@ impl Store {
     pub fn uncount(&self, tenant: &Arc<str>, callee: E164, at: DateTime<Utc>) {
         let key = (tenant.clone(), callee.digits());
         let at_s = at.timestamp();
-        let removed = match self.inner.attempts.get_mut(&key) {
-            Some(mut e) => match e.iter().rposition(|&t| t == at_s) {
-                Some(i) => {
-                    e.remove(i);
-                    true
-                }
-                None => false,
-            },
-            None => false,
-        };
+        let removed = self.inner.attempts.get_mut(&key).is_some_and(|mut e| {
+            let i = e.iter().rposition(|&t| t == at_s);
+            i.map(|i| e.remove(i)).is_some()
+        });
         if removed {
+            tracing::debug!(tenant = %tenant, callee = %callee, "a challenged call's attempt given back");
             self.dirty(Dirty::Attempt(key));
         }
     }

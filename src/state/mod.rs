@@ -164,13 +164,11 @@ impl Backend {
         match &self.shared {
             Some(s) => {
                 let (s, tenant) = (s.clone(), tenant.clone());
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        if let Err(e) = s.record_refusal(&tenant, callee, at, keep).await {
-                            tracing::error!(tenant = %tenant, callee = %callee, error = %e, "refusal signalled on BYE not recorded");
-                        }
-                    });
-                }
+                in_background("a refusal signalled on a BYE", async move {
+                    if let Err(e) = s.record_refusal(&tenant, callee, at, keep).await {
+                        tracing::error!(tenant = %tenant, callee = %callee, error = %e, "refusal signalled on BYE not recorded");
+                    }
+                });
             }
             None => self.local.record_refusal_soon(tenant, callee, at),
         }
@@ -182,13 +180,11 @@ impl Backend {
         match &self.shared {
             Some(s) => {
                 let (s, tenant) = (s.clone(), tenant.clone());
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        if let Err(e) = s.uncount(&tenant, callee, at).await {
-                            tracing::warn!(tenant = %tenant, callee = %callee, error = %e, "a challenged call's attempt stays counted");
-                        }
-                    });
-                }
+                in_background("an attempt given back", async move {
+                    if let Err(e) = s.uncount(&tenant, callee, at).await {
+                        tracing::warn!(tenant = %tenant, callee = %callee, error = %e, "a challenged call's attempt stays counted");
+                    }
+                });
             }
             None => self.local.uncount(tenant, callee, at),
         }
@@ -234,5 +230,19 @@ impl Backend {
             .await
             .map_err(|_| Error::Task)?
             .map_err(Error::from)
+    }
+}
+
+/// Runs a write to the shared store without waiting. Outside the runtime
+/// (a thread that did not enter it) the write cannot start: said loudly,
+/// as it once went missing silently.
+fn in_background(what: &str, f: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(f);
+        }
+        Err(_) => {
+            tracing::error!("{what} not written to the shared state: no runtime on this thread")
+        }
     }
 }
