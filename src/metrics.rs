@@ -125,6 +125,7 @@ pub struct Metrics {
     pub carrier_failures: Family<CarrierFailure, Counter>,
     pub carrier_up: Family<CarrierName, Gauge>,
     pub malformed: Counter,
+    pub forged_responses: Counter,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub dnc_entries: Family<ListLabels, Gauge>,
     pub dnc_unreadable: Family<ListLabels, Gauge>,
@@ -194,6 +195,7 @@ impl Metrics {
             carrier_up.clone(),
         );
         let malformed = Counter::default();
+        let forged_responses = Counter::default();
         let config_reloads = Family::<ResultLabels, Counter>::default();
         // Both series from the start: `increase()` over a series that
         // appears with its first failure misses that failure, and the
@@ -334,6 +336,11 @@ impl Metrics {
             malformed.clone(),
         );
         registry.register(
+            "sip_forged_responses",
+            "Responses dropped because their branch is not one this proxy made",
+            forged_responses.clone(),
+        );
+        registry.register(
             "config_reloads",
             "Configuration reloads by result",
             config_reloads.clone(),
@@ -353,6 +360,7 @@ impl Metrics {
             carrier_failures,
             carrier_up,
             malformed,
+            forged_responses,
             config_reloads,
             dnc_entries,
             dnc_unreadable,
@@ -501,6 +509,9 @@ impl Observer for Metrics {
     }
     fn malformed(&self) {
         self.malformed.inc();
+    }
+    fn forged_response(&self) {
+        self.forged_responses.inc();
     }
     fn transactions(&self, delta: i64) {
         self.transactions_active.inc_by(delta);

@@ -734,3 +734,57 @@ fn caller_id_ranges_of_an_operator_rule_file_are_enforced() {
         }
     }
 }
+
+/// Responses are matched by their branch alone (RFC 3261 §17.1.3), and a
+/// dialer sees our branches in the Via of what we relay: a branch must not
+/// tell the next one. Another dialer of the trunk (a source the stranger
+/// budget does not slow down) who saw one call's branch tries every
+/// neighbour of it (the shard and the sequence, with and without the seen
+/// branch's tail) against a second call in progress; the call is not ended,
+/// every guess is counted as forged, and the carrier's own answer still gets
+/// through.
+#[test]
+fn a_response_forged_for_a_guessed_branch_ends_no_call() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let first = invite_to_carrier(&p, &uac, &uas, "guess-1");
+    let seen = String::from_utf8_lossy(first.top_via().unwrap().branch.unwrap()).into_owned();
+    uas.send(p.addr(), &reply(&first, 486, "Busy Here", "uas1", ""));
+    assert_eq!(uas.recv(T).unwrap().0.method(), Some(&b"ACK"[..]));
+    let busy = uac.recv_final_or_request(T);
+    assert_eq!(busy.status(), Some(486));
+    ack_final(&p, &uac, "+33162000000", &busy, "z9hG4bKguess-1");
+
+    let second = invite_to_carrier(&p, &uac, &uas, "guess-2");
+    let real = String::from_utf8_lossy(second.top_via().unwrap().branch.unwrap()).into_owned();
+    // z9hG4bKcg<instance>.<shard>.<sequence>[.<tail>]
+    let parts: Vec<&str> = seen.split('.').collect();
+    assert!(parts.len() >= 3, "branch {seen}");
+    let seq = u64::from_str_radix(parts[2], 16).unwrap();
+    let tails = [
+        "".to_string(),
+        parts[3..].iter().map(|t| format!(".{t}")).collect(),
+    ];
+    let forger = Ua::bind("127.0.0.1:0");
+    let mut tried = 0;
+    for shard in 0..16u16 {
+        for s in seq.saturating_sub(2)..=seq + 4 {
+            for tail in &tails {
+                let guess = format!("{}.{shard:x}.{s:x}{tail}", parts[0]);
+                let forged = reply(&second, 486, "Busy Here", "forged", "").replace(&real, &guess);
+                forger.send(p.addr(), &forged);
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried > 100, "{tried} guesses");
+    uac.expect_silence(Duration::from_millis(500));
+    wait_for(&p, "callguard_sip_forged_responses_total", tried as f64, T);
+    uas.send(
+        p.addr(),
+        &reply(&second, 200, "OK", "uas2", &uas.hostport()),
+    );
+    let ok = uac.recv_final_or_request(T);
+    assert_eq!(ok.status(), Some(200), "{}", first_line(&ok));
+}

@@ -285,6 +285,8 @@ pub trait Observer: Send + Sync {
     fn response_in(&self, _code: u16) {}
     fn response_out(&self, _code: u16) {}
     fn malformed(&self) {}
+    /// A response to a branch this proxy never made, dropped.
+    fn forged_response(&self) {}
     fn transactions(&self, _delta: i64) {}
     /// An initial INVITE was decided (`allow`, `warn`, `reject`).
     fn decision(&self, _tenant: Option<&Arc<str>>, _decision: Outcome, _reason: Option<Code>) {}

@@ -275,6 +275,27 @@ pub fn response_destination(via: &Via<'_>, from: Peer) -> Peer {
     }
 }
 
+/// Where a response goes by the Via `via` (§18.2.2, RFC 3581): `received`
+/// and `rport` when present, the sent-by otherwise. `None` for a host name
+/// or an unknown transport: a stateless relay resolves nothing.
+pub fn via_reply_peer(via: &Via<'_>) -> Option<Peer> {
+    let transport = Transport::from_bytes(via.transport)?;
+    let ip = via
+        .received
+        .and_then(crate::sip::uri::parse_ip_host)
+        .or_else(|| crate::sip::uri::parse_ip_host(via.host))?;
+    let port = match via.rport {
+        Some(Some(p)) => std::str::from_utf8(p).ok().and_then(|p| p.parse().ok()),
+        _ => None,
+    }
+    .or(via.port)
+    .unwrap_or(5060);
+    Some(Peer {
+        transport,
+        addr: (ip, port).into(),
+    })
+}
+
 /// Stateless relays must produce the same branch for a retransmitted
 /// request (§16.11), so it is derived from the received one.
 pub fn stateless_branch(msg: &Message) -> String {

@@ -361,7 +361,10 @@ impl Core {
     /// ping and gets its answer.
     pub fn ping(&mut self, now: Instant, carrier: &Carrier, call_id: &str) {
         let dest = carrier.peer;
-        let branch = self.new_branch();
+        let branch = self.new_branch(Bound {
+            call_id: call_id.as_bytes(),
+            reply_to: None,
+        });
         let via = routing::via_value(&self.settings, dest, &branch);
         let (host, port) = routing::endpoint_for(&self.settings, dest);
         let text = carriers::ping(dest, &via, host, port, &branch, call_id);
@@ -708,9 +711,15 @@ impl Core {
             .min(self.settings.intervals().t1_64())
     }
 
-    fn new_branch(&mut self) -> String {
+    fn new_branch(&mut self, bound: Bound<'_>) -> String {
         self.branch_seq += 1;
-        branch_id(self.settings.instance, self.shard, self.branch_seq)
+        branch_id(
+            self.settings.instance,
+            self.shard,
+            self.branch_seq,
+            &self.settings.route_key,
+            bound,
+        )
     }
 
     fn live_server(&self, link: Option<Link>) -> Option<usize> {
@@ -812,16 +821,77 @@ impl Core {
 }
 
 /// A branch of ours: the cookie, our mark, the process instance (so
-/// branches never repeat across restarts), the shard and a sequence.
-fn branch_id(instance: u32, shard: u16, seq: u64) -> String {
-    let mut b = String::with_capacity(48);
+/// branches never repeat across restarts), the shard, a sequence, and a
+/// keyed hash of them and of what the branch is [`Bound`] to. Responses are
+/// matched by branch alone (§17.1.3), and the first parts show in the Via
+/// of requests we relay: without the hash, anyone could answer (`486`, or a
+/// `407` that gives an attempt back) for a call they guessed.
+fn branch_id(instance: u32, shard: u16, seq: u64, key: &[u8; 16], bound: Bound<'_>) -> String {
+    let mut b = String::with_capacity(56);
     b.push_str(std::str::from_utf8(OUR_BRANCH).unwrap_or("z9hG4bKcg"));
     b.push_str(Hex::padded(instance.into(), 8).as_str());
     b.push('.');
     b.push_str(Hex::new(shard.into()).as_str());
     b.push('.');
     b.push_str(Hex::new(seq).as_str());
+    let tag = branch_tag(b.as_bytes(), key, bound);
+    b.push('.');
+    b.push_str(Hex::padded(tag, 8).as_str());
     b
+}
+
+/// What a branch answers for: its call, and where a response to it goes
+/// back (from the Via below ours; `None` for requests of our own). A
+/// response that outlives its transaction is relayed by its Vias (§16.7),
+/// which its sender writes: bound this way, a branch someone saw relays
+/// nothing for another call or to another address.
+#[derive(Clone, Copy)]
+struct Bound<'a> {
+    call_id: &'a [u8],
+    reply_to: Option<Peer>,
+}
+
+impl<'a> Bound<'a> {
+    /// A request relayed with `upstream` below our Via.
+    fn relayed(call_id: &'a [u8], upstream: Option<&[u8]>) -> Bound<'a> {
+        Bound {
+            call_id,
+            reply_to: upstream
+                .and_then(Via::parse)
+                .and_then(|v| routing::via_reply_peer(&v)),
+        }
+    }
+}
+
+fn branch_tag(head: &[u8], key: &[u8; 16], bound: Bound<'_>) -> u64 {
+    let mut h = siphasher::sip::SipHasher13::new_with_key(key);
+    h.write(b"branch");
+    h.write(head);
+    h.write_u32(bound.call_id.len() as u32);
+    h.write(bound.call_id);
+    if let Some(p) = bound.reply_to {
+        h.write_u8(p.transport as u8);
+        match p.addr.ip() {
+            std::net::IpAddr::V4(ip) => h.write(&ip.octets()),
+            std::net::IpAddr::V6(ip) => h.write(&ip.octets()),
+        }
+        h.write_u16(p.addr.port());
+    }
+    h.finish() >> 32
+}
+
+/// Whether `branch` is one `branch_id` made with `key` for `bound`.
+fn branch_is_ours(branch: &[u8], key: &[u8; 16], bound: Bound<'_>) -> bool {
+    let Some(dot) = branch.iter().rposition(|&c| c == b'.') else {
+        return false;
+    };
+    let (head, tail) = (&branch[..dot], &branch[dot + 1..]);
+    tail.len() == 8
+        && head.starts_with(OUR_BRANCH)
+        && std::str::from_utf8(tail)
+            .ok()
+            .and_then(|t| u64::from_str_radix(t, 16).ok())
+            == Some(branch_tag(head, key, bound))
 }
 
 /// Every value of the headers named `name`, joined (Proxy-Require, Require).

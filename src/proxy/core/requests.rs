@@ -286,7 +286,17 @@ impl Core {
         );
         let rr = routing::record_route(&settings, source, dest, token.as_str(), &carrier.group);
         self.branch_seq += 1;
-        let branch = branch_id(settings.instance, self.shard, self.branch_seq);
+        let upstream = fwd
+            .top_via
+            .as_deref()
+            .or_else(|| req.values(HeaderName::Via).next());
+        let branch = branch_id(
+            settings.instance,
+            self.shard,
+            self.branch_seq,
+            &settings.route_key,
+            Bound::relayed(req.call_id().unwrap_or_default(), upstream),
+        );
         let via = routing::via_value(&settings, dest, &branch);
         let mf = routing::max_forwards(req).unwrap_or(69);
         let bytes = build::forward_request(
@@ -487,7 +497,11 @@ impl Core {
         };
         self.gatekeeper.in_dialog(&msg, &from);
         let invite = method == b"INVITE";
-        let branch = self.new_branch();
+        let upstream = top_via
+            .as_deref()
+            .or_else(|| msg.values(HeaderName::Via).next());
+        let bound = Bound::relayed(msg.call_id().unwrap_or_default(), upstream);
+        let branch = self.new_branch(bound);
         let bytes = self.routed_request(&msg, dest, &branch, top_via.as_deref(), pops, mf);
         let trying =
             invite.then(|| build::response(&msg, top_via.as_deref(), 100, "Trying", None, &[]));

@@ -23,7 +23,7 @@ impl Core {
         let key = TxnKey::client(branch, cseq_method);
         let Some(cidx) = self.client_txn(&key) else {
             // §16.7: no transaction matches; relay statelessly by Via.
-            return self.forward_stateless_response(&msg);
+            return self.forward_stateless_response(&msg, code);
         };
         let c = &self.clients[cidx];
         if c.role == Role::Branch {
@@ -33,8 +33,9 @@ impl Core {
         }
         if matches!(code, 401 | 407) {
             // A challenge gives the call's counted attempt back (the
-            // gatekeeper's ticket): only from where the INVITE went. The
-            // branch alone is no proof: ours are sequential.
+            // gatekeeper's ticket): only from where the INVITE went, on top
+            // of the branch (whose tail is keyed), as the take-back lowers a
+            // legal count.
             let elsewhere = match &c.machine {
                 ClientMachine::Invite(m) => {
                     routing::canonical(m.dest().addr.ip()) != routing::canonical(from.addr.ip())
@@ -149,7 +150,7 @@ impl Core {
     ) {
         let Some(sidx) = self.live_server(server) else {
             if (200..300).contains(&code) {
-                self.forward_stateless_response(msg);
+                self.forward_stateless_response(msg, code);
             }
             return;
         };
@@ -182,7 +183,7 @@ impl Core {
         msg: &Message,
     ) {
         let Some(sidx) = self.live_server(server) else {
-            return self.forward_stateless_response(msg);
+            return self.forward_stateless_response(msg, 200);
         };
         let s = &mut self.servers[sidx];
         let gen = s.gen;
@@ -193,31 +194,32 @@ impl Core {
         }
     }
 
-    pub(super) fn forward_stateless_response(&mut self, msg: &Message) {
-        let Some(next) = msg.values(HeaderName::Via).nth(1).and_then(Via::parse) else {
+    /// Only for a branch we made for this call and this next hop: anyone
+    /// can write our mark and any Via below it, and relaying what they
+    /// write would deliver a forged final to a dialer's call, or anything
+    /// to any address from ours.
+    pub(super) fn forward_stateless_response(&mut self, msg: &Message, code: u16) {
+        let branch = msg.top_via().and_then(|v| v.branch).unwrap_or_default();
+        let next = msg
+            .values(HeaderName::Via)
+            .nth(1)
+            .and_then(Via::parse)
+            .and_then(|v| routing::via_reply_peer(&v));
+        let bound = Bound {
+            call_id: msg.call_id().unwrap_or_default(),
+            reply_to: next,
+        };
+        let Some(next) = next.filter(|_| branch_is_ours(branch, &self.settings.route_key, bound))
+        else {
+            self.observer.forged_response();
+            tracing::debug!(
+                code,
+                branch = %String::from_utf8_lossy(branch),
+                "dropping a response that no transaction or branch of ours answers for"
+            );
             return;
         };
-        let Some(transport) = Transport::from_bytes(next.transport) else {
-            return;
-        };
-        let ip = next
-            .received
-            .and_then(crate::sip::uri::parse_ip_host)
-            .or_else(|| crate::sip::uri::parse_ip_host(next.host));
-        let Some(ip) = ip else { return };
-        let port = match next.rport {
-            Some(Some(p)) => std::str::from_utf8(p).ok().and_then(|p| p.parse().ok()),
-            _ => None,
-        }
-        .or(next.port)
-        .unwrap_or(5060);
         let bytes = build::forward_response(msg, None, None);
-        self.out.send(
-            Peer {
-                transport,
-                addr: (ip, port).into(),
-            },
-            bytes,
-        );
+        self.out.send(next, bytes);
     }
 }

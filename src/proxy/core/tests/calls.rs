@@ -443,3 +443,40 @@ fn draining_refuses_new_invites_and_finishes_calls_in_progress() {
     assert_eq!(only(out, UAC).status(), Some(200));
     assert_eq!(net.core.unfinished_transactions(), 0);
 }
+
+/// A 2xx that outlives every transaction (a carrier still retransmitting
+/// after Timer M) is relayed by its Vias (§16.7), but only along the way
+/// its request came: the branch is bound to the call and to the address
+/// below our Via. The same branch under another Via, another Call-ID or a
+/// changed tail relays nothing.
+#[test]
+fn a_late_response_is_relayed_only_where_its_request_came_from() {
+    let mut net = Net::new(&[C1]);
+    let fwd = start_call(&mut net, "late-1");
+    let ok = reply(&fwd, 200, "OK", Some("c1"));
+    assert_eq!(only(net.input(C1, &ok), UAC).status(), Some(200));
+    net.advance(Duration::from_secs(40));
+    assert_eq!(net.core.active_transactions(), 0);
+
+    let late = only(net.input(C1, &ok), UAC);
+    assert_eq!(late.status(), Some(200));
+    assert_eq!(
+        late.values(HeaderName::Via).count(),
+        1,
+        "our Via is removed"
+    );
+
+    let elsewhere = ok
+        .replace(&format!("UDP {UAC}"), "UDP 203.0.113.9:5062")
+        .replace("received=10.0.0.5", "received=203.0.113.9");
+    assert_ne!(elsewhere, ok);
+    assert!(net.input(C1, &elsewhere).is_empty(), "another next hop");
+    let other_call = ok.replace("Call-ID: late-1", "Call-ID: late-2");
+    assert!(net.input(C1, &other_call).is_empty(), "another call");
+    let ours = fwd.top_via().unwrap().branch.unwrap().to_vec();
+    let mut forged = String::from_utf8(ours.clone()).unwrap();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    let tampered = ok.replace(std::str::from_utf8(&ours).unwrap(), &forged);
+    assert!(net.input(C1, &tampered).is_empty(), "a changed tail");
+}
