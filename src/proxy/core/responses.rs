@@ -209,8 +209,14 @@ impl Core {
             call_id: msg.call_id().unwrap_or_default(),
             reply_to: next,
         };
-        let Some(next) = next.filter(|_| branch_is_ours(branch, &self.settings.route_key, bound))
-        else {
+        let key = &self.settings.route_key;
+        let Some(next) = next.filter(|_| branch_is_ours(branch, key, bound)) else {
+            if next.is_none() && branch_is_ours(branch, key, bound) {
+                // A late answer to a request of our own (an OPTIONS ping
+                // past its timeout): nothing to relay, and nothing forged.
+                tracing::debug!(code, "dropping a late answer to a request of ours");
+                return;
+            }
             self.observer.forged_response();
             tracing::debug!(
                 code,
