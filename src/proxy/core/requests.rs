@@ -30,9 +30,15 @@ impl Core {
             self.observer.malformed();
             return;
         };
+        let key = TxnKey::server(&msg, &via, &method);
+        // The ACK of a final we sent (every reject has one) ends in its
+        // transaction, hop by hop (§17.2.1): it goes nowhere, so it needs
+        // none of the checks of a request we would act on.
+        if &method[..] == b"ACK" && self.absorb_ack(now, &key) {
+            return;
+        }
         let top_via = build::fixed_top_via(&via, from.addr);
         let reply_to = routing::response_destination(&via, from);
-        let key = TxnKey::server(&msg, &via, &method);
 
         if let Err(m) = check_request(&msg, &method) {
             self.observer.malformed();
@@ -42,7 +48,7 @@ impl Core {
             return;
         }
         match &method[..] {
-            b"ACK" => return self.on_ack(now, from, msg, key, top_via),
+            b"ACK" => return self.on_ack(from, msg, top_via),
             b"CANCEL" => return self.on_cancel(now, from, msg, &key, top_via, reply_to),
             _ => {}
         }
@@ -341,31 +347,29 @@ impl Core {
             .arm_after(now, self.settings.timer_c, cidx, c.gen, Timer::C);
     }
 
-    pub(super) fn on_ack(
-        &mut self,
-        now: Instant,
-        from: Peer,
-        msg: Message,
-        key: TxnKey,
-        top_via: Option<build::ViaText>,
-    ) {
-        if let Some(idx) = self.server_txn(&key) {
-            let s = &mut self.servers[idx];
-            let gen = s.gen;
-            if let ServerMachine::Invite(m) = &mut s.machine {
-                let mut ctx = ctx!(self, now, idx, gen);
-                match m.on_ack(&mut ctx) {
-                    // ACK for a non-2xx final: hop by hop, absorbed (§17.2.1).
-                    AckFor::NonSuccess | AckFor::Nothing => return,
-                    // An ACK for 2xx that reused the INVITE branch: route it.
-                    AckFor::Success => {}
-                }
-            }
-        }
+    /// Whether the ACK with `key` ends in a server transaction of ours:
+    /// the ACK of a non-2xx final (absorbed, §17.2.1), or one our
+    /// transaction has no use for. An ACK of a 2xx that reused the INVITE's
+    /// branch is not: it is routed like any other.
+    fn absorb_ack(&mut self, now: Instant, key: &TxnKey) -> bool {
+        let Some(idx) = self.server_txn(key) else {
+            return false;
+        };
+        let s = &mut self.servers[idx];
+        let gen = s.gen;
+        let ServerMachine::Invite(m) = &mut s.machine else {
+            return false;
+        };
+        let mut ctx = ctx!(self, now, idx, gen);
+        !matches!(m.on_ack(&mut ctx), AckFor::Success)
+    }
+
+    /// An ACK no transaction of ours absorbed: the ACK of a 2xx, its own
+    /// transaction, relayed statelessly by Route.
+    pub(super) fn on_ack(&mut self, from: Peer, msg: Message, top_via: Option<build::ViaText>) {
         if msg.to_tag().is_none() {
             return;
         }
-        // ACK for a 2xx: its own transaction, relayed statelessly by Route.
         match routing::in_dialog(&self.settings, &*self.gatekeeper, &msg, from) {
             Ok((dest, pops)) => {
                 let Ok(mf) = routing::max_forwards(&msg) else {

@@ -185,6 +185,43 @@ From: <sip:+33162000001@10.0.0.5>;tag=uac1\r\nTo: <sip:+33162000000@{PROXY}>;tag
     );
 }
 
+/// A final response of our own (no carrier to try: 503) is repeated until
+/// its ACK; the ACK ends in the transaction, even one whose headers would
+/// fail the request checks (here a Max-Forwards above 255):
+/// the dialer has our answer, and nothing is relayed. An ACK that names no
+/// transaction of ours (another branch) is not absorbed and, carrying no
+/// To tag of a dialog, goes nowhere either.
+#[test]
+fn the_ack_of_our_own_final_ends_its_repeats_even_when_malformed() {
+    let mut net = Net::new(&[]);
+    let out = net.input(UAC, &invite("z9hG4bKr1", "call-r1"));
+    let rejected = only(out, UAC);
+    assert_eq!(rejected.status(), Some(503));
+    let tag = String::from_utf8(rejected.to_tag().unwrap().to_vec()).unwrap();
+    let out = net.advance(Duration::from_millis(500));
+    assert_eq!(only(out, UAC).status(), Some(503), "Timer G repeats it");
+
+    let ack = |branch: &str| {
+        format!(
+            "ACK sip:+33162000000@{PROXY} SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch={branch};rport\r\nMax-Forwards: 300\r\n\
+From: <sip:+33162000001@10.0.0.5>;tag=uac1\r\nTo: <sip:+33162000000@{PROXY}>;tag={tag}\r\nCall-ID: call-r1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    assert!(net.input(UAC, &ack("z9hG4bKother")).is_empty());
+    let out = net.advance(Duration::from_millis(1000));
+    assert_eq!(
+        only(out, UAC).status(),
+        Some(503),
+        "an ACK of another branch does not end the transaction"
+    );
+    assert!(net.input(UAC, &ack("z9hG4bKr1")).is_empty());
+    assert!(
+        net.advance(Duration::from_secs(40)).is_empty(),
+        "no more 503 after its ACK"
+    );
+    assert_eq!(net.core.active_transactions(), 0);
+}
+
 /// Once a call has its final response and its ACK, the retransmission and
 /// failure timers it armed (A, B, C, G, H) are cancelled: the next
 /// deadline is an end timer's, not Timer G's 500 ms, and no stale entry
