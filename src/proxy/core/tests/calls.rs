@@ -186,11 +186,11 @@ From: <sip:+33162000001@10.0.0.5>;tag=uac1\r\nTo: <sip:+33162000000@{PROXY}>;tag
 }
 
 /// A final response of our own (no carrier to try: 503) is repeated until
-/// its ACK; the ACK ends in the transaction, even one whose headers would
-/// fail the request checks (here a Max-Forwards above 255):
-/// the dialer has our answer, and nothing is relayed. An ACK that names no
-/// transaction of ours (another branch) is not absorbed and, carrying no
-/// To tag of a dialog, goes nowhere either.
+/// its ACK. The ACK ends in the transaction even when its headers would
+/// fail the request checks (here a Max-Forwards above 255): the dialer has
+/// our answer, and nothing is relayed. The same ACK on another branch names
+/// no transaction of ours: it fails the checks, is dropped, and the 503
+/// goes on.
 #[test]
 fn the_ack_of_our_own_final_ends_its_repeats_even_when_malformed() {
     let mut net = Net::new(&[]);
