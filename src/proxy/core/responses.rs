@@ -209,21 +209,24 @@ impl Core {
             call_id: msg.call_id().unwrap_or_default(),
             reply_to: next,
         };
-        let key = &self.settings.route_key;
-        let Some(next) = next.filter(|_| branch_is_ours(branch, key, bound)) else {
-            if next.is_none() && branch_is_ours(branch, key, bound) {
+        let ours = branch_is_ours(branch, &self.settings.route_key, bound);
+        let next = match next {
+            Some(next) if ours => next,
+            None if ours => {
                 // A late answer to a request of our own (an OPTIONS ping
                 // past its timeout): nothing to relay, and nothing forged.
                 tracing::debug!(code, "dropping a late answer to a request of ours");
                 return;
             }
-            self.observer.forged_response();
-            tracing::debug!(
-                code,
-                branch = %String::from_utf8_lossy(branch),
-                "dropping a response that no transaction or branch of ours answers for"
-            );
-            return;
+            _ => {
+                self.observer.forged_response();
+                tracing::debug!(
+                    code,
+                    branch = %String::from_utf8_lossy(branch),
+                    "dropping a response that no transaction or branch of ours answers for"
+                );
+                return;
+            }
         };
         let bytes = build::forward_response(msg, None, None);
         self.out.send(next, bytes);
