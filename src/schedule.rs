@@ -454,6 +454,11 @@ impl Window {
         let mut to = ((start + offset).div_euclid(86_400) + 1) * 86_400 - offset;
         while from < start + SEARCH_DAYS * 86_400 {
             if let Some(t) = self.first_allowed(start, from, to, zones) {
+                // The last day's piece runs past the horizon: an instant
+                // beyond it is "none", as documented, not a guess.
+                if t > start + SEARCH_DAYS * 86_400 {
+                    return None;
+                }
                 return if t == start {
                     Some(at)
                 } else {
