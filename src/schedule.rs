@@ -996,6 +996,52 @@ mod tests {
         assert!(fr.check(t, &pf).is_err());
     }
 
+    /// The search stops at its horizon to the second: an opening on the
+    /// horizon's own day but after it is reported as none (the day-long
+    /// last piece once returned it, a year and a day ahead), one before it
+    /// is found.
+    #[test]
+    fn nothing_is_reported_past_the_search_horizon() {
+        use crate::rules::calendar::{Calendar, HolidayRule};
+        use crate::rules::file::HolidayDef;
+        let paris = Tz::Europe__Paris;
+        // Every Monday of 2027 is a holiday; the next is Monday 3 January 2028.
+        let mondays: Vec<String> = (0..52)
+            .map(|w| {
+                let d = NaiveDate::from_ymd_opt(2027, 1, 4).unwrap() + chrono::Days::new(7 * w);
+                format!("\"{d}\"")
+            })
+            .collect();
+        let def: HolidayDef = toml::from_str(&format!(
+            "name = \"closed\"\ndates = [{}]\nsource = \"test\"\nconfidence = \"H\"",
+            mondays.join(", ")
+        ))
+        .unwrap();
+        let cal = Calendar::new("t", "t", &[HolidayRule::new(&def).unwrap()], None, &[]);
+        let mondays_late = Weekly::from_days(
+            &[(Weekday::Mon, vec![parse_span("16:00-22:30").unwrap()])],
+            false,
+        );
+        let w = Window::simple(mondays_late, vec![Arc::new(cal)], None);
+        // From Saturday 2 January 2027, 366 days end on Monday 3 January
+        // 2028 at the same hour (both dates in winter time).
+        let opening = at(paris, 2028, 1, 3, 16, 0);
+        assert_eq!(
+            w.next_allowed(at(paris, 2027, 1, 2, 15, 0), &[paris]),
+            None,
+            "16:00 is an hour past the horizon"
+        );
+        assert_eq!(
+            w.next_allowed(at(paris, 2027, 1, 2, 17, 0), &[paris]),
+            Some(opening)
+        );
+        assert_eq!(
+            w.next_allowed(at(paris, 2027, 1, 2, 16, 0), &[paris]),
+            Some(opening),
+            "the horizon itself is inside"
+        );
+    }
+
     #[test]
     fn tenant_schedule_intersects_and_quiet_hours_cross_midnight() {
         let paris = Tz::Europe__Paris;
