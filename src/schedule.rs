@@ -452,11 +452,12 @@ impl Window {
         let offset = offset_at(first_zone, start);
         let mut from = start;
         let mut to = ((start + offset).div_euclid(86_400) + 1) * 86_400 - offset;
-        while from < start + SEARCH_DAYS * 86_400 {
+        let horizon = start + SEARCH_DAYS * 86_400;
+        while from < horizon {
             if let Some(t) = self.first_allowed(start, from, to, zones) {
                 // The last day's piece runs past the horizon: an instant
                 // beyond it is "none", as documented, not a guess.
-                if t > start + SEARCH_DAYS * 86_400 {
+                if t > horizon {
                     return None;
                 }
                 return if t == start {

@@ -215,8 +215,8 @@ From: <sip:+33162000001@10.0.0.5>;tag=uac1\r\nTo: <sip:+33162000000@{PROXY}>;tag
         "an ACK of another branch does not end the transaction"
     );
     assert!(net.input(UAC, &ack("z9hG4bKr1")).is_empty());
-    // Confirmed (§17.2.1): the response is not kept, and a late copy of
-    // the INVITE is absorbed, neither answered nor decided again.
+    // Confirmed (§17.2.1): a late copy of the INVITE is absorbed, neither
+    // answered nor decided again.
     assert!(
         net.input(UAC, &invite("z9hG4bKr1", "call-r1")).is_empty(),
         "the INVITE again after the ACK"
