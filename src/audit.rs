@@ -140,6 +140,82 @@ pub struct Audit {
     /// Records refused because the queue was full.
     overflow: prometheus_client::metrics::counter::Counter,
     capacity: usize,
+    /// What found the queue full since the writer last wrote a gap line.
+    losses: std::sync::Arc<parking_lot::Mutex<Losses>>,
+}
+
+/// Lines that could not be queued (the queue was full: the disk stalled),
+/// accounted for in the trail itself. The metric says that lines were
+/// lost; a compliance officer reading the trail for a period must see it
+/// there too, or an absent decision reads as a call never made. The writer
+/// adds one `"kind":"gap"` line for them once it has caught up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Losses {
+    /// The first and last instants of the records lost.
+    span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Indexed by [`Lost`].
+    counts: [u64; Lost::ALL.len()],
+}
+
+/// What a line that found the queue full was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    /// A call refused `503 audit_unavailable` before it was decided.
+    Refused,
+    Decision,
+    Outcome,
+    End,
+    Admin,
+    Strangers,
+}
+
+impl Lost {
+    const ALL: [Lost; 6] = [
+        Lost::Refused,
+        Lost::Decision,
+        Lost::Outcome,
+        Lost::End,
+        Lost::Admin,
+        Lost::Strangers,
+    ];
+
+    fn of(e: &Entry) -> Lost {
+        match e {
+            Entry::Call(_) => Lost::Decision,
+            Entry::Outcome(_) => Lost::Outcome,
+            Entry::End(_) => Lost::End,
+            Entry::Admin(_) => Lost::Admin,
+            Entry::Strangers(..) | Entry::Gap(_) => Lost::Strangers,
+        }
+    }
+}
+
+impl Losses {
+    fn add(&mut self, what: Lost, n: u64, at: DateTime<Utc>) {
+        self.counts[what as usize] += n;
+        self.span = Some(match self.span {
+            Some((first, last)) => (first.min(at), last.max(at)),
+            None => (at, at),
+        });
+    }
+
+    fn count(&self, what: Lost) -> u64 {
+        self.counts[what as usize]
+    }
+}
+
+#[derive(Serialize)]
+struct GapLine {
+    time: String,
+    kind: &'static str,
+    since: String,
+    calls_refused: u64,
+    decisions_lost: u64,
+    outcomes_lost: u64,
+    ends_lost: u64,
+    admin_changes_lost: u64,
+    stranger_lines_lost: u64,
+    explanation: &'static str,
 }
 
 /// The record could not be queued: the writer is behind (or gone).
@@ -272,6 +348,8 @@ enum Entry {
     End(CallEnd),
     Admin(Box<AdminChange>),
     Strangers(std::sync::Arc<StrangerAccount>, usize),
+    /// Written by the writer, never queued.
+    Gap(Box<Losses>),
 }
 
 fn millis(t: DateTime<Utc>) -> String {
@@ -286,6 +364,7 @@ impl Entry {
             Entry::End(e) => e.at,
             Entry::Admin(a) => a.at,
             Entry::Strangers(a, _) => a.until,
+            Entry::Gap(g) => g.span.map_or(DateTime::UNIX_EPOCH, |(_, last)| last),
         }
     }
 
@@ -318,6 +397,22 @@ impl Entry {
                     time: millis(a.at),
                     kind: "admin",
                     change: a,
+                };
+                return write_json(out, &line);
+            }
+            Entry::Gap(g) => {
+                let Some((first, last)) = g.span else { return };
+                let line = GapLine {
+                    time: millis(last),
+                    kind: "gap",
+                    since: millis(first),
+                    calls_refused: g.count(Lost::Refused),
+                    decisions_lost: g.count(Lost::Decision),
+                    outcomes_lost: g.count(Lost::Outcome),
+                    ends_lost: g.count(Lost::End),
+                    admin_changes_lost: g.count(Lost::Admin),
+                    stranger_lines_lost: g.count(Lost::Strangers),
+                    explanation: "the audit queue was full (the disk stalled or fell behind) between since and time: these lines were not written; no call went to a carrier without its decision line: a call refused before its decision, or allowed but not recorded, was answered 503 audit_unavailable",
                 };
                 return write_json(out, &line);
             }
@@ -368,18 +463,31 @@ impl Audit {
         retention_days: Option<u32>,
         overflow: prometheus_client::metrics::counter::Counter,
     ) -> std::io::Result<Audit> {
+        Audit::start_with_queue(dir, max_bytes, retention_days, overflow, QUEUE)
+    }
+
+    fn start_with_queue(
+        dir: &Path,
+        max_bytes: u64,
+        retention_days: Option<u32>,
+        overflow: prometheus_client::metrics::counter::Counter,
+        capacity: usize,
+    ) -> std::io::Result<Audit> {
         std::fs::create_dir_all(dir)?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (tx, rx) = mpsc::sync_channel(capacity);
         let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let losses = std::sync::Arc::default();
         let mut w = Writer::new(dir, max_bytes, retention_days, queued.clone())?;
+        let lost = std::sync::Arc::clone(&losses);
         std::thread::Builder::new()
             .name("callguard-audit".into())
-            .spawn(move || w.run(rx))?;
+            .spawn(move || w.run(rx, &lost))?;
         Ok(Audit {
             tx,
             queued,
             overflow,
-            capacity: QUEUE,
+            capacity,
+            losses,
         })
     }
 
@@ -397,6 +505,7 @@ impl Audit {
             queued: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             overflow: Default::default(),
             capacity: queue,
+            losses: Default::default(),
         };
         (a, Keep(rx))
     }
@@ -406,11 +515,13 @@ impl Audit {
     }
 
     /// Whether a record would be queued now (the gate asks before deciding,
-    /// so that a call it cannot record is not counted either).
-    pub fn has_room(&self) -> bool {
+    /// so that a call it cannot record is not counted either). A call
+    /// refused for want of room at `at` is accounted for in a gap line.
+    pub fn has_room(&self, at: DateTime<Utc>) -> bool {
         let room = self.queued.load(std::sync::atomic::Ordering::Relaxed) < self.capacity;
         if !room {
             self.overflow.inc();
+            self.losses.lock().add(Lost::Refused, 1, at);
         }
         room
     }
@@ -446,11 +557,13 @@ impl Audit {
         // below zero (wrapping) would read as a full queue to every call.
         self.queued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (what, at) = (Lost::of(&e), e.at());
         let sent = self.tx.try_send(Msg::Entry(e));
         if sent.is_err() {
             self.queued
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             self.overflow.inc();
+            self.losses.lock().add(what, 1, at);
         }
         match sent {
             Ok(()) => Ok(()),
@@ -467,7 +580,11 @@ impl Audit {
         if account.counts.is_empty() {
             return Ok(());
         }
-        self.tx.try_send(Msg::Strangers(account)).map_err(|_| Full)
+        let (lines, at) = (account.counts.len() as u64, account.until);
+        self.tx.try_send(Msg::Strangers(account)).map_err(|_| {
+            self.losses.lock().add(Lost::Strangers, lines, at);
+            Full
+        })
     }
 
     /// Returns once every record handed over before the call is on disk
@@ -550,7 +667,7 @@ impl Writer {
         })
     }
 
-    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>, losses: &parking_lot::Mutex<Losses>) {
         let mut buf = Vec::with_capacity(512 * BATCH);
         // Kept from batch to batch: a vector grown anew each time copied
         // every record it held at each doubling (a tenth of this thread's
@@ -595,6 +712,18 @@ impl Writer {
                 }
             }
             behind = batch.len() >= BATCH;
+            // After the records taken: those that found the queue full
+            // came after them.
+            let lost = std::mem::take(&mut *losses.lock());
+            if lost.span.is_some() {
+                tracing::warn!(
+                    refused = lost.count(Lost::Refused),
+                    decisions = lost.count(Lost::Decision),
+                    others = lost.counts[2..].iter().sum::<u64>(),
+                    "the audit queue was full: a gap line accounts for what was not written"
+                );
+                batch.push(Entry::Gap(Box::new(lost)));
+            }
             self.queued
                 .fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
             // One write per batch, not per line: a syscall per decision
@@ -782,7 +911,7 @@ mod tests {
                     // 16 × 16 records wait at any time, against 65,536.
                     for round in 0..400 {
                         for i in 0..16 {
-                            assert!(a.has_room(), "thread {t}, round {round}, record {i}");
+                            assert!(a.has_room(at), "thread {t}, round {round}, record {i}");
                             assert_eq!(a.try_record(rec("c", at)), Ok(()));
                         }
                         std::thread::sleep(Duration::from_millis(1));
@@ -1252,14 +1381,85 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
+    /// Lines that find the queue full are accounted for in the trail: a
+    /// gap line per batch that met them, with their number and span,
+    /// chained like any other line.
+    #[test]
+    fn lines_lost_to_a_full_queue_leave_a_gap_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let overflow = prometheus_client::metrics::counter::Counter::default();
+        // Two records of room: the writer, asleep for its batch window
+        // after the first record, lets the queue fill at once.
+        let a = Audit::start_with_queue(dir.path(), 1 << 30, None, overflow.clone(), 2).unwrap();
+        let t0 = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 17, 10, 0, 0).unwrap();
+        let (mut written, mut lost, mut refused, mut outcomes_lost) = (0, 0, 0, 0);
+        let started = std::time::Instant::now();
+        let mut i = 0;
+        while (lost == 0 || refused == 0) && started.elapsed() < Duration::from_secs(10) {
+            let at = t0 + chrono::Duration::milliseconds(i);
+            if !a.has_room(at) {
+                refused += 1;
+            }
+            match a.try_record(rec(&format!("c{i}"), at)) {
+                Ok(()) => written += 1,
+                Err(Full) => lost += 1,
+            }
+            if a.send(Entry::Outcome(CallOutcome {
+                call_id: format!("c{i}"),
+                tenant: "t".into(),
+                status: 200,
+                carrier: None,
+                at,
+            }))
+            .is_err()
+            {
+                outcomes_lost += 1;
+            }
+            i += 1;
+        }
+        assert!(lost > 0 && refused > 0, "the queue never filled");
+        let last = t0 + chrono::Duration::milliseconds(i - 1);
+        assert!(a.flush(Duration::from_secs(10)));
+        assert_eq!(overflow.get(), lost + refused + outcomes_lost);
+
+        let files = read_all(dir.path());
+        let lines: Vec<&serde_json::Value> = files.iter().flat_map(|(_, l)| l).collect();
+        let decisions = lines.iter().filter(|l| l["kind"] == "decision").count();
+        assert_eq!(decisions as u64, written);
+        let gaps: Vec<_> = lines.iter().filter(|l| l["kind"] == "gap").collect();
+        assert!(!gaps.is_empty());
+        let sum = |k: &str| gaps.iter().map(|g| g[k].as_u64().unwrap()).sum::<u64>();
+        assert_eq!(sum("decisions_lost"), lost);
+        assert_eq!(sum("calls_refused"), refused);
+        assert_eq!(sum("outcomes_lost"), outcomes_lost);
+        assert_eq!(
+            sum("ends_lost") + sum("admin_changes_lost") + sum("stranger_lines_lost"),
+            0
+        );
+        let instant = |v: &serde_json::Value| {
+            DateTime::parse_from_rfc3339(v.as_str().unwrap())
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        for g in &gaps {
+            let (since, until) = (instant(&g["since"]), instant(&g["time"]));
+            assert!(t0 <= since && since <= until && until <= last, "{g}");
+        }
+        // The gap lines are chained with the rest.
+        let paths: Vec<_> = files.iter().map(|(n, _)| dir.path().join(n)).collect();
+        for report in chain::verify(&paths).unwrap() {
+            assert_eq!(report.defect, None, "{report:?}");
+        }
+    }
+
     #[test]
     fn a_full_queue_refuses_without_waiting_and_counts() {
         let (a, _keep) = Audit::stalled(2);
         let at = chrono::Utc::now();
-        assert!(a.has_room());
+        assert!(a.has_room(at));
         a.try_record(rec("q1", at)).unwrap();
         a.try_record(rec("q2", at)).unwrap();
-        assert!(!a.has_room(), "two records wait, none is written");
+        assert!(!a.has_room(at), "two records wait, none is written");
         assert_eq!(a.try_record(rec("q3", at)), Err(Full));
         assert_eq!(a.overflowed(), 2);
     }

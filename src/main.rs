@@ -450,8 +450,14 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             eprintln!("{n} {noun} found in {}", dir.display());
             if results.unreadable > 0 {
                 eprintln!(
-                    "warning: {} lines that name the number are not valid JSON (run `callguard audit verify`)",
+                    "warning: {} lines that may concern the number are not valid JSON (run `callguard audit verify`)",
                     results.unreadable
+                );
+            }
+            for g in &results.gaps {
+                eprintln!(
+                    "warning: the trail has a gap from {} to {}: {} calls' decisions and {} outcome or end lines were not written (the audit queue was full); some may concern this number",
+                    g.since, g.until, g.calls, g.outcomes_and_ends
                 );
             }
             Ok(ExitCode::SUCCESS)

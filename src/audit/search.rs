@@ -69,11 +69,61 @@ struct Line<'a> {
     explanation: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// What a search found, and the lines it could not read.
+/// What a search found, the lines it could not read, and the gaps the
+/// trail records in the period.
 #[derive(Debug, Default)]
 pub struct Results {
     pub found: Vec<Found>,
     pub unreadable: usize,
+    pub gaps: Vec<Gap>,
+}
+
+/// A `"kind":"gap"` line in the period searched: lines the writer never
+/// got (the queue was full), any of which may have been about the number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap {
+    pub since: String,
+    pub until: String,
+    /// Calls whose decision line was not written (refused `503` before
+    /// the decision, or decided and not recorded).
+    pub calls: u64,
+    /// Outcome and end lines not written.
+    pub outcomes_and_ends: u64,
+}
+
+#[derive(Deserialize)]
+struct GapIn<'a> {
+    time: &'a str,
+    since: &'a str,
+    #[serde(default)]
+    calls_refused: u64,
+    #[serde(default)]
+    decisions_lost: u64,
+    #[serde(default)]
+    outcomes_lost: u64,
+    #[serde(default)]
+    ends_lost: u64,
+}
+
+impl GapIn<'_> {
+    /// The gap, if it overlaps the period of `q`.
+    fn within(&self, q: &Query) -> Option<Gap> {
+        let instant = |t| {
+            DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let (since, until) = (instant(self.since)?, instant(self.time)?);
+        if q.from.is_some_and(|f| until < f) || q.to.is_some_and(|t| since > t) {
+            return None;
+        }
+        Some(Gap {
+            since: self.since.to_owned(),
+            until: self.time.to_owned(),
+            calls: self.calls_refused + self.decisions_lost,
+            outcomes_and_ends: self.outcomes_lost + self.ends_lost,
+        })
+    }
 }
 
 /// Outcomes and ends are looked for this long after the last day asked
@@ -123,6 +173,14 @@ pub fn search(dir: &Path, q: &Query) -> Result<Results, SearchError> {
                         source,
                     })
                 }
+            }
+            // A key: quotes inside a JSON string are escaped.
+            if contains(&bytes, b"\"kind\":\"gap\"") {
+                match serde_json::from_slice::<GapIn>(&bytes) {
+                    Ok(g) => out.gaps.extend(g.within(q)),
+                    Err(_) => out.unreadable += 1,
+                }
+                continue;
             }
             // Most lines are decisions on other numbers: skipped before
             // they are parsed.
@@ -364,6 +422,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.found.len(), 3);
+    }
+
+    /// A gap the trail records in the period is reported with what was
+    /// found: a decision on the number may be among the lines lost.
+    #[test]
+    fn gaps_in_the_period_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let gap = |since: &str, until: &str| {
+            format!(
+                r#"{{"time":"{until}","kind":"gap","since":"{since}","calls_refused":3,"decisions_lost":2,"outcomes_lost":1,"ends_lost":0,"admin_changes_lost":0,"stranger_lines_lost":0,"explanation":"x"}}"#
+            )
+        };
+        let early = gap("2026-11-17T09:00:00.000Z", "2026-11-17T09:00:04.000Z");
+        let late = gap("2026-11-17T12:00:00.000Z", "2026-11-17T12:00:01.000Z");
+        write(
+            dir.path(),
+            "audit-2026-11-17.jsonl",
+            &[
+                r#"{"time":"2026-11-17T10:00:00.000Z","kind":"decision","call_id":"a","tenant":"t1","caller":"+33123456789","callee":"+33612345678","decision":"allow","status":200}"#,
+                &early,
+                &late,
+                r#"{"time":"2026-11-17T12:00:02.000Z","kind":"gap","since":"#,
+            ],
+        );
+        let q = Query {
+            number: "+33612345678".into(),
+            tenant: None,
+            from: Some("2026-11-17T09:00:02Z".parse().unwrap()),
+            to: Some("2026-11-17T11:00:00Z".parse().unwrap()),
+        };
+        let r = search(dir.path(), &q).unwrap();
+        assert_eq!(r.found.len(), 1);
+        assert_eq!(
+            r.gaps,
+            [Gap {
+                since: "2026-11-17T09:00:00.000Z".into(),
+                until: "2026-11-17T09:00:04.000Z".into(),
+                calls: 5,
+                outcomes_and_ends: 1,
+            }]
+        );
+        assert_eq!(r.unreadable, 1, "the cut gap line");
+        let r = search(dir.path(), &Query { to: None, ..q }).unwrap();
+        assert_eq!(r.gaps.len(), 2);
     }
 
     #[test]

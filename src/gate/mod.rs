@@ -445,7 +445,7 @@ impl Gatekeeper for Gate {
             // source and interval (`crate::admission`).
             return Verdict::Reject(source_not_authorized(source));
         };
-        if self.flow.audit.as_ref().is_some_and(|a| !a.has_room()) {
+        if self.flow.audit.as_ref().is_some_and(|a| !a.has_room(now)) {
             return Verdict::Reject(audit_unavailable());
         }
         let f = facts(invite, &t.mode_header);
