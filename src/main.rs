@@ -214,9 +214,14 @@ enum ConfigCommand {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A log line the output refuses (a full disk, a closed pipe) is
+    // dropped. By default the subscriber reports that with `eprintln!`,
+    // which panics when stderr fails: every thread that logged would die,
+    // the call path's included.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if format == LogFormat::Json {
         b.json().init();
     } else {
@@ -695,6 +700,18 @@ fn config_check(config: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A write past a file size limit (`ulimit -f`) then fails with `EFBIG`,
+/// which the audit writer and the list compiler report and handle, instead
+/// of `SIGXFSZ` killing the proxy with its calls in flight.
+fn ignore_file_size_signal() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: sets the disposition to "ignore", installs no handler, and
+    // runs before any other thread of ours exists.
+    if let Err(e) = unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) } {
+        tracing::warn!(error = %e, "SIGXFSZ could not be ignored");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -709,6 +726,7 @@ fn main() -> ExitCode {
         }
     };
     init_logs(cli.log_format);
+    ignore_file_size_signal();
     let result = match cli.command {
         Command::Serve {
             config,
