@@ -14,7 +14,10 @@
 //! stalls), the gate refuses new calls `503 audit_unavailable` instead of
 //! placing them unrecorded, and each refusal is counted in
 //! `callguard_audit_overflow_total`. Calls in progress (ACK, BYE, CANCEL)
-//! are not affected.
+//! are not affected. What found the queue full is accounted for in the
+//! trail by a `"kind":"gap"` line once the writer catches up. A write the
+//! disk refuses is tried again until it succeeds, never dropped: the
+//! writer stalls, and the queue fills as above.
 //!
 //! Besides decisions, the trail holds each forwarded call's outcome
 //! (`"kind":"outcome"`: the final status, answered or not), its end
@@ -45,6 +48,8 @@ use crate::policy::Decision;
 const BATCH: usize = 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const QUEUE: usize = 65_536;
+/// How soon a write or an open the disk refused is tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// What the gate hands over: values, formatted by the writer thread.
 #[derive(Debug)]
@@ -216,6 +221,17 @@ struct GapLine {
     admin_changes_lost: u64,
     stranger_lines_lost: u64,
     explanation: &'static str,
+}
+
+/// The metrics the audit trail reports through.
+#[derive(Debug, Clone, Default)]
+pub struct Meters {
+    /// Records and calls refused because the queue was full.
+    pub overflow: prometheus_client::metrics::counter::Counter,
+    /// 1 while writes succeed, 0 while one is retried.
+    pub up: prometheus_client::metrics::gauge::Gauge,
+    /// Writes and opens that failed.
+    pub write_errors: prometheus_client::metrics::counter::Counter,
 }
 
 /// The record could not be queued: the writer is behind (or gone).
@@ -454,30 +470,31 @@ enum Msg {
 
 impl Audit {
     /// Starts the writer thread on `dir` (created if missing); records
-    /// refused for a full queue are counted in `overflow`. With
+    /// refused for a full queue are counted in `meters.overflow`. With
     /// `retention_days`, files of days more than that many days before the
     /// day a new file is opened for are deleted then.
     pub fn start(
         dir: &Path,
         max_bytes: u64,
         retention_days: Option<u32>,
-        overflow: prometheus_client::metrics::counter::Counter,
+        meters: Meters,
     ) -> std::io::Result<Audit> {
-        Audit::start_with_queue(dir, max_bytes, retention_days, overflow, QUEUE)
+        Audit::start_with_queue(dir, max_bytes, retention_days, meters, QUEUE)
     }
 
     fn start_with_queue(
         dir: &Path,
         max_bytes: u64,
         retention_days: Option<u32>,
-        overflow: prometheus_client::metrics::counter::Counter,
+        meters: Meters,
         capacity: usize,
     ) -> std::io::Result<Audit> {
         std::fs::create_dir_all(dir)?;
         let (tx, rx) = mpsc::sync_channel(capacity);
         let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let losses = std::sync::Arc::default();
-        let mut w = Writer::new(dir, max_bytes, retention_days, queued.clone())?;
+        let overflow = meters.overflow.clone();
+        let mut w = Writer::new(dir, max_bytes, retention_days, queued.clone(), meters)?;
         let lost = std::sync::Arc::clone(&losses);
         std::thread::Builder::new()
             .name("callguard-audit".into())
@@ -631,6 +648,7 @@ struct Writer {
     /// `last_file` ends with a complete sealed line: appending to it
     /// continues the chain.
     last_sealed: bool,
+    meters: Meters,
 }
 
 impl Writer {
@@ -639,6 +657,7 @@ impl Writer {
         max_bytes: u64,
         retention_days: Option<u32>,
         queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        meters: Meters,
     ) -> std::io::Result<Writer> {
         // The chain goes on from the newest file of an earlier run.
         let newest = chain::files_in(dir)?.pop();
@@ -664,6 +683,7 @@ impl Writer {
             head: tail.head.unwrap_or(chain::GENESIS),
             last_file: newest.and_then(|p| Some(p.file_name()?.to_str()?.to_owned())),
             last_sealed: tail.sealed,
+            meters,
         })
     }
 
@@ -753,9 +773,8 @@ impl Writer {
                     // Lines so far belong to the current file.
                     let line = buf.split_off(start);
                     self.flush(&mut buf);
-                    if let Err(e) = self.open(&day, r.at(), &mut buf) {
-                        tracing::error!(error = %e, dir = %self.dir.display(), "audit file open failed");
-                    }
+                    let at = r.at();
+                    self.until_done("file open", |w| w.open(&day, at, &mut buf));
                     start = buf.len();
                     buf.extend_from_slice(&line);
                 }
@@ -777,16 +796,71 @@ impl Writer {
         }
     }
 
-    /// Appends the pending lines to the current file.
+    /// Appends the pending lines to the current file. A disk that refuses
+    /// them (full, failing, a file size limit) is tried again until it
+    /// takes them. Dropping them would lose decisions of calls already
+    /// placed, and break the chain: the lines after them are hashed on
+    /// them, so `audit verify` would report an edit. Meanwhile the writer
+    /// takes no record from the queue, which fills, and new calls are
+    /// refused `503 audit_unavailable` rather than placed unrecorded.
     fn flush(&mut self, buf: &mut Vec<u8>) {
-        if let Some(f) = self.file.as_mut() {
-            if let Err(e) = f.write_all(buf) {
-                tracing::error!(error = %e, dir = %self.dir.display(), "audit write failed");
-            }
-        }
+        self.until_done("write", |w| w.write_pending(buf));
         self.size += self.pending;
         self.pending = 0;
-        buf.clear();
+    }
+
+    /// Writes `buf` to the current file, as much as the disk takes; what
+    /// was written leaves `buf`, the rest stays for the next try.
+    fn write_pending(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let Some(f) = self.file.as_mut() else {
+            return Err(std::io::Error::other("no audit file is open"));
+        };
+        // Not `write_all`: after a short write it does not say how much
+        // went, and a retry would write the start of a line twice.
+        let mut written = 0;
+        let result = loop {
+            if written == buf.len() {
+                break Ok(());
+            }
+            match f.write(&buf[written..]) {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        buf.drain(..written);
+        result
+    }
+
+    /// Runs `step` until it succeeds, `RETRY_EVERY` apart, with one log
+    /// line when it first fails and one when it recovers.
+    fn until_done(&mut self, what: &str, mut step: impl FnMut(&mut Self) -> std::io::Result<()>) {
+        let mut failing: Option<(std::time::Instant, u64)> = None;
+        while let Err(e) = step(self) {
+            self.meters.write_errors.inc();
+            self.meters.up.set(0);
+            match &mut failing {
+                None => {
+                    tracing::error!(error = %e, dir = %self.dir.display(), "audit {what} failed: trying again every {} ms; once the queue is full, new calls are refused 503 audit_unavailable", RETRY_EVERY.as_millis());
+                    failing = Some((std::time::Instant::now(), 1));
+                }
+                Some((_, tries)) => *tries += 1,
+            }
+            std::thread::sleep(RETRY_EVERY);
+        }
+        if let Some((since, tries)) = failing {
+            self.meters.up.set(1);
+            tracing::warn!(
+                dir = %self.dir.display(),
+                after_ms = since.elapsed().as_millis() as u64,
+                tries,
+                "audit {what} succeeded again"
+            );
+        }
     }
 
     /// Opens the file of `day` for appending. A new file (or one that
@@ -795,6 +869,9 @@ impl Writer {
         if let Some(f) = self.file.take() {
             f.sync_data()?;
         }
+        // Made again if removed under a running proxy: the writer would
+        // otherwise wait for ever.
+        std::fs::create_dir_all(&self.dir)?;
         let name = format!("audit-{day}.jsonl");
         let current = self.dir.join(&name);
         let size = std::fs::metadata(&current).map(|m| m.len()).unwrap_or(0);
@@ -1390,7 +1467,11 @@ mod tests {
         let overflow = prometheus_client::metrics::counter::Counter::default();
         // Two records of room: the writer, asleep for its batch window
         // after the first record, lets the queue fill at once.
-        let a = Audit::start_with_queue(dir.path(), 1 << 30, None, overflow.clone(), 2).unwrap();
+        let meters = Meters {
+            overflow: overflow.clone(),
+            ..Meters::default()
+        };
+        let a = Audit::start_with_queue(dir.path(), 1 << 30, None, meters, 2).unwrap();
         let t0 = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 17, 10, 0, 0).unwrap();
         let (mut written, mut lost, mut refused, mut outcomes_lost) = (0, 0, 0, 0);
         let started = std::time::Instant::now();

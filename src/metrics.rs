@@ -135,6 +135,8 @@ pub struct Metrics {
     pub state_backend_up: Gauge,
     pub state_errors: Counter,
     pub audit_overflow: Counter,
+    pub audit_up: Gauge,
+    pub audit_write_errors: Counter,
     pub strangers: StrangerMetrics,
     /// Handles on the `sip_messages` and `sip_responses` series, taken
     /// from their family at a series' first use. A counter is an `Arc`:
@@ -238,6 +240,19 @@ impl Metrics {
             "audit_overflow",
             "Calls refused 503 audit_unavailable because the audit trail's queue was full (the disk stalls)",
             audit_overflow.clone(),
+        );
+        let audit_up = Gauge::default();
+        audit_up.set(1);
+        registry.register(
+            "audit_up",
+            "1 while the audit writer's writes succeed, 0 while it retries one the disk refused (full, failing): calls are refused 503 audit_unavailable once its queue is full",
+            audit_up.clone(),
+        );
+        let audit_write_errors = Counter::default();
+        registry.register(
+            "audit_write_errors",
+            "Audit file writes and opens that failed (each retried every 100 ms until the disk takes the lines)",
+            audit_write_errors.clone(),
         );
         let stranger_messages = Family::<OutcomeLabels, Counter>::default();
         // One statement each: the guard `get_or_create` returns holds the
@@ -370,6 +385,8 @@ impl Metrics {
             state_backend_up,
             state_errors,
             audit_overflow,
+            audit_up,
+            audit_write_errors,
             strangers,
         }
     }
@@ -450,6 +467,15 @@ impl Metrics {
         crate::state::Health {
             up: self.state_backend_up.clone(),
             errors: self.state_errors.clone(),
+        }
+    }
+
+    /// Handles the audit trail reports through.
+    pub fn audit_meters(&self) -> crate::audit::Meters {
+        crate::audit::Meters {
+            overflow: self.audit_overflow.clone(),
+            up: self.audit_up.clone(),
+            write_errors: self.audit_write_errors.clone(),
         }
     }
 

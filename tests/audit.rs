@@ -264,3 +264,66 @@ fn wait_lines(file: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A disk that refuses the audit writer's lines (here a file size limit:
+/// `EFBIG`, the way a full disk gives `ENOSPC`) loses none of them: the
+/// writer tries again until the disk takes them, and the file, once
+/// written, is whole and verifies intact. The process lives on, with its
+/// log (a file past the limit too) failing on every line.
+#[test]
+fn lines_the_disk_refused_are_written_once_it_takes_them() {
+    let uas = Ua::bind("127.0.0.1:0");
+    let (p, _lists, _) = proxy_with_dnc_file(&uas, "+33612345678\n");
+    let uac = Ua::bind("127.0.0.1:0");
+    let file = p.dir.path().join("data/audit/audit-2026-11-17.jsonl");
+    send_invite(&p, &uac, "0612345678", "f-0");
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(603));
+    assert_eq!(wait_lines(&file, 2).len(), 2, "chain start and f-0");
+
+    // Room for about one more line (a DNC decision is ~700 bytes) and the
+    // start of the next: a short write, then EFBIG.
+    let size = std::fs::metadata(&file).unwrap().len();
+    let prlimit = |fsize: &str| {
+        let ok = std::process::Command::new("prlimit")
+            // The soft limit only (`N:`): raising a hard limit again takes
+            // CAP_SYS_RESOURCE.
+            .args(["--pid", &p.pid().to_string(), &format!("--fsize={fsize}:")])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "prlimit --fsize={fsize}");
+    };
+    prlimit(&(size + 1_000).to_string());
+    for i in 1..=5 {
+        send_invite(&p, &uac, "0612345678", &format!("f-{i}"));
+        assert_eq!(uac.recv_final_or_request(T).status(), Some(603));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let stuck = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        stuck > size && stuck <= size + 1_000,
+        "{size} → {stuck}: the limit held"
+    );
+    assert_eq!(p.metric("callguard_audit_up"), 0.0);
+    assert!(p.metric("callguard_audit_write_errors_total") >= 1.0);
+
+    prlimit("unlimited");
+    let lines = wait_lines(&file, 7);
+    let ids: Vec<&str> = lines.iter().filter_map(|l| l["call_id"].as_str()).collect();
+    assert_eq!(ids, ["f-0", "f-1", "f-2", "f-3", "f-4", "f-5"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callguard"))
+        .args(["audit", "verify"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("intact, 7 lines"), "{text}");
+
+    p.wait_metric("callguard_audit_up", 1.0);
+    assert_eq!(p.metric("callguard_audit_overflow_total"), 0.0);
+
+    // Alive, and deciding as before.
+    send_invite(&p, &uac, "0612345678", "f-6");
+    assert_eq!(uac.recv_final_or_request(T).status(), Some(603));
+}

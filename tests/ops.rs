@@ -172,6 +172,7 @@ fn metrics_move_with_sip_traffic_and_dashboards_query_only_exported_names() {
         "CallguardPolicyUnavailable",
         "CallguardReloadFailed",
         "CallguardStateBackendDown",
+        "CallguardAuditDown",
         "CallguardHolidayCalendarRunningOut",
         "CallguardDncListExpiring",
         "CallguardDncListStale",

@@ -797,7 +797,7 @@ pub async fn start_on(
         &audit_dir,
         cfg.audit.max_file_mb.max(1) << 20,
         cfg.audit.retention_days,
-        metrics.audit_overflow.clone(),
+        metrics.audit_meters(),
     )
     .with_context(|| format!("starting the audit log in {}", audit_dir.display()))?;
     tracing::info!(dir = %audit_dir.display(), "audit log");
