@@ -190,6 +190,8 @@ impl Lost {
             Entry::Outcome(_) => Lost::Outcome,
             Entry::End(_) => Lost::End,
             Entry::Admin(_) => Lost::Admin,
+            // A gap line is the writer's own and never queued; counted
+            // with the other accounts if it ever were.
             Entry::Strangers(..) | Entry::Gap(_) => Lost::Strangers,
         }
     }
@@ -574,22 +576,21 @@ impl Audit {
         // below zero (wrapping) would read as a full queue to every call.
         self.queued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (what, at) = (Lost::of(&e), e.at());
-        let sent = self.tx.try_send(Msg::Entry(e));
-        if sent.is_err() {
-            self.queued
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            self.overflow.inc();
-            self.losses.lock().add(what, 1, at);
-        }
-        match sent {
-            Ok(()) => Ok(()),
-            Err(mpsc::TrySendError::Full(_)) => Err(Full),
-            Err(mpsc::TrySendError::Disconnected(_)) => {
+        let m = match self.tx.try_send(Msg::Entry(e)) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::TrySendError::Full(m)) => m,
+            Err(mpsc::TrySendError::Disconnected(m)) => {
                 tracing::error!("audit writer stopped: record not written");
-                Err(Full)
+                m
             }
+        };
+        self.queued
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.overflow.inc();
+        if let Msg::Entry(e) = &m {
+            self.losses.lock().add(Lost::of(e), 1, e.at());
         }
+        Err(Full)
     }
 
     /// Queues an interval's account of strangers (one line per source).
