@@ -155,7 +155,7 @@ pub struct Audit {
 /// there too, or an absent decision reads as a call never made. The writer
 /// adds one `"kind":"gap"` line for them once it has caught up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Losses {
+struct Losses {
     /// The first and last instants of the records lost.
     span: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Indexed by [`Lost`].
