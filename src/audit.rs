@@ -16,8 +16,11 @@
 //! `callguard_audit_overflow_total`. Calls in progress (ACK, BYE, CANCEL)
 //! are not affected. What found the queue full is accounted for in the
 //! trail by a `"kind":"gap"` line once the writer catches up. A write the
-//! disk refuses is tried again until it succeeds, never dropped: the
-//! writer stalls, and the queue fills as above.
+//! disk refuses is tried again until it succeeds, never dropped; while it
+//! fails, new calls are refused as if the queue were full. Otherwise a
+//! full disk would let calls through for as long as the queue takes to
+//! fill (minutes at a low rate) with their lines in memory only, out of
+//! the loss bound above.
 //!
 //! Besides decisions, the trail holds each forwarded call's outcome
 //! (`"kind":"outcome"`: the final status, answered or not), its end
@@ -38,6 +41,7 @@ use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -140,8 +144,7 @@ fn write_json<T: Serialize>(out: &mut Vec<u8>, v: &T) {
 #[derive(Clone)]
 pub struct Audit {
     tx: mpsc::SyncSender<Msg>,
-    /// Records handed over and not yet taken by the writer.
-    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    shared: std::sync::Arc<Shared>,
     /// Records refused because the queue was full.
     overflow: prometheus_client::metrics::counter::Counter,
     capacity: usize,
@@ -149,8 +152,17 @@ pub struct Audit {
     losses: std::sync::Arc<parking_lot::Mutex<Losses>>,
 }
 
-/// Lines that could not be queued (the queue was full: the disk stalled),
-/// accounted for in the trail itself. The metric says that lines were
+/// What the call path and the writer both read and write.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Records handed over and not yet taken by the writer.
+    queued: AtomicUsize,
+    /// The writer is retrying a write or an open the disk refused.
+    failing: AtomicBool,
+}
+
+/// Lines that could not be queued (the queue was full, or the disk refused
+/// the writer's writes), accounted for in the trail itself. The metric says that lines were
 /// lost; a compliance officer reading the trail for a period must see it
 /// there too, or an absent decision reads as a call never made. The writer
 /// adds one `"kind":"gap"` line for them once it has caught up.
@@ -430,7 +442,7 @@ impl Entry {
                     ends_lost: g.count(Lost::End),
                     admin_changes_lost: g.count(Lost::Admin),
                     stranger_lines_lost: g.count(Lost::Strangers),
-                    explanation: "the audit queue was full (the disk stalled or fell behind) between since and time: these lines were not written; no call went to a carrier without its decision line: a call refused before its decision, or allowed but not recorded, was answered 503 audit_unavailable",
+                    explanation: "the audit trail could not take these records between since and time (its disk refused writes, or its queue was full): they were not written; no call went to a carrier without its decision line: a call refused before its decision, or allowed but not recorded, was answered 503 audit_unavailable",
                 };
                 return write_json(out, &line);
             }
@@ -468,6 +480,10 @@ enum Msg {
     Strangers(StrangerAccount),
     /// Write and fsync what came before, then answer (shutdown).
     Flush(mpsc::SyncSender<()>),
+    /// Losses began: the writer, waiting for a record, must write their
+    /// gap line even if none comes (a call refused while the writes fail
+    /// queues nothing).
+    Wake,
 }
 
 impl Audit {
@@ -493,17 +509,17 @@ impl Audit {
     ) -> std::io::Result<Audit> {
         std::fs::create_dir_all(dir)?;
         let (tx, rx) = mpsc::sync_channel(capacity);
-        let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let shared = std::sync::Arc::<Shared>::default();
         let losses = std::sync::Arc::default();
         let overflow = meters.overflow.clone();
-        let mut w = Writer::new(dir, max_bytes, retention_days, queued.clone(), meters)?;
+        let mut w = Writer::new(dir, max_bytes, retention_days, shared.clone(), meters)?;
         let lost = std::sync::Arc::clone(&losses);
         std::thread::Builder::new()
             .name("callguard-audit".into())
             .spawn(move || w.run(rx, &lost))?;
         Ok(Audit {
             tx,
-            queued,
+            shared,
             overflow,
             capacity,
             losses,
@@ -521,7 +537,7 @@ impl Audit {
         let (tx, rx) = mpsc::sync_channel(queue);
         let a = Audit {
             tx,
-            queued: std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            shared: Default::default(),
             overflow: Default::default(),
             capacity: queue,
             losses: Default::default(),
@@ -533,14 +549,18 @@ impl Audit {
         self.overflow.get()
     }
 
-    /// Whether a record would be queued now (the gate asks before deciding,
-    /// so that a call it cannot record is not counted either). A call
-    /// refused for want of room at `at` is accounted for in a gap line.
+    /// Whether a record would be queued now and written (the gate asks
+    /// before deciding, so that a call it cannot record is not counted
+    /// either): not while the queue is full, nor while the disk refuses the
+    /// writer's writes. A call refused at `at` is accounted for in a gap
+    /// line.
     pub fn has_room(&self, at: DateTime<Utc>) -> bool {
-        let room = self.queued.load(std::sync::atomic::Ordering::Relaxed) < self.capacity;
+        let s = &*self.shared;
+        let room =
+            s.queued.load(Ordering::Relaxed) < self.capacity && !s.failing.load(Ordering::Relaxed);
         if !room {
             self.overflow.inc();
-            self.losses.lock().add(Lost::Refused, 1, at);
+            self.lose(Lost::Refused, 1, at);
         }
         room
     }
@@ -574,8 +594,7 @@ impl Audit {
         // Counted before it is sent: the writer may take the record and
         // subtract it before this thread runs again, and a count that went
         // below zero (wrapping) would read as a full queue to every call.
-        self.queued
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let m = match self.tx.try_send(Msg::Entry(e)) {
             Ok(()) => return Ok(()),
             Err(mpsc::TrySendError::Full(m)) => m,
@@ -584,11 +603,10 @@ impl Audit {
                 m
             }
         };
-        self.queued
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
         self.overflow.inc();
         if let Msg::Entry(e) = &m {
-            self.losses.lock().add(Lost::of(e), 1, e.at());
+            self.lose(Lost::of(e), 1, e.at());
         }
         Err(Full)
     }
@@ -600,9 +618,24 @@ impl Audit {
         }
         let (lines, at) = (account.counts.len() as u64, account.until);
         self.tx.try_send(Msg::Strangers(account)).map_err(|_| {
-            self.losses.lock().add(Lost::Strangers, lines, at);
+            self.lose(Lost::Strangers, lines, at);
             Full
         })
+    }
+
+    /// Accounts for records not taken, and wakes the writer at the first
+    /// of a span. Refused here (the queue full) the wake costs nothing:
+    /// records are waiting then.
+    fn lose(&self, what: Lost, n: u64, at: DateTime<Utc>) {
+        let first = {
+            let mut l = self.losses.lock();
+            let first = l.span.is_none();
+            l.add(what, n, at);
+            first
+        };
+        if first {
+            let _ = self.tx.try_send(Msg::Wake);
+        }
     }
 
     /// Returns once every record handed over before the call is on disk
@@ -640,7 +673,7 @@ struct Writer {
     size: u64,
     /// Bytes formatted for the current file but not yet written.
     pending: u64,
-    queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    shared: std::sync::Arc<Shared>,
     /// The chain value of the last line formatted.
     head: chain::Head,
     /// The file the last line went to (or, before the first, the newest
@@ -657,7 +690,7 @@ impl Writer {
         dir: &Path,
         max_bytes: u64,
         retention_days: Option<u32>,
-        queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        shared: std::sync::Arc<Shared>,
         meters: Meters,
     ) -> std::io::Result<Writer> {
         // The chain goes on from the newest file of an earlier run.
@@ -680,7 +713,7 @@ impl Writer {
             day: String::new(),
             size: 0,
             pending: 0,
-            queued,
+            shared,
             head: tail.head.unwrap_or(chain::GENESIS),
             last_file: newest.and_then(|p| Some(p.file_name()?.to_str()?.to_owned())),
             last_sealed: tail.sealed,
@@ -713,6 +746,7 @@ impl Writer {
                     None
                 }
                 Msg::Flush(done) => Some(done),
+                Msg::Wake => None,
             };
             let mut flushed = match rx.recv() {
                 Ok(m) => take(m, &mut batch),
@@ -740,13 +774,15 @@ impl Writer {
                 tracing::warn!(
                     refused = lost.count(Lost::Refused),
                     decisions = lost.count(Lost::Decision),
-                    others = lost.counts[2..].iter().sum::<u64>(),
+                    others = [Lost::Outcome, Lost::End, Lost::Admin, Lost::Strangers]
+                        .into_iter()
+                        .map(|k| lost.count(k))
+                        .sum::<u64>(),
                     "the audit queue was full: a gap line accounts for what was not written"
                 );
                 batch.push(Entry::Gap(Box::new(lost)));
             }
-            self.queued
-                .fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
+            self.shared.queued.fetch_sub(counted, Ordering::Relaxed);
             // One write per batch, not per line: a syscall per decision
             // cost more than formatting it.
             for r in &batch {
@@ -844,9 +880,10 @@ impl Writer {
         while let Err(e) = step(self) {
             self.meters.write_errors.inc();
             self.meters.up.set(0);
+            self.shared.failing.store(true, Ordering::Relaxed);
             match &mut failing {
                 None => {
-                    tracing::error!(error = %e, dir = %self.dir.display(), "audit {what} failed: trying again every {} ms; once the queue is full, new calls are refused 503 audit_unavailable", RETRY_EVERY.as_millis());
+                    tracing::error!(error = %e, dir = %self.dir.display(), "audit {what} failed: trying again every {} ms; until it succeeds, new calls are refused 503 audit_unavailable", RETRY_EVERY.as_millis());
                     failing = Some((std::time::Instant::now(), 1));
                 }
                 Some((_, tries)) => *tries += 1,
@@ -854,6 +891,7 @@ impl Writer {
             std::thread::sleep(RETRY_EVERY);
         }
         if let Some((since, tries)) = failing {
+            self.shared.failing.store(false, Ordering::Relaxed);
             self.meters.up.set(1);
             tracing::warn!(
                 dir = %self.dir.display(),

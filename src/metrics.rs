@@ -238,14 +238,14 @@ impl Metrics {
         let audit_overflow = Counter::default();
         registry.register(
             "audit_overflow",
-            "Calls refused 503 audit_unavailable because the audit trail's queue was full (the disk stalls)",
+            "Audit records not taken: calls refused 503 audit_unavailable (the disk refused the writer's writes, or its queue was full) and lines lost to a full queue",
             audit_overflow.clone(),
         );
         let audit_up = Gauge::default();
         audit_up.set(1);
         registry.register(
             "audit_up",
-            "1 while the audit writer's writes succeed, 0 while it retries one the disk refused (full, failing): calls are refused 503 audit_unavailable once its queue is full",
+            "1 while the audit writer's writes succeed, 0 while it retries one the disk refused (full, failing): new calls are refused 503 audit_unavailable meanwhile",
             audit_up.clone(),
         );
         let audit_write_errors = Counter::default();

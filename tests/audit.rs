@@ -268,20 +268,22 @@ fn wait_lines(file: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
 /// A disk that refuses the audit writer's lines (here a file size limit:
 /// `EFBIG`, the way a full disk gives `ENOSPC`) loses none of them: the
 /// writer tries again until the disk takes them, and the file, once
-/// written, is whole and verifies intact. The process lives on, with its
-/// log (a file past the limit too) failing on every line.
+/// written, is whole and verifies intact. Meanwhile no call is placed
+/// whose line could not be written: from the first refused write, new
+/// calls are answered `503 audit_unavailable`, and the trail's gap line
+/// counts them. The process lives on, with its log (a file past the limit
+/// too) failing on every line.
 #[test]
 fn lines_the_disk_refused_are_written_once_it_takes_them() {
     let uas = Ua::bind("127.0.0.1:0");
     let (p, _lists, _) = proxy_with_dnc_file(&uas, "+33612345678\n");
     let uac = Ua::bind("127.0.0.1:0");
     let file = p.dir.path().join("data/audit/audit-2026-11-17.jsonl");
-    send_invite(&p, &uac, "0612345678", "f-0");
-    assert_eq!(uac.recv_final_or_request(T).status(), Some(603));
+    assert_eq!(call(&p, &uac, "0612345678", "f-0").status(), Some(603));
     assert_eq!(wait_lines(&file, 2).len(), 2, "chain start and f-0");
 
-    // Room for about one more line (a DNC decision is ~700 bytes) and the
-    // start of the next: a short write, then EFBIG.
+    // Room for the start of the next line only (a DNC decision is ~700
+    // bytes): a short write, then EFBIG.
     let size = std::fs::metadata(&file).unwrap().len();
     let prlimit = |fsize: &str| {
         let ok = std::process::Command::new("prlimit")
@@ -293,11 +295,10 @@ fn lines_the_disk_refused_are_written_once_it_takes_them() {
             .success();
         assert!(ok, "prlimit --fsize={fsize}");
     };
-    prlimit(&(size + 1_000).to_string());
-    for i in 1..=5 {
-        send_invite(&p, &uac, "0612345678", &format!("f-{i}"));
-        assert_eq!(uac.recv_final_or_request(T).status(), Some(603));
-    }
+    prlimit(&(size + 100).to_string());
+    // Decided before the writer meets the limit: its line is the one the
+    // disk refuses.
+    assert_eq!(call(&p, &uac, "0612345678", "f-1").status(), Some(603));
     // The writer reports the refusal (a scrape that fails reads as no
     // line, not as 0).
     let up_is = |v: &str| {
@@ -318,16 +319,30 @@ fn lines_the_disk_refused_are_written_once_it_takes_them() {
     };
     wait_up("0");
     assert!(p.metric("callguard_audit_write_errors_total") >= 1.0);
+    // Refused at once, not once 65,536 records have queued.
+    for i in 2..=4 {
+        let r = call(&p, &uac, "0612345678", &format!("f-{i}"));
+        assert_eq!(r.status(), Some(503), "f-{i}");
+        assert_eq!(reason(&r), "audit_unavailable", "f-{i}");
+        assert!(r.header_by_name("Retry-After").is_some(), "f-{i}");
+    }
+    assert_eq!(p.metric("callguard_audit_overflow_total"), 3.0);
     let stuck = std::fs::metadata(&file).unwrap().len();
     assert!(
-        stuck > size && stuck <= size + 1_000,
+        stuck > size && stuck <= size + 100,
         "{size} → {stuck}: the limit held"
     );
 
     prlimit("unlimited");
-    let lines = wait_lines(&file, 7);
+    let lines = wait_lines(&file, 4);
     let ids: Vec<&str> = lines.iter().filter_map(|l| l["call_id"].as_str()).collect();
-    assert_eq!(ids, ["f-0", "f-1", "f-2", "f-3", "f-4", "f-5"]);
+    assert_eq!(ids, ["f-0", "f-1"]);
+    let gap = lines
+        .iter()
+        .find(|l| l["kind"] == "gap")
+        .expect("a gap line for the refused calls");
+    assert_eq!(gap["calls_refused"], 3, "{gap}");
+    assert_eq!(gap["decisions_lost"], 0, "{gap}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_callguard"))
         .args(["audit", "verify"])
         .arg(&file)
@@ -335,12 +350,10 @@ fn lines_the_disk_refused_are_written_once_it_takes_them() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(text.contains("intact, 7 lines"), "{text}");
+    assert!(text.contains("intact, 4 lines"), "{text}");
 
+    // Deciding as before.
     wait_up("1");
-    assert_eq!(p.metric("callguard_audit_overflow_total"), 0.0);
-
-    // Alive, and deciding as before.
-    send_invite(&p, &uac, "0612345678", "f-6");
-    assert_eq!(uac.recv_final_or_request(T).status(), Some(603));
+    assert_eq!(call(&p, &uac, "0612345678", "f-5").status(), Some(603));
+    assert_eq!(wait_lines(&file, 5)[4]["call_id"], "f-5");
 }

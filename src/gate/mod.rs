@@ -135,8 +135,9 @@ pub fn source_not_authorized(source: &Peer) -> Rejection {
     }
 }
 
-/// The audit trail cannot take another record (the disk stalls): the call
-/// is refused rather than placed unrecorded, and counted.
+/// The audit trail cannot take another record (the disk refuses its
+/// writes, or stalls): the call is refused rather than placed unrecorded,
+/// and counted.
 fn audit_unavailable() -> Rejection {
     Rejection {
         tenant: None,
@@ -144,7 +145,7 @@ fn audit_unavailable() -> Rejection {
         phrase: "Service Unavailable".into(),
         code: Code::AuditUnavailable,
         explanation:
-            "the audit trail is not keeping up (disk stalled): the call is not placed unrecorded"
+            "the audit trail cannot be written (its disk refuses writes or stalls): the call is not placed unrecorded"
                 .into(),
         retry_after: Some(5),
     }
