@@ -735,6 +735,54 @@ fn caller_id_ranges_of_an_operator_rule_file_are_enforced() {
     }
 }
 
+/// A stranger who saw a dialer's INVITE sends copies of it, then of the
+/// ACK of its final response. They match the dialer's transaction (same
+/// branch and sent-by), and the proxy sends nothing on their behalf: no
+/// 100 Trying repeated to the dialer, no end to the repeats of the final
+/// the dialer has not acknowledged.
+#[test]
+fn a_strangers_copies_of_a_dialers_requests_make_the_proxy_send_nothing() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let fwd = invite_to_carrier(&p, &uac, &uas, "copy-1");
+    let stranger = Ua::bind("127.0.0.2:0");
+    let copy = invite(
+        &uac.hostport(),
+        "UDP",
+        p.addr(),
+        "+33162000000",
+        "copy-1",
+        "z9hG4bKcopy-1",
+    );
+    stranger.send(p.addr(), &copy);
+    uac.expect_silence(Duration::from_millis(300));
+    // The dialer's own retransmission is answered.
+    uac.send(p.addr(), &copy);
+    assert_eq!(uac.recv(T).unwrap().0.status(), Some(100));
+
+    uas.send(p.addr(), &reply(&fwd, 486, "Busy Here", "uas1", ""));
+    assert_eq!(uas.recv(T).unwrap().0.method(), Some(&b"ACK"[..]));
+    let busy = uac.recv_final_or_request(T);
+    assert_eq!(busy.status(), Some(486));
+    // The stranger's copy of the ACK the dialer would send: the 486 is
+    // repeated to the dialer all the same (Timer G, 500 ms).
+    let hp = uac.hostport();
+    let to = String::from_utf8_lossy(busy.header(HeaderName::To).unwrap()).into_owned();
+    stranger.send(
+        p.addr(),
+        &format!(
+            "ACK sip:+33162000000@{} SIP/2.0\r\nVia: SIP/2.0/UDP {hp};branch=z9hG4bKcopy-1;rport\r\n\
+             Max-Forwards: 70\r\nFrom: \"Dialer\" <sip:+33162000001@{hp}>;tag=uac-copy-1\r\n\
+             To: {to}\r\nCall-ID: copy-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            p.addr()
+        ),
+    );
+    let again = uac.recv_final_or_request(Duration::from_secs(2));
+    assert_eq!(again.status(), Some(486), "{}", first_line(&again));
+    stranger.expect_silence(Duration::from_millis(100));
+}
+
 /// Responses are matched by their branch alone (RFC 3261 §17.1.3), and a
 /// dialer sees our branches in the Via of what we relay: a branch must not
 /// tell the next one. Another dialer of the trunk (a source the stranger

@@ -97,6 +97,17 @@ struct ServerEntry {
     unsettled: Option<Box<Unsettled>>,
 }
 
+impl ServerEntry {
+    /// Whether `from` is the host that sent the request. A transaction is
+    /// matched on its branch and sent-by (§17.2.3), which the sender
+    /// writes: a copy of the request from another host matches as well.
+    /// The port is not compared: a TCP sender's next connection has
+    /// another.
+    fn sent_from(&self, from: Peer) -> bool {
+        routing::canonical(self.source.addr.ip()) == routing::canonical(from.addr.ip())
+    }
+}
+
 struct Unsettled {
     call_id: Box<[u8]>,
     status: u16,

@@ -34,7 +34,7 @@ impl Core {
         // The ACK of a final we sent (every reject has one) ends in its
         // transaction, hop by hop (§17.2.1): it goes nowhere, so it needs
         // none of the checks of a request we would act on.
-        if &method[..] == b"ACK" && self.absorb_ack(now, &key) {
+        if &method[..] == b"ACK" && self.absorb_ack(now, from, &key) {
             return;
         }
         let top_via = build::fixed_top_via(&via, from.addr);
@@ -53,8 +53,14 @@ impl Core {
             _ => {}
         }
         if let Some(idx) = self.server_txn(&key) {
-            // A retransmission: the machine repeats its last response.
             let s = &self.servers[idx];
+            if !s.sent_from(from) {
+                // A copy from another host: repeating our last response
+                // to the transaction's sender would let anyone who saw
+                // the request make us send to a tenant's dialer.
+                return;
+            }
+            // A retransmission: the machine repeats its last response.
             let gen = s.gen;
             let mut ctx = ctx!(self, now, idx, gen);
             match &s.machine {
@@ -351,11 +357,16 @@ impl Core {
     /// the ACK of a non-2xx final (absorbed, §17.2.1), or one our
     /// transaction has no use for. An ACK of a 2xx that reused the INVITE's
     /// branch is not: it is routed like any other.
-    fn absorb_ack(&mut self, now: Instant, key: &TxnKey) -> bool {
+    fn absorb_ack(&mut self, now: Instant, from: Peer, key: &TxnKey) -> bool {
         let Some(idx) = self.server_txn(key) else {
             return false;
         };
         let s = &mut self.servers[idx];
+        if !s.sent_from(from) {
+            // Ends here, with no effect: an ACK from another host would
+            // stop the repeats of a final the dialer may not have had.
+            return true;
+        }
         let gen = s.gen;
         let ServerMachine::Invite(m) = &mut s.machine else {
             return false;
@@ -396,15 +407,11 @@ impl Core {
         top_via: Option<build::ViaText>,
         reply_to: Peer,
     ) {
-        // The CANCEL must come from where the INVITE came from: the branch
-        // and sent-by it is matched on are written by the sender, and anyone
-        // who saw them could otherwise cancel a tenant's call.
-        let same_source = |s: &ServerEntry| {
-            routing::canonical(s.source.addr.ip()) == routing::canonical(from.addr.ip())
-        };
+        // The CANCEL must come from where the INVITE came from: anyone who
+        // saw the INVITE could otherwise cancel a tenant's call.
         let invite = self
             .server_txn(&key.with_method(KeyMethod::Invite))
-            .filter(|&i| same_source(&self.servers[i]));
+            .filter(|&i| self.servers[i].sent_from(from));
         let Some(sidx) = invite else {
             return self.reply_stateless(
                 &msg,

@@ -212,6 +212,45 @@ To: <sip:c@d>\r\nCall-ID: opt-{}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n
     );
 }
 
+/// A copy of the dialer's INVITE, or of its ACK, from another host
+/// matches the dialer's transaction (same branch and sent-by) and does
+/// nothing: no 100 repeated to the dialer on a stranger's behalf, and our
+/// final's repeats go on until the dialer's own ACK.
+#[test]
+fn copies_of_a_dialers_requests_from_another_address_do_nothing() {
+    let mut net = Net::new(&[C1]);
+    let fwd = start_call(&mut net, "cp-1");
+    const ELSEWHERE: &str = "10.9.9.9:5062";
+    let out = net.input(ELSEWHERE, &invite("z9hG4bKa1", "cp-1"));
+    assert!(
+        out.is_empty(),
+        "INVITE copy: {:?}",
+        out.iter()
+            .map(|o| (o.0, first_line(&o.1)))
+            .collect::<Vec<_>>()
+    );
+    // The dialer's own retransmission still gets the 100.
+    assert_eq!(
+        only(net.input(UAC, &invite("z9hG4bKa1", "cp-1")), UAC).status(),
+        Some(100)
+    );
+
+    let out = net.input(C1, &reply(&fwd, 486, "Busy Here", Some("c1")));
+    assert_eq!(out.len(), 2, "ACK to the carrier, 486 to the dialer");
+    let ack = format!(
+        "ACK sip:+33162000000@{PROXY} SIP/2.0\r\nVia: SIP/2.0/UDP {UAC};branch=z9hG4bKa1;rport\r\nMax-Forwards: 70\r\n\
+From: <sip:+33162000001@10.0.0.5>;tag=uac1\r\nTo: <sip:+33162000000@{PROXY}>;tag=c1\r\nCall-ID: cp-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    assert!(net.input(ELSEWHERE, &ack).is_empty(), "ACK copy");
+    let out = net.advance(Duration::from_millis(500));
+    assert_eq!(only(out, UAC).status(), Some(486), "Timer G goes on");
+    assert!(net.input(UAC, &ack).is_empty(), "the dialer's ACK");
+    assert!(
+        net.advance(Duration::from_secs(10)).is_empty(),
+        "no more 486"
+    );
+}
+
 #[test]
 fn a_cancel_from_another_address_cancels_nothing() {
     let mut net = Net::new(&[C1]);
