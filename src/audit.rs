@@ -162,10 +162,11 @@ struct Shared {
 }
 
 /// Lines that could not be queued (the queue was full, or the disk refused
-/// the writer's writes), accounted for in the trail itself. The metric says that lines were
-/// lost; a compliance officer reading the trail for a period must see it
-/// there too, or an absent decision reads as a call never made. The writer
-/// adds one `"kind":"gap"` line for them once it has caught up.
+/// the writer's writes), accounted for in the trail itself. The metric
+/// says that lines were lost; a compliance officer reading the trail for a
+/// period must see it there too, or an absent decision reads as a call
+/// never made. The writer adds one `"kind":"gap"` line for them once it
+/// has caught up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Losses {
     /// The first and last instants of the records lost.
@@ -778,7 +779,7 @@ impl Writer {
                         .into_iter()
                         .map(|k| lost.count(k))
                         .sum::<u64>(),
-                    "the audit queue was full: a gap line accounts for what was not written"
+                    "the audit trail could not take records (its writes failed, or its queue was full): a gap line accounts for what was not written"
                 );
                 batch.push(Entry::Gap(Box::new(lost)));
             }
