@@ -680,6 +680,35 @@ impl Sip {
 }
 
 impl Config {
+    /// The first carrier whose address is one of callguard's own SIP
+    /// listeners, as an error message: every call sent there would come
+    /// back through the gate (answered 482 at run time, see
+    /// `Core::has_looped`). A listener on `0.0.0.0` or `::` is reached
+    /// through the loopback and the unspecified address; other addresses
+    /// of this host are not known here.
+    pub fn self_routed_carrier(&self) -> Option<String> {
+        self.carriers
+            .iter()
+            .find_map(|c| self.carrier_is_a_listener(c))
+    }
+
+    fn carrier_is_a_listener(&self, c: &CarrierConfig) -> Option<String> {
+        let a = c.address?;
+        let here = |ip: std::net::IpAddr| ip.is_loopback() || ip.is_unspecified();
+        let l = self.sip.listen.iter().find(|l| {
+            l.transport == a.transport
+                && l.addr.port() == a.addr.port()
+                && (l.addr.ip() == a.addr.ip()
+                    || (l.addr.ip().is_unspecified()
+                        && l.addr.is_ipv4() == a.addr.is_ipv4()
+                        && here(a.addr.ip())))
+        })?;
+        Some(format!(
+            "carrier `{}` at `{a}` is callguard's own listener `{l}`: every call sent there would come back to it",
+            c.name
+        ))
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -861,6 +890,9 @@ impl Config {
                     &at("name"),
                     format!("carrier `{}` is defined twice", c.name),
                 ));
+            }
+            if let Some(e) = self.carrier_is_a_listener(c) {
+                return Err(invalid(&at("address"), e));
             }
         }
         let mut ids = std::collections::HashSet::new();
@@ -1051,5 +1083,46 @@ sources = ["127.0.0.0/8"]
         );
         let c = parse(&format!("{OK}\n[audit]\nretention_days = 400\n")).unwrap();
         assert_eq!(c.audit.retention_days, Some(400));
+    }
+
+    #[test]
+    fn a_carrier_at_one_of_our_own_listeners_is_refused() {
+        let at = |listen: &str, carrier: &str| {
+            OK.replace("udp:127.0.0.1:5060", listen)
+                .replace("udp:127.0.0.1:5080", carrier)
+        };
+        let e = parse(&at("udp:127.0.0.1:5060", "udp:127.0.0.1:5060"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 7") && e.contains("carrier `a`") && e.contains("own listener"),
+            "{e}"
+        );
+        // Every address of the host reaches a listener on 0.0.0.0.
+        for carrier in [
+            "udp:127.0.0.1:5060",
+            "udp:127.0.0.2:5060",
+            "udp:0.0.0.0:5060",
+        ] {
+            assert!(
+                parse(&at("udp:0.0.0.0:5060", carrier)).is_err(),
+                "{carrier}"
+            );
+        }
+        // tcp:[::1]:5060 listens too.
+        assert!(parse(&at("udp:127.0.0.1:5060", "tcp:[::1]:5060")).is_err());
+        // Another port, transport or address is another element.
+        for carrier in [
+            "udp:127.0.0.1:5061",
+            "tcp:127.0.0.1:5060",
+            "udp:192.0.2.20:5060",
+            "udp:[::1]:5060",
+        ] {
+            parse(&at("udp:0.0.0.0:5060", carrier)).unwrap();
+        }
+        let mut c = parse(OK).unwrap();
+        assert!(c.self_routed_carrier().is_none());
+        c.carriers[0].address = Some("udp:127.0.0.1:5060".parse().unwrap());
+        assert!(c.self_routed_carrier().unwrap().contains("own listener"));
     }
 }

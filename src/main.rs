@@ -602,6 +602,9 @@ fn serve(
 ) -> anyhow::Result<()> {
     let mut cfg = Config::load(&config)?;
     overrides.apply(&mut cfg);
+    if let Some(e) = cfg.self_routed_carrier() {
+        anyhow::bail!("{e}");
+    }
     let workers = match cfg.sip.workers {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())

@@ -836,3 +836,37 @@ fn a_response_forged_for_a_guessed_branch_ends_no_call() {
     let ok = uac.recv_final_or_request(T);
     assert_eq!(ok.status(), Some(200), "{}", first_line(&ok));
 }
+
+/// A carrier that routes a call back to callguard (or a carrier address
+/// that is callguard's own) must not have it decided a second time: one
+/// call would count as two attempts against the callee's cap, and be
+/// answered by the second decision. The call comes back from 127.0.0.1,
+/// a tenant's address, as it would from a carrier on the tenant's network.
+#[test]
+fn a_call_routed_back_to_the_proxy_gets_482_and_is_decided_once() {
+    let (uas, spec) = carrier();
+    let p = Proxy::start(&[spec]);
+    let uac = Ua::bind("127.0.0.1:0");
+    let fwd = invite_to_carrier(&p, &uac, &uas, "loop-1");
+    // Its 100 first, so that callguard does not repeat the INVITE here.
+    uas.send(p.addr(), &reply(&fwd, 100, "Trying", "", ""));
+    uas.send(p.addr(), std::str::from_utf8(fwd.buf()).unwrap());
+    let (answer, _) = uas.recv(T).expect("an answer to the call sent back");
+    assert_eq!(first_line(&answer), "SIP/2.0 482 Loop Detected");
+    uas.expect_silence(Duration::from_millis(300));
+
+    uas.send(
+        p.addr(),
+        &reply(&fwd, 482, "Loop Detected", "c1", &uas.hostport()),
+    );
+    let fin = uac.recv_final_or_request(T);
+    assert_eq!(fin.status(), Some(482), "{}", first_line(&fin));
+    let allowed = "callguard_invites_total{tenant=\"test\",decision=\"allow\",reason=\"\"}";
+    assert_eq!(p.metric(allowed), 1.0);
+    assert!(
+        !p.http_get("/metrics")
+            .unwrap_or_default()
+            .contains("decision=\"reject\""),
+        "the call sent back was decided again"
+    );
+}

@@ -267,6 +267,9 @@ impl Reloader {
     fn try_reload(&self) -> anyhow::Result<String> {
         let mut cfg = Config::load(&self.origin.path)?;
         self.origin.overrides.apply(&mut cfg);
+        if let Some(e) = cfg.self_routed_carrier() {
+            anyhow::bail!("{e}");
+        }
         let (tenants, lists) = compile::tenants(&cfg, &self.origin.base_dir(), Some(&self.state))?;
         if cfg.state.data_dir != self.data_dir {
             tracing::warn!("state.data_dir changed: the state moves only on restart");

@@ -905,6 +905,39 @@ fn branch_is_ours(branch: &[u8], key: &[u8; 16], bound: Bound<'_>) -> bool {
             == Some(branch_tag(head, key, bound))
 }
 
+impl Core {
+    /// §16.3 step 4: whether `msg` carries a Via this proxy wrote, whose
+    /// branch checks out for this call and the hop below it. Then this
+    /// proxy relayed it before and it came back: a carrier whose address
+    /// is our own, or one that routes the call back to us. Decided again,
+    /// one call would count as several attempts against its callee's cap
+    /// and be answered by the last decision, not the first. The check is
+    /// keyed, so nobody can make another's call look like a loop; a
+    /// spiral (§16.3 allows one when the Request-URI changed) is treated
+    /// as a loop too: nothing legitimate sends a call of ours back through
+    /// the gate.
+    pub(super) fn has_looped(&self, msg: &Message) -> bool {
+        let finder = memchr::memmem::Finder::new(OUR_BRANCH);
+        let call_id = msg.call_id().unwrap_or_default();
+        let mut vias = msg.values(HeaderName::Via).peekable();
+        while let Some(v) = vias.next() {
+            // Most requests carry only the dialer's Via: the scan for our
+            // mark spares them the parse.
+            if finder.find(v).is_none() {
+                continue;
+            }
+            let Some(branch) = Via::parse(v).and_then(|v| v.branch) else {
+                continue;
+            };
+            let bound = Bound::relayed(call_id, vias.peek().copied());
+            if branch_is_ours(branch, &self.settings.route_key, bound) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Every value of the headers named `name`, joined (Proxy-Require, Require).
 fn header_values(msg: &Message, name: &str) -> String {
     let mut out = String::new();

@@ -78,6 +78,20 @@ impl Core {
             }
             return;
         }
+        if self.has_looped(&msg) {
+            // Counted as a response sent (482), and logged at debug only: a
+            // loop repeats for every call, and one log line a call would
+            // bury the rest.
+            tracing::debug!(%from, "request relayed by this proxy before: 482");
+            return self.reply_stateless(
+                &msg,
+                top_via.as_deref(),
+                reply_to,
+                482,
+                "Loop Detected",
+                &[],
+            );
+        }
         // §16.3 step 5: this proxy supports no extension a proxy must
         // understand.
         let proxy_require = header_values(&msg, "Proxy-Require");

@@ -265,3 +265,46 @@ fn a_cancel_from_another_address_cancels_nothing() {
         Some(200)
     );
 }
+
+/// A call of ours that comes back (a carrier whose address is a tenant's,
+/// or one that routes it back) is answered 482 without a second decision;
+/// the 482 reaches the dialer as the carrier's answer. A Via that only
+/// looks like ours, or one of ours copied into another call, is no loop.
+#[test]
+fn a_call_relayed_back_to_the_proxy_gets_482_and_no_second_decision() {
+    let mut net = Net::new(&[C1]);
+    let fwd = start_call(&mut net, "loop-1");
+    let back = String::from_utf8(fwd.buf().to_vec()).unwrap();
+    const BOUNCER: &str = "10.0.0.9:5060";
+    let out = net.input(BOUNCER, &back);
+    // A decision would have sent a 100 and the INVITE on to C1.
+    let answer = only(out, BOUNCER);
+    assert_eq!(answer.status(), Some(482), "{}", first_line(&answer));
+    // The same bytes again (the carrier side retransmits): the same answer.
+    assert_eq!(only(net.input(BOUNCER, &back), BOUNCER).status(), Some(482));
+
+    let out = net.input(C1, &reply(&fwd, 482, "Loop Detected", Some("c1")));
+    assert_eq!(out.len(), 2, "ACK to the carrier, 482 to the dialer");
+    assert!(out
+        .iter()
+        .any(|(to, m)| *to == UAC.parse::<SocketAddr>().unwrap() && m.status() == Some(482)));
+
+    // Our Via copied into another call's INVITE: its branch is bound to
+    // loop-1, so loop-2 is decided and forwarded as usual.
+    let via = String::from_utf8(fwd.header(HeaderName::Via).unwrap().to_vec()).unwrap();
+    let copied = invite("z9hG4bKa2", "loop-2").replacen(
+        "Max-Forwards",
+        &format!("Via: {via}\r\nMax-Forwards"),
+        1,
+    );
+    let out = net.input(UAC, &copied);
+    assert_eq!(out.len(), 2, "100 and the INVITE forwarded");
+    assert_eq!(out[1].0, C1.parse::<SocketAddr>().unwrap());
+    // Our mark with a made-up tail is no loop either.
+    let forged = invite("z9hG4bKa3", "loop-3").replacen(
+        "Max-Forwards",
+        "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKcg00000000.0.1.0123abcd\r\nMax-Forwards",
+        1,
+    );
+    assert_eq!(net.input(UAC, &forged).len(), 2);
+}
