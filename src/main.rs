@@ -601,10 +601,7 @@ fn serve(
     at: Option<chrono::DateTime<chrono::FixedOffset>>,
 ) -> anyhow::Result<()> {
     let mut cfg = Config::load(&config)?;
-    overrides.apply(&mut cfg);
-    if let Some(e) = cfg.self_routed_carrier() {
-        anyhow::bail!("{e}");
-    }
+    overrides.apply(&mut cfg)?;
     let workers = match cfg.sip.workers {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())

@@ -266,10 +266,7 @@ impl Reloader {
 
     fn try_reload(&self) -> anyhow::Result<String> {
         let mut cfg = Config::load(&self.origin.path)?;
-        self.origin.overrides.apply(&mut cfg);
-        if let Some(e) = cfg.self_routed_carrier() {
-            anyhow::bail!("{e}");
-        }
+        self.origin.overrides.apply(&mut cfg)?;
         let (tenants, lists) = compile::tenants(&cfg, &self.origin.base_dir(), Some(&self.state))?;
         if cfg.state.data_dir != self.data_dir {
             tracing::warn!("state.data_dir changed: the state moves only on restart");
@@ -431,7 +428,10 @@ pub struct Overrides {
 }
 
 impl Overrides {
-    pub fn apply(&self, cfg: &mut Config) {
+    /// Applies the flags to `cfg`, and refuses what they make of it that
+    /// the config file's own checks would have refused: a carrier at one
+    /// of our listeners (`--carrier` and `--sip-listen` bypass them).
+    pub fn apply(&self, cfg: &mut Config) -> anyhow::Result<()> {
         if !self.sip_listen.is_empty() {
             cfg.sip.listen = self.sip_listen.clone();
         }
@@ -455,6 +455,10 @@ impl Overrides {
         }
         if let Some(d) = &self.data_dir {
             cfg.state.data_dir = d.clone();
+        }
+        match cfg.self_routed_carrier() {
+            Some(e) => anyhow::bail!("{e}"),
+            None => Ok(()),
         }
     }
 }
