@@ -177,6 +177,7 @@ fn metrics_move_with_sip_traffic_and_dashboards_query_only_exported_names() {
         "CallguardDncListExpiring",
         "CallguardDncListStale",
         "CallguardStrangerFlood",
+        "CallguardCallsLooping",
     ] {
         assert!(alerts.contains(&format!("alert: {alert}")), "{alert}");
     }
@@ -354,6 +355,41 @@ fn shipped_alert_rules_and_dashboard_queries_are_valid_promql() {
     promtool(&file);
 }
 
+/// The loop alert, by promtool's rule tests: a 482 sent fires it; other
+/// refusals, and 482s long gone, do not.
+#[test]
+fn calls_answered_482_raise_the_loop_alert() {
+    let m = "callguard_sip_responses_total";
+    alert_rule_test(&format!(
+        "- interval: 1m\n  input_series:\n\
+         \x20   - series: '{m}{{code=\"482\",direction=\"out\",instance=\"a\",job=\"callguard\"}}'\n      values: '0 0 0 1 2 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3'\n\
+         \x20   - series: '{m}{{code=\"480\",direction=\"out\",instance=\"b\",job=\"callguard\"}}'\n      values: '0+50x20'\n\
+         \x20   - series: '{m}{{code=\"482\",direction=\"in\",instance=\"b\",job=\"callguard\"}}'\n      values: '0+1x20'\n\
+         \x20 alert_rule_test:\n\
+         \x20   - eval_time: 5m\n      alertname: CallguardCallsLooping\n      exp_alerts:\n\
+         \x20       - exp_labels: {{severity: critical, instance: a}}\n\
+         \x20         exp_annotations:\n\
+         \x20           summary: \"calls through a loop back to it and fail 482 Loop Detected: check the carriers' routing\"\n\
+         \x20   - eval_time: 15m\n      alertname: CallguardCallsLooping\n      exp_alerts: []\n",
+    ));
+}
+
+/// Runs promtool's rule tests (`tests:` entries in `tests`) against the
+/// shipped alert rules.
+fn alert_rule_test(tests: &str) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alert-test.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "rule_files: [\"{root}/config/prometheus-alerts.yml\"]\nevaluation_interval: 1m\ntests:\n{tests}"
+        ),
+    )
+    .unwrap();
+    promtool("test", &file);
+}
+
 /// A tenant calling Indonesia uses a holiday calendar known by its dated
 /// decree: its end is exported for the alert that asks for the next one.
 #[test]
@@ -366,29 +402,20 @@ fn a_dated_holiday_calendar_in_use_exports_its_end() {
     );
     // The shipped alert, by promtool's rule tests (time() starts at 0):
     // fires for a calendar ending in 50 days, not for one ending in 90.
-    let root = env!("CARGO_MANIFEST_DIR");
-    let dir = tempfile::tempdir().unwrap();
-    let test = dir.path().join("calendar-alert-test.yml");
     let m = "callguard_holiday_calendar_dated_until_timestamp_seconds";
-    std::fs::write(
-        &test,
-        format!(
-            "rule_files: [\"{root}/config/prometheus-alerts.yml\"]\nevaluation_interval: 1m\ntests:\n\
-             - interval: 1m\n  input_series:\n\
-             \x20   - series: '{m}{{calendar=\"id\",instance=\"cg\",job=\"callguard\"}}'\n      values: '{soon}x10'\n\
-             \x20   - series: '{m}{{calendar=\"xx\",instance=\"cg\",job=\"callguard\"}}'\n      values: '{later}x10'\n\
-             \x20 alert_rule_test:\n\
-             \x20   - eval_time: 5m\n      alertname: CallguardHolidayCalendarRunningOut\n      exp_alerts:\n\
-             \x20       - exp_labels: {{severity: warning, calendar: id, instance: cg, job: callguard}}\n\
-             \x20         exp_annotations:\n\
-             \x20           summary: holiday calendar id on cg has dated holidays for less than 60 more days\n\
-             \x20           description: Add the next official holiday dates to a rule file (callguard rules show, callguard rules check) and reload.\n",
-            soon = 50 * 86_400,
-            later = 90 * 86_400,
-        ),
-    )
-    .unwrap();
-    promtool("test", &test);
+    alert_rule_test(&format!(
+        "- interval: 1m\n  input_series:\n\
+         \x20   - series: '{m}{{calendar=\"id\",instance=\"cg\",job=\"callguard\"}}'\n      values: '{soon}x10'\n\
+         \x20   - series: '{m}{{calendar=\"xx\",instance=\"cg\",job=\"callguard\"}}'\n      values: '{later}x10'\n\
+         \x20 alert_rule_test:\n\
+         \x20   - eval_time: 5m\n      alertname: CallguardHolidayCalendarRunningOut\n      exp_alerts:\n\
+         \x20       - exp_labels: {{severity: warning, calendar: id, instance: cg, job: callguard}}\n\
+         \x20         exp_annotations:\n\
+         \x20           summary: holiday calendar id on cg has dated holidays for less than 60 more days\n\
+         \x20           description: Add the next official holiday dates to a rule file (callguard rules show, callguard rules check) and reload.\n",
+        soon = 50 * 86_400,
+        later = 90 * 86_400,
+    ));
     let fr_only = Proxy::start(&[]);
     assert!(!fr_only
         .http_get("/metrics")

@@ -270,7 +270,13 @@ pub struct Core {
     /// Weighted carrier choice. Seeded per shard: runs in simulated time
     /// repeat exactly.
     rng: rand::rngs::StdRng,
+    /// Loops found since the last warning, and when that was: one warn
+    /// line a minute at most (a loop repeats for every call).
+    loops: (u64, Option<Instant>),
 }
+
+/// At most one warning this far apart for a kind of repeated fault.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl Core {
     pub fn new(
@@ -295,6 +301,7 @@ impl Core {
             draining: false,
             decisions: VecDeque::new(),
             rng: rand::SeedableRng::seed_from_u64(u64::from(shard)),
+            loops: (0, None),
         }
     }
 

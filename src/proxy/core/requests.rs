@@ -79,10 +79,18 @@ impl Core {
             return;
         }
         if self.has_looped(&msg) {
-            // Counted as a response sent (482), and logged at debug only: a
-            // loop repeats for every call, and one log line a call would
-            // bury the rest.
+            // Counted as a response sent (482). A loop repeats for every
+            // call: one warn line a minute with the count, not one a call.
             tracing::debug!(%from, "request relayed by this proxy before: 482");
+            self.loops.0 += 1;
+            if self.loops.1.is_none_or(|t| now >= t + WARN_EVERY) {
+                tracing::warn!(
+                    %from,
+                    requests = self.loops.0,
+                    "requests this proxy relayed came back to it (a carrier routes them back, or its address is ours): answered 482 Loop Detected, the calls fail"
+                );
+                self.loops = (0, Some(now));
+            }
             return self.reply_stateless(
                 &msg,
                 top_via.as_deref(),
