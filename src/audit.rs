@@ -708,6 +708,8 @@ struct Writer {
     durable_len: u64,
     /// What the check after each fsync read back (kept: one allocation).
     read_back: Vec<u8>,
+    /// The file system refused `posix_fadvise` (warned once).
+    fadvise_refused: bool,
     sync: SyncFn,
 }
 
@@ -747,6 +749,7 @@ impl Writer {
             unsynced: Vec::new(),
             durable_len: 0,
             read_back: Vec::new(),
+            fadvise_refused: false,
             sync: std::fs::File::sync_data,
         })
     }
@@ -960,13 +963,18 @@ impl Writer {
         let (Ok(from_off), Ok(len_off)) = (i64::try_from(from), i64::try_from(len)) else {
             return Err(std::io::Error::other("audit file offset out of range"));
         };
-        nix::fcntl::posix_fadvise(
+        let dropped = nix::fcntl::posix_fadvise(
             f,
             from_off,
             len_off,
             nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-        )
-        .map_err(std::io::Error::from)?;
+        );
+        // Advice a file system does not take must not stop the trail (and
+        // every call with it): the check then reads the cache, and says so.
+        if let (Err(e), false) = (dropped, self.fadvise_refused) {
+            self.fadvise_refused = true;
+            tracing::warn!(error = %e, dir = %self.dir.display(), "this file system does not drop cached pages on request: each audit fsync is checked against the page cache only, which does not show a writeback the kernel lost");
+        }
         self.read_back.resize(self.unsynced.len(), 0);
         f.read_exact_at(&mut self.read_back, self.durable_len)?;
         if self.read_back != self.unsynced {
