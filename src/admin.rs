@@ -621,6 +621,18 @@ async fn record_change(State(s): State<AdminState>, req: Request, next: Next) ->
         Some(p) if p.as_str() == BULK_ROUTE => BULK_LIMIT,
         _ => JSON_LIMIT,
     };
+    // Not applied when it could not be recorded: the trail must hold
+    // every change (a DNC removal or a consent no one can account for
+    // later), as no call is placed unrecorded.
+    if !audit.is_writable() {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit trail cannot be written (its disk refuses writes, or its queue is full): the change is not applied; try again when callguard_audit_up is 1",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        return r;
+    }
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return error(

@@ -579,6 +579,16 @@ impl Audit {
         room
     }
 
+    /// Whether a record handed over now would be written: the queue has
+    /// room and the disk takes the writer's lines. Unlike [`has_room`]
+    /// nothing is counted: the admin API asks before it applies a change.
+    ///
+    /// [`has_room`]: Audit::has_room
+    pub fn is_writable(&self) -> bool {
+        let s = &*self.shared;
+        s.queued.load(Ordering::Relaxed) < self.capacity && !s.failing.load(Ordering::Relaxed)
+    }
+
     /// Queues a record without waiting; `Full` when the writer is behind.
     pub fn try_record(&self, r: Record) -> Result<(), Full> {
         self.send(Entry::Call(r))
@@ -701,9 +711,9 @@ struct Writer {
     /// continues the chain.
     last_sealed: bool,
     meters: Meters,
-    /// What was written to the current file since its last fsync that
-    /// succeeded, and the file's length then: a failed fsync is repaired
-    /// from them (see [`Writer::make_durable`]).
+    /// What was written to the current file since the last fsync whose
+    /// read-back check passed, and the file's length then: a failed or
+    /// lying fsync is repaired from them (see [`Writer::make_durable`]).
     unsynced: Vec<u8>,
     durable_len: u64,
     /// What the check after each fsync read back (kept: one allocation).

@@ -319,6 +319,13 @@ fn lines_the_disk_refused_are_written_once_it_takes_them() {
     };
     wait_up("0");
     assert!(p.metric("callguard_audit_write_errors_total") >= 1.0);
+    // An admin change that could not be recorded is not applied either.
+    let (code, body) = p.http("PUT", "/v1/dnc/d/+33611111111", "");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not applied"), "{body}");
+    let (code, body) = p.http("GET", "/v1/dnc/d/+33611111111", "");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"listed\":false"), "{body}");
     // Refused at once, not once 65,536 records have queued.
     for i in 2..=4 {
         let r = call(&p, &uac, "0612345678", &format!("f-{i}"));
