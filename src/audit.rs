@@ -569,9 +569,7 @@ impl Audit {
     /// writer's writes. A call refused at `at` is accounted for in a gap
     /// line.
     pub fn has_room(&self, at: DateTime<Utc>) -> bool {
-        let s = &*self.shared;
-        let room =
-            s.queued.load(Ordering::Relaxed) < self.capacity && !s.failing.load(Ordering::Relaxed);
+        let room = self.is_writable();
         if !room {
             self.overflow.inc();
             self.lose(Lost::Refused, 1, at);
@@ -720,7 +718,21 @@ struct Writer {
     read_back: Vec<u8>,
     /// The file system refused `posix_fadvise` (warned once).
     fadvise_refused: bool,
+    /// The kernel drops cached pages whole: the check's range starts at a
+    /// page boundary, or its first page would be read from the cache.
+    page: u64,
     sync: SyncFn,
+}
+
+/// The memory page size (4 KiB on x86-64, up to 64 KiB on some arm64 and
+/// ppc64 kernels); 64 KiB, which covers every smaller size, if unknown.
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| u64::try_from(p).ok())
+        .filter(|p| p.is_power_of_two())
+        .unwrap_or(64 * 1024)
 }
 
 impl Writer {
@@ -760,6 +772,7 @@ impl Writer {
             durable_len: 0,
             read_back: Vec::new(),
             fadvise_refused: false,
+            page: page_size(),
             sync: std::fs::File::sync_data,
         })
     }
@@ -968,7 +981,7 @@ impl Writer {
             return Err(std::io::Error::other("no audit file is open"));
         };
         (self.sync)(f)?;
-        let from = self.durable_len & !4095;
+        let from = self.durable_len & !(self.page - 1);
         let len = self.durable_len + self.unsynced.len() as u64 - from;
         let (Ok(from_off), Ok(len_off)) = (i64::try_from(from), i64::try_from(len)) else {
             return Err(std::io::Error::other("audit file offset out of range"));
@@ -1470,10 +1483,11 @@ mod tests {
             if !lie && FAILS.load(Ordering::SeqCst) == 0 {
                 return f.sync_data();
             }
-            // The pages lost: the file keeps its length, its end reads
-            // as zeros.
+            // The pages lost: the file keeps its length, its last 100
+            // bytes (less than a line, so only the newest batch is hit)
+            // read as zeros.
             let len = f.metadata()?.len();
-            f.set_len(len.saturating_sub(300))?;
+            f.set_len(len.saturating_sub(100))?;
             f.set_len(len)?;
             if lie {
                 LIES.fetch_sub(1, Ordering::SeqCst);

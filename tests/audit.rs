@@ -172,17 +172,6 @@ fn outcomes_admin_changes_chain_verify_and_search() {
         assert_eq!(l["hash"].as_str().map(str::len), Some(64), "{l}");
     }
 
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_callguard"))
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
     let d = dir.to_str().unwrap();
     let (code, out, err) = cli(&["audit", "verify", d]);
     assert_eq!(code, Some(0), "{out}{err}");
@@ -247,6 +236,19 @@ fn outcomes_admin_changes_chain_verify_and_search() {
     let (code, out, _) = cli(&["audit", "verify", d]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("line 6: hash mismatch"), "{out}");
+}
+
+/// `callguard ARGS`: (exit code, stdout, stderr).
+fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callguard"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The lines of `file` once it holds `n` (the writer flushes every 100 ms).
@@ -350,49 +352,14 @@ fn lines_the_disk_refused_are_written_once_it_takes_them() {
         .expect("a gap line for the refused calls");
     assert_eq!(gap["calls_refused"], 3, "{gap}");
     assert_eq!(gap["decisions_lost"], 0, "{gap}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callguard"))
-        .args(["audit", "verify"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text, _) = cli(&["audit", "verify", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("intact, 4 lines"), "{text}");
 
     // Deciding as before.
     wait_up("1");
     assert_eq!(call(&p, &uac, "0612345678", "f-5").status(), Some(603));
     assert_eq!(wait_lines(&file, 5)[4]["call_id"], "f-5");
-}
-
-/// Mounts made by a test, unmounted (lazily, so a process still holding
-/// one cannot keep it) when the test ends, passed or not.
-struct Mounts(Vec<std::path::PathBuf>);
-
-impl Drop for Mounts {
-    fn drop(&mut self) {
-        for m in self.0.iter().rev() {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(m)
-                .status();
-        }
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{cmd} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
 }
 
 /// A real disk whose writeback fails: an ext4 file system on a loop device
@@ -419,12 +386,9 @@ fn a_failed_fsync_on_a_real_disk_loses_no_decision() {
     std::fs::create_dir_all(&fs).unwrap();
     let b = backing.to_str().unwrap();
     let f = fs.to_str().unwrap();
-    let mut mounts = Mounts(Vec::new());
-    if let Err(e) = run("mount", &["-t", "tmpfs", "-o", "size=64m", "tmpfs", b]) {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {e}");
+    let Some(mut mounts) = mount_tmpfs(&backing, "64m") else {
         return;
-    }
-    mounts.0.push(backing.clone());
+    };
     let image = backing.join("disk.img");
     let img = image.to_str().unwrap();
     run("truncate", &["-s", "32m", img]).unwrap();
@@ -441,17 +405,10 @@ fn a_failed_fsync_on_a_real_disk_loses_no_decision() {
     let audit_dir = fs.join("audit");
 
     let uas = Ua::bind("127.0.0.1:0");
-    let lists = tempfile::tempdir().unwrap();
-    let list = lists.path().join("dnc.txt");
-    std::fs::write(&list, "+33612345678\n").unwrap();
-    let mut p = Proxy::process_with(
-        &[format!("udp:{}", uas.addr())],
-        &format!(
-            "[audit]\ndir = \"{}\"\n[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
-            audit_dir.display(),
-            list.display()
-        ),
-        "dnc_lists = [\"d\"]\n",
+    let (mut p, _lists, _) = proxy_with_dnc_file_and(
+        &uas,
+        "+33612345678\n",
+        &format!("[audit]\ndir = \"{}\"\n", audit_dir.display()),
     );
     let uac = Ua::bind("127.0.0.1:0");
     let file = audit_dir.join("audit-2026-11-17.jsonl");
@@ -517,13 +474,8 @@ fn a_failed_fsync_on_a_real_disk_loses_no_decision() {
     // What the disk holds, not what the page cache still had.
     run("umount", &[f]).unwrap();
     run("mount", &["-o", "loop", img, f]).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callguard"))
-        .args(["audit", "verify"])
-        .arg(&audit_dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, text, _) = cli(&["audit", "verify", audit_dir.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{text}");
     let lines = wait_lines(&file, 0);
     for id in &decided {
         let n = lines.iter().filter(|l| l["call_id"] == id.as_str()).count();

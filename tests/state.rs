@@ -597,3 +597,87 @@ fn consent_given_and_withdrawn_through_the_api_survives_kill_9() {
         )
     );
 }
+
+/// The call state's disk runs full, then has room again. redb refuses
+/// every operation after one failed write until the database is opened
+/// again: callguard reopens it and writes back what memory holds, so the
+/// attempts counted meanwhile (decided in memory all along) are on disk
+/// before a `kill -9`, and the cap holds after the restart.
+///
+/// Needs root with the right to mount a tmpfs, as `.ci/run` has; without
+/// it the test says so and checks nothing.
+#[test]
+fn a_state_disk_that_runs_full_then_has_room_loses_no_attempt() {
+    let base = tempfile::tempdir().unwrap();
+    let disk = base.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let Some(_mounts) = mount_tmpfs(&disk, "8m") else {
+        return;
+    };
+    let carrier = TestCarrier::start();
+    let link = disk.clone();
+    let mut p = Proxy::process_prepared(
+        &[format!("udp:{}", carrier.addr)],
+        // The audit trail elsewhere: a full disk under it refuses calls,
+        // which is another test's subject.
+        &format!(
+            "[audit]\ndir = \"{}\"\n",
+            base.path().join("audit").display()
+        ),
+        "",
+        move |dir| std::os::unix::fs::symlink(&link, dir.join("data")).unwrap(),
+    );
+    let uac = Ua::bind("127.0.0.1:0");
+    let callee = "+33142000031";
+    assert_eq!(call(&p, &uac, callee, "full-1").status(), Some(486));
+    assert_eq!(p.metric("callguard_state_backend_up"), 1.0);
+
+    // Every free page of the tmpfs taken.
+    let filler = disk.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0x5a_u8; 64 * 1024];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+
+    // Decided in memory; on disk nothing more.
+    assert_eq!(call(&p, &uac, callee, "full-2").status(), Some(486));
+    assert_eq!(call(&p, &uac, callee, "full-3").status(), Some(486));
+    for i in 0..40 {
+        let other = format!("+331420001{i:02}");
+        assert_eq!(
+            call(&p, &uac, &other, &format!("full-o{i}")).status(),
+            Some(486)
+        );
+    }
+    wait_for(
+        &p,
+        "callguard_state_backend_up",
+        0.0,
+        Duration::from_secs(5),
+    );
+    assert!(p.metric("callguard_state_errors_total") >= 1.0);
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(
+        &p,
+        "callguard_state_backend_up",
+        1.0,
+        Duration::from_secs(5),
+    );
+    assert_eq!(call(&p, &uac, callee, "full-4").status(), Some(486));
+    // One batch interval and more for the fourth attempt.
+    std::thread::sleep(Duration::from_millis(500));
+
+    p.kill9_and_restart();
+    let r = call(&p, &uac, callee, "full-5");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(480), "frequency_cap".into()),
+        "{}",
+        p.log()
+    );
+    assert_eq!(
+        carrier.invites.load(std::sync::atomic::Ordering::Relaxed),
+        44
+    );
+}

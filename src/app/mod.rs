@@ -666,8 +666,8 @@ pub async fn start_on(
     mut pre: Prebound,
 ) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
-    let (state, loaded) = Store::open(&cfg.state.data_dir, clock)
-        .context("opening the call state (is another callguard using this data directory?)")?;
+    let (state, loaded) =
+        Store::open(&cfg.state.data_dir, clock).context("opening the call state")?;
     tracing::info!(dir = %cfg.state.data_dir.display(), "state loaded: {loaded}");
     state.report_to(metrics.state_health());
     let (tenants, lists) = compile::tenants(&cfg, &origin.base_dir(), Some(&state))?;

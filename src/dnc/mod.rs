@@ -270,6 +270,14 @@ impl<V: Clone> Overlay<V> {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+    /// Every change, copied out: the map's shards stay locked only as long
+    /// as the copy takes, not as long as whatever the caller does next.
+    pub fn entries(&self) -> Vec<(u64, V)> {
+        self.map
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect()
+    }
 }
 
 /// A DNC list's run-time changes: listed (`true`) or removed.

@@ -13,6 +13,14 @@
 //!   forwarded, refusals signalled on a BYE) is written by a background
 //!   thread in batches every `FLUSH_EVERY`, so the call path never waits for
 //!   a disk. A crash loses at most that last batch.
+//! - A write the disk refuses leaves redb failing every later operation
+//!   (`PreviousIo`) until the database is closed. The writer then closes it,
+//!   opens it again and writes everything held in memory over it
+//!   ([`Inner::reopen`]): memory is what calls are decided on, and a commit
+//!   whose fsync said yes may still have missed the disk.
+//! - Every page's checksum is checked when the file is opened, so a file a
+//!   disk damaged is repaired to its last good commit or refused with a
+//!   clear error, where a plain open may panic.
 //!
 //! The call path reads and counts in memory only: a `DashMap` entry lock
 //! makes check-and-count atomic per tenant and callee, so concurrent INVITEs
@@ -24,8 +32,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::{Attempts, Health};
@@ -59,12 +67,22 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("state database {path}: {source}")]
+    /// The cause follows in the error's chain (`{:#}`).
+    #[error("state database {path}")]
     Open { path: PathBuf, source: redb::Error },
+    #[error("state database {path} is used by another process (one callguard per data directory)")]
+    InUse { path: PathBuf },
+    /// The file fails redb's checks and no commit of it can be proven:
+    /// starting without it would count every cap and cool-off from zero,
+    /// which is the operator's call, not ours.
+    #[error("state database {path} is damaged beyond repair (restore it from a backup, or move it aside to start with no refusals and no counted attempts)")]
+    Damaged { path: PathBuf, source: redb::Error },
     #[error("state database: {0}")]
     Db(#[from] redb::Error),
     #[error("state writer thread is gone")]
     WriterGone,
+    #[error("state database is being reopened after a failed write")]
+    Reopening,
     /// A flush waited for a batch that failed; the batch stays pending and
     /// is retried, the waiters each get the same cause.
     #[error("state batch not written: {0}")]
@@ -73,6 +91,26 @@ pub enum StateError {
 
 fn db_err(e: impl Into<redb::Error>) -> StateError {
     StateError::Db(e.into())
+}
+
+/// Opens the database file; tests put a failing disk under the store here.
+pub(crate) type Opener = fn(&Path) -> Result<redb::Database, redb::DatabaseError>;
+
+fn open_file(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_check_integrity_on_open(true)
+        .create(path)
+}
+
+/// Runs `f` in one write transaction and commits it (with an fsync).
+fn commit<T>(
+    db: &redb::Database,
+    f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let w = db.begin_write().map_err(db_err)?;
+    let t = f(&w)?;
+    w.commit().map_err(db_err)?;
+    Ok(t)
 }
 
 type Key = (Arc<str>, u64);
@@ -84,7 +122,15 @@ pub struct Store {
 }
 
 struct Inner {
-    db: redb::Database,
+    /// `None` only while the writer opens it again after a failed write.
+    db: RwLock<Option<redb::Database>>,
+    path: PathBuf,
+    opener: Opener,
+    /// Set by a write that failed: the writer reopens the database.
+    broken: AtomicBool,
+    /// The last closure id handed out: a rewrite after a reopen must not
+    /// let an id be handed out twice.
+    last_closure_id: AtomicU64,
     refusals: DashMap<Key, i64, FxBuildHasher>,
     any_refusal: std::sync::atomic::AtomicBool,
     attempts: DashMap<Key, SmallVec<[i64; 4]>, FxBuildHasher>,
@@ -140,10 +186,31 @@ impl Store {
     /// Opens (or creates) `DIR/state.redb`, compacts it and loads it, and
     /// starts the writer thread. Fails if another process holds it.
     pub fn open(dir: &Path, clock: Clock) -> Result<(Store, Loaded), StateError> {
+        Store::open_with(dir, clock, open_file)
+    }
+
+    pub(crate) fn open_with(
+        dir: &Path,
+        clock: Clock,
+        opener: Opener,
+    ) -> Result<(Store, Loaded), StateError> {
         let path = dir.join("state.redb");
-        let open_err = |e: redb::Error| StateError::Open {
-            path: path.clone(),
-            source: e,
+        let open_err = |e: redb::Error| match e {
+            redb::Error::DatabaseAlreadyOpen => StateError::InUse { path: path.clone() },
+            redb::Error::Corrupted(_) => StateError::Damaged {
+                path: path.clone(),
+                source: e,
+            },
+            redb::Error::Io(ref io) if io.kind() == std::io::ErrorKind::InvalidData => {
+                StateError::Damaged {
+                    path: path.clone(),
+                    source: e,
+                }
+            }
+            e => StateError::Open {
+                path: path.clone(),
+                source: e,
+            },
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         // The lock may still be held for a moment by a process (or a
@@ -151,7 +218,7 @@ impl Store {
         // waits for it rather than fail.
         let deadline = std::time::Instant::now() + Duration::from_secs(3);
         let mut db = loop {
-            match redb::Database::create(&path) {
+            match opener(&path) {
                 Err(redb::DatabaseError::DatabaseAlreadyOpen)
                     if std::time::Instant::now() < deadline =>
                 {
@@ -175,7 +242,11 @@ impl Store {
 
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
-            db,
+            db: RwLock::new(Some(db)),
+            path: path.clone(),
+            opener,
+            broken: AtomicBool::new(false),
+            last_closure_id: AtomicU64::new(0),
             refusals: DashMap::default(),
             any_refusal: Default::default(),
             attempts: DashMap::default(),
@@ -305,12 +376,11 @@ impl Store {
     ) -> Result<(), StateError> {
         let key = (tenant.clone(), callee.digits());
         let at = self.latest_refusal(&key, at.timestamp());
-        let w = self.inner.db.begin_write().map_err(db_err)?;
-        {
+        self.inner.write(|w| {
             let mut t = w.open_table(REFUSALS).map_err(db_err)?;
             t.insert((&*key.0, key.1), at).map_err(db_err)?;
-        }
-        w.commit().map_err(db_err)?;
+            Ok(())
+        })?;
         self.inner.put_refusal(key, at);
         Ok(())
     }
@@ -360,15 +430,17 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<Closure> = self.closures().map(|c| (*c).clone()).unwrap_or_default();
-        let w = self.inner.db.begin_write().map_err(db_err)?;
-        let c = {
+        let c = self.inner.write(|w| {
             let mut meta = w.open_table(META).map_err(db_err)?;
             let last = meta
                 .get("closure_id")
                 .map_err(db_err)?
                 .map_or(0, |v| v.value());
             // Stores written before the counter existed: past their ids.
-            let id = last.max(all.iter().map(|c| c.id).max().unwrap_or(0)) + 1;
+            let id = last
+                .max(self.inner.last_closure_id.load(Ordering::Relaxed))
+                .max(all.iter().map(|c| c.id).max().unwrap_or(0))
+                + 1;
             meta.insert("closure_id", id).map_err(db_err)?;
             let c = Closure {
                 id,
@@ -380,9 +452,11 @@ impl Store {
             let json = serde_json::to_string(&c).expect("a closure serialises");
             let mut t = w.open_table(CLOSURES).map_err(db_err)?;
             t.insert(c.id, json.as_str()).map_err(db_err)?;
-            c
-        };
-        w.commit().map_err(db_err)?;
+            Ok(c)
+        })?;
+        self.inner
+            .last_closure_id
+            .fetch_max(c.id, Ordering::Relaxed);
         all.push(c.clone());
         self.inner.closures.store(Some(Arc::new(all)));
         Ok(c)
@@ -395,13 +469,11 @@ impl Store {
             .closure_change
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let w = self.inner.db.begin_write().map_err(db_err)?;
-        let existed = {
+        let existed = self.inner.write(|w| {
             let mut t = w.open_table(CLOSURES).map_err(db_err)?;
             let removed = t.remove(id).map_err(db_err)?.is_some();
-            removed
-        };
-        w.commit().map_err(db_err)?;
+            Ok(removed)
+        })?;
         let rest: Vec<Closure> = self
             .closures()
             .map(|c| c.iter().filter(|c| c.id != id).cloned().collect())
@@ -413,14 +485,13 @@ impl Store {
     }
 
     pub fn dnc_set(&self, list: &str, numbers: &[E164], listed: bool) -> Result<(), StateError> {
-        let w = self.inner.db.begin_write().map_err(db_err)?;
-        {
+        self.inner.write(|w| {
             let mut t = w.open_table(DNC).map_err(db_err)?;
             for n in numbers {
                 t.insert((list, n.digits()), listed as u8).map_err(db_err)?;
             }
-        }
-        w.commit().map_err(db_err)?;
+            Ok(())
+        })?;
         let delta = self.dnc_delta(list);
         for n in numbers {
             delta.set(n.digits(), listed);
@@ -444,15 +515,14 @@ impl Store {
         list: &str,
         changes: &[(u64, Option<Consent>)],
     ) -> Result<(), StateError> {
-        let w = self.inner.db.begin_write().map_err(db_err)?;
-        {
+        self.inner.write(|w| {
             let mut t = w.open_table(CONSENT).map_err(db_err)?;
             for (d, c) in changes {
                 let value = serde_json::to_string(c).unwrap_or_else(|_| "null".into());
                 t.insert((list, *d), value.as_str()).map_err(db_err)?;
             }
-        }
-        w.commit().map_err(db_err)?;
+            Ok(())
+        })?;
         let delta = self.consent_delta(list);
         for (d, c) in changes {
             delta.set(*d, c.clone());
@@ -543,7 +613,20 @@ impl Inner {
     }
 
     fn load(&self) -> Result<Loaded, StateError> {
-        let r = self.db.begin_read().map_err(db_err)?;
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        let r = db
+            .as_ref()
+            .ok_or(StateError::Reopening)?
+            .begin_read()
+            .map_err(db_err)?;
+        if let Some(last) = r
+            .open_table(META)
+            .map_err(db_err)?
+            .get("closure_id")
+            .map_err(db_err)?
+        {
+            self.last_closure_id.store(last.value(), Ordering::Relaxed);
+        }
         let mut names: rustc_hash::FxHashMap<String, Arc<str>> = Default::default();
         let mut intern = |s: &str| -> Arc<str> {
             names
@@ -630,8 +713,7 @@ impl Inner {
         attempts: &rustc_hash::FxHashSet<Key>,
         refusals: &rustc_hash::FxHashSet<Key>,
     ) -> Result<(), StateError> {
-        let w = self.db.begin_write().map_err(db_err)?;
-        {
+        self.write(|w| {
             let mut t = w.open_table(ATTEMPTS).map_err(db_err)?;
             for key in attempts {
                 let value = self.attempts.get(key).map(|a| pack(&a));
@@ -650,9 +732,135 @@ impl Inner {
                     t.insert((&*key.0, key.1), at).map_err(db_err)?;
                 }
             }
+            Ok(())
+        })
+    }
+
+    /// Runs `f` in one committed write transaction. A failure marks the
+    /// database for the writer to reopen, and shows in the metrics at once.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let db = match self.db.try_read() {
+            Ok(db) => db,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            // The writer holds it to rewrite the file (seconds for
+            // millions of entries): refused now, not held that long.
+            Err(std::sync::TryLockError::WouldBlock) => return Err(StateError::Reopening),
+        };
+        let r = match db.as_ref() {
+            Some(db) => commit(db, f),
+            None => Err(StateError::Reopening),
+        };
+        if r.is_err() {
+            self.broken.store(true, Ordering::Release);
+            if let Some(h) = self.health.get() {
+                h.errors.inc();
+                h.up.set(0);
+            }
         }
-        w.commit().map_err(db_err)?;
-        Ok(())
+        r
+    }
+
+    /// Closes the database and opens it again (redb recovers the file),
+    /// then replaces its content with what memory holds, in one
+    /// transaction. Memory is what the calls were decided on, and a commit
+    /// whose fsync said yes may still have missed the disk: only a full
+    /// rewrite puts the file back in step. Admin changes are refused
+    /// meanwhile (3,000,000 callees: about 8 s, `benches/RESULTS.md`).
+    /// Returns how many entries were written.
+    fn reopen(&self) -> Result<usize, StateError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // Closed first: the file lock is ours until then.
+        drop(db.take());
+        let fresh = (self.opener)(&self.path).map_err(db_err)?;
+        let written = commit(&fresh, |w| self.rewrite(w))?;
+        *db = Some(fresh);
+        self.broken.store(false, Ordering::Release);
+        Ok(written)
+    }
+
+    fn rewrite(&self, w: &redb::WriteTransaction) -> Result<usize, StateError> {
+        // Copied out before writing: a map shard stays locked for a copy,
+        // never for a disk write, so the call path barely waits.
+        let refusals: Vec<(Key, i64)> = self
+            .refusals
+            .iter()
+            .map(|e| (e.key().clone(), *e.value()))
+            .collect();
+        let attempts: Vec<(Key, Vec<u8>)> = self
+            .attempts
+            .iter()
+            .filter(|e| !e.value().is_empty())
+            .map(|e| (e.key().clone(), pack(e.value())))
+            .collect();
+        let dnc: Vec<(String, Arc<Delta>)> = self
+            .dnc
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        let consent: Vec<(String, Arc<ConsentDelta>)> = self
+            .consent
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        // In key order: redb then fills each leaf once, where keys in hash
+        // order would touch a random leaf each.
+        let mut refusals = refusals;
+        refusals.sort_unstable_by(|a, b| (&*a.0 .0, a.0 .1).cmp(&(&*b.0 .0, b.0 .1)));
+        let mut attempts = attempts;
+        attempts.sort_unstable_by(|a, b| (&*a.0 .0, a.0 .1).cmp(&(&*b.0 .0, b.0 .1)));
+        let closures = self.closures.load_full();
+        let mut written = 0;
+        w.delete_table(REFUSALS).map_err(db_err)?;
+        let mut t = w.open_table(REFUSALS).map_err(db_err)?;
+        for ((tenant, callee), at) in &refusals {
+            t.insert((&**tenant, *callee), *at).map_err(db_err)?;
+        }
+        written += refusals.len();
+        w.delete_table(ATTEMPTS).map_err(db_err)?;
+        let mut t = w.open_table(ATTEMPTS).map_err(db_err)?;
+        for ((tenant, callee), a) in &attempts {
+            t.insert((&**tenant, *callee), &a[..]).map_err(db_err)?;
+        }
+        written += attempts.len();
+        w.delete_table(DNC).map_err(db_err)?;
+        let mut t = w.open_table(DNC).map_err(db_err)?;
+        for (list, delta) in &dnc {
+            let changes = delta.entries();
+            for (n, listed) in &changes {
+                t.insert((list.as_str(), *n), *listed as u8)
+                    .map_err(db_err)?;
+            }
+            written += changes.len();
+        }
+        w.delete_table(CONSENT).map_err(db_err)?;
+        let mut t = w.open_table(CONSENT).map_err(db_err)?;
+        for (list, delta) in &consent {
+            let changes = delta.entries();
+            for (n, c) in &changes {
+                let value = serde_json::to_string(c).unwrap_or_else(|_| "null".into());
+                t.insert((list.as_str(), *n), value.as_str())
+                    .map_err(db_err)?;
+            }
+            written += changes.len();
+        }
+        w.delete_table(CLOSURES).map_err(db_err)?;
+        let mut t = w.open_table(CLOSURES).map_err(db_err)?;
+        for c in closures.iter().flat_map(|c| c.iter()) {
+            let json = serde_json::to_string(c).expect("a closure serialises");
+            t.insert(c.id, json.as_str()).map_err(db_err)?;
+            written += 1;
+        }
+        let mut meta = w.open_table(META).map_err(db_err)?;
+        let last = meta
+            .get("closure_id")
+            .map_err(db_err)?
+            .map_or(0, |v| v.value())
+            .max(self.last_closure_id.load(Ordering::Relaxed));
+        meta.insert("closure_id", last).map_err(db_err)?;
+        Ok(written)
     }
 
     fn sweep(&self, now: i64) -> Result<usize, StateError> {
@@ -664,15 +872,14 @@ impl Inner {
             !a.is_empty()
         });
         self.refusals.retain(|_, at| *at > refusals_since);
-        let w = self.db.begin_write().map_err(db_err)?;
-        {
+        self.write(|w| {
             let mut t = w.open_table(ATTEMPTS).map_err(db_err)?;
             t.retain(|_, v| unpack(v).iter().any(|t| *t > attempts_since))
                 .map_err(db_err)?;
             let mut t = w.open_table(REFUSALS).map_err(db_err)?;
             t.retain(|_, at| at > refusals_since).map_err(db_err)?;
-        }
-        w.commit().map_err(db_err)?;
+            Ok(())
+        })?;
         Ok(before - (self.attempts.len() + self.refusals.len()))
     }
 }
@@ -714,33 +921,52 @@ fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        let health = inner.health.get();
         let mut result = Ok(());
-        if !attempts.is_empty() || !refusals.is_empty() {
-            result = inner.write_batch(&attempts, &refusals);
-            let health = inner.health.get();
-            match &result {
-                Ok(()) => {
-                    attempts.clear();
-                    refusals.clear();
-                    if std::mem::take(&mut failing) {
-                        tracing::warn!("state batches are written again");
-                        if let Some(h) = health {
-                            h.up.set(1);
-                        }
-                    }
+        if inner.broken.load(Ordering::Acquire) {
+            // redb fails every operation after a failed write until the
+            // database is opened again: retrying the batch alone would
+            // fail for as long as the process lives.
+            result = inner.reopen().map(|written| {
+                // The rewrite holds every dirty key's value, and newer.
+                attempts.clear();
+                refusals.clear();
+                tracing::warn!(written, "state database reopened and rewritten from memory");
+                if let Some(h) = health {
+                    h.up.set(1);
                 }
-                // Kept dirty: written with the next batch once the disk
-                // answers again. Logged once per outage, counted each time.
-                Err(e) => {
+            });
+            if result.is_err() {
+                if let Some(h) = health {
+                    h.errors.inc();
+                    h.up.set(0);
+                }
+            }
+        }
+        if result.is_ok() && (!attempts.is_empty() || !refusals.is_empty()) {
+            // A failure marks the database broken (`Inner::write`): the
+            // keys stay dirty, and the next tick reopens it.
+            result = inner.write_batch(&attempts, &refusals);
+            if result.is_ok() {
+                attempts.clear();
+                refusals.clear();
+                if failing {
                     if let Some(h) = health {
-                        h.errors.inc();
-                        h.up.set(0);
-                    }
-                    if !std::mem::replace(&mut failing, true) {
-                        tracing::error!("state batch not written, retrying every 100 ms: {e}");
+                        h.up.set(1);
                     }
                 }
             }
+        }
+        // Logged once per outage, counted each time.
+        match &result {
+            Ok(()) if std::mem::take(&mut failing) => {
+                tracing::warn!("state batches are written again")
+            }
+            Ok(()) => {}
+            Err(e) if !std::mem::replace(&mut failing, true) => {
+                tracing::error!("state not written, retrying every 100 ms: {e}")
+            }
+            Err(_) => {}
         }
         let result = result.map_err(Arc::new);
         for tx in waiting.drain(..) {

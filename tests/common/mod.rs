@@ -183,6 +183,17 @@ impl Proxy {
         Self::process_with(carriers, "", "")
     }
 
+    /// A process whose test directory `prepare` fills first (its data
+    /// directory is `DIR/data`).
+    pub fn process_prepared(
+        carriers: &[String],
+        top: &str,
+        tenant: &str,
+        prepare: impl Fn(&std::path::Path),
+    ) -> Proxy {
+        Self::launch(Launch::Process, carriers, "", top, tenant, false, &prepare)
+    }
+
     pub fn process_full(carriers: &[String], sip: &str, top: &str, tenant: &str) -> Proxy {
         Self::launch(Launch::Process, carriers, sip, top, tenant, false, &|_| {})
     }
@@ -760,13 +771,22 @@ pub fn proxy_with_dnc_file(
     carrier: &Ua,
     numbers: &str,
 ) -> (Proxy, tempfile::TempDir, std::path::PathBuf) {
+    proxy_with_dnc_file_and(carrier, numbers, "")
+}
+
+/// The same, with `top` added to the config's top level.
+pub fn proxy_with_dnc_file_and(
+    carrier: &Ua,
+    numbers: &str,
+    top: &str,
+) -> (Proxy, tempfile::TempDir, std::path::PathBuf) {
     let lists = tempfile::tempdir().unwrap();
     let list = lists.path().join("dnc.txt");
     std::fs::write(&list, numbers).unwrap();
     let p = Proxy::process_with(
         &[format!("udp:{}", carrier.addr())],
         &format!(
-            "[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
+            "{top}[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
             list.display()
         ),
         "dnc_lists = [\"d\"]\n",
@@ -1091,6 +1111,53 @@ impl TestCarrier {
 impl Drop for TestCarrier {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Mounts made by a test, unmounted (lazily, so a process still holding
+/// one cannot keep it) when the test ends, passed or not.
+pub struct Mounts(pub Vec<std::path::PathBuf>);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for m in self.0.iter().rev() {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .status();
+        }
+    }
+}
+
+pub fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Mounts a tmpfs of `size` (`mount -o size=`) at `at`, unmounted when the
+/// returned guard drops. Where this process may not mount (it needs root
+/// with CAP_SYS_ADMIN, as `.ci/run` has) it says SKIPPED and returns None.
+pub fn mount_tmpfs(at: &std::path::Path, size: &str) -> Option<Mounts> {
+    let a = at.to_str().unwrap();
+    match run(
+        "mount",
+        &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", a],
+    ) {
+        Ok(()) => Some(Mounts(vec![at.to_owned()])),
+        Err(e) => {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {e}");
+            None
+        }
     }
 }
 

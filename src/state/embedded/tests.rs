@@ -131,5 +131,169 @@ fn a_second_process_cannot_open_the_same_state() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Store::open(dir.path(), Clock::System).unwrap();
     let e = Store::open(dir.path(), Clock::System).err().unwrap();
-    assert!(e.to_string().contains("state.redb"), "{e}");
+    assert!(matches!(e, StateError::InUse { .. }), "{e}");
+    assert!(
+        e.to_string().contains("state.redb is used by another"),
+        "{e}"
+    );
+}
+
+/// A disk that refuses every write and sync while `DISK_FAILS` is set.
+#[derive(Debug)]
+struct FailingDisk(redb::backends::FileBackend);
+
+static DISK_FAILS: AtomicBool = AtomicBool::new(false);
+
+fn refused() -> std::io::Result<()> {
+    if DISK_FAILS.load(Ordering::SeqCst) {
+        return Err(std::io::Error::other("no space left on the device (test)"));
+    }
+    Ok(())
+}
+
+type Bound = std::ops::Bound<u64>;
+
+impl redb::StorageBackend for FailingDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        refused()?;
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        refused()?;
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        refused()?;
+        self.0.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.0.close()
+    }
+    fn try_lock_range(&self, s: Bound, e: Bound) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_range(s, e)
+    }
+    fn try_lock_shared_range(&self, s: Bound, e: Bound) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_shared_range(s, e)
+    }
+    fn lock_range(&self, s: Bound, e: Bound) -> Result<(), redb::BackendError> {
+        self.0.lock_range(s, e)
+    }
+    fn lock_shared_range(&self, s: Bound, e: Bound) -> Result<(), redb::BackendError> {
+        self.0.lock_shared_range(s, e)
+    }
+    fn unlock_range(&self, s: Bound, e: Bound) -> Result<(), redb::BackendError> {
+        self.0.unlock_range(s, e)
+    }
+    fn query_lock_range(&self, s: Bound, e: Bound) -> Result<bool, redb::BackendError> {
+        self.0.query_lock_range(s, e)
+    }
+}
+
+fn on_failing_disk(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    redb::Builder::new()
+        .set_check_integrity_on_open(true)
+        .create_with_backend(FailingDisk(redb::backends::FileBackend::new(file)?))
+}
+
+/// redb refuses every operation after one failed write until it is opened
+/// again: without a reopen, one full disk would keep the state off the
+/// disk until a restart, and that restart would lose it all.
+#[test]
+fn a_disk_that_fails_then_recovers_loses_no_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let t: Arc<str> = "acme".into();
+    let now = at("2026-11-17T10:00:00Z");
+    let health = Health::default();
+    {
+        let (s, _) = Store::open_with(dir.path(), Clock::System, on_failing_disk).unwrap();
+        s.report_to(health.clone());
+        health.up.set(1);
+        s.count(&t, n("0142000000"), now, CAP, true);
+        s.flush().unwrap();
+
+        DISK_FAILS.store(true, Ordering::SeqCst);
+        // The call path goes on in memory; the disk gets nothing.
+        s.count(&t, n("0142000001"), now, CAP, true);
+        s.count(&t, n("0142000001"), now, CAP, true);
+        s.record_refusal_soon(&t, n("0142000002"), now);
+        assert!(s.flush().is_err());
+        assert_eq!(health.up.get(), 0);
+        let errors = health.errors.get();
+        assert!(errors >= 1);
+        // What the admin API asks is refused, and not applied.
+        assert!(s.dnc_set("demo", &[n("0142000003")], true).is_err());
+        assert_eq!(s.dnc_delta("demo").get(n("0142000003").digits()), None);
+        assert!(s.record_refusal(&t, n("0142000004"), now).is_err());
+        assert!(s.add_closure("FR", now, now, "storm").is_err());
+        assert!(s.flush().is_err(), "still failing while the disk is");
+        assert!(health.errors.get() > errors);
+
+        DISK_FAILS.store(false, Ordering::SeqCst);
+        s.flush().unwrap();
+        assert_eq!(health.up.get(), 1);
+        s.dnc_set("demo", &[n("0142000003")], true).unwrap();
+        s.count(&t, n("0142000001"), now, CAP, true);
+        assert_eq!(s.add_closure("FR", now, now, "storm").unwrap().id, 1);
+        s.flush().unwrap();
+    }
+    let (s, loaded) = Store::open(dir.path(), Clock::System).unwrap();
+    assert_eq!(
+        (loaded.refusals, loaded.attempts, loaded.dnc_changes),
+        (1, 2, 1)
+    );
+    assert_eq!(s.attempts(&t, n("0142000000")).len(), 1);
+    assert_eq!(s.attempts(&t, n("0142000001")).len(), 3);
+    assert_eq!(s.refused_at(&t, n("0142000002")), Some(now));
+    assert_eq!(s.refused_at(&t, n("0142000004")), None);
+    assert_eq!(
+        s.dnc_delta("demo").get(n("0142000003").digits()),
+        Some(true)
+    );
+    let closures = s.closures().unwrap();
+    assert_eq!(closures.len(), 1);
+    assert_eq!(s.add_closure("FR", now, now, "flood").unwrap().id, 2);
+}
+
+/// A state file a disk damaged is refused with an error naming it, or
+/// repaired to a commit redb can prove, never trusted into a panic.
+#[test]
+fn a_damaged_state_file_is_refused_or_repaired_never_a_panic() {
+    let t: Arc<str> = "acme".into();
+    let now = at("2026-11-17T10:00:00Z");
+    for (offset, len) in [(4096_u64, 4096_usize), (8192, 65536), (0, 1 << 20)] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (s, _) = Store::open(dir.path(), Clock::System).unwrap();
+            for i in 0..2000 {
+                s.count(&t, E164::from_digits(33_142_000_000 + i), now, CAP, true);
+            }
+            s.flush().unwrap();
+        }
+        let path = dir.path().join("state.redb");
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let junk: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+        std::os::unix::fs::FileExt::write_all_at(&file, &junk, offset).unwrap();
+        drop(file);
+        let opened = std::panic::catch_unwind(|| Store::open(dir.path(), Clock::System));
+        match opened {
+            Err(_) => panic!("a damaged file at {offset}+{len} panicked"),
+            Ok(Err(e)) => {
+                assert!(matches!(e, StateError::Damaged { .. }), "{e}");
+                assert!(e.to_string().contains("state.redb is damaged"), "{e}");
+            }
+            Ok(Ok((_, loaded))) => assert!(loaded.attempts <= 2000, "{loaded}"),
+        }
+    }
 }
