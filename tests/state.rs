@@ -658,11 +658,12 @@ fn a_state_disk_that_runs_full_then_has_room_loses_no_attempt() {
     assert!(p.metric("callguard_state_errors_total") >= 1.0);
 
     std::fs::remove_file(&filler).unwrap();
+    // Within the reopen's back-off (at most 5 s between tries).
     wait_for(
         &p,
         "callguard_state_backend_up",
         1.0,
-        Duration::from_secs(5),
+        Duration::from_secs(15),
     );
     assert_eq!(call(&p, &uac, callee, "full-4").status(), Some(486));
     // One batch interval and more for the fourth attempt.

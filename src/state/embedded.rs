@@ -43,6 +43,11 @@ use crate::numbering::E164;
 use crate::policy::{Cap, Closure, History};
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Longest wait between two tries at reopening the database while the
+/// disk keeps failing: each try checks and rewrites the whole file
+/// (seconds of a core for millions of entries, `benches/RESULTS.md`), so
+/// the tries back off from `FLUSH_EVERY`, doubling, up to this.
+const REOPEN_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 /// How often expired entries are purged from memory and disk.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Most attempts kept per callee: past the cap only `warn` tenants add
@@ -894,6 +899,8 @@ fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
     let mut next_flush = std::time::Instant::now() + FLUSH_EVERY;
     let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
     let mut failing = false;
+    let mut reopen_wait = FLUSH_EVERY;
+    let mut next_reopen = std::time::Instant::now();
     loop {
         // Asleep until the batch is due, then everything queued is taken
         // at once: a thread waiting on the channel instead would be woken
@@ -923,7 +930,9 @@ fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
         };
         let health = inner.health.get();
         let mut result = Ok(());
-        if inner.broken.load(Ordering::Acquire) {
+        if inner.broken.load(Ordering::Acquire) && now < next_reopen {
+            result = Err(StateError::Reopening);
+        } else if inner.broken.load(Ordering::Acquire) {
             // redb fails every operation after a failed write until the
             // database is opened again: retrying the batch alone would
             // fail for as long as the process lives.
@@ -941,7 +950,11 @@ fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
                     h.errors.inc();
                     h.up.set(0);
                 }
+                reopen_wait = (reopen_wait * 2).min(REOPEN_AT_MOST_EVERY);
+            } else {
+                reopen_wait = FLUSH_EVERY;
             }
+            next_reopen = now + reopen_wait;
         }
         if result.is_ok() && (!attempts.is_empty() || !refusals.is_empty()) {
             // A failure marks the database broken (`Inner::write`): the
@@ -964,7 +977,7 @@ fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
             }
             Ok(()) => {}
             Err(e) if !std::mem::replace(&mut failing, true) => {
-                tracing::error!("state not written, retrying every 100 ms: {e}")
+                tracing::error!("state not written, retrying (every 100 ms, backing off to 5 s while the database cannot be reopened): {e}")
             }
             Err(_) => {}
         }

@@ -240,8 +240,19 @@ fn a_disk_that_fails_then_recovers_loses_no_state() {
         assert!(s.flush().is_err(), "still failing while the disk is");
         assert!(health.errors.get() > errors);
 
+        // Each try reads and rewrites the whole file: they back off
+        // (100, 200, 400, 800 ms... apart) rather than run every tick.
+        let before = health.errors.get();
+        std::thread::sleep(Duration::from_secs(2));
+        let tries = health.errors.get() - before;
+        assert!((1..=6).contains(&tries), "{tries} tries to reopen in 2 s");
+
         DISK_FAILS.store(false, Ordering::SeqCst);
-        s.flush().unwrap();
+        // The failed reopen made the next one wait (backing off).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Err(e) = s.flush() {
+            assert!(std::time::Instant::now() < deadline, "never reopened: {e}");
+        }
         assert_eq!(health.up.get(), 1);
         s.dnc_set("demo", &[n("0142000003")], true).unwrap();
         s.count(&t, n("0142000001"), now, CAP, true);
