@@ -930,7 +930,9 @@ fn writer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Dirty>) {
         };
         let health = inner.health.get();
         let mut result = Ok(());
-        if inner.broken.load(Ordering::Acquire) && now < next_reopen {
+        // A flush (the shutdown's last step) tries at once: waiting out
+        // the back-off there would leave the state behind.
+        if inner.broken.load(Ordering::Acquire) && now < next_reopen && waiting.is_empty() {
             result = Err(StateError::Reopening);
         } else if inner.broken.load(Ordering::Acquire) {
             // redb fails every operation after a failed write until the
