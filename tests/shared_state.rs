@@ -75,6 +75,21 @@ impl Redis {
         }
     }
 
+    /// Sends one command (inline form) and returns the first line of the
+    /// answer.
+    fn command(&self, cmd: &str) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("redis reachable");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned()
+    }
+
     /// `[state]` keys pointing a callguard at this server.
     fn state_config(&self, fail_open: bool) -> String {
         self.state_config_waiting(fail_open, 200)
@@ -164,6 +179,134 @@ fn a_refusal_signalled_on_a_bye_reaches_the_other_instance() {
     refusal_on_a_bye_blocks_the_next_call(&a, &b, uas, "+33142000042", "rb");
 }
 
+/// A refusal signalled on a BYE while Redis is unreachable is not lost:
+/// the instance keeps it (on its disk too, so a `kill -9` meanwhile loses
+/// nothing) and shares it once Redis is back, even a Redis that lost
+/// everything: the other instance then refuses the callee.
+#[test]
+fn a_refusal_signalled_while_redis_is_down_is_shared_when_it_returns() {
+    let mut redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let mut a = proxy_on(&redis, &uas, false);
+    let b = proxy_on(&redis, &uas, false);
+    let uac = Ua::bind("127.0.0.1:0");
+    let callee = "+33142000043";
+    let ok = answered_call(&a, &uas, &uac, callee, "rd");
+    redis.stop();
+    hang_up_refused(&a, &uas, &uac, &ok, "rd");
+    let deadline = Instant::now() + T;
+    while !a.log().contains("refusal signalled on BYE not yet shared") {
+        assert!(Instant::now() < deadline, "{}", a.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Past the 100 ms batch: on A's disk, and nowhere else.
+    std::thread::sleep(Duration::from_millis(400));
+    a.kill9_and_restart();
+    // Redis comes back empty (it keeps nothing on disk).
+    redis.run();
+    wait_refused(&b, callee, Duration::from_secs(10));
+    let r = call(&b, &uac, callee, "rd-2");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(603), "refusal_cooloff".into())
+    );
+    assert!(a.log().contains("now shared through Redis"), "{}", a.log());
+    uas.expect_silence(Duration::from_millis(100));
+}
+
+/// A Redis that may evict keys to make room could drop a refusal or an
+/// attempt and let a call through that the law forbids: while its
+/// settings allow that, at start or later, calls that need the state are
+/// refused `503 policy_unavailable` with the reason, and served again once
+/// the settings are fixed, without a restart.
+#[test]
+fn a_redis_that_may_evict_keys_is_not_trusted_with_the_state() {
+    let redis = Redis::start();
+    assert_eq!(redis.command("CONFIG SET maxmemory 100mb"), "+OK");
+    assert_eq!(
+        redis.command("CONFIG SET maxmemory-policy volatile-lru"),
+        "+OK"
+    );
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = Proxy::process_with(
+        &[format!("udp:{}", uas.addr())],
+        &format!(
+            "{}[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
+            redis.state_config(false),
+            write_list("+33142000099\n").display()
+        ),
+        "dnc_lists = [\"d\"]\n",
+    );
+    let uac = Ua::bind("127.0.0.1:0");
+    // From the first call on.
+    let r = call(&p, &uac, "+33142000001", "ev-1");
+    assert_eq!(r.status(), Some(503), "{}", first_line(&r));
+    assert_eq!(reason(&r), "policy_unavailable");
+    let warning = String::from_utf8_lossy(r.header_by_name("Warning").unwrap()).into_owned();
+    assert!(
+        warning.contains("maxmemory-policy volatile-lru"),
+        "{warning}"
+    );
+    assert_eq!(p.metric("callguard_state_backend_up"), 0.0);
+    assert!(p.log().contains("Redis may evict"), "{}", p.log());
+    // The rules that need no state still answer first.
+    let r = call(&p, &uac, "+33142000099", "ev-dnc");
+    assert_eq!((r.status(), reason(&r)), (Some(603), "dnc".to_owned()));
+    uas.expect_silence(Duration::from_millis(100));
+
+    // Fixed: served again within the 10 s between checks.
+    assert_eq!(
+        redis.command("CONFIG SET maxmemory-policy noeviction"),
+        "+OK"
+    );
+    until_answered(&p, &uac, &uas, "ev-fixed", 486, Duration::from_secs(15));
+    assert_eq!(p.metric("callguard_state_backend_up"), 1.0);
+    assert!(p.log().contains("Redis no longer evicts keys"));
+
+    // Changed back while running: refused again.
+    assert_eq!(
+        redis.command("CONFIG SET maxmemory-policy allkeys-lru"),
+        "+OK"
+    );
+    until_answered(&p, &uac, &uas, "ev-again", 503, Duration::from_secs(15));
+}
+
+/// Sends calls through `p`, one every 250 ms, until one gets `want`
+/// (`486` from `uas` when forwarded, or `503` from `p`), bounded by
+/// `within`; every call before it must get the other one.
+fn until_answered(p: &Proxy, uac: &Ua, uas: &Ua, tag: &str, want: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    for n in 0.. {
+        let id = format!("{tag}-{n}");
+        send_invite(p, uac, &format!("+3314201{n:04}"), &id);
+        let forwarded = uas.recv(Duration::from_millis(500));
+        if let Some((fwd, from)) = &forwarded {
+            assert_eq!(fwd.method(), Some(&b"INVITE"[..]));
+            uas.send(*from, &reply(fwd, 486, "Busy Here", "c", ""));
+        }
+        let r = loop {
+            let r = uac.recv_final_or_request(T);
+            if r.call_id() == Some(id.as_bytes()) {
+                break r;
+            }
+        };
+        if forwarded.is_some() {
+            let (ack, _) = uas.recv(T).expect("hop-by-hop ACK of the 486");
+            assert_eq!(ack.method(), Some(&b"ACK"[..]));
+        }
+        if r.status() == Some(want) {
+            if want == 503 {
+                assert_eq!(reason(&r), "policy_unavailable");
+            }
+            return;
+        }
+        let other = if want == 503 { 486 } else { 503 };
+        assert_eq!(r.status(), Some(other), "{}", first_line(&r));
+        assert!(Instant::now() < deadline, "no {want} within {within:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// A call the carrier challenged for credentials gives its attempt back
 /// to the shared count: the INVITE sent again with them is the one counted.
 #[test]
@@ -231,27 +374,7 @@ fn redis_down_fails_closed_then_service_resumes_by_itself() {
     // Redis returns on the same port: calls go through again, with no
     // restart or reload of callguard.
     redis.run();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    for n in 0.. {
-        let id = format!("back-{n}");
-        send_invite(&p, &uac, &format!("+3314201{n:04}"), &id);
-        if let Some((fwd, _)) = uas.recv(Duration::from_millis(500)) {
-            assert_eq!(fwd.method(), Some(&b"INVITE"[..]));
-            break;
-        }
-        let r = loop {
-            let r = uac.recv_final_or_request(T);
-            if r.call_id() == Some(id.as_bytes()) {
-                break r;
-            }
-        };
-        assert_eq!(r.status(), Some(503));
-        assert!(
-            Instant::now() < deadline,
-            "still 503 15 s after Redis came back"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    until_answered(&p, &uac, &uas, "back", 486, Duration::from_secs(15));
     assert_eq!(p.metric("callguard_state_backend_up"), 1.0);
     assert!(p.log().contains("reachable again"));
 }

@@ -7,7 +7,9 @@ mod sync;
 
 pub use carriers::Resolved;
 use carriers::{expand_carriers, ping_carriers};
-use sync::{dnc_full_load, dnc_sync, list_names};
+use sync::{
+    check_server_at_start, dnc_full_load, dnc_sync, list_names, share_refusals, watch_server,
+};
 
 use anyhow::{bail, Context};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -693,6 +695,7 @@ pub async fn start_on(
     // applied before the first call, so none of those numbers is called.
     let mut dnc_after = None;
     if let Some(s) = &shared {
+        check_server_at_start(s).await;
         let load = dnc_full_load(&state, s, list_names(&tenants));
         match tokio::time::timeout(Duration::from_secs(10), load).await {
             Ok(Ok((latest, _))) => dnc_after = Some(latest),
@@ -952,7 +955,9 @@ pub async fn start_on(
         tokio::spawn(ping_carriers(reloader.clone(), interval));
     }
     if let Some(shared) = reloader.shared.clone() {
-        tokio::spawn(dnc_sync(reloader.clone(), shared, dnc_after));
+        tokio::spawn(dnc_sync(reloader.clone(), shared.clone(), dnc_after));
+        tokio::spawn(share_refusals(reloader.clone(), shared.clone()));
+        tokio::spawn(watch_server(shared));
     }
     tokio::spawn(account_strangers(
         reloader.clone(),

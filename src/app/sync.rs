@@ -38,6 +38,60 @@ pub(super) async fn dnc_sync(
     }
 }
 
+/// Shares, every second, the refusals this instance keeps because Redis
+/// did not take them when they were signalled (see
+/// `Backend::refusal_signalled`).
+pub(super) async fn share_refusals(r: Arc<Reloader>, shared: crate::state::Shared) {
+    let backend = crate::state::Backend::new(r.state.clone(), Some(shared));
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if r.state.sizes().0 == 0 {
+            continue;
+        }
+        // A failure is Redis's, logged and counted by the backend; the
+        // refusals wait for the next round.
+        if let Ok(n) = backend.share_refusals().await {
+            tracing::info!(
+                refusals = n,
+                "refusals kept in this instance's store are now shared through Redis"
+            );
+        }
+    }
+}
+
+/// Checks the Redis server's settings every 10 s (the start-up checked
+/// them first): while they let it evict keys, the call state is
+/// unavailable (`Shared::check_server`).
+pub(super) async fn watch_server(shared: crate::state::Shared) {
+    let mut said = false;
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        match shared.check_server().await {
+            Ok(_) => said = false,
+            Err(e) if !said => {
+                said = true;
+                tracing::warn!("Redis settings not read ({e}): whether it may evict keys is not checked until they are");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Reads Redis's settings once at start (bounded), so that a server that
+/// may evict keys is refused before the first call, and says what a
+/// server without an append-only file loses when it restarts.
+pub(super) async fn check_server_at_start(shared: &crate::state::Shared) {
+    match tokio::time::timeout(Duration::from_secs(10), shared.check_server()).await {
+        Ok(Ok(s)) => {
+            if s.aof == Some(false) {
+                tracing::warn!("Redis runs without appendonly: a Redis restart loses the refusals and attempts counted since its last snapshot (README, \"Several instances\")");
+            }
+        }
+        Ok(Err(e)) => tracing::warn!("Redis settings not read ({e}): checked again every 10 s"),
+        Err(_) => tracing::warn!("Redis settings not read within 10 s: checked again every 10 s"),
+    }
+}
+
 /// The names of the DNC lists and of the consent lists.
 pub(super) fn list_names(tenants: &Tenants) -> (Vec<String>, Vec<String>) {
     (

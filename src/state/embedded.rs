@@ -399,6 +399,43 @@ impl Store {
         self.dirty(Dirty::Refusal(key));
     }
 
+    /// Drops the refusal of `callee` if it is no later than `at`: with the
+    /// Redis backend this store holds only the refusals signalled on a BYE
+    /// that Redis has not taken yet, and one is forgotten once it has.
+    pub fn forget_refusal(&self, tenant: &Arc<str>, callee: E164, at: DateTime<Utc>) {
+        let key = (tenant.clone(), callee.digits());
+        let at = at.timestamp();
+        if self
+            .inner
+            .refusals
+            .remove_if(&key, |_, stored| *stored <= at)
+            .is_some()
+        {
+            self.dirty(Dirty::Refusal(key));
+        }
+    }
+
+    /// How long a refusal is kept: the longest cool-off of the running rule
+    /// sets, with margin.
+    pub fn refusal_keep(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.inner.keep_refusals.load(Ordering::Relaxed))
+    }
+
+    /// Every refusal in memory: (tenant, callee, instant).
+    pub fn refusals(&self) -> Vec<(Arc<str>, E164, DateTime<Utc>)> {
+        self.inner
+            .refusals
+            .iter()
+            .map(|e| {
+                (
+                    e.key().0.clone(),
+                    E164::from_digits(e.key().1),
+                    to_utc(*e.value()),
+                )
+            })
+            .collect()
+    }
+
     /// A refusal never moves an existing one back in time: the later
     /// refusal is the one the cool-off runs from.
     fn latest_refusal(&self, key: &Key, at: i64) -> i64 {
@@ -733,9 +770,11 @@ impl Inner {
             }
             let mut t = w.open_table(REFUSALS).map_err(db_err)?;
             for key in refusals {
-                if let Some(at) = self.refusals.get(key).map(|r| *r) {
-                    t.insert((&*key.0, key.1), at).map_err(db_err)?;
-                }
+                match self.refusals.get(key).map(|r| *r) {
+                    Some(at) => t.insert((&*key.0, key.1), at).map_err(db_err)?,
+                    // Forgotten once shared (`forget_refusal`).
+                    None => t.remove((&*key.0, key.1)).map_err(db_err)?,
+                };
             }
             Ok(())
         })

@@ -16,7 +16,7 @@ pub mod embedded;
 pub mod redis;
 
 pub use embedded::{Loaded, StateError, Store};
-pub use redis::{DncChange, ListChange, RedisSettings, Shared, SharedError};
+pub use redis::{DncChange, ListChange, RedisSettings, ServerSettings, Shared, SharedError};
 
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
@@ -95,8 +95,13 @@ impl Backend {
         match &self.shared {
             Some(s) => {
                 let r = s.read(tenant, callee, refusals, window, now).await?;
+                // A refusal signalled while Redis was unreachable waits here
+                // until Redis takes it (`share_refusals`).
+                let pending = refusals
+                    .then(|| self.local.refused_at(tenant, callee))
+                    .flatten();
                 Ok(History {
-                    refused_at: r.refused_at,
+                    refused_at: r.refused_at.max(pending),
                     attempts: r.attempts,
                     closures: None,
                 })
@@ -153,7 +158,11 @@ impl Backend {
     }
 
     /// Records a refusal signalled on the call path (a dialer's BYE)
-    /// without waiting: written in the background.
+    /// without waiting. With Redis it is kept in this instance's store too
+    /// (on disk with the next batch) until Redis has taken it: a refusal
+    /// signalled while Redis is unreachable still counts here at once, and
+    /// is shared by [`Backend::share_refusals`] when Redis is back, even
+    /// after a restart.
     pub fn refusal_signalled(
         &self,
         tenant: &Arc<str>,
@@ -161,17 +170,35 @@ impl Backend {
         at: DateTime<Utc>,
         keep: chrono::Duration,
     ) {
-        match &self.shared {
-            Some(s) => {
-                let (s, tenant) = (s.clone(), tenant.clone());
-                in_background("a refusal signalled on a BYE", async move {
-                    if let Err(e) = s.record_refusal(&tenant, callee, at, keep).await {
-                        tracing::error!(tenant = %tenant, callee = %callee, error = %e, "refusal signalled on BYE not recorded");
+        self.local.record_refusal_soon(tenant, callee, at);
+        if let Some(s) = &self.shared {
+            let (s, local, tenant) = (s.clone(), self.local.clone(), tenant.clone());
+            in_background("a refusal signalled on a BYE", async move {
+                match s.record_refusal(&tenant, callee, at, keep).await {
+                    Ok(()) => local.forget_refusal(&tenant, callee, at),
+                    Err(e) => {
+                        tracing::error!(tenant = %tenant, callee = %callee, error = %e, "refusal signalled on BYE not yet shared: kept here and retried")
                     }
-                });
-            }
-            None => self.local.record_refusal_soon(tenant, callee, at),
+                }
+            });
         }
+    }
+
+    /// With Redis: writes to it the refusals this instance holds (signalled
+    /// while Redis was unreachable, or recorded before the switch from the
+    /// embedded backend), and forgets each one Redis has taken. Stops at
+    /// the first failure. Returns how many were shared.
+    pub async fn share_refusals(&self) -> Result<usize, Error> {
+        let Some(s) = &self.shared else {
+            return Ok(0);
+        };
+        let keep = self.local.refusal_keep();
+        let pending = self.local.refusals();
+        for (tenant, callee, at) in &pending {
+            s.record_refusal(tenant, *callee, *at, keep).await?;
+            self.local.forget_refusal(tenant, *callee, *at);
+        }
+        Ok(pending.len())
     }
 
     /// Takes back an attempt counted at `at` (its call never reached the

@@ -87,6 +87,54 @@ pub enum SharedError {
     Parse(#[from] redis::ParsingError),
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// The server may drop keys to make room: a cap or a cool-off read
+    /// from it could be missing what was counted.
+    #[error("{0}")]
+    Evicts(Arc<String>),
+}
+
+/// What of the Redis server's settings decides whether it can keep the
+/// state: read from `INFO memory` and `INFO persistence`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// `maxmemory` in bytes (0: no limit, nothing is evicted).
+    pub maxmemory: u64,
+    pub policy: Option<String>,
+    /// `appendonly` (None: not reported).
+    pub aof: Option<bool>,
+}
+
+impl ServerSettings {
+    /// Reads the fields of `INFO` sections; unknown lines are skipped.
+    pub fn parse(info: &str) -> ServerSettings {
+        let mut s = ServerSettings::default();
+        for line in info.lines() {
+            let Some((k, v)) = line.trim_end().split_once(':') else {
+                continue;
+            };
+            match k {
+                "maxmemory" => s.maxmemory = v.parse().unwrap_or(0),
+                "maxmemory_policy" => s.policy = Some(v.to_owned()),
+                "aof_enabled" => s.aof = Some(v == "1"),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// Why the server may evict callguard's keys, if it may. Every key of
+    /// refusals and attempts has a time to live, so the `volatile-*`
+    /// policies evict them as readily as the `allkeys-*` ones.
+    pub fn evicts(&self) -> Option<String> {
+        match self.policy.as_deref() {
+            Some(p) if p != "noeviction" && self.maxmemory > 0 => Some(format!(
+                "Redis may evict refusals and attempt counts to make room \
+                 (maxmemory-policy {p}, maxmemory {} bytes): set maxmemory-policy noeviction",
+                self.maxmemory
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Handle to the shared state; cheap to clone.
@@ -116,6 +164,9 @@ struct Inner {
     last_down_log: AtomicU64,
     epoch: std::time::Instant,
     health: Health,
+    /// Set while the server's settings let it evict keys (`check_server`):
+    /// the call state is then unavailable, as when Redis is down.
+    evicts: arc_swap::ArcSwapOption<String>,
 }
 
 /// The stream of DNC changes is trimmed to about this many entries; an
@@ -184,6 +235,7 @@ impl Shared {
                 last_down_log: AtomicU64::new(0),
                 epoch: std::time::Instant::now(),
                 health,
+                evicts: Default::default(),
             }),
         })
     }
@@ -217,8 +269,30 @@ impl Shared {
             Ok(Err(e)) => Err(SharedError::Redis(e)),
             Err(_) => Err(SharedError::Timeout(timeout)),
         };
+        self.note(&r);
+        r
+    }
+
+    /// Runs an operation on refusals or attempts: refused at once while the
+    /// server may evict them.
+    async fn run_state<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, redis::RedisError>>,
+    ) -> Result<T, SharedError> {
+        if let Some(why) = self.inner.evicts.load_full() {
+            let r = Err(SharedError::Evicts(why));
+            self.note(&r);
+            return r;
+        }
+        self.run(op).await
+    }
+
+    /// Keeps the health up to date after an operation.
+    fn note<T>(&self, r: &Result<T, SharedError>) {
         let inner = &self.inner;
-        match &r {
+        match r {
+            // Reachable, but not fit to keep the state while it may evict.
+            Ok(_) if inner.evicts.load().is_some() => {}
             Ok(_) => {
                 if !inner.up.swap(true, Ordering::Relaxed) {
                     inner.health.up.set(1);
@@ -252,7 +326,39 @@ impl Shared {
                 }
             }
         }
-        r
+    }
+
+    /// Reads the server's settings, and makes the call state unavailable
+    /// while they let it evict keys (and available again once they do
+    /// not). Called at start and every few seconds after.
+    pub async fn check_server(&self) -> Result<ServerSettings, SharedError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("INFO")
+            .arg("memory")
+            .cmd("INFO")
+            .arg("persistence");
+        let mut conn = self.conn();
+        // Outside `run`: a server that refuses INFO (some managed services
+        // rename it) is reported by the caller, not taken for an outage.
+        let (memory, persistence): (String, String) =
+            tokio::time::timeout(self.inner.timeout, pipe.query_async(&mut conn))
+                .await
+                .map_err(|_| SharedError::Timeout(self.inner.timeout))??;
+        let settings = ServerSettings::parse(&format!("{memory}\n{persistence}"));
+        let evicts = settings.evicts().map(Arc::new);
+        match (self.inner.evicts.swap(evicts.clone()), evicts) {
+            (None, Some(why)) => {
+                tracing::error!("shared call state (Redis) unavailable: {why}");
+                self.inner.health.errors.inc();
+                self.inner.up.store(false, Ordering::Relaxed);
+                self.inner.health.up.set(0);
+            }
+            (Some(_), None) => {
+                tracing::warn!("Redis no longer evicts keys: the shared call state is used again");
+            }
+            _ => {}
+        }
+        Ok(settings)
     }
 
     /// Whether the last operation succeeded.
@@ -282,7 +388,7 @@ impl Shared {
                 .arg("WITHSCORES");
         }
         let mut conn = self.conn();
-        let values: Vec<redis::Value> = self.run(pipe.query_async(&mut conn)).await?;
+        let values: Vec<redis::Value> = self.run_state(pipe.query_async(&mut conn)).await?;
         let mut it = values.into_iter();
         let mut read = Read::default();
         if refusals {
@@ -323,7 +429,7 @@ impl Shared {
             .arg(cap.window.num_seconds().max(1))
             .arg(MAX_ATTEMPTS_KEPT);
         let mut conn = self.conn();
-        let prior: Vec<f64> = self.run(inv.invoke_async(&mut conn)).await?;
+        let prior: Vec<f64> = self.run_state(inv.invoke_async(&mut conn)).await?;
         Ok(prior
             .into_iter()
             .filter_map(|s| DateTime::from_timestamp(s as i64, 0))
@@ -359,7 +465,7 @@ impl Shared {
             .arg(at.timestamp())
             .arg(keep.num_seconds().max(1));
         let mut conn = self.conn();
-        let _: i64 = self.run(inv.invoke_async(&mut conn)).await?;
+        let _: i64 = self.run_state(inv.invoke_async(&mut conn)).await?;
         Ok(())
     }
 
@@ -535,5 +641,34 @@ impl Shared {
                 c
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_memory_limit_with_an_evicting_policy_may_evict() {
+        let info = |maxmemory: u64, policy: &str| {
+            ServerSettings::parse(&format!(
+                "# Memory\r\nused_memory:1024\r\nmaxmemory:{maxmemory}\r\n\
+                 maxmemory_human:0B\r\nmaxmemory_policy:{policy}\r\n\
+                 # Persistence\r\nloading:0\r\naof_enabled:1\r\n"
+            ))
+        };
+        let s = info(104_857_600, "volatile-lru");
+        assert_eq!(s.policy.as_deref(), Some("volatile-lru"));
+        assert_eq!(s.aof, Some(true));
+        let why = s.evicts().expect("volatile-lru with a limit evicts");
+        assert!(why.contains("maxmemory-policy volatile-lru, maxmemory 104857600 bytes"));
+        assert!(info(104_857_600, "allkeys-lfu").evicts().is_some());
+        assert_eq!(info(104_857_600, "noeviction").evicts(), None);
+        // No limit: nothing is evicted, whatever the policy.
+        assert_eq!(info(0, "allkeys-lru").evicts(), None);
+        // A server that does not say (an old one, or a proxy in front).
+        let unknown = ServerSettings::parse("# Server\r\nredis_version:3.0.0\r\n");
+        assert_eq!(unknown, ServerSettings::default());
+        assert_eq!(unknown.evicts(), None);
     }
 }

@@ -886,13 +886,32 @@ pub fn refusal_on_a_bye_blocks_the_next_call(
     tag: &str,
 ) {
     let uac = Ua::bind("127.0.0.1:0");
-    send_invite(p, &uac, callee, &format!("{tag}-1"));
+    let ok = answered_call(p, &uas, &uac, callee, tag);
+    hang_up_refused(p, &uas, &uac, &ok, tag);
+    wait_refused(next, callee, Duration::from_secs(3));
+    let r = call(next, &uac, callee, &format!("{tag}-2"));
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(603), "refusal_cooloff".into())
+    );
+}
+
+/// A call from `uac` to `callee` through `p`, answered `200` by `uas`;
+/// returns the 200 as `uac` saw it.
+pub fn answered_call(p: &Proxy, uas: &Ua, uac: &Ua, callee: &str, tag: &str) -> Message {
+    send_invite(p, uac, callee, &format!("{tag}-1"));
     let (inv, from) = uas.recv(Duration::from_secs(3)).unwrap();
     uas.send(from, &reply(&inv, 200, "OK", "callee", &uas.hostport()));
     let ok = uac.recv_final_or_request(Duration::from_secs(3));
     assert_eq!(ok.status(), Some(200));
+    ok
+}
+
+/// The caller hangs up the call `ok` answered with a BYE that signals the
+/// callee's refusal (`X-Disposition: refused`); `uas` answers it.
+pub fn hang_up_refused(p: &Proxy, uas: &Ua, uac: &Ua, ok: &Message, tag: &str) {
     let bye = caller_dialog_request(
-        &ok,
+        ok,
         "BYE",
         2,
         &uac.hostport(),
@@ -919,10 +938,15 @@ pub fn refusal_on_a_bye_blocks_the_next_call(
     let bye_ok = uac.recv_final_or_request(Duration::from_secs(3));
     assert_eq!(bye_ok.status(), Some(200));
     assert!(bye_ok.header(HeaderName::CSeq).unwrap().ends_with(b"BYE"));
-    // Recorded in the background: wait for it (bounded) before calling.
+}
+
+/// Waits (bounded by `within`) until `p` would refuse tenant `test`'s calls
+/// to `callee` for its refusal: refusals signalled in SIP are recorded in
+/// the background.
+pub fn wait_refused(p: &Proxy, callee: &str, within: Duration) {
     let check = format!(r#"{{"tenant":"test","from":"+33162000001","to":"{callee}"}}"#);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !next
+    let deadline = Instant::now() + within;
+    while !p
         .http("POST", "/v1/check", &check)
         .1
         .contains("refusal_cooloff")
@@ -930,11 +954,6 @@ pub fn refusal_on_a_bye_blocks_the_next_call(
         assert!(Instant::now() < deadline, "the refusal was never recorded");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let r = call(next, &uac, callee, &format!("{tag}-2"));
-    assert_eq!(
-        (r.status(), reason(&r)),
-        (Some(603), "refusal_cooloff".into())
-    );
 }
 
 /// A carrier that challenges every INVITE without credentials (`407`) and

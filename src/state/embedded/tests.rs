@@ -106,6 +106,32 @@ fn a_later_refusal_wins_and_an_earlier_one_does_not_shorten_it() {
     assert_eq!(s.history(&t, n("0142000000")).refused_at, Some(late));
 }
 
+/// With Redis, this store keeps a refusal only until Redis has it: a
+/// forgotten refusal is gone from the disk too, and forgetting an earlier
+/// instant leaves a later refusal in place.
+#[test]
+fn a_forgotten_refusal_stays_forgotten_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t: Arc<str> = "acme".into();
+    let (shared, kept) = (n("0142000000"), n("0142000001"));
+    let (early, late) = (at("2026-11-17T10:00:00Z"), at("2026-11-17T11:00:00Z"));
+    {
+        let (s, _) = Store::open(dir.path(), Clock::System).unwrap();
+        s.record_refusal_soon(&t, shared, early);
+        s.record_refusal_soon(&t, kept, late);
+        s.flush().unwrap();
+        assert_eq!(s.refusals().len(), 2);
+        s.forget_refusal(&t, shared, early);
+        s.forget_refusal(&t, kept, early);
+        s.flush().unwrap();
+        assert_eq!(s.refusals(), vec![(t.clone(), kept, late)]);
+    }
+    let (s, loaded) = Store::open(dir.path(), Clock::System).unwrap();
+    assert_eq!(loaded.refusals, 1);
+    assert_eq!(s.refused_at(&t, shared), None);
+    assert_eq!(s.refused_at(&t, kept), Some(late));
+}
+
 #[test]
 fn sweep_purges_what_no_rule_can_use() {
     let dir = tempfile::tempdir().unwrap();
