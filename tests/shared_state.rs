@@ -127,6 +127,20 @@ fn proxy_on(redis: &Redis, carrier: &Ua, fail_open: bool) -> Proxy {
     )
 }
 
+/// A fail-closed instance on `redis` whose tenant refuses `+33142000099`
+/// (DNC, a rule that needs no state).
+fn proxy_with_dnc(redis: &Redis, carrier: &Ua) -> Proxy {
+    Proxy::process_with(
+        &[format!("udp:{}", carrier.addr())],
+        &format!(
+            "{}[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
+            redis.state_config(false),
+            write_list("+33142000099\n").display()
+        ),
+        "dnc_lists = [\"d\"]\n",
+    )
+}
+
 /// Records that `number` refused tenant `test`'s calls.
 fn refuse(p: &Proxy, number: &str) {
     let body = format!(r#"{{"tenant":"test","number":"{number}"}}"#);
@@ -228,15 +242,7 @@ fn a_redis_that_may_evict_keys_is_not_trusted_with_the_state() {
         "+OK"
     );
     let uas = Ua::bind("127.0.0.1:0");
-    let p = Proxy::process_with(
-        &[format!("udp:{}", uas.addr())],
-        &format!(
-            "{}[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
-            redis.state_config(false),
-            write_list("+33142000099\n").display()
-        ),
-        "dnc_lists = [\"d\"]\n",
-    );
+    let p = proxy_with_dnc(&redis, &uas);
     let uac = Ua::bind("127.0.0.1:0");
     // From the first call on.
     let r = call(&p, &uac, "+33142000001", "ev-1");
@@ -321,15 +327,7 @@ fn a_challenged_call_gives_its_attempt_back_to_the_shared_count() {
 fn redis_down_fails_closed_then_service_resumes_by_itself() {
     let mut redis = Redis::start();
     let uas = Ua::bind("127.0.0.1:0");
-    let p = Proxy::process_with(
-        &[format!("udp:{}", uas.addr())],
-        &format!(
-            "{}[[dnc_list]]\nname = \"d\"\nfile = \"{}\"\n",
-            redis.state_config(false),
-            write_list("+33142000099\n").display()
-        ),
-        "dnc_lists = [\"d\"]\n",
-    );
+    let p = proxy_with_dnc(&redis, &uas);
     let uac = Ua::bind("127.0.0.1:0");
     let answer = |callee: &str, id: &str| call(&p, &uac, callee, id);
     // Up: forwarded (the carrier sees it).
