@@ -91,6 +91,11 @@ pub struct CalendarLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
@@ -134,6 +139,9 @@ pub struct Metrics {
     pub dnc_max_age: Family<ListLabels, Gauge>,
     pub state_backend_up: Gauge,
     pub state_errors: Counter,
+    /// Refusals and callees' attempts this instance keeps until Redis
+    /// takes them.
+    pub state_unshared: Family<KindLabels, Gauge>,
     pub audit_overflow: Counter,
     pub audit_up: Gauge,
     pub audit_write_errors: Counter,
@@ -235,6 +243,12 @@ impl Metrics {
         let state_backend_up = Gauge::default();
         state_backend_up.set(1);
         let state_errors = Counter::default();
+        let state_unshared = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "state_unshared",
+            "With the Redis backend: refusals (kind=\"refusals\") and callees' attempts (kind=\"attempts\") this instance keeps because Redis could not take them (down, or its settings may evict keys), shared every second once it can",
+            state_unshared.clone(),
+        );
         let audit_overflow = Counter::default();
         registry.register(
             "audit_overflow",
@@ -384,6 +398,7 @@ impl Metrics {
             dnc_max_age,
             state_backend_up,
             state_errors,
+            state_unshared,
             audit_overflow,
             audit_up,
             audit_write_errors,

@@ -58,14 +58,7 @@ impl Redis {
     }
 
     fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 16];
-        s.write_all(b"PING\r\n").is_ok()
-            && s.read(&mut buf)
-                .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
+        self.try_command("PING").is_some_and(|l| l == "+PONG")
     }
 
     fn stop(&mut self) {
@@ -78,16 +71,18 @@ impl Redis {
     /// Sends one command (inline form) and returns the first line of the
     /// answer.
     fn command(&self, cmd: &str) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("redis reachable");
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        s.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        self.try_command(cmd).expect("redis reachable")
+    }
+
+    /// [`Redis::command`], or `None` while the server does not answer.
+    fn try_command(&self, cmd: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        s.write_all(format!("{cmd}\r\n").as_bytes()).ok()?;
         let mut buf = [0u8; 512];
-        let n = s.read(&mut buf).unwrap_or(0);
-        String::from_utf8_lossy(&buf[..n])
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned()
+        let n = s.read(&mut buf).ok()?;
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        Some(answer.lines().next().unwrap_or("").to_owned())
     }
 
     /// `[state]` keys pointing a callguard at this server.
@@ -195,8 +190,9 @@ fn a_refusal_signalled_on_a_bye_reaches_the_other_instance() {
 
 /// A refusal signalled on a BYE while Redis is unreachable is not lost:
 /// the instance keeps it (on its disk too, so a `kill -9` meanwhile loses
-/// nothing) and shares it once Redis is back, even a Redis that lost
-/// everything: the other instance then refuses the callee.
+/// nothing), refuses the callee on it meanwhile, and shares it once Redis
+/// is back, even a Redis that lost everything: the other instance then
+/// refuses the callee.
 #[test]
 fn a_refusal_signalled_while_redis_is_down_is_shared_when_it_returns() {
     let mut redis = Redis::start();
@@ -216,6 +212,13 @@ fn a_refusal_signalled_while_redis_is_down_is_shared_when_it_returns() {
     // Past the 100 ms batch: on A's disk, and nowhere else.
     std::thread::sleep(Duration::from_millis(400));
     a.kill9_and_restart();
+    // While Redis is still down, A refuses the callee on its own view, for
+    // the refusal (not `503`: it knows why, and until when).
+    let r = call(&a, &uac, callee, "rd-a");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(603), "refusal_cooloff".into())
+    );
     // Redis comes back empty (it keeps nothing on disk).
     redis.run();
     wait_refused(&b, callee, Duration::from_secs(10));
@@ -467,6 +470,78 @@ fn fail_open_forwards_with_a_warning_when_redis_is_down() {
         ),
         1.0
     );
+}
+
+/// Under `fail_open`, the calls forwarded while Redis is down are counted
+/// by the instance: its own count still caps the callee meanwhile, and it
+/// reaches Redis when Redis is back (even empty), so the other instance
+/// caps the callee too.
+#[test]
+fn fail_open_counts_what_it_forwards_and_shares_it_when_redis_returns() {
+    let mut redis = Redis::start();
+    let (uas_a, uas_b) = (Ua::bind("127.0.0.1:0"), Ua::bind("127.0.0.1:0"));
+    let a = proxy_on(&redis, &uas_a, true);
+    let b = proxy_on(&redis, &uas_b, false);
+    redis.stop();
+    let carrier = busy_carrier(uas_a, 4);
+    let uac = Ua::bind("127.0.0.1:0");
+    let callee = "+33142000056";
+    for i in 0..4 {
+        let r = call(&a, &uac, callee, &format!("open-count-{i}"));
+        assert_eq!(r.status(), Some(486), "call {i} forwarded unchecked");
+    }
+    // The fifth within the 30 days: refused on the instance's own count.
+    let r = call(&a, &uac, callee, "open-count-4");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(480), "frequency_cap".to_owned())
+    );
+    assert_eq!(
+        carrier.join().unwrap(),
+        4,
+        "INVITEs that reached the carrier"
+    );
+    assert_eq!(
+        a.metric(
+            r#"callguard_invites_total{tenant="test",decision="warn",reason="policy_unavailable"}"#
+        ),
+        4.0
+    );
+    let unshared = r#"callguard_state_unshared{kind="attempts"} "#;
+    a.wait_metric(unshared, 1.0);
+
+    // Redis comes back empty: A's four attempts reach it, and B, which
+    // never saw them, refuses the callee.
+    redis.run();
+    let check = format!(r#"{{"tenant":"test","from":"+33162000001","to":"{callee}"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = b.http("POST", "/v1/check", &check);
+        assert_eq!(status, 200, "{body}");
+        if body.contains("\"reason\":\"frequency_cap\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A's attempts never reached Redis: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = call(&b, &uac, callee, "open-count-b");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(480), "frequency_cap".to_owned())
+    );
+    uas_b.expect_silence(Duration::from_millis(300));
+    // A says so, and keeps nothing more.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(a.log().contains("now shared through Redis")
+        && a.http_get("/metrics")
+            .is_some_and(|m| m.contains(&format!("{unshared}0\n"))))
+    {
+        assert!(Instant::now() < deadline, "{}", a.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A list file that lives as long as the test process.

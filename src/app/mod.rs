@@ -8,7 +8,7 @@ mod sync;
 pub use carriers::Resolved;
 use carriers::{expand_carriers, ping_carriers};
 use sync::{
-    check_server_at_start, dnc_full_load, dnc_sync, list_names, share_refusals, watch_server,
+    check_server_at_start, dnc_full_load, dnc_sync, list_names, share_pending, watch_server,
 };
 
 use anyhow::{bail, Context};
@@ -956,7 +956,7 @@ pub async fn start_on(
     }
     if let Some(shared) = reloader.shared.clone() {
         tokio::spawn(dnc_sync(reloader.clone(), shared.clone(), dnc_after));
-        tokio::spawn(share_refusals(reloader.clone(), shared.clone()));
+        tokio::spawn(share_pending(reloader.clone(), shared.clone()));
         tokio::spawn(watch_server(shared));
     }
     tokio::spawn(account_strangers(

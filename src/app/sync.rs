@@ -1,5 +1,6 @@
-//! Run-time DNC and consent changes kept in step across instances sharing
-//! a Redis state: the change stream, and a full load after any gap.
+//! Instances sharing a Redis state kept in step: run-time DNC and consent
+//! changes (the change stream, and a full load after any gap), what an
+//! instance kept while Redis could not take it, and Redis's settings.
 
 use super::*;
 
@@ -38,23 +39,38 @@ pub(super) async fn dnc_sync(
     }
 }
 
-/// Shares, every second, the refusals this instance keeps because Redis
-/// did not take them when they were signalled (see
-/// `Backend::refusal_signalled`).
-pub(super) async fn share_refusals(r: Arc<Reloader>, shared: crate::state::Shared) {
+/// Shares, every second, what this instance keeps because Redis could not
+/// take it at the time: refusals signalled on a BYE (see
+/// `Backend::refusal_signalled`) and attempts of calls forwarded under
+/// `fail_open`.
+pub(super) async fn share_pending(r: Arc<Reloader>, shared: crate::state::Shared) {
     let backend = crate::state::Backend::new(r.state.clone(), Some(shared));
+    let gauge = |kind| {
+        r.metrics
+            .state_unshared
+            .get_or_create(&crate::metrics::KindLabels { kind })
+            .clone()
+    };
+    let (refusals_kept, attempts_kept) = (gauge("refusals"), gauge("attempts"));
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if r.state.sizes().0 == 0 {
+        let kept = r.state.sizes();
+        refusals_kept.set(kept.0 as i64);
+        attempts_kept.set(kept.1 as i64);
+        if kept == (0, 0) {
             continue;
         }
-        // A failure is Redis's, logged and counted by the backend; the
-        // refusals wait for the next round.
-        if let Ok(n) = backend.share_refusals().await {
+        // A failure is Redis's, logged and counted by the backend; what is
+        // kept waits for the next round.
+        if let Ok((refusals, callees)) = backend.share_pending().await {
             tracing::info!(
-                refusals = n,
-                "refusals kept in this instance's store are now shared through Redis"
+                refusals,
+                callees,
+                "refusals and attempts kept in this instance's store are now shared through Redis"
             );
+            let kept = r.state.sizes();
+            refusals_kept.set(kept.0 as i64);
+            attempts_kept.set(kept.1 as i64);
         }
     }
 }
@@ -81,14 +97,14 @@ pub(super) async fn watch_server(shared: crate::state::Shared) {
 /// may evict keys is refused before the first call, and says what a
 /// server without an append-only file loses when it restarts.
 pub(super) async fn check_server_at_start(shared: &crate::state::Shared) {
-    match tokio::time::timeout(Duration::from_secs(10), shared.check_server()).await {
-        Ok(Ok(s)) => {
+    // Bounded by the state's time-out, as every Redis operation.
+    match shared.check_server().await {
+        Ok(s) => {
             if s.aof == Some(false) {
                 tracing::warn!("Redis runs without appendonly: a Redis restart loses the refusals and attempts counted since its last snapshot (README, \"Several instances\")");
             }
         }
-        Ok(Err(e)) => tracing::warn!("Redis settings not read ({e}): checked again every 10 s"),
-        Err(_) => tracing::warn!("Redis settings not read within 10 s: checked again every 10 s"),
+        Err(e) => tracing::warn!("Redis settings not read ({e}): checked again every 10 s"),
     }
 }
 

@@ -222,6 +222,12 @@ impl Counted {
 /// history from the state. `count`: the call will be forwarded if allowed,
 /// so its attempt is counted atomically with the cap check; the attempt
 /// counted, if any, comes back with the decision.
+///
+/// While the state is unavailable (Redis), the decision is taken on this
+/// instance's own view: the refusals and attempts it holds. A call that
+/// view refuses is refused for its rule; one it allows is refused `503`
+/// (fail-closed) or forwarded with a warning and counted here, to be
+/// shared with Redis when it is back (`fail_open`).
 async fn decide(
     flow: &FlowCtx,
     t: &TenantPolicy,
@@ -229,16 +235,41 @@ async fn decide(
     now: DateTime<Utc>,
     count: bool,
 ) -> (Decision, Option<Counted>) {
+    let state = flow.state.as_ref();
+    match decide_on(state, t, facts, now, count).await {
+        Ok(r) => r,
+        Err((_, e)) => {
+            let local = state.map(Backend::local_only);
+            let count = count && flow.unavailable.fail_open;
+            // This instance's store answers without fail; if it ever did
+            // not, the rules that need no state would still decide.
+            let (d, counted) = decide_on(local.as_ref(), t, facts, now, count)
+                .await
+                .unwrap_or_else(|(d, _)| (d, None));
+            (unavailable(flow.unavailable, d, &e), counted)
+        }
+    }
+}
+
+/// [`decide`] on one view of the state. On a state error: the decision of
+/// the rules that need no state, and the error.
+async fn decide_on(
+    state: Option<&Backend>,
+    t: &TenantPolicy,
+    facts: &Facts<'_>,
+    now: DateTime<Utc>,
+    count: bool,
+) -> Result<(Decision, Option<Counted>), (Decision, crate::state::Error)> {
     let resolved = t.resolve(facts);
-    let closures = flow.state.as_ref().and_then(|s| s.closures());
-    let (Some(state), Ok(callee), Some(a)) =
-        (flow.state.as_ref(), resolved.callee, resolved.applied())
-    else {
-        let history = History {
-            closures,
-            ..History::default()
-        };
-        return (t.decide_resolved(facts, &resolved, &history, now), None);
+    let mut closures = state.and_then(|s| s.closures());
+    let r = &resolved;
+    // Called once, on whichever path the call takes.
+    let mut decide = move |history: &mut History| {
+        history.closures = closures.take();
+        t.decide_resolved(facts, r, history, now)
+    };
+    let (Some(state), Ok(callee), Some(a)) = (state, resolved.callee, resolved.applied()) else {
+        return Ok((decide(&mut History::default()), None));
     };
     let mode = t.mode_of(facts.mode);
     let today = now.date_naive();
@@ -250,26 +281,12 @@ async fn decide(
     let mut history = if cooloff || window.is_some() {
         match state.history(&t.id, callee, cooloff, window, now).await {
             Ok(h) => h,
-            Err(e) => {
-                let history = History {
-                    closures,
-                    ..History::default()
-                };
-                return (
-                    unavailable(
-                        flow.unavailable,
-                        t.decide_resolved(facts, &resolved, &history, now),
-                        &e,
-                    ),
-                    None,
-                );
-            }
+            Err(e) => return Err((decide(&mut History::default()), e)),
         }
     } else {
         History::default()
     };
-    history.closures = closures;
-    let mut d = t.decide_resolved(facts, &resolved, &history, now);
+    let mut d = decide(&mut history);
     let mut counted = None;
     if let (Some(cap), Some(callee)) = (cap, d.callee) {
         let prior = if count && d.decision != Outcome::Reject {
@@ -283,20 +300,21 @@ async fn decide(
                     }
                     p
                 }
-                Err(e) => return (unavailable(flow.unavailable, d, &e), None),
+                Err(e) => return Err((d, e)),
             }
         } else {
             history.attempts
         };
         t.fold_cap(&mut d, a, callee, &prior, now);
     }
-    (d, counted)
+    Ok((d, counted))
 }
 
-/// The decision when the state could not be read: the rules that need no
-/// state still apply (a DNC callee is still refused `603`); a call they
-/// allow is refused `503 policy_unavailable` (fail-closed) or forwarded
-/// with a `policy_unavailable` warning (fail-open).
+/// The decision when the state could not be read, taken on this instance's
+/// own view `d`: a call it refuses stays refused (a DNC callee still gets
+/// `603`); a call it allows is refused `503 policy_unavailable`
+/// (fail-closed) or forwarded with a `policy_unavailable` warning
+/// (fail-open).
 fn unavailable(u: Unavailable, mut d: Decision, e: &crate::state::Error) -> Decision {
     if d.decision == Outcome::Reject {
         return d;
@@ -305,7 +323,7 @@ fn unavailable(u: Unavailable, mut d: Decision, e: &crate::state::Error) -> Deci
     if u.fail_open {
         d.decision = Outcome::Warn;
         d.explanation = format!(
-            "call state unavailable ({e}): forwarded without checking refusals and attempts (fail_open)"
+            "call state unavailable ({e}): forwarded on this instance's own refusals and attempts only, and counted here until the state is back (fail_open)"
         )
         .into();
     } else {

@@ -139,6 +139,7 @@ struct Inner {
     refusals: DashMap<Key, i64, FxBuildHasher>,
     any_refusal: std::sync::atomic::AtomicBool,
     attempts: DashMap<Key, SmallVec<[i64; 4]>, FxBuildHasher>,
+    any_attempt: AtomicBool,
     dnc: DashMap<String, Arc<Delta>>,
     consent: DashMap<String, Arc<ConsentDelta>>,
     /// Every closure on record; `None` when there is none (the call path
@@ -254,6 +255,7 @@ impl Store {
             last_closure_id: AtomicU64::new(0),
             refusals: DashMap::default(),
             any_refusal: Default::default(),
+            any_attempt: Default::default(),
             attempts: DashMap::default(),
             dnc: DashMap::new(),
             consent: DashMap::new(),
@@ -347,13 +349,67 @@ impl Store {
             }
             e.push(now_s);
         }
+        self.inner.any_attempt.store(true, Ordering::Relaxed);
         self.dirty(Dirty::Attempt(key));
         prior
     }
 
+    /// Whether `callee` has attempts counted here for `tenant`: one relaxed
+    /// load while this store has never counted one (the Redis backend's
+    /// case, outside outages).
+    pub fn holds_attempts(&self, tenant: &Arc<str>, callee: E164) -> bool {
+        self.inner.any_attempt.load(Ordering::Relaxed)
+            && self
+                .inner
+                .attempts
+                .contains_key(&(tenant.clone(), callee.digits()))
+    }
+
+    /// Every callee's attempts in memory: (tenant, callee, instants).
+    pub fn all_attempts(&self) -> Vec<(Arc<str>, E164, Attempts)> {
+        self.inner
+            .attempts
+            .iter()
+            .map(|e| {
+                (
+                    e.key().0.clone(),
+                    E164::from_digits(e.key().1),
+                    e.value().iter().map(|&s| to_utc(s)).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Drops the attempts `done` of `callee` (one occurrence each): with the
+    /// Redis backend this store holds only the attempts counted while Redis
+    /// was unavailable, and they are forgotten once Redis has them. Attempts
+    /// counted since stay.
+    pub fn forget_attempts(&self, tenant: &Arc<str>, callee: E164, done: &[DateTime<Utc>]) {
+        let key = (tenant.clone(), callee.digits());
+        let forgot = self.inner.attempts.get_mut(&key).is_some_and(|mut e| {
+            let before = e.len();
+            for at in done {
+                if let Some(i) = e.iter().position(|&t| t == at.timestamp()) {
+                    e.remove(i);
+                }
+            }
+            e.len() != before
+        });
+        if forgot {
+            self.inner.attempts.remove_if(&key, |_, e| e.is_empty());
+            self.dirty(Dirty::Attempt(key));
+        }
+    }
+
+    /// How long attempts are kept: the longest window of the running rule
+    /// sets (at least a day).
+    pub fn attempt_keep(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.inner.keep_attempts.load(Ordering::Relaxed))
+    }
+
     /// Takes back one attempt counted at `at` (the second), if it is
-    /// still there.
-    pub fn uncount(&self, tenant: &Arc<str>, callee: E164, at: DateTime<Utc>) {
+    /// still there; whether it was.
+    pub fn uncount(&self, tenant: &Arc<str>, callee: E164, at: DateTime<Utc>) -> bool {
         let key = (tenant.clone(), callee.digits());
         let at_s = at.timestamp();
         let removed = self.inner.attempts.get_mut(&key).is_some_and(|mut e| {
@@ -364,6 +420,7 @@ impl Store {
             tracing::debug!(tenant = %tenant, callee = %callee, "a challenged call's attempt given back");
             self.dirty(Dirty::Attempt(key));
         }
+        removed
     }
 
     fn dirty(&self, d: Dirty) {
@@ -698,6 +755,7 @@ impl Inner {
             let (tenant, callee) = k.value();
             self.attempts
                 .insert((intern(tenant), callee), unpack(v.value()));
+            self.any_attempt.store(true, Ordering::Relaxed);
             loaded.attempts += 1;
         }
         let mut closures = Vec::new();

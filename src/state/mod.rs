@@ -96,13 +96,26 @@ impl Backend {
             Some(s) => {
                 let r = s.read(tenant, callee, refusals, window, now).await?;
                 // A refusal signalled while Redis was unreachable waits here
-                // until Redis takes it (`share_refusals`).
+                // until Redis takes it (`share_pending`).
                 let pending = refusals
                     .then(|| self.local.refused_at(tenant, callee))
                     .flatten();
+                // So do attempts counted here while Redis was unavailable
+                // (`fail_open`), until `share_pending` has shared them.
+                let mut attempts = r.attempts;
+                if let Some(w) = window.filter(|_| self.local.holds_attempts(tenant, callee)) {
+                    let since = now - w;
+                    attempts.extend(
+                        self.local
+                            .attempts(tenant, callee)
+                            .into_iter()
+                            .filter(|&t| t > since),
+                    );
+                    attempts.sort_unstable();
+                }
                 Ok(History {
                     refused_at: r.refused_at.max(pending),
-                    attempts: r.attempts,
+                    attempts,
                     closures: None,
                 })
             }
@@ -131,7 +144,14 @@ impl Backend {
         enforce: bool,
     ) -> Result<Attempts, Error> {
         match &self.shared {
-            Some(s) => Ok(s.count(tenant, callee, now, cap, enforce).await?),
+            Some(s) => {
+                // Attempts counted here during an outage go first, so that
+                // the cap check sees them.
+                if self.local.holds_attempts(tenant, callee) {
+                    self.share_attempts(s, tenant, callee).await?;
+                }
+                Ok(s.count(tenant, callee, now, cap, enforce).await?)
+            }
             None => Ok(self.local.count(tenant, callee, now, cap, enforce)),
         }
     }
@@ -161,7 +181,7 @@ impl Backend {
     /// without waiting. With Redis it is kept in this instance's store too
     /// (on disk with the next batch) until Redis has taken it: a refusal
     /// signalled while Redis is unreachable still counts here at once, and
-    /// is shared by [`Backend::share_refusals`] when Redis is back, even
+    /// is shared by [`Backend::share_pending`] when Redis is back, even
     /// after a restart.
     pub fn refusal_signalled(
         &self,
@@ -184,21 +204,49 @@ impl Backend {
         }
     }
 
-    /// With Redis: writes to it the refusals this instance holds (signalled
-    /// while Redis was unreachable, or recorded before the switch from the
-    /// embedded backend), and forgets each one Redis has taken. Stops at
-    /// the first failure. Returns how many were shared.
-    pub async fn share_refusals(&self) -> Result<usize, Error> {
+    /// With Redis: writes to it what this instance holds because Redis
+    /// could not take it at the time (refusals signalled on a BYE, attempts
+    /// of calls forwarded under `fail_open`), or recorded before the switch
+    /// from the embedded backend, and forgets each one Redis has taken.
+    /// Stops at the first failure. Returns how many refusals and callees'
+    /// attempts were shared.
+    pub async fn share_pending(&self) -> Result<(usize, usize), Error> {
         let Some(s) = &self.shared else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let keep = self.local.refusal_keep();
-        let pending = self.local.refusals();
-        for (tenant, callee, at) in &pending {
+        let refusals = self.local.refusals();
+        for (tenant, callee, at) in &refusals {
             s.record_refusal(tenant, *callee, *at, keep).await?;
             self.local.forget_refusal(tenant, *callee, *at);
         }
-        Ok(pending.len())
+        let attempts = self.local.all_attempts();
+        for (tenant, callee, _) in &attempts {
+            self.share_attempts(s, tenant, *callee).await?;
+        }
+        Ok((refusals.len(), attempts.len()))
+    }
+
+    /// Moves `callee`'s attempts from this instance's store to Redis.
+    async fn share_attempts(
+        &self,
+        s: &Shared,
+        tenant: &Arc<str>,
+        callee: E164,
+    ) -> Result<(), Error> {
+        let held = self.local.attempts(tenant, callee);
+        if !held.is_empty() {
+            s.add_attempts(tenant, callee, &held, self.local.attempt_keep())
+                .await?;
+            self.local.forget_attempts(tenant, callee, &held);
+        }
+        Ok(())
+    }
+
+    /// This instance's own view: its store alone, as with the embedded
+    /// backend. What the gate decides on while Redis is unavailable.
+    pub fn local_only(&self) -> Backend {
+        Backend::new(self.local.clone(), None)
     }
 
     /// Takes back an attempt counted at `at` (its call never reached the
@@ -206,6 +254,13 @@ impl Backend {
     pub fn uncount(&self, tenant: &Arc<str>, callee: E164, at: DateTime<Utc>) {
         match &self.shared {
             Some(s) => {
+                // Counted here if Redis was unavailable when it was
+                // decided, and in Redis once shared.
+                if self.local.holds_attempts(tenant, callee)
+                    && self.local.uncount(tenant, callee, at)
+                {
+                    return;
+                }
                 let (s, tenant) = (s.clone(), tenant.clone());
                 in_background("an attempt given back", async move {
                     if let Err(e) = s.uncount(&tenant, callee, at).await {
@@ -213,7 +268,9 @@ impl Backend {
                     }
                 });
             }
-            None => self.local.uncount(tenant, callee, at),
+            None => {
+                self.local.uncount(tenant, callee, at);
+            }
         }
     }
 

@@ -69,6 +69,19 @@ if #m == 0 then return 0 end
 return redis.call('ZREM', KEYS[1], m[1])
 ";
 
+/// Adds attempts counted elsewhere (this instance's store, while Redis was
+/// unavailable), keeps the latest `most kept`, and makes the key live at
+/// least `ttl` more. KEYS[1] attempts; ARGV: ttl seconds, most kept, then
+/// (score, member) pairs.
+const ADD: &str = r"
+for i = 3, #ARGV, 2 do redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local n = redis.call('ZCARD', KEYS[1])
+local most = tonumber(ARGV[2])
+if n > most then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - most - 1) end
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+";
+
 /// Keeps the later of the stored and the given refusal.
 /// KEYS[1] refusal; ARGV: at, ttl seconds.
 const REFUSE: &str = r"
@@ -151,6 +164,7 @@ struct Inner {
     count: redis::Script,
     uncount: redis::Script,
     refuse: redis::Script,
+    add: redis::Script,
     /// Makes attempt members unique across instances and calls.
     instance: u32,
     seq: AtomicU64,
@@ -228,6 +242,7 @@ impl Shared {
                 count: redis::Script::new(COUNT),
                 uncount: redis::Script::new(UNCOUNT),
                 refuse: redis::Script::new(REFUSE),
+                add: redis::Script::new(ADD),
                 instance: rand::random(),
                 seq: AtomicU64::new(0),
                 up: AtomicBool::new(true),
@@ -434,6 +449,31 @@ impl Shared {
             .into_iter()
             .filter_map(|s| DateTime::from_timestamp(s as i64, 0))
             .collect())
+    }
+
+    /// Adds attempts this instance counted while Redis was unavailable,
+    /// each as its own member (attempts of one second from several
+    /// instances all count); the key then lives at least `keep`.
+    pub async fn add_attempts(
+        &self,
+        tenant: &str,
+        callee: E164,
+        attempts: &[DateTime<Utc>],
+        keep: chrono::Duration,
+    ) -> Result<(), SharedError> {
+        let mut inv = self.inner.add.prepare_invoke();
+        inv.key(self.key("attempts", tenant, callee))
+            .arg(keep.num_seconds().max(1))
+            .arg(MAX_ATTEMPTS_KEPT);
+        for at in attempts {
+            let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+            let at = at.timestamp();
+            inv.arg(at)
+                .arg(format!("{at}:{:08x}:{seq}", self.inner.instance));
+        }
+        let mut conn = self.conn();
+        let _: i64 = self.run_state(inv.invoke_async(&mut conn)).await?;
+        Ok(())
     }
 
     /// Takes back one attempt counted at `at` (any instance's: attempts of

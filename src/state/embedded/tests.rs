@@ -132,6 +132,39 @@ fn a_forgotten_refusal_stays_forgotten_after_a_restart() {
     assert_eq!(s.refused_at(&t, kept), Some(late));
 }
 
+/// With Redis, this store keeps the attempts of calls forwarded during an
+/// outage only until Redis has them: the shared ones are gone from the
+/// disk too, and one counted after the snapshot stays.
+#[test]
+fn forgotten_attempts_stay_forgotten_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t: Arc<str> = "acme".into();
+    let (shared, partly) = (n("0142000000"), n("0142000001"));
+    let (first, second) = (at("2026-11-17T10:00:00Z"), at("2026-11-17T10:00:05Z"));
+    {
+        let (s, _) = Store::open(dir.path(), Clock::System).unwrap();
+        assert!(!s.holds_attempts(&t, shared), "nothing counted yet");
+        s.count(&t, shared, first, CAP, true);
+        s.count(&t, partly, first, CAP, true);
+        assert!(s.holds_attempts(&t, shared));
+        let snapshot = s.all_attempts();
+        assert_eq!(snapshot.len(), 2);
+        // Counted after the snapshot was taken, before it was shared.
+        s.count(&t, partly, second, CAP, true);
+        for (tenant, callee, done) in &snapshot {
+            s.forget_attempts(tenant, *callee, done);
+        }
+        assert!(!s.holds_attempts(&t, shared));
+        assert_eq!(s.attempts(&t, partly).as_slice(), &[second]);
+        s.flush().unwrap();
+    }
+    let (s, loaded) = Store::open(dir.path(), Clock::System).unwrap();
+    assert_eq!(loaded.attempts, 1);
+    assert!(s.attempts(&t, shared).is_empty());
+    assert_eq!(s.attempts(&t, partly).as_slice(), &[second]);
+    assert!(s.holds_attempts(&t, partly), "known again after a restart");
+}
+
 #[test]
 fn sweep_purges_what_no_rule_can_use() {
     let dir = tempfile::tempdir().unwrap();
