@@ -349,7 +349,11 @@ impl Store {
             }
             e.push(now_s);
         }
-        self.inner.any_attempt.store(true, Ordering::Relaxed);
+        // Read first: a store on every count would bounce the flag's cache
+        // line between the cores counting.
+        if !self.inner.any_attempt.load(Ordering::Relaxed) {
+            self.inner.any_attempt.store(true, Ordering::Relaxed);
+        }
         self.dirty(Dirty::Attempt(key));
         prior
     }
