@@ -227,13 +227,17 @@ impl Backend {
         Ok((refusals.len(), attempts.len()))
     }
 
-    /// Moves `callee`'s attempts from this instance's store to Redis.
+    /// Moves `callee`'s attempts from this instance's store to Redis. An
+    /// answer lost after Redis took them leaves them here, to be added
+    /// again: counted twice, never lost.
     async fn share_attempts(
         &self,
         s: &Shared,
         tenant: &Arc<str>,
         callee: E164,
     ) -> Result<(), Error> {
+        // The share task and a call to the same callee may both get here.
+        let _moving = s.moving_attempts().await;
         let held = self.local.attempts(tenant, callee);
         if !held.is_empty() {
             s.add_attempts(tenant, callee, &held, self.local.attempt_keep())

@@ -165,6 +165,9 @@ struct Inner {
     uncount: redis::Script,
     refuse: redis::Script,
     add: redis::Script,
+    /// Held while attempts move from this instance's store to Redis: two
+    /// moves of the same attempts at once would add them twice.
+    moving: tokio::sync::Mutex<()>,
     /// Makes attempt members unique across instances and calls.
     instance: u32,
     seq: AtomicU64,
@@ -243,6 +246,7 @@ impl Shared {
                 uncount: redis::Script::new(UNCOUNT),
                 refuse: redis::Script::new(REFUSE),
                 add: redis::Script::new(ADD),
+                moving: tokio::sync::Mutex::new(()),
                 instance: rand::random(),
                 seq: AtomicU64::new(0),
                 up: AtomicBool::new(true),
@@ -449,6 +453,12 @@ impl Shared {
             .into_iter()
             .filter_map(|s| DateTime::from_timestamp(s as i64, 0))
             .collect())
+    }
+
+    /// To hold while moving attempts from this instance's store to Redis
+    /// (see [`Shared::add_attempts`]).
+    pub async fn moving_attempts(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.moving.lock().await
     }
 
     /// Adds attempts this instance counted while Redis was unavailable,
