@@ -63,6 +63,9 @@ pub(super) async fn share_pending(r: Arc<Reloader>, shared: crate::state::Shared
         // A failure is Redis's, logged and counted by the backend; what is
         // kept waits for the next round.
         if let Ok((refusals, callees)) = backend.share_pending().await {
+            if refusals + callees == 0 {
+                continue;
+            }
             tracing::info!(
                 refusals,
                 callees,

@@ -422,6 +422,9 @@ impl Store {
         });
         if removed {
             tracing::debug!(tenant = %tenant, callee = %callee, "a challenged call's attempt given back");
+            // An empty entry would still count as a callee with attempts
+            // (`sizes`, `holds_attempts`) until the next sweep.
+            self.inner.attempts.remove_if(&key, |_, e| e.is_empty());
             self.dirty(Dirty::Attempt(key));
         }
         removed

@@ -220,22 +220,22 @@ impl Backend {
             s.record_refusal(tenant, *callee, *at, keep).await?;
             self.local.forget_refusal(tenant, *callee, *at);
         }
-        let attempts = self.local.all_attempts();
-        for (tenant, callee, _) in &attempts {
-            self.share_attempts(s, tenant, *callee).await?;
+        let mut callees = 0;
+        for (tenant, callee, _) in self.local.all_attempts() {
+            callees += usize::from(self.share_attempts(s, &tenant, callee).await?);
         }
-        Ok((refusals.len(), attempts.len()))
+        Ok((refusals.len(), callees))
     }
 
-    /// Moves `callee`'s attempts from this instance's store to Redis. An
-    /// answer lost after Redis took them leaves them here, to be added
-    /// again: counted twice, never lost.
+    /// Moves `callee`'s attempts from this instance's store to Redis;
+    /// whether there were any. An answer lost after Redis took them leaves
+    /// them here, to be added again: counted twice, never lost.
     async fn share_attempts(
         &self,
         s: &Shared,
         tenant: &Arc<str>,
         callee: E164,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         // The share task and a call to the same callee may both get here.
         let _moving = s.moving_attempts().await;
         let held = self.local.attempts(tenant, callee);
@@ -244,7 +244,7 @@ impl Backend {
                 .await?;
             self.local.forget_attempts(tenant, callee, &held);
         }
-        Ok(())
+        Ok(!held.is_empty())
     }
 
     /// This instance's own view: its store alone, as with the embedded

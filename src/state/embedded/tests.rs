@@ -165,6 +165,29 @@ fn forgotten_attempts_stay_forgotten_after_a_restart() {
     assert!(s.holds_attempts(&t, partly), "known again after a restart");
 }
 
+/// A challenged call's attempt given back leaves no empty entry: the
+/// callee no longer counts as one with attempts (the Redis backend would
+/// otherwise keep trying to share nothing, and show it in its gauge).
+#[test]
+fn an_attempt_given_back_leaves_no_callee_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = Store::open(dir.path(), Clock::System).unwrap();
+    let t: Arc<str> = "acme".into();
+    let (callee, when) = (n("0142000000"), at("2026-11-17T10:00:00Z"));
+    s.count(&t, callee, when, CAP, true);
+    s.count(&t, callee, when, CAP, true);
+    assert!(
+        !s.uncount(&t, callee, at("2026-11-17T10:00:01Z")),
+        "no such attempt"
+    );
+    assert!(s.uncount(&t, callee, when));
+    assert_eq!((s.attempts(&t, callee).len(), s.sizes()), (1, (0, 1)));
+    assert!(s.uncount(&t, callee, when));
+    assert_eq!(s.sizes(), (0, 0));
+    assert!(!s.holds_attempts(&t, callee));
+    assert!(s.all_attempts().is_empty());
+}
+
 #[test]
 fn sweep_purges_what_no_rule_can_use() {
     let dir = tempfile::tempdir().unwrap();
