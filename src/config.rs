@@ -473,8 +473,9 @@ pub struct State {
     pub backend: Backend,
     #[serde(default)]
     pub redis: RedisConfig,
-    /// When the shared state cannot be read: forward unchecked (`true`) or
-    /// refuse `503 policy_unavailable` (`false`, the default).
+    /// When the shared state cannot be read, a call this instance's own
+    /// view allows is forwarded and counted here (`true`) or refused `503
+    /// policy_unavailable` (`false`, the default).
     #[serde(default)]
     pub fail_open: bool,
     /// `Retry-After` on `503 policy_unavailable`.
