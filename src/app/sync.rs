@@ -52,12 +52,15 @@ pub(super) async fn share_pending(r: Arc<Reloader>, shared: crate::state::Shared
             .clone()
     };
     let (refusals_kept, attempts_kept) = (gauge("refusals"), gauge("attempts"));
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    let show = || {
         let kept = r.state.sizes();
         refusals_kept.set(kept.0 as i64);
         attempts_kept.set(kept.1 as i64);
-        if kept == (0, 0) {
+        kept
+    };
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if show() == (0, 0) {
             continue;
         }
         // A failure is Redis's, logged and counted by the backend; what is
@@ -71,9 +74,7 @@ pub(super) async fn share_pending(r: Arc<Reloader>, shared: crate::state::Shared
                 callees,
                 "refusals and attempts kept in this instance's store are now shared through Redis"
             );
-            let kept = r.state.sizes();
-            refusals_kept.set(kept.0 as i64);
-            attempts_kept.set(kept.1 as i64);
+            show();
         }
     }
 }

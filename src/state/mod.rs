@@ -47,6 +47,11 @@ pub enum Error {
     Redis(#[from] SharedError),
     #[error("state task failed")]
     Task,
+    /// A call does not queue behind a move of this instance's attempts to
+    /// Redis: against a Redis that does not answer, each move waits out the
+    /// time-out, and calls would wait one after the other.
+    #[error("this instance's own attempts are being moved to Redis")]
+    Moving,
 }
 
 /// The call state as the gate and the admin API see it.
@@ -148,7 +153,7 @@ impl Backend {
                 // Attempts counted here during an outage go first, so that
                 // the cap check sees them.
                 if self.local.holds_attempts(tenant, callee) {
-                    self.share_attempts(s, tenant, callee).await?;
+                    self.share_attempts(s, tenant, callee, false).await?;
                 }
                 Ok(s.count(tenant, callee, now, cap, enforce).await?)
             }
@@ -222,22 +227,26 @@ impl Backend {
         }
         let mut callees = 0;
         for (tenant, callee, _) in self.local.all_attempts() {
-            callees += usize::from(self.share_attempts(s, &tenant, callee).await?);
+            callees += usize::from(self.share_attempts(s, &tenant, callee, true).await?);
         }
         Ok((refusals.len(), callees))
     }
 
     /// Moves `callee`'s attempts from this instance's store to Redis;
     /// whether there were any. An answer lost after Redis took them leaves
-    /// them here, to be added again: counted twice, never lost.
+    /// them here, to be added again: counted twice, never lost. `wait`:
+    /// for a move under way (the share task), else [`Error::Moving`] (a
+    /// call, then decided on this instance's own view).
     async fn share_attempts(
         &self,
         s: &Shared,
         tenant: &Arc<str>,
         callee: E164,
+        wait: bool,
     ) -> Result<bool, Error> {
-        // The share task and a call to the same callee may both get here.
-        let _moving = s.moving_attempts().await;
+        // The share task and a call to the same callee may both get here:
+        // one move at a time, or the same attempts would be added twice.
+        let _moving = s.moving_attempts(wait).await.ok_or(Error::Moving)?;
         let held = self.local.attempts(tenant, callee);
         if !held.is_empty() {
             s.add_attempts(tenant, callee, &held, self.local.attempt_keep())

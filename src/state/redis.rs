@@ -456,9 +456,14 @@ impl Shared {
     }
 
     /// To hold while moving attempts from this instance's store to Redis
-    /// (see [`Shared::add_attempts`]).
-    pub async fn moving_attempts(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inner.moving.lock().await
+    /// (see [`Shared::add_attempts`]): waits for a move under way when
+    /// `wait`, else `None` while one is.
+    pub async fn moving_attempts(&self, wait: bool) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if wait {
+            Some(self.inner.moving.lock().await)
+        } else {
+            self.inner.moving.try_lock().ok()
+        }
     }
 
     /// Adds attempts this instance counted while Redis was unavailable,
