@@ -544,6 +544,165 @@ fn fail_open_counts_what_it_forwards_and_shares_it_when_redis_returns() {
     }
 }
 
+/// An instance whose tenant calls under the French cap without the
+/// cool-off: a call's first round trip to Redis is its count.
+fn capped_only(redis: &Redis, carrier: &Ua, fail_open: bool, timeout_ms: u64) -> Proxy {
+    Proxy::process_with(
+        &[format!("udp:{}", carrier.addr())],
+        &format!(
+            "{}[rule_set.capped]\nbase = \"fr\"\nrefusal_cooloff_days = 0\n",
+            redis.state_config_waiting(fail_open, timeout_ms)
+        ),
+        "rule_sets = [\"capped\"]\n",
+    )
+}
+
+/// Attempts Redis holds for tenant `test`'s `callee` (digits, no `+`).
+fn attempts_in_redis(redis: &Redis, callee: &str) -> String {
+    redis.command(&format!(
+        "ZCARD callguard:attempts:test:{}",
+        callee.trim_start_matches('+')
+    ))
+}
+
+/// Waits until a thawed Redis has run what its clients queued while it
+/// was frozen (its own connection's PING is answered after its turn).
+fn caught_up(redis: &Redis) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !redis.ping() {
+        assert!(Instant::now() < deadline, "redis never answered again");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// Waits until `p` holds no attempts of its own (all moved to Redis).
+fn all_shared(p: &Proxy) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.metric(r#"callguard_state_unshared{kind="attempts"} "#) != 0.0 {
+        assert!(Instant::now() < deadline, "{}", p.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A count that times out is still sent: a slow or frozen Redis runs it
+/// when it gets to it. A call refused `503` meanwhile (fail-closed) must
+/// not count against the callee, who keeps the four calls of the French
+/// cap.
+#[test]
+fn a_call_refused_while_redis_hangs_is_not_counted_when_redis_catches_up() {
+    let redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = capped_only(&redis, &uas, false, 200);
+    let uac = Ua::bind("127.0.0.1:0");
+    let callee = "+33142000070";
+    // Redis knows the count script, as it does once calls have run: a
+    // late EVALSHA of an unknown script would fail and count nothing.
+    let carrier = busy_carrier(uas.try_clone(), 1);
+    assert_eq!(call(&p, &uac, "+33142000071", "warm").status(), Some(486));
+    assert_eq!(carrier.join().unwrap(), 1);
+    redis.signal("STOP");
+    for i in 0..2 {
+        let r = call(&p, &uac, callee, &format!("hung-{i}"));
+        assert_eq!(
+            (r.status(), reason(&r)),
+            (Some(503), "policy_unavailable".to_owned())
+        );
+    }
+    redis.signal("CONT");
+    caught_up(&redis);
+    assert_eq!(attempts_in_redis(&redis, callee), ":0", "{}", p.log());
+
+    let carrier = busy_carrier(uas, 4);
+    for i in 0..4 {
+        let r = call(&p, &uac, callee, &format!("after-{i}"));
+        assert_eq!(r.status(), Some(486), "call {i} after Redis caught up");
+    }
+    let r = call(&p, &uac, callee, "after-4");
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(480), "frequency_cap".to_owned())
+    );
+    assert_eq!(carrier.join().unwrap(), 4);
+}
+
+/// Under `fail_open`, while Redis is up but hangs: calls to callees whose
+/// attempts this instance holds do not queue behind one another's move of
+/// them to Redis (each would wait out the time-out of the one before);
+/// they are decided on the instance's own view at once. When Redis
+/// catches up, each forwarded call is counted there exactly once: the
+/// counts and moves that timed out, which it runs late, are taken back.
+#[test]
+fn while_redis_hangs_calls_do_not_queue_and_each_is_counted_once() {
+    const K: usize = 12;
+    let redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = capped_only(&redis, &uas, true, 1000);
+    let uac = Ua::bind("127.0.0.1:0");
+    let callees: Vec<String> = (0..K).map(|i| format!("+331420001{i:02}")).collect();
+    // Sends one call to each callee at once; returns how long until the
+    // carrier had them all, and their warnings.
+    let round = |tag: &str| {
+        let started = Instant::now();
+        for (i, c) in callees.iter().enumerate() {
+            send_invite(&p, &uac, c, &format!("{tag}-{i}"));
+        }
+        let mut warnings = std::collections::HashMap::new();
+        while warnings.len() < K {
+            let (m, from) = uas.recv(Duration::from_secs(30)).expect("forwarded");
+            if m.method() != Some(&b"INVITE"[..]) {
+                continue;
+            }
+            uas.send(from, &reply(&m, 486, "Busy Here", "c", ""));
+            let w = m.header_by_name("X-Callguard-Warning").unwrap_or_default();
+            warnings.insert(
+                m.call_id().unwrap_or_default().to_vec(),
+                String::from_utf8_lossy(w).into_owned(),
+            );
+        }
+        (
+            started.elapsed(),
+            warnings.into_values().collect::<Vec<_>>(),
+        )
+    };
+    // Redis knows the count and move scripts, as it does once calls and
+    // an outage have run: a late EVALSHA of an unknown script would fail
+    // and count nothing.
+    let carrier = busy_carrier(uas.try_clone(), 2);
+    assert_eq!(call(&p, &uac, "+33142000199", "warm").status(), Some(486));
+    redis.signal("STOP");
+    assert_eq!(call(&p, &uac, "+33142000199", "warm-1").status(), Some(486));
+    assert_eq!(carrier.join().unwrap(), 2);
+    redis.signal("CONT");
+    all_shared(&p);
+
+    redis.signal("STOP");
+    // Each count waits out the second's time-out, and is counted here.
+    let (_, first) = round("first");
+    assert!(
+        first.iter().all(|w| w.starts_with("policy_unavailable;")),
+        "{first:?}"
+    );
+    // Now every callee has an attempt held here: one call moves it, or the
+    // share task does, and the others do not wait for that move.
+    let (took, second) = round("second");
+    let moving = second
+        .iter()
+        .filter(|w| w.contains("being moved to Redis"))
+        .count();
+    assert!(moving >= K - 1, "{second:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "{K} calls took {took:?}: they queued behind a move to a hung Redis"
+    );
+
+    redis.signal("CONT");
+    caught_up(&redis);
+    all_shared(&p);
+    for c in &callees {
+        assert_eq!(attempts_in_redis(&redis, c), ":2", "{c}");
+    }
+}
+
 /// A list file that lives as long as the test process.
 fn write_list(text: &str) -> std::path::PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();

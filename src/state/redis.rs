@@ -438,17 +438,22 @@ impl Shared {
         let now_s = now.timestamp();
         let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
         let member = format!("{now_s}:{:08x}:{seq}", self.inner.instance);
+        let key = self.key("attempts", tenant, callee);
         let mut inv = self.inner.count.prepare_invoke();
-        inv.key(self.key("attempts", tenant, callee))
+        inv.key(&key)
             .arg(now_s)
             .arg(now_s - cap.window.num_seconds())
             .arg(cap.attempts)
             .arg(u8::from(enforce))
-            .arg(member)
+            .arg(&member)
             .arg(cap.window.num_seconds().max(1))
             .arg(MAX_ATTEMPTS_KEPT);
         let mut conn = self.conn();
-        let prior: Vec<f64> = self.run_state(inv.invoke_async(&mut conn)).await?;
+        let r = self.run_state(inv.invoke_async(&mut conn)).await;
+        if timed_out(&r) {
+            take_back(conn, key, vec![member]);
+        }
+        let prior: Vec<f64> = r?;
         Ok(prior
             .into_iter()
             .filter_map(|s| DateTime::from_timestamp(s as i64, 0))
@@ -476,19 +481,25 @@ impl Shared {
         attempts: &[DateTime<Utc>],
         keep: chrono::Duration,
     ) -> Result<(), SharedError> {
+        let key = self.key("attempts", tenant, callee);
         let mut inv = self.inner.add.prepare_invoke();
-        inv.key(self.key("attempts", tenant, callee))
+        inv.key(&key)
             .arg(keep.num_seconds().max(1))
             .arg(MAX_ATTEMPTS_KEPT);
+        let mut members = Vec::with_capacity(attempts.len());
         for at in attempts {
             let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
             let at = at.timestamp();
-            inv.arg(at)
-                .arg(format!("{at}:{:08x}:{seq}", self.inner.instance));
+            let member = format!("{at}:{:08x}:{seq}", self.inner.instance);
+            inv.arg(at).arg(&member);
+            members.push(member);
         }
         let mut conn = self.conn();
-        let _: i64 = self.run_state(inv.invoke_async(&mut conn)).await?;
-        Ok(())
+        let r = self.run_state(inv.invoke_async::<i64>(&mut conn)).await;
+        if timed_out(&r) {
+            take_back(conn, key, members);
+        }
+        r.map(drop)
     }
 
     /// Takes back one attempt counted at `at` (any instance's: attempts of
@@ -697,6 +708,37 @@ impl Shared {
             })
             .collect())
     }
+}
+
+/// Whether an operation failed on a time-out (the connection's response
+/// time-out, or ours around it): it may still have been sent, and run.
+fn timed_out<T>(r: &Result<T, SharedError>) -> bool {
+    match r {
+        Err(SharedError::Timeout(_)) => true,
+        Err(SharedError::Redis(e)) => e.is_timeout(),
+        _ => false,
+    }
+}
+
+/// A write of attempts that timed out was still sent: a slow or frozen
+/// Redis runs it when it gets to it, and the attempts it adds would then
+/// count on top of what the caller did instead (a call refused `503`
+/// counted all the same; an attempt counted here, then moved, counted
+/// twice). A `ZREM` of exactly `members`, queued behind it on the same
+/// connection, runs after it and takes them back. Between the two the
+/// callee's count is too high: the safe side.
+fn take_back(mut conn: ConnectionManager, key: String, members: Vec<String>) {
+    super::in_background("attempts of a write that timed out", async move {
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(&key).arg(&members);
+        // Once queued it runs in its turn, whether or not its answer is
+        // still awaited (the connection's response time-out bounds this
+        // task): a late answer is the usual case here.
+        match zrem.query_async::<i64>(&mut conn).await {
+            Ok(n) => tracing::debug!(key, taken_back = n, "attempts of a write that timed out"),
+            Err(e) => tracing::debug!(key, error = %e, "take-back of a write that timed out sent"),
+        }
+    });
 }
 
 #[cfg(test)]

@@ -578,6 +578,14 @@ impl Ua {
         Ua { sock }
     }
 
+    /// The same socket, for a thread of its own (a carrier answering while
+    /// the test goes on with the original).
+    pub fn try_clone(&self) -> Ua {
+        Ua {
+            sock: self.sock.try_clone().unwrap(),
+        }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.sock.local_addr().unwrap()
     }
