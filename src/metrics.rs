@@ -139,6 +139,7 @@ pub struct Metrics {
     pub dnc_max_age: Family<ListLabels, Gauge>,
     pub state_backend_up: Gauge,
     pub state_errors: Counter,
+    pub state_redis_restarts: Counter,
     /// Refusals and callees' attempts this instance keeps until Redis
     /// takes them.
     pub state_unshared: Family<KindLabels, Gauge>,
@@ -243,6 +244,12 @@ impl Metrics {
         let state_backend_up = Gauge::default();
         state_backend_up.set(1);
         let state_errors = Counter::default();
+        let state_redis_restarts = Counter::default();
+        registry.register(
+            "state_redis_restarts",
+            "With the Redis backend: restarts of the Redis server seen (its run_id changed, checked every 10 s); without appendonly a restart loses the refusals and attempts written since its last snapshot",
+            state_redis_restarts.clone(),
+        );
         let state_unshared = Family::<KindLabels, Gauge>::default();
         registry.register(
             "state_unshared",
@@ -398,6 +405,7 @@ impl Metrics {
             dnc_max_age,
             state_backend_up,
             state_errors,
+            state_redis_restarts,
             state_unshared,
             audit_overflow,
             audit_up,
@@ -482,6 +490,7 @@ impl Metrics {
         crate::state::Health {
             up: self.state_backend_up.clone(),
             errors: self.state_errors.clone(),
+            restarts: self.state_redis_restarts.clone(),
         }
     }
 

@@ -178,6 +178,7 @@ fn metrics_move_with_sip_traffic_and_dashboards_query_only_exported_names() {
         "CallguardDncListStale",
         "CallguardStrangerFlood",
         "CallguardCallsLooping",
+        "CallguardRedisRestarted",
     ] {
         assert!(alerts.contains(&format!("alert: {alert}")), "{alert}");
     }
@@ -371,6 +372,25 @@ fn calls_answered_482_raise_the_loop_alert() {
          \x20         exp_annotations:\n\
          \x20           summary: \"calls through a loop back to it and fail 482 Loop Detected: check the carriers' routing\"\n\
          \x20   - eval_time: 15m\n      alertname: CallguardCallsLooping\n      exp_alerts: []\n",
+    ));
+}
+
+/// The Redis restart alert, by promtool's rule tests: a restart counted
+/// fires it for the next half hour; an instance whose Redis did not
+/// restart stays quiet.
+#[test]
+fn a_redis_restart_raises_its_alert() {
+    let m = "callguard_state_redis_restarts_total";
+    alert_rule_test(&format!(
+        "- interval: 1m\n  input_series:\n\
+         \x20   - series: '{m}{{instance=\"a\",job=\"callguard\"}}'\n      values: '0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1'\n\
+         \x20   - series: '{m}{{instance=\"b\",job=\"callguard\"}}'\n      values: '0x45'\n\
+         \x20 alert_rule_test:\n\
+         \x20   - eval_time: 5m\n      alertname: CallguardRedisRestarted\n      exp_alerts:\n\
+         \x20       - exp_labels: {{severity: warning, instance: a, job: callguard}}\n\
+         \x20         exp_annotations:\n\
+         \x20           summary: \"the Redis behind callguard a restarted: without appendonly it lost the refusals and attempts since its last snapshot\"\n\
+         \x20   - eval_time: 40m\n      alertname: CallguardRedisRestarted\n      exp_alerts: []\n",
     ));
 }
 

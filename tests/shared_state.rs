@@ -703,6 +703,33 @@ fn while_redis_hangs_calls_do_not_queue_and_each_is_counted_once() {
     }
 }
 
+/// A Redis that restarts (here without persistence, so empty) is noticed
+/// by the 10 s check of its settings: logged as the loss it is, and
+/// counted for the alert.
+#[test]
+fn a_redis_restart_is_logged_and_counted() {
+    let mut redis = Redis::start();
+    let uas = Ua::bind("127.0.0.1:0");
+    let p = proxy_on(&redis, &uas, false);
+    let restarts = "callguard_state_redis_restarts_total";
+    assert_eq!(p.metric(restarts), 0.0);
+    redis.stop();
+    redis.run();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while p.metric(restarts) < 1.0 {
+        assert!(Instant::now() < deadline, "{}", p.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        p.log().contains("Redis restarted without appendonly"),
+        "{}",
+        p.log()
+    );
+    // Once: the next checks see the same server.
+    std::thread::sleep(Duration::from_secs(11));
+    assert_eq!(p.metric(restarts), 1.0);
+}
+
 /// A list file that lives as long as the test process.
 fn write_list(text: &str) -> std::path::PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();

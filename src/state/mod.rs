@@ -36,6 +36,8 @@ pub type Attempts = SmallVec<[DateTime<Utc>; 4]>;
 pub struct Health {
     pub up: Gauge,
     pub errors: Counter,
+    /// Restarts of the Redis server seen (its `run_id` changed).
+    pub restarts: Counter,
 }
 
 /// A state operation that failed.

@@ -115,6 +115,8 @@ pub struct ServerSettings {
     pub policy: Option<String>,
     /// `appendonly` (None: not reported).
     pub aof: Option<bool>,
+    /// Changes at every start of the server (`INFO server`).
+    pub run_id: Option<String>,
 }
 
 impl ServerSettings {
@@ -129,6 +131,7 @@ impl ServerSettings {
                 "maxmemory" => s.maxmemory = v.parse().unwrap_or(0),
                 "maxmemory_policy" => s.policy = Some(v.to_owned()),
                 "aof_enabled" => s.aof = Some(v == "1"),
+                "run_id" => s.run_id = Some(v.to_owned()),
                 _ => {}
             }
         }
@@ -184,6 +187,9 @@ struct Inner {
     /// Set while the server's settings let it evict keys (`check_server`):
     /// the call state is then unavailable, as when Redis is down.
     evicts: arc_swap::ArcSwapOption<String>,
+    /// The server's `run_id` at the last check: another one means it
+    /// restarted.
+    run_id: std::sync::Mutex<Option<String>>,
 }
 
 /// The stream of DNC changes is trimmed to about this many entries; an
@@ -255,6 +261,7 @@ impl Shared {
                 epoch: std::time::Instant::now(),
                 health,
                 evicts: Default::default(),
+                run_id: Default::default(),
             }),
         })
     }
@@ -349,21 +356,23 @@ impl Shared {
 
     /// Reads the server's settings, and makes the call state unavailable
     /// while they let it evict keys (and available again once they do
-    /// not). Called at start and every few seconds after.
+    /// not); says when the server has restarted since the last check.
+    /// Called at start and every few seconds after.
     pub async fn check_server(&self) -> Result<ServerSettings, SharedError> {
         let mut pipe = redis::pipe();
-        pipe.cmd("INFO")
-            .arg("memory")
-            .cmd("INFO")
-            .arg("persistence");
+        // One section per INFO: several in one arrived with Redis 7.
+        for section in ["server", "memory", "persistence"] {
+            pipe.cmd("INFO").arg(section);
+        }
         let mut conn = self.conn();
         // Outside `run`: a server that refuses INFO (some managed services
         // rename it) is reported by the caller, not taken for an outage.
-        let (memory, persistence): (String, String) =
+        let (server, memory, persistence): (String, String, String) =
             tokio::time::timeout(self.inner.timeout, pipe.query_async(&mut conn))
                 .await
                 .map_err(|_| SharedError::Timeout(self.inner.timeout))??;
-        let settings = ServerSettings::parse(&format!("{memory}\n{persistence}"));
+        let settings = ServerSettings::parse(&format!("{server}\n{memory}\n{persistence}"));
+        self.note_restart(&settings);
         let evicts = settings.evicts().map(Arc::new);
         match (self.inner.evicts.swap(evicts.clone()), evicts) {
             (None, Some(why)) => {
@@ -378,6 +387,35 @@ impl Shared {
             _ => {}
         }
         Ok(settings)
+    }
+
+    /// A server that restarted without an append-only file has lost what
+    /// was written since its last snapshot (with none, everything): the
+    /// callees it forgot may be called again before the law allows. Nothing
+    /// here can restore it, so it is said loudly and counted for the alert.
+    fn note_restart(&self, settings: &ServerSettings) {
+        let Some(now) = &settings.run_id else {
+            return;
+        };
+        let before = self
+            .inner
+            .run_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(now.clone());
+        if before.is_none_or(|b| b == *now) {
+            return;
+        }
+        self.inner.health.restarts.inc();
+        if settings.aof == Some(true) {
+            tracing::warn!(
+                "Redis restarted; it runs with appendonly, so it reloaded the refusals and attempts from its append-only file (up to its last fsync)"
+            );
+        } else {
+            tracing::error!(
+                "Redis restarted without appendonly: the refusals and attempts written since its last snapshot (all, without one) are lost, and those callees may be called again too soon (README, \"Several instances\")"
+            );
+        }
     }
 
     /// Whether the last operation succeeded.
@@ -767,5 +805,10 @@ mod tests {
         let unknown = ServerSettings::parse("# Server\r\nredis_version:3.0.0\r\n");
         assert_eq!(unknown, ServerSettings::default());
         assert_eq!(unknown.evicts(), None);
+        // `INFO server`'s run_id, which a restart changes.
+        let server = ServerSettings::parse(
+            "# Server\r\nredis_version:7.0.15\r\nrun_id:5d3a1c0e9b\r\ntcp_port:6379\r\n",
+        );
+        assert_eq!(server.run_id.as_deref(), Some("5d3a1c0e9b"));
     }
 }
