@@ -361,18 +361,26 @@ fn shipped_alert_rules_and_dashboard_queries_are_valid_promql() {
 #[test]
 fn calls_answered_482_raise_the_loop_alert() {
     let m = "callguard_sip_responses_total";
-    alert_rule_test(&format!(
-        "- interval: 1m\n  input_series:\n\
-         \x20   - series: '{m}{{code=\"482\",direction=\"out\",instance=\"a\",job=\"callguard\"}}'\n      values: '0 0 0 1 2 3 3 3 3 3 3 3 3 3 3 3 3 3 3 3'\n\
-         \x20   - series: '{m}{{code=\"480\",direction=\"out\",instance=\"b\",job=\"callguard\"}}'\n      values: '0+50x20'\n\
-         \x20   - series: '{m}{{code=\"482\",direction=\"in\",instance=\"b\",job=\"callguard\"}}'\n      values: '0+1x20'\n\
-         \x20 alert_rule_test:\n\
-         \x20   - eval_time: 5m\n      alertname: CallguardCallsLooping\n      exp_alerts:\n\
-         \x20       - exp_labels: {{severity: critical, instance: a}}\n\
-         \x20         exp_annotations:\n\
-         \x20           summary: \"calls through a loop back to it and fail 482 Loop Detected: check the carriers' routing\"\n\
-         \x20   - eval_time: 15m\n      alertname: CallguardCallsLooping\n      exp_alerts: []\n",
-    ));
+    alert_fires_then_quiets(
+        &[
+            (
+                format!(r#"{m}{{code="482",direction="out",instance="a",job="callguard"}}"#),
+                "0 0 0 1 2 3 3x14",
+            ),
+            (
+                format!(r#"{m}{{code="480",direction="out",instance="b",job="callguard"}}"#),
+                "0+50x20",
+            ),
+            (
+                format!(r#"{m}{{code="482",direction="in",instance="b",job="callguard"}}"#),
+                "0+1x20",
+            ),
+        ],
+        "CallguardCallsLooping",
+        ("5m", "{severity: critical, instance: a}"),
+        "calls through a loop back to it and fail 482 Loop Detected: check the carriers' routing",
+        "15m",
+    );
 }
 
 /// The Redis restart alert, by promtool's rule tests: a restart counted
@@ -381,17 +389,45 @@ fn calls_answered_482_raise_the_loop_alert() {
 #[test]
 fn a_redis_restart_raises_its_alert() {
     let m = "callguard_state_redis_restarts_total";
-    alert_rule_test(&format!(
-        "- interval: 1m\n  input_series:\n\
-         \x20   - series: '{m}{{instance=\"a\",job=\"callguard\"}}'\n      values: '0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1'\n\
-         \x20   - series: '{m}{{instance=\"b\",job=\"callguard\"}}'\n      values: '0x45'\n\
-         \x20 alert_rule_test:\n\
-         \x20   - eval_time: 5m\n      alertname: CallguardRedisRestarted\n      exp_alerts:\n\
-         \x20       - exp_labels: {{severity: warning, instance: a, job: callguard}}\n\
-         \x20         exp_annotations:\n\
-         \x20           summary: \"the Redis behind callguard a restarted: without appendonly it lost the refusals and attempts since its last snapshot\"\n\
-         \x20   - eval_time: 40m\n      alertname: CallguardRedisRestarted\n      exp_alerts: []\n",
+    alert_fires_then_quiets(
+        &[
+            (format!(r#"{m}{{instance="a",job="callguard"}}"#), "0 0 0 1x42"),
+            (format!(r#"{m}{{instance="b",job="callguard"}}"#), "0x45"),
+        ],
+        "CallguardRedisRestarted",
+        ("5m", "{severity: warning, instance: a, job: callguard}"),
+        "the Redis behind callguard a restarted: without appendonly it lost the refusals and attempts since its last snapshot",
+        "40m",
+    );
+}
+
+/// A promtool rule test of one alert: `series` (name with labels, values
+/// per minute) fire `alert` at `fires.0` with exactly the labels `fires.1`
+/// and `summary`, and nothing at `quiet_at`.
+fn alert_fires_then_quiets(
+    series: &[(String, &str)],
+    alert: &str,
+    fires: (&str, &str),
+    summary: &str,
+    quiet_at: &str,
+) {
+    let mut test = String::from("- interval: 1m\n  input_series:\n");
+    for (name, values) in series {
+        test.push_str(&format!(
+            "    - series: '{name}'\n      values: '{values}'\n"
+        ));
+    }
+    test.push_str(&format!(
+        "  alert_rule_test:\n\
+         \x20   - eval_time: {}\n      alertname: {alert}\n      exp_alerts:\n\
+         \x20       - exp_labels: {}\n\
+         \x20         exp_annotations:\n            summary: {}\n\
+         \x20   - eval_time: {quiet_at}\n      alertname: {alert}\n      exp_alerts: []\n",
+        fires.0,
+        fires.1,
+        serde_json::to_string(summary).unwrap(),
     ));
+    alert_rule_test(&test);
 }
 
 /// Runs promtool's rule tests (`tests:` entries in `tests`) against the
