@@ -409,11 +409,11 @@ impl Shared {
         self.inner.health.restarts.inc();
         if settings.aof == Some(true) {
             tracing::warn!(
-                "Redis restarted; it runs with appendonly, so it reloaded the refusals and attempts from its append-only file (up to its last fsync)"
+                "Redis restarted (its run_id changed: a restart, or another server at its address, such as a replica after a failover); it runs with appendonly, so a restart reloaded the refusals and attempts from its append-only file (up to its last fsync)"
             );
         } else {
             tracing::error!(
-                "Redis restarted without appendonly: the refusals and attempts written since its last snapshot (all, without one) are lost, and those callees may be called again too soon (README, \"Several instances\")"
+                "Redis restarted without appendonly (its run_id changed: a restart, or another server at its address, such as a replica after a failover): the refusals and attempts written since its last snapshot (all, without one) or not yet replicated are lost, and those callees may be called again too soon (README, \"Several instances\")"
             );
         }
     }
