@@ -483,24 +483,10 @@ fn fail_open_counts_what_it_forwards_and_shares_it_when_redis_returns() {
     let a = proxy_on(&redis, &uas_a, true);
     let b = proxy_on(&redis, &uas_b, false);
     redis.stop();
-    let carrier = busy_carrier(uas_a, 4);
     let uac = Ua::bind("127.0.0.1:0");
     let callee = "+33142000056";
-    for i in 0..4 {
-        let r = call(&a, &uac, callee, &format!("open-count-{i}"));
-        assert_eq!(r.status(), Some(486), "call {i} forwarded unchecked");
-    }
     // The fifth within the 30 days: refused on the instance's own count.
-    let r = call(&a, &uac, callee, "open-count-4");
-    assert_eq!(
-        (r.status(), reason(&r)),
-        (Some(480), "frequency_cap".to_owned())
-    );
-    assert_eq!(
-        carrier.join().unwrap(),
-        4,
-        "INVITEs that reached the carrier"
-    );
+    four_forwarded_then_capped(&a, uas_a, &uac, callee, "open-count");
     assert_eq!(
         a.metric(
             r#"callguard_invites_total{tenant="test",decision="warn",reason="policy_unavailable"}"#
@@ -542,6 +528,27 @@ fn fail_open_counts_what_it_forwards_and_shares_it_when_redis_returns() {
         assert!(Instant::now() < deadline, "{}", a.log());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Four calls to `callee` through `p` reach the carrier (which answers
+/// `486`), and the fifth is refused `480 frequency_cap` (the French cap of
+/// 4 in 30 days) without reaching it.
+fn four_forwarded_then_capped(p: &Proxy, carrier: Ua, uac: &Ua, callee: &str, tag: &str) {
+    let carrier = busy_carrier(carrier, 4);
+    for i in 0..4 {
+        let r = call(p, uac, callee, &format!("{tag}-{i}"));
+        assert_eq!(r.status(), Some(486), "call {i} ({tag}) forwarded");
+    }
+    let r = call(p, uac, callee, &format!("{tag}-4"));
+    assert_eq!(
+        (r.status(), reason(&r)),
+        (Some(480), "frequency_cap".to_owned())
+    );
+    assert_eq!(
+        carrier.join().unwrap(),
+        4,
+        "INVITEs that reached the carrier"
+    );
 }
 
 /// An instance whose tenant calls under the French cap without the
@@ -612,17 +619,7 @@ fn a_call_refused_while_redis_hangs_is_not_counted_when_redis_catches_up() {
     caught_up(&redis);
     assert_eq!(attempts_in_redis(&redis, callee), ":0", "{}", p.log());
 
-    let carrier = busy_carrier(uas, 4);
-    for i in 0..4 {
-        let r = call(&p, &uac, callee, &format!("after-{i}"));
-        assert_eq!(r.status(), Some(486), "call {i} after Redis caught up");
-    }
-    let r = call(&p, &uac, callee, "after-4");
-    assert_eq!(
-        (r.status(), reason(&r)),
-        (Some(480), "frequency_cap".to_owned())
-    );
-    assert_eq!(carrier.join().unwrap(), 4);
+    four_forwarded_then_capped(&p, uas, &uac, callee, "after");
 }
 
 /// Under `fail_open`, while Redis is up but hangs: calls to callees whose

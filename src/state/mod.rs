@@ -235,8 +235,10 @@ impl Backend {
     }
 
     /// Moves `callee`'s attempts from this instance's store to Redis;
-    /// whether there were any. An answer lost after Redis took them leaves
-    /// them here, to be added again: counted twice, never lost. `wait`:
+    /// whether there were any. A move that times out is taken back behind
+    /// it (`redis::take_back`) and its attempts stay here, to be added
+    /// again; an answer lost otherwise (a connection reset after Redis took
+    /// them) leaves them counted twice, never lost. `wait`:
     /// for a move under way (the share task), else [`Error::Moving`] (a
     /// call, then decided on this instance's own view).
     async fn share_attempts(
